@@ -1,0 +1,340 @@
+//! `sage-mock-llm`: a scripted OpenAI-compatible chat model, the one test double of the project.
+//!
+//! `POST /v1/chat/completions` (also `/chat/completions`) streams SSE chunks exactly like an
+//! OpenAI-compatible provider: text token by token, tool calls in fragments, a usage chunk, then
+//! `[DONE]`. What it answers is scripted by directives in the LAST USER MESSAGE:
+//!
+//! | directive | effect |
+//! |---|---|
+//! | `call:NAME` or `call:NAME{"json":"args"}` | the answer is a tool call (several directives = several calls in one turn) |
+//! | `call-forever:NAME` | like `call:`, and keeps calling after tool results (loop-limit tests) |
+//! | `think:` | DeepSeek-style `reasoning_content` deltas before the answer |
+//! | `words:N` | the text answer is N tokens long |
+//! | `fail:NNN` | HTTP status NNN with an OpenAI error body, before any streaming |
+//! | `fail:drop` | streams a few tokens, then drops the connection |
+//!
+//! When the last message is a tool result (and no `call-forever:`), the answer is text:
+//! `Tool results: <content> | <content>`, so a test sees what was fed back. Otherwise the answer
+//! is `--reply-words` tokens (default: a short fixed sentence). `GET /_mock/requests` returns the
+//! bodies received so far.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+#[derive(Debug, Clone)]
+pub struct MockOptions {
+    /// Pause between streamed chunks.
+    pub token_delay: Duration,
+    /// Length of the default text answer in tokens; 0 = the fixed sentence.
+    pub reply_words: usize,
+    /// When set, requests must carry `Authorization: Bearer <key>`.
+    pub api_key: Option<String>,
+}
+
+impl Default for MockOptions {
+    fn default() -> Self {
+        Self {
+            token_delay: Duration::ZERO,
+            reply_words: 0,
+            api_key: None,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct MockState {
+    options: Arc<MockOptions>,
+    requests: Arc<Mutex<Vec<Value>>>,
+}
+
+const DEFAULT_REPLY: &str = "This is a mock response from the scripted model.";
+
+pub fn app(options: MockOptions) -> Router {
+    let state = MockState {
+        options: Arc::new(options),
+        requests: Arc::default(),
+    };
+    Router::new()
+        .route("/v1/chat/completions", post(completions))
+        .route("/chat/completions", post(completions))
+        .route("/v1/models", get(models))
+        .route("/models", get(models))
+        .route("/_mock/requests", get(requests))
+        .with_state(state)
+}
+
+pub async fn serve(
+    listener: TcpListener,
+    options: MockOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(options))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn models() -> Json<Value> {
+    Json(json!({"object": "list", "data": [{"id": "mock-model", "object": "model"}]}))
+}
+
+async fn requests(State(state): State<MockState>) -> Json<Value> {
+    let requests = state.requests.lock().map(|r| r.clone()).unwrap_or_default();
+    Json(Value::Array(requests))
+}
+
+fn error_response(status: StatusCode, message: &str) -> Response {
+    let body = json!({"error": {"message": message, "type": "mock_error", "code": status.as_u16()}});
+    (status, Json(body)).into_response()
+}
+
+/// What the script says to do for one request.
+#[derive(Debug, Default, PartialEq)]
+struct Script {
+    calls: Vec<(String, String)>,
+    call_forever: bool,
+    think: bool,
+    words: Option<usize>,
+    fail_status: Option<u16>,
+    drop_connection: bool,
+}
+
+fn find_after<'a>(text: &'a str, marker: &str) -> Option<&'a str> {
+    text.find(marker).map(|at| &text[at + marker.len()..])
+}
+
+fn parse_script(text: &str) -> Script {
+    let mut script = Script {
+        think: text.contains("think:"),
+        drop_connection: text.contains("fail:drop"),
+        fail_status: find_after(text, "fail:").and_then(|rest| rest.get(..3)?.parse().ok()),
+        words: find_after(text, "words:")
+            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()),
+        ..Script::default()
+    };
+    let mut rest = text;
+    while let Some(at) = rest.find("call") {
+        let after = &rest[at + "call".len()..];
+        let (forever, after) = if let Some(after) = after.strip_prefix("-forever:") {
+            (true, after)
+        } else if let Some(after) = after.strip_prefix(':') {
+            (false, after)
+        } else {
+            rest = after;
+            continue;
+        };
+        let name_end = after
+            .find(|c: char| !(c.is_alphanumeric() || "_-.".contains(c)))
+            .unwrap_or(after.len());
+        let name = &after[..name_end];
+        let mut tail = &after[name_end..];
+        let mut arguments = "{}".to_owned();
+        if tail.starts_with('{') {
+            let mut values = serde_json::Deserializer::from_str(tail).into_iter::<Value>();
+            match values.next() {
+                Some(Ok(value)) => {
+                    arguments = value.to_string();
+                    tail = &tail[values.byte_offset()..];
+                }
+                _ => {
+                    // Not JSON: passed through raw, so a test can send invalid arguments.
+                    let end = tail.find(char::is_whitespace).unwrap_or(tail.len());
+                    arguments = tail[..end].to_owned();
+                    tail = &tail[end..];
+                }
+            }
+        }
+        if !name.is_empty() {
+            script.calls.push((name.to_owned(), arguments));
+            script.call_forever |= forever;
+        }
+        rest = tail;
+    }
+    script
+}
+
+fn message_text(message: &Value) -> String {
+    match message.get("content") {
+        Some(Value::String(text)) => text.clone(),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter_map(|part| part.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => String::new(),
+    }
+}
+
+fn tokens(text: &str) -> Vec<String> {
+    text.split_inclusive(' ').map(str::to_owned).collect()
+}
+
+async fn completions(
+    State(state): State<MockState>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    if let Some(key) = &state.options.api_key {
+        let expected = format!("Bearer {key}");
+        if headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) != Some(&expected) {
+            return error_response(StatusCode::UNAUTHORIZED, "Authentication Fails");
+        }
+    }
+    if let Ok(mut requests) = state.requests.lock() {
+        requests.push(body.clone());
+    }
+    let messages = body["messages"].as_array().cloned().unwrap_or_default();
+    let last_user = messages
+        .iter()
+        .rev()
+        .find(|message| message["role"] == "user")
+        .map(message_text)
+        .unwrap_or_default();
+    let script = parse_script(&last_user);
+    if let Some(status) = script.fail_status {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return error_response(status, "scripted failure");
+    }
+    let model = body["model"].as_str().unwrap_or("mock-model").to_owned();
+    let after_tool = messages.last().is_some_and(|m| m["role"] == "tool");
+    let prompt_tokens: usize = messages.iter().map(|m| message_text(m).len() / 4).sum();
+
+    let mut chunks: Vec<Value> = Vec::new();
+    let mut completion_tokens = 0;
+    if script.think {
+        for token in tokens("Let me think about this step by step.") {
+            chunks.push(json!({"reasoning_content": token}));
+        }
+    }
+    let finish_reason;
+    if !script.calls.is_empty() && (!after_tool || script.call_forever) {
+        for (index, (name, arguments)) in script.calls.iter().enumerate() {
+            let id = format!("call_{}_{}", messages.len(), index);
+            chunks.push(json!({"tool_calls": [{"index": index, "id": id, "type": "function",
+                "function": {"name": name, "arguments": ""}}]}));
+            let split = arguments.len() / 2;
+            let split = (0..=split).rev().find(|i| arguments.is_char_boundary(*i)).unwrap_or(0);
+            for part in [&arguments[..split], &arguments[split..]] {
+                chunks.push(json!({"tool_calls": [{"index": index, "function": {"arguments": part}}]}));
+            }
+            completion_tokens += 1 + arguments.len() / 4;
+        }
+        finish_reason = "tool_calls";
+    } else {
+        let text = if after_tool {
+            let results: Vec<String> = messages
+                .iter()
+                .rev()
+                .take_while(|m| m["role"] == "tool")
+                .map(message_text)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            format!("Tool results: {}", results.join(" | "))
+        } else {
+            match script.words.or(Some(state.options.reply_words).filter(|n| *n > 0)) {
+                Some(count) => (0..count).map(|i| format!("tok{i} ")).collect(),
+                None => DEFAULT_REPLY.to_owned(),
+            }
+        };
+        for token in tokens(&text) {
+            completion_tokens += 1;
+            chunks.push(json!({"content": token}));
+        }
+        finish_reason = "stop";
+    }
+
+    let created = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    let frame = move |choices: Value, usage: Option<Value>| {
+        let mut chunk = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk",
+            "created": created, "model": model, "choices": choices});
+        if let Some(usage) = usage {
+            chunk["usage"] = usage;
+        }
+        Bytes::from(format!("data: {chunk}\n\n"))
+    };
+    let mut frames: Vec<Bytes> = vec![frame(
+        json!([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]),
+        None,
+    )];
+    for delta in chunks {
+        frames.push(frame(json!([{"index": 0, "delta": delta, "finish_reason": null}]), None));
+    }
+    frames.push(frame(json!([{"index": 0, "delta": {}, "finish_reason": finish_reason}]), None));
+    frames.push(frame(
+        json!([]),
+        Some(json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens})),
+    ));
+    frames.push(Bytes::from_static(b"data: [DONE]\n\n"));
+
+    let drop_after = script.drop_connection.then_some(4);
+    let delay = state.options.token_delay;
+    let stream = futures_util::stream::iter(frames.into_iter().enumerate()).then(
+        move |(index, bytes)| async move {
+            if !delay.is_zero() && index > 0 {
+                tokio::time::sleep(delay).await;
+            }
+            match drop_after {
+                Some(limit) if index >= limit => Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "scripted connection drop",
+                )),
+                _ => Ok(bytes),
+            }
+        },
+    );
+    let stream = stream.take_while({
+        let mut failed = false;
+        move |item| {
+            let keep = !failed;
+            failed |= item.is_err();
+            std::future::ready(keep)
+        }
+    });
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directives_are_read_from_the_message() {
+        let script = parse_script(r#"please call:echo{"text": "hi there"} and call:add then think: words:7"#);
+        assert_eq!(
+            script.calls,
+            vec![
+                ("echo".to_owned(), r#"{"text":"hi there"}"#.to_owned()),
+                ("add".to_owned(), "{}".to_owned())
+            ]
+        );
+        assert!(script.think);
+        assert_eq!(script.words, Some(7));
+        assert_eq!(parse_script("fail:500").fail_status, Some(500));
+        assert!(parse_script("fail:drop").drop_connection);
+        assert!(parse_script("call-forever:echo").call_forever);
+        assert_eq!(parse_script("hello").calls, vec![]);
+    }
+}

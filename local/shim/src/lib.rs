@@ -1,0 +1,17 @@
+//! `sage-local`: every function's router on one port, for local use and end-to-end tests.
+
+use std::future::Future;
+
+use sage_core::{AppState, local_router};
+use tokio::net::TcpListener;
+
+/// Serves until `shutdown` resolves. Takes its listener so tests can bind port 0.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, local_router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

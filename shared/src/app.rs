@@ -1,0 +1,95 @@
+//! The application state every function builds once, and the routers built from it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+
+use crate::config::Config;
+use crate::llm::{ChatModel, OpenAiCompatible};
+use crate::presets::{AgentPresets, PresetError};
+use crate::routes;
+use crate::store::{Store, StoreError, open_store};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn Store>,
+    pub llm: Arc<dyn ChatModel>,
+    pub presets: Arc<AgentPresets>,
+    /// How long a run's lock lives without a heartbeat.
+    pub run_lease: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("agent presets: {0}")]
+    Presets(#[from] PresetError),
+}
+
+impl AppState {
+    pub async fn from_config(config: Config) -> Result<Self, StartupError> {
+        let store = open_store(&config).await?;
+        Self::with_store(config, store)
+    }
+
+    pub fn with_store(config: Config, store: Arc<dyn Store>) -> Result<Self, StartupError> {
+        if config.default_llm_keys().is_empty() {
+            tracing::warn!(
+                "no LLM API key configured: set SAGE_DEFAULT_LLM_API_KEY (--default_llm_api_key); \
+                 /api/stream answers 503 unless a request brings llm_model_config.api_key"
+            );
+        }
+        let llm = OpenAiCompatible::new(
+            Duration::from_secs_f64(config.llm_connect_timeout),
+            Duration::from_secs_f64(config.llm_idle_timeout),
+            config.llm_max_retries,
+        )?;
+        let presets = AgentPresets::load(&config.preset_running_config)?;
+        Ok(Self {
+            config: Arc::new(config),
+            store,
+            llm: Arc::new(llm),
+            presets: Arc::new(presets),
+            run_lease: Duration::from_secs(30),
+        })
+    }
+}
+
+/// The Stream function: `/api/stream` and its aliases.
+pub fn stream_router(state: AppState) -> Router {
+    routes::stream::router()
+        .with_state(state)
+        .fallback(not_found)
+}
+
+/// The Health function.
+pub fn health_router(state: AppState) -> Router {
+    routes::health::router()
+        .with_state(state)
+        .fallback(not_found)
+}
+
+/// Every function on one router: what the local shim serves.
+pub fn local_router(state: AppState) -> Router {
+    routes::stream::router()
+        .merge(routes::health::router())
+        .with_state(state)
+        .fallback(not_found)
+}
+
+async fn not_found() -> impl IntoResponse {
+    let body = serde_json::json!({
+        "code": 404,
+        "message": "no such route",
+        "error_detail": null,
+        "timestamp": crate::error::now_secs(),
+    });
+    (StatusCode::NOT_FOUND, axum::Json(body))
+}

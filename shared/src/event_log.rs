@@ -1,0 +1,121 @@
+//! Writes a run's events to the session's log, then hands them to the client: nothing is sent
+//! that was not stored first. Events that queue up while a write is in flight go in the next
+//! write as one batch, so a fast stream costs few writes and a slow one adds no delay.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::event::{Event, EventType, Role, StoredEvent};
+use crate::store::Store;
+
+const MAX_BATCH: usize = 64;
+
+/// What the run holds to emit events.
+#[derive(Clone)]
+pub struct Emitter {
+    events: mpsc::UnboundedSender<Event>,
+    aborted: Arc<AtomicBool>,
+}
+
+impl Emitter {
+    pub fn emit(&self, event: Event) {
+        let _ = self.events.send(event);
+    }
+
+    /// True once the log cannot be written: the run should stop, nothing more can be kept.
+    pub fn is_aborted(&self) -> bool {
+        self.aborted.load(Ordering::Relaxed)
+    }
+}
+
+/// Starts the writer. `after_seq` is the last sequence number already in the session's log. When
+/// every `Emitter` is dropped the writer appends `stream_end` and finishes.
+pub fn spawn_writer(
+    store: Arc<dyn Store>,
+    session_id: String,
+    after_seq: u64,
+    client: mpsc::UnboundedSender<StoredEvent>,
+) -> (Emitter, JoinHandle<()>) {
+    let (events, mut incoming) = mpsc::unbounded_channel::<Event>();
+    let aborted = Arc::new(AtomicBool::new(false));
+    let emitter = Emitter {
+        events,
+        aborted: aborted.clone(),
+    };
+    let writer = tokio::spawn(async move {
+        let mut seq = after_seq;
+        let mut sent: u64 = 0;
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        while incoming.recv_many(&mut batch, MAX_BATCH).await > 0 {
+            let stored: Vec<StoredEvent> = batch
+                .drain(..)
+                .map(|event| {
+                    seq += 1;
+                    StoredEvent { seq, event }
+                })
+                .collect();
+            if let Err(error) = store.append_events(&session_id, &stored).await {
+                tracing::error!(%session_id, %error, "event log write failed; ending the run");
+                aborted.store(true, Ordering::Relaxed);
+                incoming.close();
+                fail_stream(&client, &session_id, seq, sent);
+                return;
+            }
+            sent += stored.len() as u64;
+            for event in stored {
+                let _ = client.send(event);
+            }
+        }
+        let end = StoredEvent {
+            seq: seq + 1,
+            event: Event::stream_end(&session_id, sent),
+        };
+        if let Err(error) = store.append_events(&session_id, std::slice::from_ref(&end)).await {
+            tracing::error!(%session_id, %error, "could not store stream_end");
+        }
+        let _ = client.send(end);
+    });
+    (emitter, writer)
+}
+
+/// The log is unwritable: tell the client, unstored, and close with the mandatory tail.
+fn fail_stream(
+    client: &mpsc::UnboundedSender<StoredEvent>,
+    session_id: &str,
+    seq: u64,
+    sent: u64,
+) {
+    let error = Event {
+        content: Some(json!(
+            "The conversation could not be saved; the run was stopped."
+        )),
+        message_id: Some(uuid::Uuid::new_v4().to_string()),
+        ..Event::new(session_id, Role::Assistant, EventType::Error)
+    };
+    let usage = token_usage_event(session_id, &json!({"total_info": {}, "per_step_info": []}));
+    let tail = [error, usage];
+    let count = sent + tail.len() as u64;
+    for (offset, event) in tail.into_iter().enumerate() {
+        let _ = client.send(StoredEvent {
+            seq: seq + 1 + offset as u64,
+            event,
+        });
+    }
+    let _ = client.send(StoredEvent {
+        seq: seq + 3,
+        event: Event::stream_end(session_id, count),
+    });
+}
+
+pub fn token_usage_event(session_id: &str, token_usage: &serde_json::Value) -> Event {
+    Event {
+        content: Some(json!("")),
+        message_id: Some(uuid::Uuid::new_v4().to_string()),
+        metadata: Some(json!({"token_usage": token_usage, "session_id": session_id})),
+        ..Event::new(session_id, Role::Assistant, EventType::TokenUsage)
+    }
+}

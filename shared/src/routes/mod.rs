@@ -1,0 +1,4 @@
+//! HTTP handlers: they parse, call the library, map the error. One file per function.
+
+pub mod health;
+pub mod stream;

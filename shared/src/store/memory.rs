@@ -1,0 +1,148 @@
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::{SessionRecord, Store, StoreError, lease_deadline};
+use crate::error::now_secs;
+use crate::event::StoredEvent;
+
+/// Keeps everything in process memory: for tests and throwaway runs.
+#[derive(Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    sessions: HashMap<String, SessionRecord>,
+    events: HashMap<String, Vec<StoredEvent>>,
+    locks: HashMap<String, (String, f64)>,
+}
+
+impl MemoryStore {
+    fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
+        let mut guard = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&mut guard)
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn get_session(&self, session_id: &str) -> Result<Option<SessionRecord>, StoreError> {
+        Ok(self.with(|inner| inner.sessions.get(session_id).cloned()))
+    }
+
+    async fn create_session(&self, session: &SessionRecord) -> Result<SessionRecord, StoreError> {
+        Ok(self.with(|inner| {
+            inner
+                .sessions
+                .entry(session.session_id.clone())
+                .or_insert_with(|| session.clone())
+                .clone()
+        }))
+    }
+
+    async fn touch_session(&self, session_id: &str, updated_at: f64) -> Result<(), StoreError> {
+        self.with(|inner| {
+            if let Some(session) = inner.sessions.get_mut(session_id) {
+                session.updated_at = updated_at;
+            }
+        });
+        Ok(())
+    }
+
+    async fn append_events(
+        &self,
+        session_id: &str,
+        events: &[StoredEvent],
+    ) -> Result<(), StoreError> {
+        self.with(|inner| {
+            let log = inner.events.entry(session_id.to_owned()).or_default();
+            let mut last = log.last().map_or(0, |stored| stored.seq);
+            for stored in events {
+                if stored.seq <= last || log.iter().any(|existing| existing.seq == stored.seq) {
+                    return Err(StoreError::SeqConflict {
+                        session_id: session_id.to_owned(),
+                        seq: stored.seq,
+                    });
+                }
+                last = stored.seq;
+            }
+            log.extend_from_slice(events);
+            Ok(())
+        })
+    }
+
+    async fn events_after(
+        &self,
+        session_id: &str,
+        after: u64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        Ok(self.with(|inner| {
+            inner
+                .events
+                .get(session_id)
+                .map(|log| log.iter().filter(|e| e.seq > after).cloned().collect())
+                .unwrap_or_default()
+        }))
+    }
+
+    async fn last_seq(&self, session_id: &str) -> Result<u64, StoreError> {
+        Ok(self.with(|inner| {
+            inner
+                .events
+                .get(session_id)
+                .and_then(|log| log.last())
+                .map_or(0, |stored| stored.seq)
+        }))
+    }
+
+    async fn try_lock_run(
+        &self,
+        session_id: &str,
+        run_id: &str,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        let now = now_secs();
+        Ok(self.with(|inner| match inner.locks.get(session_id) {
+            Some((_, expires)) if *expires > now => false,
+            _ => {
+                inner.locks.insert(
+                    session_id.to_owned(),
+                    (run_id.to_owned(), lease_deadline(lease)),
+                );
+                true
+            }
+        }))
+    }
+
+    async fn renew_run_lock(
+        &self,
+        session_id: &str,
+        run_id: &str,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        Ok(self.with(|inner| match inner.locks.get_mut(session_id) {
+            Some((holder, expires)) if holder == run_id => {
+                *expires = lease_deadline(lease);
+                true
+            }
+            _ => false,
+        }))
+    }
+
+    async fn release_run_lock(&self, session_id: &str, run_id: &str) -> Result<(), StoreError> {
+        self.with(|inner| {
+            if inner.locks.get(session_id).is_some_and(|(holder, _)| holder == run_id) {
+                inner.locks.remove(session_id);
+            }
+        });
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}

@@ -12,7 +12,9 @@ use serde_json::{Value, json};
 use crate::event::{Event, EventType, Role, ToolCall};
 use crate::event_log::{Emitter, token_usage_event};
 use crate::history::content_as_text;
-use crate::llm::{ChatDelta, ChatModel, ChatRequest, LlmError, LlmSettings, ToolCallAssembler, Usage};
+use crate::llm::{
+    ChatDelta, ChatModel, ChatRequest, LlmError, LlmSettings, ToolCallAssembler, Usage,
+};
 use crate::mcp::{McpServerConfig, ToolBox};
 
 const EXECUTION_AGENT: &str = "SimpleAgent";
@@ -90,7 +92,12 @@ impl Agent {
             .await
         };
         if let Err(error) = self.execute(&tools).await {
-            self.emit_text(EventType::Error, EXECUTION_AGENT, &new_id(), error.to_string());
+            self.emit_text(
+                EventType::Error,
+                EXECUTION_AGENT,
+                &new_id(),
+                error.to_string(),
+            );
         }
         tools.close().await;
         let usage = token_usage_event(&self.spec.session_id, &self.usage.to_json());
@@ -102,7 +109,9 @@ impl Agent {
         if self.spec.deep_thinking {
             let analysis = self.analyse().await?;
             if !analysis.is_empty() {
-                system = format!("{system}\n\nTask analysis:\n{analysis}").trim().to_owned();
+                system = format!("{system}\n\nTask analysis:\n{analysis}")
+                    .trim()
+                    .to_owned();
             }
         }
         let mut messages = Vec::with_capacity(self.spec.history.len() + 1);
@@ -122,7 +131,12 @@ impl Agent {
                 tools: definitions.clone(),
             };
             let turn = self
-                .stream_turn(&request, EventType::DoSubtaskResult, EXECUTION_AGENT, "direct_execution")
+                .stream_turn(
+                    &request,
+                    EventType::DoSubtaskResult,
+                    EXECUTION_AGENT,
+                    "direct_execution",
+                )
                 .await?;
             if turn.tool_calls.is_empty() {
                 return Ok(());
@@ -141,7 +155,11 @@ impl Agent {
             if self.emitter.is_aborted() {
                 return Ok(());
             }
-            for (call, content) in turn.tool_calls.iter().zip(self.call_tools(tools, &turn.tool_calls).await) {
+            for (call, content) in turn
+                .tool_calls
+                .iter()
+                .zip(self.call_tools(tools, &turn.tool_calls).await)
+            {
                 messages.push(json!({
                     "role": "tool",
                     "tool_call_id": call.id,
@@ -168,7 +186,12 @@ impl Agent {
             tools: Vec::new(),
         };
         let turn = self
-            .stream_turn(&request, EventType::TaskAnalysis, ANALYSIS_AGENT, "task_analysis")
+            .stream_turn(
+                &request,
+                EventType::TaskAnalysis,
+                ANALYSIS_AGENT,
+                "task_analysis",
+            )
             .await?;
         Ok(turn.text)
     }
@@ -199,7 +222,12 @@ impl Agent {
                         ChatDelta::Reasoning(chunk) => {
                             self.emit_text(EventType::TaskAnalysis, agent, &reasoning_id, chunk);
                         }
-                        ChatDelta::ToolCall { index, id, name, arguments } => {
+                        ChatDelta::ToolCall {
+                            index,
+                            id,
+                            name,
+                            arguments,
+                        } => {
                             assembler.push(index, id, name, &arguments);
                         }
                         ChatDelta::Usage(reported) => usage = Some(reported),
@@ -226,7 +254,9 @@ impl Agent {
             .iter()
             .enumerate()
             .map(|(index, call)| async move {
-                let outcome = tools.call(&call.function.name, &call.function.arguments).await;
+                let outcome = tools
+                    .call(&call.function.name, &call.function.arguments)
+                    .await;
                 (index, outcome)
             })
             .collect();
@@ -250,8 +280,13 @@ impl Agent {
     }
 
     fn emit_text(&self, kind: EventType, agent: &str, message_id: &str, text: String) {
-        self.emitter
-            .emit(Event::text(&self.spec.session_id, kind, message_id, agent, text));
+        self.emitter.emit(Event::text(
+            &self.spec.session_id,
+            kind,
+            message_id,
+            agent,
+            text,
+        ));
     }
 }
 

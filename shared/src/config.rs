@@ -24,7 +24,9 @@ pub enum MemoryType {
 }
 
 fn ratio(value: &str) -> Result<f64, String> {
-    let parsed: f64 = value.parse().map_err(|_| format!("`{value}` is not a number"))?;
+    let parsed: f64 = value
+        .parse()
+        .map_err(|_| format!("`{value}` is not a number"))?;
     if (0.0..=1.0).contains(&parsed) {
         Ok(parsed)
     } else {
@@ -33,7 +35,9 @@ fn ratio(value: &str) -> Result<f64, String> {
 }
 
 fn positive_seconds(value: &str) -> Result<f64, String> {
-    let parsed: f64 = value.parse().map_err(|_| format!("`{value}` is not a number"))?;
+    let parsed: f64 = value
+        .parse()
+        .map_err(|_| format!("`{value}` is not a number"))?;
     if parsed > 0.0 && parsed.is_finite() {
         Ok(parsed)
     } else {
@@ -92,7 +96,11 @@ pub struct Config {
         default_value = "https://api.deepseek.com/v1"
     )]
     pub default_llm_api_base_url: String,
-    #[arg(long, env = "SAGE_DEFAULT_LLM_MODEL_NAME", default_value = "deepseek-chat")]
+    #[arg(
+        long,
+        env = "SAGE_DEFAULT_LLM_MODEL_NAME",
+        default_value = "deepseek-chat"
+    )]
     pub default_llm_model_name: String,
     #[arg(long, env = "SAGE_DEFAULT_LLM_MAX_TOKENS", default_value_t = 4096)]
     pub default_llm_max_tokens: u32,
@@ -184,9 +192,19 @@ pub struct Config {
     // --- object storage (MinIO / S3); `--s3_*` and `SAGE_S3_*` are accepted too ---
     #[arg(long, alias = "s3_endpoint", env = "SAGE_MINIO_ENDPOINT")]
     pub minio_endpoint: Option<String>,
-    #[arg(long, alias = "s3_access_key", env = "SAGE_MINIO_ACCESS_KEY", hide_env_values = true)]
+    #[arg(
+        long,
+        alias = "s3_access_key",
+        env = "SAGE_MINIO_ACCESS_KEY",
+        hide_env_values = true
+    )]
     pub minio_access_key: Option<String>,
-    #[arg(long, alias = "s3_secret_key", env = "SAGE_MINIO_SECRET_KEY", hide_env_values = true)]
+    #[arg(
+        long,
+        alias = "s3_secret_key",
+        env = "SAGE_MINIO_SECRET_KEY",
+        hide_env_values = true
+    )]
     pub minio_secret_key: Option<String>,
     #[arg(long, alias = "s3_bucket_name", env = "SAGE_MINIO_BUCKET_NAME")]
     pub minio_bucket_name: Option<String>,
@@ -220,7 +238,7 @@ impl Config {
     {
         let mut args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
         let matches = Self::command().try_get_matches_from(&args)?;
-        let aliased = aliased_env_flags(&matches);
+        let aliased = aliased_env_flags(&matches, |var| std::env::var(var).ok());
         if aliased.is_empty() {
             return Self::from_arg_matches(&matches);
         }
@@ -244,7 +262,7 @@ impl Config {
     }
 }
 
-fn aliased_env_flags(matches: &ArgMatches) -> Vec<String> {
+fn aliased_env_flags(matches: &ArgMatches, lookup: impl Fn(&str) -> Option<String>) -> Vec<String> {
     ENV_ALIASES
         .iter()
         .filter(|(id, _)| {
@@ -253,7 +271,7 @@ fn aliased_env_flags(matches: &ArgMatches) -> Vec<String> {
                 None | Some(ValueSource::DefaultValue)
             )
         })
-        .filter_map(|(id, var)| std::env::var(var).ok().map(|value| format!("--{id}={value}")))
+        .filter_map(|(id, var)| lookup(var).map(|value| format!("--{id}={value}")))
         .collect()
 }
 
@@ -263,4 +281,50 @@ pub fn split_keys(list: &str) -> Vec<String> {
         .filter(|key| !key.is_empty())
         .map(str::to_owned)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn old_variable_names_fill_settings_left_unset() {
+        let matches = Config::command()
+            .try_get_matches_from(["sage", "--minio_bucket_name", "explicit"])
+            .unwrap();
+        let lookup = |var: &str| match var {
+            "SAGE_S3_ENDPOINT" => Some("http://s3.local:9000".to_owned()),
+            "SAGE_S3_BUCKET_NAME" => Some("from-alias".to_owned()),
+            "SAGE_TRACE_JAEGER_ENDPOINT" => Some("http://jaeger:4318/v1/traces".to_owned()),
+            _ => None,
+        };
+        let flags = aliased_env_flags(&matches, lookup);
+        assert_eq!(
+            flags,
+            vec![
+                "--minio_endpoint=http://s3.local:9000".to_owned(),
+                "--trace_jaeger_url=http://jaeger:4318/v1/traces".to_owned(),
+            ],
+            "an explicit flag beats an aliased variable"
+        );
+    }
+
+    #[test]
+    fn old_flag_names_are_accepted() {
+        let config = Config::try_from_args([
+            "sage",
+            "--s3_endpoint",
+            "http://minio:9000",
+            "--s3_secure",
+            "--trace_jaeger_endpoint",
+            "http://jaeger:4318",
+        ])
+        .unwrap();
+        assert_eq!(config.minio_endpoint.as_deref(), Some("http://minio:9000"));
+        assert!(config.minio_secure);
+        assert_eq!(
+            config.trace_jaeger_url.as_deref(),
+            Some("http://jaeger:4318")
+        );
+    }
 }

@@ -74,7 +74,10 @@ pub fn spawn_writer(
             seq: seq + 1,
             event: Event::stream_end(&session_id, sent),
         };
-        if let Err(error) = store.append_events(&session_id, std::slice::from_ref(&end)).await {
+        if let Err(error) = store
+            .append_events(&session_id, std::slice::from_ref(&end))
+            .await
+        {
             tracing::error!(%session_id, %error, "could not store stream_end");
         }
         let _ = client.send(end);
@@ -83,12 +86,7 @@ pub fn spawn_writer(
 }
 
 /// The log is unwritable: tell the client, unstored, and close with the mandatory tail.
-fn fail_stream(
-    client: &mpsc::UnboundedSender<StoredEvent>,
-    session_id: &str,
-    seq: u64,
-    sent: u64,
-) {
+fn fail_stream(client: &mpsc::UnboundedSender<StoredEvent>, session_id: &str, seq: u64, sent: u64) {
     let error = Event {
         content: Some(json!(
             "The conversation could not be saved; the run was stopped."

@@ -116,7 +116,9 @@ pub fn to_model_messages(merged: &[MergedMessage]) -> Vec<Value> {
                 messages.push(value);
             }
             Role::Tool => {
-                let Some(call_id) = message.tool_call_id.as_deref() else { continue };
+                let Some(call_id) = message.tool_call_id.as_deref() else {
+                    continue;
+                };
                 if !offered.contains(call_id) {
                     continue;
                 }
@@ -146,7 +148,10 @@ pub fn estimate_tokens(text: &str) -> u64 {
 }
 
 pub fn message_tokens(message: &Value) -> u64 {
-    let content = message.get("content").map(content_as_text).unwrap_or_default();
+    let content = message
+        .get("content")
+        .map(content_as_text)
+        .unwrap_or_default();
     let calls = message
         .get("tool_calls")
         .map(|calls| calls.to_string())

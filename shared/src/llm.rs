@@ -144,7 +144,10 @@ impl OpenAiCompatible {
 
     async fn send_once(&self, request: &ChatRequest) -> Result<reqwest::Response, LlmError> {
         let settings = &request.settings;
-        let url = format!("{}/chat/completions", settings.base_url.trim_end_matches('/'));
+        let url = format!(
+            "{}/chat/completions",
+            settings.base_url.trim_end_matches('/')
+        );
         let mut body = json!({
             "model": settings.model,
             "messages": request.messages,
@@ -225,7 +228,10 @@ impl ChatModel for OpenAiCompatible {
                     match next {
                         None => return None,
                         Some(Err(error)) => {
-                            return Some((Err(LlmError::Stream(error.to_string())), (events, true)));
+                            return Some((
+                                Err(LlmError::Stream(error.to_string())),
+                                (events, true),
+                            ));
                         }
                         Some(Ok(event)) if event.data.trim() == "[DONE]" => return None,
                         Some(Ok(event)) if event.data.trim().is_empty() => continue,
@@ -321,7 +327,13 @@ pub struct ToolCallAssembler {
 }
 
 impl ToolCallAssembler {
-    pub fn push(&mut self, index: usize, id: Option<String>, name: Option<String>, arguments: &str) {
+    pub fn push(
+        &mut self,
+        index: usize,
+        id: Option<String>,
+        name: Option<String>,
+        arguments: &str,
+    ) {
         let position = match self.calls.iter().position(|(i, _)| *i == index) {
             Some(position) => position,
             None => {
@@ -377,7 +389,13 @@ mod tests {
         ];
         for chunk in chunks {
             for delta in parse_chunk(chunk).unwrap() {
-                if let ChatDelta::ToolCall { index, id, name, arguments } = delta {
+                if let ChatDelta::ToolCall {
+                    index,
+                    id,
+                    name,
+                    arguments,
+                } = delta
+                {
                     assembler.push(index, id, name, &arguments);
                 }
             }

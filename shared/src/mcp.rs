@@ -186,8 +186,11 @@ impl McpConnection {
     }
 }
 
-async fn start_service(config: &McpServerConfig) -> Result<RunningService<RoleClient, ()>, McpError> {
-    let handshake = |error: rmcp::service::ClientInitializeError| McpError::Handshake(error.to_string());
+async fn start_service(
+    config: &McpServerConfig,
+) -> Result<RunningService<RoleClient, ()>, McpError> {
+    let handshake =
+        |error: rmcp::service::ClientInitializeError| McpError::Handshake(error.to_string());
     match config.transport()? {
         TransportKind::LegacySse(_) => Err(McpError::LegacySseUnsupported),
         TransportKind::StreamableHttp(url) => {
@@ -241,13 +244,18 @@ impl ToolBox {
     ) -> Self {
         let enabled = servers.iter().filter(|(_, config)| !config.disabled);
         let attempts = enabled.map(|(name, config)| async move {
-            (name, McpConnection::connect(name, config, default_timeout).await)
+            (
+                name,
+                McpConnection::connect(name, config, default_timeout).await,
+            )
         });
         let mut toolbox = Self::default();
         for (name, attempt) in futures_util::future::join_all(attempts).await {
             match attempt {
                 Ok(connection) => toolbox.add(Arc::new(connection), allowed),
-                Err(error) => tracing::warn!(server = %name, %error, "MCP server unavailable for this run"),
+                Err(error) => {
+                    tracing::warn!(server = %name, %error, "MCP server unavailable for this run")
+                }
             }
         }
         for name in allowed {

@@ -72,7 +72,10 @@ impl AgentPresets {
         let raw: serde_json::Map<String, Value> = serde_json::from_str(text)?;
         let single = raw.contains_key("systemPrefix") || raw.contains_key("systemContext");
         let agents = if single {
-            HashMap::from([("default".to_owned(), serde_json::from_value(Value::Object(raw))?)])
+            HashMap::from([(
+                "default".to_owned(),
+                serde_json::from_value(Value::Object(raw))?,
+            )])
         } else {
             raw.into_iter()
                 .map(|(id, value)| Ok((id, serde_json::from_value(value)?)))

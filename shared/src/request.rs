@@ -68,7 +68,10 @@ impl StreamRequest {
             return Err(ApiError::BadRequest("messages must not be empty".into()));
         }
         for (index, message) in self.messages.iter().enumerate() {
-            if !matches!(message.role.as_str(), "user" | "assistant" | "system" | "tool") {
+            if !matches!(
+                message.role.as_str(),
+                "user" | "assistant" | "system" | "tool"
+            ) {
                 return Err(ApiError::InvalidBody {
                     detail: format!(
                         "messages[{index}].role: expected one of user, assistant, system, tool"
@@ -109,10 +112,16 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(deserializer).map_err(|error| {
         let path = error.path().to_string();
         let inner = error.into_inner();
-        let detail = if inner.is_syntax() || inner.is_eof() || path == "." {
-            format!("body: {inner}")
-        } else {
-            format!("{path}: {inner}")
+        let message = inner.to_string();
+        let missing = message
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next());
+        let detail = match (missing, path.as_str()) {
+            _ if inner.is_syntax() || inner.is_eof() => format!("body: {message}"),
+            (Some(field), ".") => format!("{field}: {message}"),
+            (Some(field), parent) => format!("{parent}.{field}: {message}"),
+            (None, ".") => format!("body: {message}"),
+            (None, path) => format!("{path}: {message}"),
         };
         ApiError::InvalidBody { detail }
     })

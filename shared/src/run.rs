@@ -13,7 +13,9 @@ use crate::config::{Config, split_keys};
 use crate::error::{ApiError, now_secs};
 use crate::event::{Event, EventType, Role, StoredEvent};
 use crate::event_log::{spawn_writer, token_usage_event};
-use crate::history::{content_as_text, estimate_tokens, fit_to_budget, merge_events, to_model_messages};
+use crate::history::{
+    content_as_text, estimate_tokens, fit_to_budget, merge_events, to_model_messages,
+};
 use crate::llm::LlmSettings;
 use crate::request::{InputMessage, LlmModelConfig, StreamRequest};
 use crate::store::{SessionRecord, Store};
@@ -28,7 +30,10 @@ pub struct StartedRun {
 }
 
 /// The default provider overlaid with the request's `llm_model_config`; 503 without a key.
-pub fn resolve_llm(config: &Config, overrides: Option<&LlmModelConfig>) -> Result<LlmSettings, ApiError> {
+pub fn resolve_llm(
+    config: &Config,
+    overrides: Option<&LlmModelConfig>,
+) -> Result<LlmSettings, ApiError> {
     let overrides = overrides.cloned().unwrap_or_default();
     let api_keys = match overrides.api_key.as_deref() {
         Some(list) if !split_keys(list).is_empty() => split_keys(list),
@@ -49,13 +54,19 @@ pub fn resolve_llm(config: &Config, overrides: Option<&LlmModelConfig>) -> Resul
         model: overrides
             .model
             .unwrap_or_else(|| config.default_llm_model_name.clone()),
-        max_tokens: overrides.max_tokens.unwrap_or(config.default_llm_max_tokens),
-        temperature: overrides.temperature.unwrap_or(config.default_llm_temperature),
+        max_tokens: overrides
+            .max_tokens
+            .unwrap_or(config.default_llm_max_tokens),
+        temperature: overrides
+            .temperature
+            .unwrap_or(config.default_llm_temperature),
         top_p: overrides.top_p.unwrap_or(config.default_llm_top_p),
         presence_penalty: overrides
             .presence_penalty
             .unwrap_or(config.default_llm_presence_penalty),
-        max_model_len: overrides.max_model_len.unwrap_or(config.default_llm_max_model_len),
+        max_model_len: overrides
+            .max_model_len
+            .unwrap_or(config.default_llm_max_model_len),
     })
 }
 
@@ -71,7 +82,11 @@ fn system_prompt(request: &StreamRequest) -> Option<String> {
             prompt.push_str(&format!("\n- {key}: {value}"));
         }
     }
-    if let Some(workflows) = request.available_workflows.as_ref().filter(|w| !w.is_empty()) {
+    if let Some(workflows) = request
+        .available_workflows
+        .as_ref()
+        .filter(|w| !w.is_empty())
+    {
         prompt.push_str("\n\nWorkflows you can follow:");
         for (name, steps) in workflows {
             prompt.push_str(&format!("\n{name}:"));
@@ -126,7 +141,10 @@ fn input_event(session_id: &str, message: &InputMessage) -> Event {
 }
 
 /// Starts a run. Errors before the stream are plain API errors and change nothing.
-pub async fn start_run(state: &AppState, mut request: StreamRequest) -> Result<StartedRun, ApiError> {
+pub async fn start_run(
+    state: &AppState,
+    mut request: StreamRequest,
+) -> Result<StartedRun, ApiError> {
     request.validate()?;
     state.presets.apply(&mut request);
     let settings = resolve_llm(&state.config, request.llm_model_config.as_ref())?;
@@ -150,7 +168,10 @@ pub async fn start_run(state: &AppState, mut request: StreamRequest) -> Result<S
         )));
     }
     let run_id = uuid::Uuid::new_v4().to_string();
-    if !store.try_lock_run(&session_id, &run_id, state.run_lease).await? {
+    if !store
+        .try_lock_run(&session_id, &run_id, state.run_lease)
+        .await?
+    {
         return Err(ApiError::Conflict(format!(
             "session {session_id} is already running"
         )));
@@ -234,7 +255,12 @@ fn launch(
     let session_id = spec.session_id.clone();
     tokio::spawn(async move {
         let (emitter, writer) = spawn_writer(store.clone(), session_id.clone(), after_seq, client);
-        let heartbeat = tokio::spawn(keep_lock(store.clone(), session_id.clone(), run_id.clone(), lease));
+        let heartbeat = tokio::spawn(keep_lock(
+            store.clone(),
+            session_id.clone(),
+            run_id.clone(),
+            lease,
+        ));
         let fallback = emitter.clone();
         if let Err(panic) = tokio::spawn(Agent::new(spec, llm, emitter).run()).await {
             tracing::error!(%session_id, error = %panic, "agent run panicked");

@@ -94,7 +94,8 @@ async fn requests(State(state): State<MockState>) -> Json<Value> {
 }
 
 fn error_response(status: StatusCode, message: &str) -> Response {
-    let body = json!({"error": {"message": message, "type": "mock_error", "code": status.as_u16()}});
+    let body =
+        json!({"error": {"message": message, "type": "mock_error", "code": status.as_u16()}});
     (status, Json(body)).into_response()
 }
 
@@ -118,8 +119,12 @@ fn parse_script(text: &str) -> Script {
         think: text.contains("think:"),
         drop_connection: text.contains("fail:drop"),
         fail_status: find_after(text, "fail:").and_then(|rest| rest.get(..3)?.parse().ok()),
-        words: find_after(text, "words:")
-            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()),
+        words: find_after(text, "words:").and_then(|rest| {
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        }),
         ..Script::default()
     };
     let mut rest = text;
@@ -186,7 +191,11 @@ async fn completions(
 ) -> Response {
     if let Some(key) = &state.options.api_key {
         let expected = format!("Bearer {key}");
-        if headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) != Some(&expected) {
+        if headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            != Some(&expected)
+        {
             return error_response(StatusCode::UNAUTHORIZED, "Authentication Fails");
         }
     }
@@ -216,20 +225,26 @@ async fn completions(
             chunks.push(json!({"reasoning_content": token}));
         }
     }
-    let finish_reason;
-    if !script.calls.is_empty() && (!after_tool || script.call_forever) {
+    let finish_reason = if !script.calls.is_empty() && (!after_tool || script.call_forever) {
         for (index, (name, arguments)) in script.calls.iter().enumerate() {
             let id = format!("call_{}_{}", messages.len(), index);
-            chunks.push(json!({"tool_calls": [{"index": index, "id": id, "type": "function",
-                "function": {"name": name, "arguments": ""}}]}));
+            chunks.push(
+                json!({"tool_calls": [{"index": index, "id": id, "type": "function",
+                "function": {"name": name, "arguments": ""}}]}),
+            );
             let split = arguments.len() / 2;
-            let split = (0..=split).rev().find(|i| arguments.is_char_boundary(*i)).unwrap_or(0);
+            let split = (0..=split)
+                .rev()
+                .find(|i| arguments.is_char_boundary(*i))
+                .unwrap_or(0);
             for part in [&arguments[..split], &arguments[split..]] {
-                chunks.push(json!({"tool_calls": [{"index": index, "function": {"arguments": part}}]}));
+                chunks.push(
+                    json!({"tool_calls": [{"index": index, "function": {"arguments": part}}]}),
+                );
             }
             completion_tokens += 1 + arguments.len() / 4;
         }
-        finish_reason = "tool_calls";
+        "tool_calls"
     } else {
         let text = if after_tool {
             let results: Vec<String> = messages
@@ -243,7 +258,10 @@ async fn completions(
                 .collect();
             format!("Tool results: {}", results.join(" | "))
         } else {
-            match script.words.or(Some(state.options.reply_words).filter(|n| *n > 0)) {
+            match script
+                .words
+                .or(Some(state.options.reply_words).filter(|n| *n > 0))
+            {
                 Some(count) => (0..count).map(|i| format!("tok{i} ")).collect(),
                 None => DEFAULT_REPLY.to_owned(),
             }
@@ -252,8 +270,8 @@ async fn completions(
             completion_tokens += 1;
             chunks.push(json!({"content": token}));
         }
-        finish_reason = "stop";
-    }
+        "stop"
+    };
 
     let created = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -272,13 +290,21 @@ async fn completions(
         None,
     )];
     for delta in chunks {
-        frames.push(frame(json!([{"index": 0, "delta": delta, "finish_reason": null}]), None));
+        frames.push(frame(
+            json!([{"index": 0, "delta": delta, "finish_reason": null}]),
+            None,
+        ));
     }
-    frames.push(frame(json!([{"index": 0, "delta": {}, "finish_reason": finish_reason}]), None));
+    frames.push(frame(
+        json!([{"index": 0, "delta": {}, "finish_reason": finish_reason}]),
+        None,
+    ));
     frames.push(frame(
         json!([]),
-        Some(json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens})),
+        Some(
+            json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}),
+        ),
     ));
     frames.push(Bytes::from_static(b"data: [DONE]\n\n"));
 
@@ -290,10 +316,14 @@ async fn completions(
                 tokio::time::sleep(delay).await;
             }
             match drop_after {
-                Some(limit) if index >= limit => Err(std::io::Error::new(
-                    std::io::ErrorKind::ConnectionReset,
-                    "scripted connection drop",
-                )),
+                Some(limit) if index >= limit => {
+                    // Let the frames already written reach the client before the connection dies.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    Err(std::io::Error::new(
+                        std::io::ErrorKind::ConnectionReset,
+                        "scripted connection drop",
+                    ))
+                }
                 _ => Ok(bytes),
             }
         },
@@ -322,7 +352,9 @@ mod tests {
 
     #[test]
     fn directives_are_read_from_the_message() {
-        let script = parse_script(r#"please call:echo{"text": "hi there"} and call:add then think: words:7"#);
+        let script = parse_script(
+            r#"please call:echo{"text": "hi there"} and call:add then think: words:7"#,
+        );
         assert_eq!(
             script.calls,
             vec![

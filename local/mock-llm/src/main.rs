@@ -26,7 +26,10 @@ struct Args {
 async fn main() -> std::io::Result<()> {
     let args = Args::parse();
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port)).await?;
-    eprintln!("sage-mock-llm listening on http://{}/v1", listener.local_addr()?);
+    eprintln!(
+        "sage-mock-llm listening on http://{}/v1",
+        listener.local_addr()?
+    );
     let options = MockOptions {
         token_delay: Duration::from_millis(args.token_delay_ms),
         reply_words: args.reply_words,

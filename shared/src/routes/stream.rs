@@ -60,7 +60,10 @@ pub fn ndjson_response(events: tokio::sync::mpsc::UnboundedReceiver<StoredEvent>
         Ok::<_, Infallible>(Bytes::from(line))
     });
     (
-        [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        )],
         Body::from_stream(lines),
     )
         .into_response()

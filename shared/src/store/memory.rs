@@ -23,7 +23,10 @@ struct Inner {
 
 impl MemoryStore {
     fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
-        let mut guard = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut guard = self
+            .inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         f(&mut guard)
     }
 }
@@ -135,7 +138,11 @@ impl Store for MemoryStore {
 
     async fn release_run_lock(&self, session_id: &str, run_id: &str) -> Result<(), StoreError> {
         self.with(|inner| {
-            if inner.locks.get(session_id).is_some_and(|(holder, _)| holder == run_id) {
+            if inner
+                .locks
+                .get(session_id)
+                .is_some_and(|(holder, _)| holder == run_id)
+            {
                 inner.locks.remove(session_id);
             }
         });

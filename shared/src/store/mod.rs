@@ -49,11 +49,17 @@ pub trait Store: Send + Sync + 'static {
 
     /// Appends events with the sequence numbers the caller assigned; a taken number fails with
     /// `SeqConflict` and nothing of the batch is written.
-    async fn append_events(&self, session_id: &str, events: &[StoredEvent])
-    -> Result<(), StoreError>;
+    async fn append_events(
+        &self,
+        session_id: &str,
+        events: &[StoredEvent],
+    ) -> Result<(), StoreError>;
     /// Events with `seq > after`, in order.
-    async fn events_after(&self, session_id: &str, after: u64)
-    -> Result<Vec<StoredEvent>, StoreError>;
+    async fn events_after(
+        &self,
+        session_id: &str,
+        after: u64,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
     async fn last_seq(&self, session_id: &str) -> Result<u64, StoreError>;
 
     /// Takes the session's run lock for `run_id` unless another run holds an unexpired lease.

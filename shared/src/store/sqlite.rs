@@ -120,12 +120,13 @@ impl Store for SqliteStore {
         let mut tx = self.pool.begin().await?;
         for stored in events {
             let body = serde_json::to_string(&stored.event)?;
-            let inserted = sqlx::query("INSERT INTO events (session_id, seq, body) VALUES (?, ?, ?)")
-                .bind(session_id)
-                .bind(stored.seq as i64)
-                .bind(body)
-                .execute(&mut *tx)
-                .await;
+            let inserted =
+                sqlx::query("INSERT INTO events (session_id, seq, body) VALUES (?, ?, ?)")
+                    .bind(session_id)
+                    .bind(stored.seq as i64)
+                    .bind(body)
+                    .execute(&mut *tx)
+                    .await;
             match inserted {
                 Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
                     return Err(StoreError::SeqConflict {
@@ -147,11 +148,13 @@ impl Store for SqliteStore {
         session_id: &str,
         after: u64,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let rows = sqlx::query("SELECT seq, body FROM events WHERE session_id = ? AND seq > ? ORDER BY seq")
-            .bind(session_id)
-            .bind(after as i64)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT seq, body FROM events WHERE session_id = ? AND seq > ? ORDER BY seq",
+        )
+        .bind(session_id)
+        .bind(after as i64)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|row| {
                 let seq: i64 = row.try_get("seq")?;
@@ -165,10 +168,11 @@ impl Store for SqliteStore {
     }
 
     async fn last_seq(&self, session_id: &str) -> Result<u64, StoreError> {
-        let seq: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM events WHERE session_id = ?")
-            .bind(session_id)
-            .fetch_one(&self.pool)
-            .await?;
+        let seq: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(seq) FROM events WHERE session_id = ?")
+                .bind(session_id)
+                .fetch_one(&self.pool)
+                .await?;
         Ok(seq.unwrap_or(0) as u64)
     }
 
@@ -198,12 +202,13 @@ impl Store for SqliteStore {
         run_id: &str,
         lease: Duration,
     ) -> Result<bool, StoreError> {
-        let result = sqlx::query("UPDATE run_locks SET expires_at = ? WHERE session_id = ? AND run_id = ?")
-            .bind(lease_deadline(lease))
-            .bind(session_id)
-            .bind(run_id)
-            .execute(&self.pool)
-            .await?;
+        let result =
+            sqlx::query("UPDATE run_locks SET expires_at = ? WHERE session_id = ? AND run_id = ?")
+                .bind(lease_deadline(lease))
+                .bind(session_id)
+                .bind(run_id)
+                .execute(&self.pool)
+                .await?;
         Ok(result.rows_affected() == 1)
     }
 

@@ -1,0 +1,239 @@
+//! Configuration: every documented flag exists, CLI beats env beats default, bad input stops
+//! start-up with a message naming the setting.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use sage_core::Config;
+use sage_core::config::{DbType, MemoryType};
+use sage_e2e::*;
+
+/// Every flag of `api.md` §6 with a valid value (`None` = a switch given without a value).
+const EVERY_FLAG: &[(&str, Option<&str>)] = &[
+    ("--host", Some("127.0.0.1")),
+    ("--port", Some("18080")),
+    ("--workspace", Some("ws")),
+    ("--logs-dir", Some("logdir")),
+    ("--force_summary", None),
+    ("--no_auth", Some("true")),
+    ("--jwt_key", Some("secret")),
+    ("--preset_mcp_config", Some("mcp.json")),
+    ("--preset_running_config", Some("agents.json")),
+    ("--default_llm_api_key", Some("k1,k2")),
+    ("--default_llm_api_base_url", Some("http://llm.local/v1")),
+    ("--default_llm_model_name", Some("m")),
+    ("--default_llm_max_tokens", Some("100")),
+    ("--default_llm_temperature", Some("0.7")),
+    ("--default_llm_max_model_len", Some("8000")),
+    ("--default_llm_top_p", Some("0.5")),
+    ("--default_llm_presence_penalty", Some("0.1")),
+    ("--llm_connect_timeout", Some("3")),
+    ("--llm_idle_timeout", Some("30")),
+    ("--llm_max_retries", Some("1")),
+    ("--tool_timeout", Some("5")),
+    ("--context_history_ratio", Some("0.1")),
+    ("--context_active_ratio", Some("0.4")),
+    ("--context_max_new_message_ratio", Some("0.5")),
+    ("--context_recent_turns", Some("3")),
+    ("--memory_type", Some("user")),
+    ("--memory_root", Some("mem")),
+    ("--db_type", Some("memory")),
+    ("--db_path", Some("dbdir")),
+    ("--mysql_host", Some("db.local")),
+    ("--mysql_port", Some("3307")),
+    ("--mysql_user", Some("u")),
+    ("--mysql_password", Some("p")),
+    ("--mysql_database", Some("d")),
+    ("--dynamodb_table", Some("t")),
+    ("--dynamodb_endpoint", Some("http://127.0.0.1:5000")),
+    ("--embedding_api_key", Some("ek")),
+    ("--embedding_base_url", Some("http://emb.local")),
+    ("--embedding_model", Some("em")),
+    ("--es_url", Some("http://es.local:9200")),
+    ("--es_api_key", Some("esk")),
+    ("--es_username", Some("esu")),
+    ("--es_password", Some("esp")),
+    ("--minio_endpoint", Some("http://minio.local:9000")),
+    ("--minio_access_key", Some("ak")),
+    ("--minio_secret_key", Some("sk")),
+    ("--minio_bucket_name", Some("b")),
+    ("--minio_secure", Some("true")),
+    (
+        "--trace_jaeger_url",
+        Some("http://jaeger.local:4318/v1/traces"),
+    ),
+    ("--enable_trace", Some("false")),
+];
+
+fn every_flag_args() -> Vec<String> {
+    let mut args = vec!["sage".to_owned()];
+    for (flag, value) in EVERY_FLAG {
+        args.push((*flag).to_owned());
+        if let Some(value) = value {
+            args.push((*value).to_owned());
+        }
+    }
+    args
+}
+
+#[test]
+fn every_documented_flag_is_accepted_and_applied() {
+    let config = Config::try_from_args(every_flag_args()).expect("every flag parses");
+    assert_eq!(config.port, 18080);
+    assert_eq!(config.logs_dir.to_str(), Some("logdir"));
+    assert!(config.force_summary);
+    assert_eq!(config.default_llm_keys(), vec!["k1", "k2"]);
+    assert_eq!(config.default_llm_max_model_len, 8000);
+    assert_eq!(config.context_recent_turns, 3);
+    assert_eq!(config.memory_type, MemoryType::User);
+    assert_eq!(config.db_type, DbType::Memory);
+    assert_eq!(config.mysql_port, 3307);
+    assert_eq!(config.es_url.as_deref(), Some("http://es.local:9200"));
+    assert!(config.minio_secure);
+    assert!(!config.enable_trace);
+}
+
+#[test]
+fn defaults_follow_the_seed() {
+    let config = Config::try_from_args(["sage"]).unwrap();
+    assert_eq!(config.port, 8080);
+    assert_eq!(config.db_type, DbType::File);
+    assert_eq!(config.db_path.to_str(), Some("./data/"));
+    assert_eq!(
+        config.default_llm_api_base_url,
+        "https://api.deepseek.com/v1"
+    );
+    assert_eq!(config.default_llm_model_name, "deepseek-chat");
+    assert_eq!(config.default_llm_max_tokens, 4096);
+    assert_eq!(config.default_llm_max_model_len, 54000);
+    assert!(config.no_auth);
+    assert_eq!(config.context_history_ratio, 0.2);
+    assert_eq!(config.context_active_ratio, 0.3);
+    assert_eq!(config.context_max_new_message_ratio, 0.5);
+}
+
+fn start_failure(args: &[&str], env: &[(&str, &str)]) -> String {
+    let output = Command::new(workspace_binary("sage-local"))
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        !output.status.success(),
+        "start-up should fail for {args:?} {env:?}"
+    );
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn a_bad_value_or_unknown_flag_stops_start_up_naming_it() {
+    assert!(start_failure(&["--port", "eighty"], &[]).contains("--port"));
+    assert!(
+        start_failure(&["--context_history_ratio", "1.5"], &[]).contains("--context_history_ratio")
+    );
+    assert!(start_failure(&["--db_type", "oracle"], &[]).contains("--db_type"));
+    assert!(start_failure(&["--no-such-flag"], &[]).contains("--no-such-flag"));
+    assert!(
+        start_failure(&[], &[("SAGE_DEFAULT_LLM_MAX_TOKENS", "many")])
+            .contains("--default_llm_max_tokens")
+    );
+}
+
+async fn model_seen_by_llm(extra_args: &[&str], env: &[(&str, &str)]) -> String {
+    let llm = MockLlm::start(Default::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _server = ChildGuard(
+        Command::new(workspace_binary("sage-local"))
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--db_path",
+            ])
+            .arg(dir.path())
+            .args([
+                "--default_llm_api_key",
+                "k",
+                "--default_llm_api_base_url",
+                &llm.base_url,
+            ])
+            .args(extra_args)
+            .envs(env.iter().copied())
+            .current_dir(dir.path())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_port(port, Duration::from_secs(20)).await;
+    post_ndjson(
+        &format!("http://127.0.0.1:{port}/api/stream"),
+        &user_message("hi"),
+    )
+    .await;
+    let request = llm.requests().await.pop().unwrap();
+    request["model"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cli_flag_beats_its_environment_variable_which_beats_the_default() {
+    let env = [("SAGE_DEFAULT_LLM_MODEL_NAME", "model-from-env")];
+    assert_eq!(
+        model_seen_by_llm(&["--default_llm_model_name", "model-from-cli"], &env).await,
+        "model-from-cli"
+    );
+    assert_eq!(model_seen_by_llm(&[], &env).await, "model-from-env");
+    assert_eq!(model_seen_by_llm(&[], &[]).await, "deepseek-chat");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_shim_starts_with_every_flag_and_logs_a_missing_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut args = every_flag_args();
+    args.remove(0);
+    let port_at = args.iter().position(|arg| arg == "--port").unwrap();
+    args[port_at + 1] = port.to_string();
+    let _server = ChildGuard(
+        Command::new(workspace_binary("sage-local"))
+            .args(&args)
+            .current_dir(dir.path())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_port(port, Duration::from_secs(20)).await;
+    let health: serde_json::Value = reqwest::get(format!("http://127.0.0.1:{port}/api/health"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["data"]["status"], "healthy");
+    drop(_server);
+
+    let log = dir.path().join("stderr.log");
+    let port = free_port();
+    let _keyless = ChildGuard(
+        Command::new(workspace_binary("sage-local"))
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--db_type",
+                "memory",
+            ])
+            .env_remove("SAGE_DEFAULT_LLM_API_KEY")
+            .current_dir(dir.path())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_port(port, Duration::from_secs(20)).await;
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("no LLM API key configured"), "{logged}");
+    assert!(logged.contains("SAGE_DEFAULT_LLM_API_KEY"), "{logged}");
+}

@@ -1,0 +1,104 @@
+//! `sage-stream` under cargo-lambda's emulator, called at its Function URL path.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use sage_e2e::*;
+use sage_mock_llm::MockOptions;
+use serde_json::Value;
+
+fn cargo_lambda() -> PathBuf {
+    let venv = workspace_root().join(".venv/bin/cargo-lambda");
+    if venv.exists() {
+        return venv;
+    }
+    let on_path = Command::new("cargo-lambda")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status();
+    assert!(
+        on_path.is_ok_and(|status| status.success()),
+        "cargo-lambda is missing; run `bash tests/run.sh`, which installs it"
+    );
+    PathBuf::from("cargo-lambda")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sage_stream_streams_events_incrementally_through_the_emulator() {
+    let delay = Duration::from_millis(150);
+    let llm = MockLlm::start(MockOptions {
+        token_delay: delay,
+        ..Default::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let env_vars = [
+        "SAGE_DEFAULT_LLM_API_KEY=test-key".to_owned(),
+        format!("SAGE_DEFAULT_LLM_API_BASE_URL={}", llm.base_url),
+        "SAGE_DB_TYPE=file".to_owned(),
+        format!("SAGE_DB_PATH={}", dir.path().display()),
+        "SAGE_PRESET_RUNNING_CONFIG_PATH=/nonexistent.json".to_owned(),
+    ];
+    let mut command = Command::new(cargo_lambda());
+    command
+        .args(["lambda", "watch", "--ignore-changes", "--quiet"])
+        .args([
+            "--invoke-address",
+            "127.0.0.1",
+            "--invoke-port",
+            &port.to_string(),
+        ])
+        .current_dir(workspace_root().join("functions/stream"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for var in &env_vars {
+        command.args(["--env-var", var]);
+    }
+    let _emulator = ChildGuard(command.spawn().expect("cargo lambda watch starts"));
+    wait_for_port(port, Duration::from_secs(120)).await;
+
+    let url = format!("http://127.0.0.1:{port}/lambda-url/sage-stream/api/stream");
+    let client = reqwest::Client::new();
+    let response = client
+        .post(&url)
+        .json(&user_message("words:6"))
+        .timeout(Duration::from_secs(300))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    let started = Instant::now();
+    let mut arrivals: Vec<(Duration, Value)> = Vec::new();
+    let mut buffer = String::new();
+    let mut body = response.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        buffer.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+        while let Some(newline) = buffer.find('\n') {
+            let line: String = buffer.drain(..=newline).collect();
+            arrivals.push((
+                started.elapsed(),
+                serde_json::from_str(line.trim()).unwrap(),
+            ));
+        }
+    }
+    let events: Vec<Value> = arrivals.iter().map(|(_, event)| event.clone()).collect();
+    assert_tail(&events, &session_of(&events));
+    assert_eq!(answer_text(&events), "tok0 tok1 tok2 tok3 tok4 tok5 ");
+    let end = arrivals.last().unwrap().0;
+    let early = arrivals
+        .iter()
+        .filter(|(at, _)| end - *at >= delay * 2)
+        .count();
+    assert!(
+        early >= 2,
+        "at least two events arrive well before the run ends: {:?}",
+        arrivals
+            .iter()
+            .map(|(at, e)| (at.as_millis(), e["type"].clone()))
+            .collect::<Vec<_>>()
+    );
+}

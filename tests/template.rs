@@ -1,0 +1,1 @@
+//! Placeholder: the SAM template checks (issue 5) land here.

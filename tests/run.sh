@@ -21,6 +21,17 @@ python_env() {
   export PATH=$VENV/bin:$PATH
 }
 
+node_peers() {
+  if ! command -v node >/dev/null 2>&1; then
+    log "installing Node.js (for npm @modelcontextprotocol/server-everything)"
+    apt-get update -qq && apt-get install -y -qq nodejs npm
+  fi
+  if [ ! -f tests/peers/node_modules/@modelcontextprotocol/server-everything/dist/index.js ]; then
+    log "installing the npm MCP peer (server-everything)"
+    (cd tests/peers && npm ci --silent --no-audit --no-fund)
+  fi
+}
+
 rust_tools() {
   if ! cargo nextest --version >/dev/null 2>&1; then
     log "installing cargo-nextest"
@@ -29,6 +40,7 @@ rust_tools() {
 }
 
 python_env
+node_peers
 rust_tools
 
 log "building every binary (the tests start sage-local and sage-stream as processes)"

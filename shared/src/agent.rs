@@ -15,7 +15,8 @@ use crate::history::content_as_text;
 use crate::llm::{
     ChatDelta, ChatModel, ChatRequest, LlmError, LlmSettings, ToolCallAssembler, Usage,
 };
-use crate::mcp::{McpServerConfig, ToolBox};
+use crate::mcp::{McpPolicy, McpPool, McpServerConfig, ToolBox};
+use crate::store::McpServerRecord;
 
 const EXECUTION_AGENT: &str = "SimpleAgent";
 const ANALYSIS_AGENT: &str = "TaskAnalysisAgent";
@@ -33,7 +34,11 @@ pub struct RunSpec {
     pub max_loop_count: u32,
     pub deep_thinking: bool,
     pub available_tools: Vec<String>,
-    pub mcp_servers: BTreeMap<String, McpServerConfig>,
+    /// The caller's enabled registered servers, then the shared ones.
+    pub registered_servers: Vec<McpServerRecord>,
+    /// `extra_mcp_config`: servers for this request only.
+    pub request_servers: BTreeMap<String, McpServerConfig>,
+    pub mcp_policy: McpPolicy,
     pub tool_timeout: Duration,
 }
 
@@ -65,15 +70,22 @@ struct TurnOutput {
 pub struct Agent {
     spec: RunSpec,
     llm: Arc<dyn ChatModel>,
+    pool: Arc<McpPool>,
     emitter: Emitter,
     usage: UsageTally,
 }
 
 impl Agent {
-    pub fn new(spec: RunSpec, llm: Arc<dyn ChatModel>, emitter: Emitter) -> Self {
+    pub fn new(
+        spec: RunSpec,
+        llm: Arc<dyn ChatModel>,
+        pool: Arc<McpPool>,
+        emitter: Emitter,
+    ) -> Self {
         Self {
             spec,
             llm,
+            pool,
             emitter,
             usage: UsageTally::default(),
         }
@@ -81,16 +93,15 @@ impl Agent {
 
     /// Runs to the end and emits `token_usage`; the event log adds `stream_end`.
     pub async fn run(mut self) {
-        let tools = if self.spec.available_tools.is_empty() {
-            ToolBox::default()
-        } else {
-            ToolBox::connect(
-                &self.spec.mcp_servers,
-                &self.spec.available_tools,
-                self.spec.tool_timeout,
-            )
-            .await
-        };
+        let tools = ToolBox::build(
+            &self.spec.registered_servers,
+            &self.spec.request_servers,
+            &self.spec.available_tools,
+            self.spec.mcp_policy,
+            self.pool.clone(),
+            self.spec.tool_timeout,
+        )
+        .await;
         if let Err(error) = self.execute(&tools).await {
             self.emit_text(
                 EventType::Error,

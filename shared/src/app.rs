@@ -9,6 +9,7 @@ use axum::response::IntoResponse;
 
 use crate::config::Config;
 use crate::llm::{ChatModel, OpenAiCompatible};
+use crate::mcp::{McpPolicy, McpPool};
 use crate::presets::{AgentPresets, PresetError};
 use crate::routes;
 use crate::store::{Store, StoreError, open_store};
@@ -19,6 +20,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub llm: Arc<dyn ChatModel>,
     pub presets: Arc<AgentPresets>,
+    pub mcp_pool: Arc<McpPool>,
+    pub mcp_policy: McpPolicy,
     /// How long a run's lock lives without a heartbeat.
     pub run_lease: Duration,
 }
@@ -39,6 +42,12 @@ impl AppState {
         Self::with_store(config, store)
     }
 
+    /// Work that goes on after start-up: registering the preset MCP servers.
+    pub fn start_background_tasks(&self) {
+        let state = self.clone();
+        tokio::spawn(async move { crate::mcp_admin::register_presets(&state).await });
+    }
+
     pub fn with_store(config: Config, store: Arc<dyn Store>) -> Result<Self, StartupError> {
         if config.default_llm_keys().is_empty() {
             tracing::warn!(
@@ -52,11 +61,18 @@ impl AppState {
             config.llm_max_retries,
         )?;
         let presets = AgentPresets::load(&config.preset_running_config)?;
+        let tool_timeout = Duration::from_secs_f64(config.tool_timeout);
+        let mcp_policy = McpPolicy {
+            allow_stdio: config.mcp_allow_stdio,
+            allow_link_local: config.mcp_allow_link_local,
+        };
         Ok(Self {
             config: Arc::new(config),
             store,
             llm: Arc::new(llm),
             presets: Arc::new(presets),
+            mcp_pool: Arc::new(McpPool::new(tool_timeout)),
+            mcp_policy,
             run_lease: Duration::from_secs(30),
         })
     }
@@ -65,6 +81,13 @@ impl AppState {
 /// The Stream function: `/api/stream` and its aliases.
 pub fn stream_router(state: AppState) -> Router {
     routes::stream::router()
+        .with_state(state)
+        .fallback(not_found)
+}
+
+/// The MCP-admin function.
+pub fn mcp_admin_router(state: AppState) -> Router {
+    routes::mcp_admin::router()
         .with_state(state)
         .fallback(not_found)
 }
@@ -79,6 +102,7 @@ pub fn health_router(state: AppState) -> Router {
 /// Every function on one router: what the local shim serves.
 pub fn local_router(state: AppState) -> Router {
     routes::stream::router()
+        .merge(routes::mcp_admin::router())
         .merge(routes::health::router())
         .with_state(state)
         .fallback(not_found)

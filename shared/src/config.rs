@@ -90,6 +90,10 @@ pub struct Config {
     /// API key of the default provider; a comma-separated list rotates.
     #[arg(long, env = "SAGE_DEFAULT_LLM_API_KEY", hide_env_values = true)]
     pub default_llm_api_key: Option<String>,
+    /// Name of an SSM SecureString parameter holding the API key (read once at start-up; how
+    /// the Lambda functions get their key).
+    #[arg(long, env = "SAGE_DEFAULT_LLM_API_KEY_PARAMETER")]
+    pub default_llm_api_key_parameter: Option<String>,
     #[arg(
         long,
         env = "SAGE_DEFAULT_LLM_API_BASE_URL",
@@ -126,6 +130,12 @@ pub struct Config {
     /// Seconds a tool call may take unless its server sets `timeout_s`.
     #[arg(long, env = "SAGE_TOOL_TIMEOUT", default_value_t = 60.0, value_parser = positive_seconds)]
     pub tool_timeout: f64,
+    /// Let API callers register stdio MCP servers (arbitrary commands on this host).
+    #[arg(long, env = "SAGE_MCP_ALLOW_STDIO", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub mcp_allow_stdio: bool,
+    /// Let API callers point MCP servers at link-local / cloud metadata addresses.
+    #[arg(long, env = "SAGE_MCP_ALLOW_LINK_LOCAL", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub mcp_allow_link_local: bool,
 
     // --- context and memory ---
     #[arg(long, env = "SAGE_CONTEXT_HISTORY_RATIO", default_value_t = 0.2, value_parser = ratio)]

@@ -33,13 +33,14 @@ impl Emitter {
 }
 
 /// Starts the writer. `after_seq` is the last sequence number already in the session's log. When
-/// every `Emitter` is dropped the writer appends `stream_end` and finishes.
+/// every `Emitter` is dropped the writer stores `stream_end` and returns it unsent, so the caller
+/// can finish its bookkeeping (release the session) before the client learns the run is over.
 pub fn spawn_writer(
     store: Arc<dyn Store>,
     session_id: String,
     after_seq: u64,
     client: mpsc::UnboundedSender<StoredEvent>,
-) -> (Emitter, JoinHandle<()>) {
+) -> (Emitter, JoinHandle<Option<StoredEvent>>) {
     let (events, mut incoming) = mpsc::unbounded_channel::<Event>();
     let aborted = Arc::new(AtomicBool::new(false));
     let emitter = Emitter {
@@ -63,7 +64,7 @@ pub fn spawn_writer(
                 aborted.store(true, Ordering::Relaxed);
                 incoming.close();
                 fail_stream(&client, &session_id, seq, sent);
-                return;
+                return None;
             }
             sent += stored.len() as u64;
             for event in stored {
@@ -80,7 +81,7 @@ pub fn spawn_writer(
         {
             tracing::error!(%session_id, %error, "could not store stream_end");
         }
-        let _ = client.send(end);
+        Some(end)
     });
     (emitter, writer)
 }

@@ -10,6 +10,7 @@ pub mod event_log;
 pub mod history;
 pub mod llm;
 pub mod mcp;
+pub mod mcp_admin;
 pub mod presets;
 pub mod request;
 pub mod routes;
@@ -17,5 +18,7 @@ pub mod run;
 pub mod store;
 pub mod telemetry;
 
-pub use app::{AppState, StartupError, health_router, local_router, stream_router};
+pub use app::{
+    AppState, StartupError, health_router, local_router, mcp_admin_router, stream_router,
+};
 pub use config::Config;

@@ -236,7 +236,9 @@ async fn prepare(
         max_loop_count: request.max_loop_count.unwrap_or(DEFAULT_MAX_LOOP_COUNT),
         deep_thinking: request.deep_thinking.unwrap_or(false),
         available_tools: request.available_tools.clone().unwrap_or_default(),
-        mcp_servers: request.extra_mcp_config.clone().unwrap_or_default(),
+        registered_servers: crate::mcp_admin::enabled_servers(state, user_id).await?,
+        request_servers: request.extra_mcp_config.clone().unwrap_or_default(),
+        mcp_policy: state.mcp_policy,
         tool_timeout: Duration::from_secs_f64(state.config.tool_timeout),
     };
     Ok((spec, seq))
@@ -251,10 +253,12 @@ fn launch(
     let (client, events) = mpsc::unbounded_channel();
     let store = state.store.clone();
     let llm = state.llm.clone();
+    let pool = state.mcp_pool.clone();
     let lease = state.run_lease;
     let session_id = spec.session_id.clone();
     tokio::spawn(async move {
-        let (emitter, writer) = spawn_writer(store.clone(), session_id.clone(), after_seq, client);
+        let (emitter, writer) =
+            spawn_writer(store.clone(), session_id.clone(), after_seq, client.clone());
         let heartbeat = tokio::spawn(keep_lock(
             store.clone(),
             session_id.clone(),
@@ -262,7 +266,7 @@ fn launch(
             lease,
         ));
         let fallback = emitter.clone();
-        if let Err(panic) = tokio::spawn(Agent::new(spec, llm, emitter).run()).await {
+        if let Err(panic) = tokio::spawn(Agent::new(spec, llm, pool, emitter).run()).await {
             tracing::error!(%session_id, error = %panic, "agent run panicked");
             fallback.emit(Event {
                 content: Some(Value::String("The agent failed unexpectedly.".into())),
@@ -275,13 +279,17 @@ fn launch(
             ));
         }
         drop(fallback);
-        let _ = writer.await;
+        let end = writer.await.ok().flatten();
         heartbeat.abort();
         if let Err(error) = store.touch_session(&session_id, now_secs()).await {
             tracing::warn!(%session_id, %error, "could not update the session's timestamp");
         }
         if let Err(error) = store.release_run_lock(&session_id, &run_id).await {
             tracing::warn!(%session_id, %error, "could not release the run lock; it expires with its lease");
+        }
+        // Sent last: a client that saw stream_end may start the next run at once.
+        if let Some(end) = end {
+            let _ = client.send(end);
         }
     });
     events

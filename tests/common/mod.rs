@@ -67,6 +67,7 @@ pub fn test_config(llm_base_url: &str, db_dir: &Path, extra: &[&str]) -> Config 
         "/nonexistent/agent_setting.json",
         "--preset_mcp_config",
         "/nonexistent/mcp_setting.json",
+        "--mcp_allow_stdio",
     ];
     args.extend_from_slice(extra);
     Config::try_from_args(args).expect("test configuration parses")
@@ -84,6 +85,13 @@ impl Server {
     pub async fn start(config: Config) -> Self {
         let state = AppState::from_config(config).await.expect("state builds");
         Self::with_state(state).await
+    }
+
+    /// Starts with the preset MCP servers registering in the background, as the binaries do.
+    pub async fn start_with_presets(config: Config) -> Self {
+        let server = Self::start(config).await;
+        server.state.start_background_tasks();
+        server
     }
 
     pub async fn with_state(state: AppState) -> Self {
@@ -304,7 +312,10 @@ pub struct HttpPeer {
 impl HttpPeer {
     /// `transport` is `streamable-http` (endpoint `/mcp`) or `sse` (endpoint `/sse`).
     pub async fn start(transport: &str) -> Self {
-        let port = free_port();
+        Self::start_on(transport, free_port()).await
+    }
+
+    pub async fn start_on(transport: &str, port: u16) -> Self {
         let child = tokio::process::Command::new(python())
             .args([peer_script(), transport.to_owned(), port.to_string()])
             .stdout(Stdio::null())
@@ -319,9 +330,78 @@ impl HttpPeer {
         }
     }
 
+    /// Kills the server and waits until it is gone, so its port is free again.
+    pub async fn stop(mut self) {
+        let _ = self._child.kill().await;
+    }
+
     pub fn streamable_http_url(&self) -> String {
         format!("http://127.0.0.1:{}/mcp", self.port)
     }
+
+    pub fn sse_url(&self) -> String {
+        format!("http://127.0.0.1:{}/sse", self.port)
+    }
+}
+
+/// npm `@modelcontextprotocol/server-everything` (installed by `tests/run.sh` under tests/peers).
+pub fn everything_server_script() -> String {
+    let script = workspace_root()
+        .join("tests/peers/node_modules/@modelcontextprotocol/server-everything/dist/index.js");
+    assert!(
+        script.exists(),
+        "{} is missing; run `bash tests/run.sh`, which installs it",
+        script.display()
+    );
+    script.display().to_string()
+}
+
+/// server-everything over streamable HTTP (`/mcp`), killed on drop.
+pub struct EverythingHttp {
+    pub port: u16,
+    _child: tokio::process::Child,
+}
+
+impl EverythingHttp {
+    pub async fn start() -> Self {
+        let port = free_port();
+        let child = tokio::process::Command::new("node")
+            .args([everything_server_script(), "streamableHttp".to_owned()])
+            .env("PORT", port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node runs server-everything");
+        wait_for_port(port, Duration::from_secs(30)).await;
+        Self {
+            port,
+            _child: child,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/mcp", self.port)
+    }
+}
+
+/// GET with `?user_id=`, returning status and JSON body.
+pub async fn get_json(url: &str) -> (u16, Value) {
+    let response = reqwest::get(url).await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+/// Sends `body` as JSON with `method`, returning status and JSON body.
+pub async fn send_json(method: reqwest::Method, url: &str, body: &Value) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .request(method, url)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
 }
 
 /// A binary of the workspace, built if it is not there yet (`tests/run.sh` builds them all).

@@ -6,6 +6,7 @@ Usage: python mcp_server.py stdio
 """
 
 import asyncio
+import os
 import sys
 
 from mcp.server.fastmcp import FastMCP
@@ -54,6 +55,13 @@ async def rendezvous(key: str, timeout: float = 5.0) -> str:
 def fail(message: str = "scripted tool failure") -> str:
     """Always raises."""
     raise ValueError(message)
+
+
+@mcp.tool(structured_output=False)
+async def die() -> str:
+    """Kills the server process in the middle of the call."""
+    await asyncio.sleep(0.2)
+    os._exit(1)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ async fn main() {
         eprintln!("sage-local: cannot listen on {address}: {error}");
         std::process::exit(1);
     });
+    state.start_background_tasks();
     tracing::info!(%address, "sage-local serving every function");
     if let Err(error) = sage_local::serve(listener, state, shutdown_signal()).await {
         eprintln!("sage-local: server failed: {error}");

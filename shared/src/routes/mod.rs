@@ -1,4 +1,5 @@
 //! HTTP handlers: they parse, call the library, map the error. One file per function.
 
 pub mod health;
+pub mod mcp_admin;
 pub mod stream;

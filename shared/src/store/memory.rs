@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{SessionRecord, Store, StoreError, lease_deadline};
+use super::{McpServerRecord, SessionRecord, Store, StoreError, lease_deadline};
 use crate::error::now_secs;
 use crate::event::StoredEvent;
 
@@ -19,6 +19,7 @@ struct Inner {
     sessions: HashMap<String, SessionRecord>,
     events: HashMap<String, Vec<StoredEvent>>,
     locks: HashMap<String, (String, f64)>,
+    mcp_servers: std::collections::BTreeMap<(String, String), McpServerRecord>,
 }
 
 impl MemoryStore {
@@ -147,6 +148,59 @@ impl Store for MemoryStore {
             }
         });
         Ok(())
+    }
+
+    async fn insert_mcp_server(&self, record: &McpServerRecord) -> Result<bool, StoreError> {
+        Ok(self.with(|inner| {
+            let key = (record.owner.clone(), record.name.clone());
+            if inner.mcp_servers.contains_key(&key) {
+                return false;
+            }
+            inner.mcp_servers.insert(key, record.clone());
+            true
+        }))
+    }
+
+    async fn put_mcp_server(&self, record: &McpServerRecord) -> Result<(), StoreError> {
+        self.with(|inner| {
+            inner
+                .mcp_servers
+                .insert((record.owner.clone(), record.name.clone()), record.clone())
+        });
+        Ok(())
+    }
+
+    async fn get_mcp_server(
+        &self,
+        owner: &str,
+        name: &str,
+    ) -> Result<Option<McpServerRecord>, StoreError> {
+        Ok(self.with(|inner| {
+            inner
+                .mcp_servers
+                .get(&(owner.to_owned(), name.to_owned()))
+                .cloned()
+        }))
+    }
+
+    async fn list_mcp_servers(&self, owner: &str) -> Result<Vec<McpServerRecord>, StoreError> {
+        Ok(self.with(|inner| {
+            inner
+                .mcp_servers
+                .values()
+                .filter(|record| record.owner == owner)
+                .cloned()
+                .collect()
+        }))
+    }
+
+    async fn delete_mcp_server(&self, owner: &str, name: &str) -> Result<bool, StoreError> {
+        Ok(self.with(|inner| {
+            inner
+                .mcp_servers
+                .remove(&(owner.to_owned(), name.to_owned()))
+                .is_some()
+        }))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

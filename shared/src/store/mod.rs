@@ -14,6 +14,7 @@ pub use sqlite::SqliteStore;
 
 use crate::config::{Config, DbType};
 use crate::event::StoredEvent;
+use crate::mcp::{McpServerConfig, ToolSpec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -37,6 +38,18 @@ pub struct SessionRecord {
     pub agent_name: Option<String>,
     pub title: String,
     pub created_at: f64,
+    pub updated_at: f64,
+}
+
+/// A registered MCP server with the tools it listed when last reached.
+#[derive(Debug, Clone, PartialEq)]
+pub struct McpServerRecord {
+    /// The user it belongs to; `SHARED_OWNER` for the preset servers everyone may use.
+    pub owner: String,
+    pub name: String,
+    pub config: McpServerConfig,
+    pub tools: Vec<ToolSpec>,
+    pub last_error: Option<String>,
     pub updated_at: f64,
 }
 
@@ -77,6 +90,20 @@ pub trait Store: Send + Sync + 'static {
         lease: Duration,
     ) -> Result<bool, StoreError>;
     async fn release_run_lock(&self, session_id: &str, run_id: &str) -> Result<(), StoreError>;
+
+    /// Inserts the server; false (and nothing written) when the owner already has that name.
+    async fn insert_mcp_server(&self, record: &McpServerRecord) -> Result<bool, StoreError>;
+    /// Inserts or replaces.
+    async fn put_mcp_server(&self, record: &McpServerRecord) -> Result<(), StoreError>;
+    async fn get_mcp_server(
+        &self,
+        owner: &str,
+        name: &str,
+    ) -> Result<Option<McpServerRecord>, StoreError>;
+    /// The owner's servers, by name.
+    async fn list_mcp_servers(&self, owner: &str) -> Result<Vec<McpServerRecord>, StoreError>;
+    /// False when there was nothing to delete.
+    async fn delete_mcp_server(&self, owner: &str, name: &str) -> Result<bool, StoreError>;
 
     /// A cheap round trip, for readiness checks.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
-use super::{SessionRecord, Store, StoreError, lease_deadline};
+use super::{McpServerRecord, SessionRecord, Store, StoreError, lease_deadline};
 use crate::error::now_secs;
 use crate::event::StoredEvent;
 
@@ -27,6 +27,15 @@ const SCHEMA: &[&str] = &[
         body TEXT NOT NULL,
         PRIMARY KEY (session_id, seq)
     ) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS mcp_servers (
+        owner TEXT NOT NULL,
+        name TEXT NOT NULL,
+        config TEXT NOT NULL,
+        tools TEXT NOT NULL,
+        last_error TEXT,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (owner, name)
+    )",
     "CREATE TABLE IF NOT EXISTS run_locks (
         session_id TEXT PRIMARY KEY,
         run_id TEXT NOT NULL,
@@ -71,6 +80,45 @@ fn session_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<SessionRecord, sqlx
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
+}
+
+fn mcp_server_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<McpServerRecord, StoreError> {
+    let config: String = row.try_get("config")?;
+    let tools: String = row.try_get("tools")?;
+    Ok(McpServerRecord {
+        owner: row.try_get("owner")?,
+        name: row.try_get("name")?,
+        config: serde_json::from_str(&config)?,
+        tools: serde_json::from_str(&tools)?,
+        last_error: row.try_get("last_error")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+impl SqliteStore {
+    async fn write_mcp_server(
+        &self,
+        record: &McpServerRecord,
+        replace: bool,
+    ) -> Result<bool, StoreError> {
+        let statement = if replace {
+            "INSERT OR REPLACE INTO mcp_servers (owner, name, config, tools, last_error, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?)"
+        } else {
+            "INSERT INTO mcp_servers (owner, name, config, tools, last_error, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (owner, name) DO NOTHING"
+        };
+        let result = sqlx::query(statement)
+            .bind(&record.owner)
+            .bind(&record.name)
+            .bind(serde_json::to_string(&record.config)?)
+            .bind(serde_json::to_string(&record.tools)?)
+            .bind(&record.last_error)
+            .bind(record.updated_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected() == 1)
+    }
 }
 
 #[async_trait]
@@ -219,6 +267,44 @@ impl Store for SqliteStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    async fn insert_mcp_server(&self, record: &McpServerRecord) -> Result<bool, StoreError> {
+        self.write_mcp_server(record, false).await
+    }
+
+    async fn put_mcp_server(&self, record: &McpServerRecord) -> Result<(), StoreError> {
+        self.write_mcp_server(record, true).await.map(|_| ())
+    }
+
+    async fn get_mcp_server(
+        &self,
+        owner: &str,
+        name: &str,
+    ) -> Result<Option<McpServerRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM mcp_servers WHERE owner = ? AND name = ?")
+            .bind(owner)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(mcp_server_from_row).transpose()
+    }
+
+    async fn list_mcp_servers(&self, owner: &str) -> Result<Vec<McpServerRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM mcp_servers WHERE owner = ? ORDER BY name")
+            .bind(owner)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(mcp_server_from_row).collect()
+    }
+
+    async fn delete_mcp_server(&self, owner: &str, name: &str) -> Result<bool, StoreError> {
+        let result = sqlx::query("DELETE FROM mcp_servers WHERE owner = ? AND name = ?")
+            .bind(owner)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected() == 1)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

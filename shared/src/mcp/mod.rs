@@ -1,7 +1,17 @@
-//! MCP tool servers: their configuration, connections (rmcp client) and the per-run tool box.
+//! MCP tool servers: their configuration, connections (rmcp client over streamable HTTP, stdio
+//! and the legacy HTTP+SSE transport), the shared connection pool and the per-run tool box.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+mod guard;
+mod legacy_sse;
+mod pool;
+mod toolbox;
+
+pub use guard::McpPolicy;
+pub use legacy_sse::{LegacySseError, LegacySseTransport};
+pub use pool::McpPool;
+pub use toolbox::ToolBox;
+
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rmcp::model::{CallToolRequestParams, CallToolResult, JsonObject, Tool};
@@ -66,6 +76,16 @@ impl McpServerConfig {
         Err(McpError::NoTransport)
     }
 
+    /// The transport's name as `/api/mcp/list` shows it.
+    pub fn protocol_name(&self) -> String {
+        match self.transport() {
+            Ok(TransportKind::LegacySse(_)) => "sse".into(),
+            Ok(TransportKind::StreamableHttp(_)) => "streamable_http".into(),
+            Ok(TransportKind::Stdio { .. }) => "stdio".into(),
+            Err(_) => self.protocol.clone().unwrap_or_default(),
+        }
+    }
+
     pub fn call_timeout(&self, default: Duration) -> Duration {
         self.timeout_s
             .filter(|seconds| *seconds > 0.0 && seconds.is_finite())
@@ -74,18 +94,66 @@ impl McpServerConfig {
     }
 }
 
+/// A tool as a server describes it, kept with the server so runs need not list tools anew.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolSpec {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// The tool's input JSON schema.
+    pub parameters: Value,
+}
+
+impl From<&Tool> for ToolSpec {
+    fn from(tool: &Tool) -> Self {
+        Self {
+            name: tool.name.to_string(),
+            description: tool.description.as_deref().unwrap_or("").to_owned(),
+            parameters: Value::Object(tool.input_schema.as_ref().clone()),
+        }
+    }
+}
+
+impl ToolSpec {
+    /// The OpenAI `tools` entry.
+    pub fn definition(&self) -> Value {
+        json!({
+            "type": "function",
+            "function": {
+                "name": self.name,
+                "description": self.description,
+                "parameters": self.parameters,
+            }
+        })
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum McpError {
     #[error("no transport configured: set sse_url, streamable_http_url/url or command")]
     NoTransport,
-    #[error("the legacy HTTP+SSE transport is not supported yet")]
-    LegacySseUnsupported,
+    #[error(
+        "stdio servers (local commands) are not allowed here; the server's operator can enable them with --mcp_allow_stdio"
+    )]
+    StdioNotAllowed,
+    #[error("`{0}` is not an http(s) URL")]
+    InvalidUrl(String),
+    #[error("{0} resolves to a link-local or cloud metadata address, which is refused")]
+    ForbiddenAddress(String),
+    #[error("cannot resolve {host}: {source}")]
+    Resolve {
+        host: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot start `{command}`: {source}")]
     Spawn {
         command: String,
         #[source]
         source: std::io::Error,
     },
+    #[error("legacy SSE connection failed: {0}")]
+    LegacySse(#[from] LegacySseError),
     #[error("MCP handshake failed: {0}")]
     Handshake(String),
     #[error("listing tools failed: {0}")]
@@ -105,6 +173,12 @@ pub enum ToolCallError {
     Timeout(Duration),
     #[error("{0}")]
     Execution(String),
+    /// The request never left: safe to try once more on a new connection.
+    #[error("the request could not be sent: {0}")]
+    Unsent(String),
+    /// The connection died; the request may have been delivered, so it is not retried.
+    #[error("the connection to the MCP server closed: {0}")]
+    Closed(String),
 }
 
 impl ToolCallError {
@@ -113,7 +187,7 @@ impl ToolCallError {
             Self::NotFound(_) => "TOOL_NOT_FOUND",
             Self::InvalidJson(_) => "INVALID_JSON",
             Self::Timeout(_) => "TIMEOUT",
-            Self::Execution(_) => "EXECUTION_ERROR",
+            Self::Execution(_) | Self::Unsent(_) | Self::Closed(_) => "EXECUTION_ERROR",
         }
     }
 
@@ -128,6 +202,8 @@ impl ToolCallError {
     }
 }
 
+const MIN_SETUP_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// A live connection to one MCP server, with the tools it listed.
 pub struct McpConnection {
     pub name: String,
@@ -137,18 +213,21 @@ pub struct McpConnection {
 }
 
 impl McpConnection {
+    /// Connects and lists the tools; the configured timeout bounds each step.
     pub async fn connect(
         name: &str,
         config: &McpServerConfig,
         default_timeout: Duration,
     ) -> Result<Self, McpError> {
         let call_timeout = config.call_timeout(default_timeout);
-        let service = tokio::time::timeout(call_timeout, start_service(config))
+        // Starting a server (a process, a handshake) may take longer than one call may.
+        let setup_timeout = call_timeout.max(MIN_SETUP_TIMEOUT);
+        let service = tokio::time::timeout(setup_timeout, start_service(config, setup_timeout))
             .await
-            .map_err(|_| McpError::Timeout(call_timeout))??;
-        let tools = tokio::time::timeout(call_timeout, service.list_all_tools())
+            .map_err(|_| McpError::Timeout(setup_timeout))??;
+        let tools = tokio::time::timeout(setup_timeout, service.list_all_tools())
             .await
-            .map_err(|_| McpError::Timeout(call_timeout))?
+            .map_err(|_| McpError::Timeout(setup_timeout))?
             .map_err(McpError::ListTools)?;
         Ok(Self {
             name: name.to_owned(),
@@ -162,12 +241,29 @@ impl McpConnection {
         &self.tools
     }
 
+    pub fn tool_specs(&self) -> Vec<ToolSpec> {
+        self.tools.iter().map(ToolSpec::from).collect()
+    }
+
+    pub fn is_alive(&self) -> bool {
+        !self.service.is_closed() && !self.service.is_transport_closed()
+    }
+
     pub async fn call(&self, tool: &str, arguments: JsonObject) -> Result<Value, ToolCallError> {
         let request = CallToolRequestParams::new(tool.to_owned()).with_arguments(arguments);
         let result = tokio::time::timeout(self.call_timeout, self.service.call_tool(request))
             .await
             .map_err(|_| ToolCallError::Timeout(self.call_timeout))?
-            .map_err(|error| ToolCallError::Execution(error.to_string()))?;
+            .map_err(|error| match error {
+                rmcp::ServiceError::TransportSend(source) => {
+                    ToolCallError::Unsent(source.to_string())
+                }
+                rmcp::ServiceError::TransportClosed => {
+                    ToolCallError::Closed("transport closed".into())
+                }
+                rmcp::ServiceError::Timeout { timeout } => ToolCallError::Timeout(timeout),
+                other => ToolCallError::Execution(other.to_string()),
+            })?;
         let content = result_content(&result);
         if result.is_error == Some(true) {
             let message = match &content {
@@ -188,13 +284,19 @@ impl McpConnection {
 
 async fn start_service(
     config: &McpServerConfig,
+    timeout: Duration,
 ) -> Result<RunningService<RoleClient, ()>, McpError> {
     let handshake =
-        |error: rmcp::service::ClientInitializeError| McpError::Handshake(error.to_string());
+        |error: rmcp::service::ClientInitializeError| McpError::Handshake(root_cause(&error));
     match config.transport()? {
-        TransportKind::LegacySse(_) => Err(McpError::LegacySseUnsupported),
+        TransportKind::LegacySse(url) => {
+            let transport =
+                LegacySseTransport::connect(&url, config.api_key.as_deref(), timeout).await?;
+            ().serve(transport).await.map_err(handshake)
+        }
         TransportKind::StreamableHttp(url) => {
-            let mut transport_config = StreamableHttpClientTransportConfig::with_uri(url);
+            let mut transport_config =
+                StreamableHttpClientTransportConfig::with_uri(url).reinit_on_expired_session(true);
             if let Some(key) = &config.api_key {
                 transport_config = transport_config.auth_header(key.clone());
             }
@@ -213,6 +315,15 @@ async fn start_service(
     }
 }
 
+/// The innermost error's message: rmcp's outer layers name Rust types, not causes.
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    cause.to_string()
+}
+
 /// A tool result as the event carries it: structured content, else the text parsed as JSON when
 /// it is JSON, else the text.
 fn result_content(result: &CallToolResult) -> Value {
@@ -228,98 +339,22 @@ fn result_content(result: &CallToolResult) -> Value {
     serde_json::from_str(&joined).unwrap_or(Value::String(joined))
 }
 
-/// The tools one run may use: the allow-list resolved against its connected servers.
-#[derive(Default)]
-pub struct ToolBox {
-    connections: Vec<Arc<McpConnection>>,
-    by_name: HashMap<String, (Arc<McpConnection>, Tool)>,
+/// Connects, lists the tools, disconnects: what registering or refreshing a server does.
+pub async fn discover_tools(
+    name: &str,
+    config: &McpServerConfig,
+    default_timeout: Duration,
+) -> Result<Vec<ToolSpec>, McpError> {
+    let connection = McpConnection::connect(name, config, default_timeout).await?;
+    let tools = connection.tool_specs();
+    connection.close().await;
+    Ok(tools)
 }
 
-impl ToolBox {
-    /// Connects to every server concurrently; a server that fails is logged and skipped.
-    pub async fn connect(
-        servers: &BTreeMap<String, McpServerConfig>,
-        allowed: &[String],
-        default_timeout: Duration,
-    ) -> Self {
-        let enabled = servers.iter().filter(|(_, config)| !config.disabled);
-        let attempts = enabled.map(|(name, config)| async move {
-            (
-                name,
-                McpConnection::connect(name, config, default_timeout).await,
-            )
-        });
-        let mut toolbox = Self::default();
-        for (name, attempt) in futures_util::future::join_all(attempts).await {
-            match attempt {
-                Ok(connection) => toolbox.add(Arc::new(connection), allowed),
-                Err(error) => {
-                    tracing::warn!(server = %name, %error, "MCP server unavailable for this run")
-                }
-            }
-        }
-        for name in allowed {
-            if !toolbox.by_name.contains_key(name) {
-                tracing::warn!(tool = %name, "requested tool is not offered by any server; dropped");
-            }
-        }
-        toolbox
+/// Parses a model's tool-call arguments.
+pub fn parse_arguments(arguments: &str) -> Result<JsonObject, ToolCallError> {
+    if arguments.trim().is_empty() {
+        return Ok(JsonObject::new());
     }
-
-    fn add(&mut self, connection: Arc<McpConnection>, allowed: &[String]) {
-        for tool in connection.tools() {
-            if allowed.iter().any(|name| name == tool.name.as_ref()) {
-                self.by_name
-                    .entry(tool.name.to_string())
-                    .or_insert_with(|| (connection.clone(), tool.clone()));
-            }
-        }
-        self.connections.push(connection);
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_name.is_empty()
-    }
-
-    /// Tool definitions in the OpenAI `tools` format, sorted by name for stable prompts.
-    pub fn definitions(&self) -> Vec<Value> {
-        let mut tools: Vec<&Tool> = self.by_name.values().map(|(_, tool)| tool).collect();
-        tools.sort_by(|a, b| a.name.cmp(&b.name));
-        tools
-            .into_iter()
-            .map(|tool| {
-                json!({
-                    "type": "function",
-                    "function": {
-                        "name": tool.name,
-                        "description": tool.description.as_deref().unwrap_or(""),
-                        "parameters": tool.input_schema.as_ref(),
-                    }
-                })
-            })
-            .collect()
-    }
-
-    pub async fn call(&self, tool: &str, arguments: &str) -> Result<Value, ToolCallError> {
-        let (connection, _) = self
-            .by_name
-            .get(tool)
-            .ok_or_else(|| ToolCallError::NotFound(tool.to_owned()))?;
-        let arguments: JsonObject = if arguments.trim().is_empty() {
-            JsonObject::new()
-        } else {
-            serde_json::from_str(arguments)
-                .map_err(|error| ToolCallError::InvalidJson(error.to_string()))?
-        };
-        connection.call(tool, arguments).await
-    }
-
-    pub async fn close(self) {
-        drop(self.by_name);
-        for connection in self.connections {
-            if let Ok(connection) = Arc::try_unwrap(connection) {
-                connection.close().await;
-            }
-        }
-    }
+    serde_json::from_str(arguments).map_err(|error| ToolCallError::InvalidJson(error.to_string()))
 }

@@ -1,0 +1,149 @@
+//! The tools one run may use: the allow-list resolved against the caller's registered servers
+//! (their stored tool lists, connections from the pool) and the request's `extra_mcp_config`
+//! (connected for this run only).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::{
+    McpConnection, McpPolicy, McpPool, McpServerConfig, ToolCallError, ToolSpec, parse_arguments,
+};
+use crate::store::McpServerRecord;
+
+enum ToolSource {
+    Request(Arc<McpConnection>),
+    Registered(Box<RegisteredServer>),
+}
+
+struct RegisteredServer {
+    owner: String,
+    name: String,
+    config: McpServerConfig,
+}
+
+struct ToolEntry {
+    spec: ToolSpec,
+    source: ToolSource,
+}
+
+#[derive(Default)]
+pub struct ToolBox {
+    by_name: HashMap<String, ToolEntry>,
+    request_connections: Vec<Arc<McpConnection>>,
+    pool: Option<Arc<McpPool>>,
+}
+
+impl ToolBox {
+    /// Request servers come first, then the registered ones in the order given. A request server
+    /// that is refused by the policy or cannot be reached is logged and skipped.
+    pub async fn build(
+        registered: &[McpServerRecord],
+        request_servers: &BTreeMap<String, McpServerConfig>,
+        allowed: &[String],
+        policy: McpPolicy,
+        pool: Arc<McpPool>,
+        default_timeout: Duration,
+    ) -> Self {
+        let mut toolbox = Self {
+            pool: Some(pool),
+            ..Self::default()
+        };
+        if allowed.is_empty() {
+            return toolbox;
+        }
+        let enabled = request_servers
+            .iter()
+            .filter(|(_, config)| !config.disabled);
+        let attempts = enabled.map(|(name, config)| async move {
+            if let Err(error) = policy.check(config).await {
+                return (name, Err(error));
+            }
+            (
+                name,
+                McpConnection::connect(name, config, default_timeout).await,
+            )
+        });
+        for (name, attempt) in futures_util::future::join_all(attempts).await {
+            match attempt {
+                Ok(connection) => {
+                    let connection = Arc::new(connection);
+                    for spec in connection.tool_specs() {
+                        toolbox.offer(spec, allowed, || ToolSource::Request(connection.clone()));
+                    }
+                    toolbox.request_connections.push(connection);
+                }
+                Err(error) => {
+                    tracing::warn!(server = %name, %error, "MCP server unavailable for this run")
+                }
+            }
+        }
+        for record in registered.iter().filter(|record| !record.config.disabled) {
+            for spec in &record.tools {
+                toolbox.offer(spec.clone(), allowed, || {
+                    ToolSource::Registered(Box::new(RegisteredServer {
+                        owner: record.owner.clone(),
+                        name: record.name.clone(),
+                        config: record.config.clone(),
+                    }))
+                });
+            }
+        }
+        for name in allowed {
+            if !toolbox.by_name.contains_key(name) {
+                tracing::warn!(tool = %name, "requested tool is not offered by any server; dropped");
+            }
+        }
+        toolbox
+    }
+
+    fn offer(&mut self, spec: ToolSpec, allowed: &[String], source: impl FnOnce() -> ToolSource) {
+        if allowed.contains(&spec.name) && !self.by_name.contains_key(&spec.name) {
+            self.by_name.insert(
+                spec.name.clone(),
+                ToolEntry {
+                    spec,
+                    source: source(),
+                },
+            );
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+
+    /// Tool definitions in the OpenAI `tools` format, sorted by name for stable prompts.
+    pub fn definitions(&self) -> Vec<Value> {
+        let mut specs: Vec<&ToolSpec> = self.by_name.values().map(|entry| &entry.spec).collect();
+        specs.sort_by(|a, b| a.name.cmp(&b.name));
+        specs.into_iter().map(ToolSpec::definition).collect()
+    }
+
+    pub async fn call(&self, tool: &str, arguments: &str) -> Result<Value, ToolCallError> {
+        let entry = self
+            .by_name
+            .get(tool)
+            .ok_or_else(|| ToolCallError::NotFound(tool.to_owned()))?;
+        let arguments = parse_arguments(arguments)?;
+        match (&entry.source, &self.pool) {
+            (ToolSource::Request(connection), _) => connection.call(tool, arguments).await,
+            (ToolSource::Registered(server), Some(pool)) => {
+                pool.call(&server.owner, &server.name, &server.config, tool, arguments)
+                    .await
+            }
+            (ToolSource::Registered(_), None) => Err(ToolCallError::NotFound(tool.to_owned())),
+        }
+    }
+
+    pub async fn close(self) {
+        drop(self.by_name);
+        for connection in self.request_connections {
+            if let Ok(connection) = Arc::try_unwrap(connection) {
+                connection.close().await;
+            }
+        }
+    }
+}

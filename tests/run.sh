@@ -21,6 +21,16 @@ python_env() {
   export PATH=$VENV/bin:$PATH
 }
 
+# ---- deploy_tools (issue 5): the SAM CLI and cfn-lint for tests/template.rs ------------------
+deploy_tools() {
+  if ! [ -x "$VENV/bin/sam" ] || ! [ -x "$VENV/bin/cfn-lint" ]; then
+    log "installing aws-sam-cli and cfn-lint into $VENV"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check "aws-sam-cli>=1.170" "cfn-lint>=1.58"
+  fi
+  export SAM_CLI_TELEMETRY=0
+}
+# ---- end deploy_tools ----------------------------------------------------------------------
+
 node_peers() {
   if ! command -v node >/dev/null 2>&1; then
     log "installing Node.js (for npm @modelcontextprotocol/server-everything)"
@@ -40,6 +50,7 @@ rust_tools() {
 }
 
 python_env
+deploy_tools
 node_peers
 rust_tools
 

@@ -1,23 +1,17 @@
-//! One conformance suite for every store backend: the same tests against each.
+//! One conformance suite for every store backend: the same tests against memory, SQLite,
+//! MariaDB and DynamoDB (moto). A backend that cannot be reached fails its tests.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use sage_core::error::now_secs;
 use sage_core::event::{Event, EventType, StoredEvent};
-use sage_core::store::{MemoryStore, SessionRecord, SqliteStore, Store, StoreError};
-
-fn session(id: &str, user: &str) -> SessionRecord {
-    SessionRecord {
-        session_id: id.to_owned(),
-        user_id: user.to_owned(),
-        agent_id: None,
-        agent_name: Some("agent".into()),
-        title: "title".into(),
-        created_at: now_secs(),
-        updated_at: now_secs(),
-    }
-}
+use sage_core::mcp::{McpServerConfig, ToolSpec};
+use sage_core::store::{
+    IdempotencyRecord, McpServerRecord, MemoryStore, RunStatus, SessionQuery, SessionRecord,
+    SortBy, SqlStore, Store, StoreError, query_sessions,
+};
+use sage_e2e::*;
+use serde_json::json;
 
 fn events(session_id: &str, seqs: std::ops::RangeInclusive<u64>) -> Vec<StoredEvent> {
     seqs.map(|seq| StoredEvent {
@@ -33,20 +27,113 @@ fn events(session_id: &str, seqs: std::ops::RangeInclusive<u64>) -> Vec<StoredEv
     .collect()
 }
 
-async fn sessions_are_created_once_and_read_back(store: Arc<dyn Store>) {
+async fn sessions_are_created_once_and_updated(store: Arc<dyn Store>) {
     assert!(store.get_session("s1").await.unwrap().is_none());
-    let created = store.create_session(&session("s1", "alice")).await.unwrap();
+    let created = store
+        .create_session(&SessionRecord::new("s1", "alice", "hello"))
+        .await
+        .unwrap();
     assert_eq!(created.user_id, "alice");
-    let again = store.create_session(&session("s1", "bob")).await.unwrap();
+    let again = store
+        .create_session(&SessionRecord::new("s1", "bob", "other"))
+        .await
+        .unwrap();
     assert_eq!(
         again.user_id, "alice",
         "an existing session is not overwritten"
     );
-    store.touch_session("s1", 42.0).await.unwrap();
+    let mut changed = again.clone();
+    changed.title = "renamed ✓".into();
+    changed.updated_at = 42.5;
+    changed.message_count = 7;
+    changed.user_count = 3;
+    changed.agent_count = 4;
+    changed.search_text = "needle in text".into();
+    changed.status = RunStatus::Interrupted;
+    changed.agent_id = Some("agent-1".into());
+    store.update_session(&changed).await.unwrap();
+    assert_eq!(store.get_session("s1").await.unwrap().unwrap(), changed);
+}
+
+async fn sessions_are_listed_searched_sorted_and_paged(store: Arc<dyn Store>) {
+    for (index, (title, text, messages)) in [
+        ("banana talk", "about fruit", 2),
+        ("apple talk", "the needle is here", 9),
+        ("cherry talk", "nothing", 5),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut session = SessionRecord::new(&format!("q{index}"), "lister", title);
+        store.create_session(&session).await.unwrap();
+        session.search_text = text.into();
+        session.message_count = messages;
+        session.updated_at = 1000.0 + index as f64;
+        session.agent_id = Some(if index == 2 { "special" } else { "plain" }.into());
+        store.update_session(&session).await.unwrap();
+    }
+    store
+        .create_session(&SessionRecord::new("other-user", "someone", "apple"))
+        .await
+        .unwrap();
+    let query =
+        |sort_by, page, page_size, search: Option<&str>, agent: Option<&str>| SessionQuery {
+            user_id: "lister".into(),
+            page,
+            page_size,
+            search: search.map(str::to_owned),
+            agent_id: agent.map(str::to_owned),
+            sort_by,
+        };
+    let ids = |page: sage_core::store::SessionPage| {
+        page.sessions
+            .into_iter()
+            .map(|s| s.session_id)
+            .collect::<Vec<_>>()
+    };
+    let by_date = query_sessions(store.as_ref(), &query(SortBy::Date, 1, 10, None, None))
+        .await
+        .unwrap();
+    assert_eq!(by_date.total, 3);
+    assert_eq!(ids(by_date), ["q2", "q1", "q0"]);
+    let by_title = query_sessions(store.as_ref(), &query(SortBy::Title, 1, 10, None, None))
+        .await
+        .unwrap();
+    assert_eq!(ids(by_title), ["q1", "q0", "q2"]);
+    let by_messages = query_sessions(store.as_ref(), &query(SortBy::Messages, 1, 10, None, None))
+        .await
+        .unwrap();
+    assert_eq!(ids(by_messages), ["q1", "q2", "q0"]);
+    let second_page = query_sessions(store.as_ref(), &query(SortBy::Date, 2, 2, None, None))
+        .await
+        .unwrap();
+    assert_eq!(second_page.total, 3);
+    assert_eq!(ids(second_page), ["q0"]);
+    let found = query_sessions(
+        store.as_ref(),
+        &query(SortBy::Date, 1, 10, Some("NEEDLE"), None),
+    )
+    .await
+    .unwrap();
     assert_eq!(
-        store.get_session("s1").await.unwrap().unwrap().updated_at,
-        42.0
+        ids(found),
+        ["q1"],
+        "search covers message text, case-insensitively"
     );
+    let found = query_sessions(
+        store.as_ref(),
+        &query(SortBy::Date, 1, 10, Some("cherry"), None),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ids(found), ["q2"], "search covers titles");
+    let special = query_sessions(
+        store.as_ref(),
+        &query(SortBy::Date, 1, 10, None, Some("special")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ids(special), ["q2"]);
 }
 
 async fn events_come_back_in_order_after_a_sequence_number(store: Arc<dyn Store>) {
@@ -75,15 +162,43 @@ async fn a_taken_sequence_number_fails_the_whole_batch(store: Arc<dyn Store>) {
         .append_events("s3", &events("s3", 2..=4))
         .await
         .unwrap_err();
-    assert!(
-        matches!(error, StoreError::SeqConflict { seq: 2, .. }),
-        "{error}"
-    );
+    assert!(matches!(error, StoreError::SeqConflict { .. }), "{error}");
     assert_eq!(
         store.last_seq("s3").await.unwrap(),
         2,
         "nothing of the batch was written"
     );
+}
+
+async fn deleting_a_session_removes_its_events_and_lock(store: Arc<dyn Store>) {
+    store
+        .create_session(&SessionRecord::new("gone", "u", "t"))
+        .await
+        .unwrap();
+    store
+        .append_events("gone", &events("gone", 1..=30))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .try_lock_run("gone", "r", Duration::from_secs(30))
+            .await
+            .unwrap()
+    );
+    store
+        .create_session(&SessionRecord::new("kept", "u", "t"))
+        .await
+        .unwrap();
+    store
+        .append_events("kept", &events("kept", 1..=2))
+        .await
+        .unwrap();
+    store.delete_session("gone").await.unwrap();
+    assert!(store.get_session("gone").await.unwrap().is_none());
+    assert!(store.events_after("gone", 0).await.unwrap().is_empty());
+    assert!(store.run_lock("gone").await.unwrap().is_none());
+    assert_eq!(store.events_after("kept", 0).await.unwrap().len(), 2);
+    assert_eq!(store.user_sessions("u").await.unwrap().len(), 1);
 }
 
 async fn the_run_lock_admits_one_run_until_released_or_expired(store: Arc<dyn Store>) {
@@ -106,14 +221,150 @@ async fn the_run_lock_admits_one_run_until_released_or_expired(store: Arc<dyn St
     store.release_run_lock("s4", "run-a").await.unwrap();
     assert!(store.try_lock_run("s4", "run-c", lease).await.unwrap());
 
-    let short = Duration::from_millis(200);
+    let short = Duration::from_millis(300);
     assert!(store.try_lock_run("s5", "crashed", short).await.unwrap());
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
     assert!(
         store.try_lock_run("s5", "next", lease).await.unwrap(),
         "an expired lease is taken over"
     );
     assert!(!store.renew_run_lock("s5", "crashed", lease).await.unwrap());
+}
+
+async fn the_cancel_flag_reaches_only_a_live_run(store: Arc<dyn Store>) {
+    assert!(!store.request_cancel("idle").await.unwrap(), "nothing runs");
+    assert!(
+        store
+            .try_lock_run("c1", "run", Duration::from_secs(30))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .run_lock("c1")
+            .await
+            .unwrap()
+            .unwrap()
+            .cancel_requested
+    );
+    assert!(store.request_cancel("c1").await.unwrap());
+    assert!(
+        store.request_cancel("c1").await.unwrap(),
+        "asking twice still says it runs"
+    );
+    let lock = store.run_lock("c1").await.unwrap().unwrap();
+    assert!(lock.cancel_requested && lock.is_live());
+    assert_eq!(lock.run_id, "run");
+    store.release_run_lock("c1", "run").await.unwrap();
+    assert!(
+        store
+            .try_lock_run("c1", "next", Duration::from_secs(30))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .run_lock("c1")
+            .await
+            .unwrap()
+            .unwrap()
+            .cancel_requested,
+        "a new run starts clean"
+    );
+}
+
+async fn an_idempotency_key_binds_once(store: Arc<dyn Store>) {
+    let record = IdempotencyRecord {
+        key: "user\nkey-1".into(),
+        request_hash: "abc".into(),
+        session_id: "s".into(),
+        first_seq: None,
+        created_at: 1.5,
+    };
+    assert!(
+        store
+            .claim_idempotency_key(&record)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let second = IdempotencyRecord {
+        request_hash: "other".into(),
+        ..record.clone()
+    };
+    let existing = store.claim_idempotency_key(&second).await.unwrap().unwrap();
+    assert_eq!(existing, record);
+    store
+        .set_idempotency_first_seq(&record.key, 17)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .get_idempotency_key(&record.key)
+            .await
+            .unwrap()
+            .unwrap()
+            .first_seq,
+        Some(17)
+    );
+    store.release_idempotency_key(&record.key).await.unwrap();
+    assert!(
+        store
+            .get_idempotency_key(&record.key)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+async fn mcp_servers_are_kept_per_owner(store: Arc<dyn Store>) {
+    let record = McpServerRecord {
+        owner: "alice".into(),
+        name: "files".into(),
+        config: McpServerConfig {
+            url: Some("http://127.0.0.1:1/mcp".into()),
+            api_key: Some("k".into()),
+            ..Default::default()
+        },
+        tools: vec![ToolSpec {
+            name: "read".into(),
+            description: "reads".into(),
+            parameters: json!({"type": "object"}),
+        }],
+        last_error: None,
+        updated_at: 3.0,
+    };
+    assert!(store.insert_mcp_server(&record).await.unwrap());
+    assert!(
+        !store.insert_mcp_server(&record).await.unwrap(),
+        "duplicate"
+    );
+    assert_eq!(
+        store
+            .get_mcp_server("alice", "files")
+            .await
+            .unwrap()
+            .unwrap(),
+        record
+    );
+    assert!(
+        store
+            .get_mcp_server("bob", "files")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let mut changed = record.clone();
+    changed.last_error = Some("down".into());
+    changed.config.disabled = true;
+    store.put_mcp_server(&changed).await.unwrap();
+    assert_eq!(
+        store.list_mcp_servers("alice").await.unwrap(),
+        vec![changed]
+    );
+    assert!(store.list_mcp_servers("bob").await.unwrap().is_empty());
+    assert!(store.delete_mcp_server("alice", "files").await.unwrap());
+    assert!(!store.delete_mcp_server("alice", "files").await.unwrap());
 }
 
 async fn ping_answers(store: Arc<dyn Store>) {
@@ -125,35 +376,23 @@ macro_rules! conformance {
         mod $backend {
             use super::*;
 
-            #[tokio::test]
-            async fn sessions_are_created_once_and_read_back() {
-                let (store, _guard) = $make.await;
-                super::sessions_are_created_once_and_read_back(store).await;
-            }
-
-            #[tokio::test]
-            async fn events_come_back_in_order_after_a_sequence_number() {
-                let (store, _guard) = $make.await;
-                super::events_come_back_in_order_after_a_sequence_number(store).await;
-            }
-
-            #[tokio::test]
-            async fn a_taken_sequence_number_fails_the_whole_batch() {
-                let (store, _guard) = $make.await;
-                super::a_taken_sequence_number_fails_the_whole_batch(store).await;
-            }
-
-            #[tokio::test]
-            async fn the_run_lock_admits_one_run_until_released_or_expired() {
-                let (store, _guard) = $make.await;
-                super::the_run_lock_admits_one_run_until_released_or_expired(store).await;
-            }
-
-            #[tokio::test]
-            async fn ping_answers() {
-                let (store, _guard) = $make.await;
-                super::ping_answers(store).await;
-            }
+            conformance!(@test $make, sessions_are_created_once_and_updated);
+            conformance!(@test $make, sessions_are_listed_searched_sorted_and_paged);
+            conformance!(@test $make, events_come_back_in_order_after_a_sequence_number);
+            conformance!(@test $make, a_taken_sequence_number_fails_the_whole_batch);
+            conformance!(@test $make, deleting_a_session_removes_its_events_and_lock);
+            conformance!(@test $make, the_run_lock_admits_one_run_until_released_or_expired);
+            conformance!(@test $make, the_cancel_flag_reaches_only_a_live_run);
+            conformance!(@test $make, an_idempotency_key_binds_once);
+            conformance!(@test $make, mcp_servers_are_kept_per_owner);
+            conformance!(@test $make, ping_answers);
+        }
+    };
+    (@test $make:expr, $name:ident) => {
+        #[tokio::test(flavor = "multi_thread")]
+        async fn $name() {
+            let (store, _guard) = $make.await;
+            super::$name(store).await;
         }
     };
 }
@@ -164,11 +403,40 @@ async fn memory() -> (Arc<dyn Store>, ()) {
 
 async fn sqlite() -> (Arc<dyn Store>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("nested/sage.db"))
+    let store = SqlStore::open(&dir.path().join("nested/sage.db"))
         .await
         .unwrap();
     (Arc::new(store), dir)
 }
 
+async fn mariadb() -> (Arc<dyn Store>, ()) {
+    (Arc::new(mysql_store(&fresh_name("sage_test")).await), ())
+}
+
+async fn dynamodb() -> (Arc<dyn Store>, ()) {
+    (Arc::new(dynamo_store(&fresh_name("sage_test")).await), ())
+}
+
 conformance!(memory_store, memory());
 conformance!(sqlite_store, sqlite());
+conformance!(mariadb_store, mariadb());
+conformance!(dynamodb_store, dynamodb());
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dynamodb_refuses_an_item_over_400_kb_clearly() {
+    let store = dynamo_store(&fresh_name("sage_test")).await;
+    let huge = StoredEvent {
+        seq: 1,
+        event: Event::text(
+            "big",
+            EventType::DoSubtaskResult,
+            "m",
+            "SimpleAgent",
+            "x".repeat(500 * 1024),
+        ),
+    };
+    let error = store.append_events("big", &[huge]).await.unwrap_err();
+    assert!(matches!(error, StoreError::ItemTooLarge { .. }), "{error}");
+    assert!(error.to_string().contains("limit"));
+    assert!(store.events_after("big", 0).await.unwrap().is_empty());
+}

@@ -61,6 +61,13 @@ impl UsageTally {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunOutcome {
+    Completed,
+    Interrupted,
+    Failed,
+}
+
 struct TurnOutput {
     message_id: String,
     text: String,
@@ -92,7 +99,7 @@ impl Agent {
     }
 
     /// Runs to the end and emits `token_usage`; the event log adds `stream_end`.
-    pub async fn run(mut self) {
+    pub async fn run(mut self) -> RunOutcome {
         let tools = ToolBox::build(
             &self.spec.registered_servers,
             &self.spec.request_servers,
@@ -102,17 +109,25 @@ impl Agent {
             self.spec.tool_timeout,
         )
         .await;
-        if let Err(error) = self.execute(&tools).await {
-            self.emit_text(
-                EventType::Error,
-                EXECUTION_AGENT,
-                &new_id(),
-                error.to_string(),
-            );
+        let mut outcome = match self.execute(&tools).await {
+            Ok(()) => RunOutcome::Completed,
+            Err(error) => {
+                self.emit_text(
+                    EventType::Error,
+                    EXECUTION_AGENT,
+                    &new_id(),
+                    error.to_string(),
+                );
+                RunOutcome::Failed
+            }
+        };
+        if self.emitter.is_interrupted() {
+            outcome = RunOutcome::Interrupted;
         }
         tools.close().await;
         let usage = token_usage_event(&self.spec.session_id, &self.usage.to_json());
         self.emitter.emit(usage);
+        outcome
     }
 
     async fn execute(&mut self, tools: &ToolBox) -> Result<(), LlmError> {
@@ -149,7 +164,7 @@ impl Agent {
                     "direct_execution",
                 )
                 .await?;
-            if turn.tool_calls.is_empty() {
+            if turn.tool_calls.is_empty() || self.emitter.is_aborted() {
                 return Ok(());
             }
             self.emitter.emit(Event {
@@ -222,8 +237,18 @@ impl Agent {
         let mut assembler = ToolCallAssembler::default();
         let mut usage = None;
         let result = async {
-            let mut stream = self.llm.stream_chat(request).await?;
-            while let Some(deltas) = stream.next().await {
+            let mut stream = tokio::select! {
+                biased;
+                _ = self.emitter.interrupted() => return Ok(()),
+                started = self.llm.stream_chat(request) => started?,
+            };
+            loop {
+                let next = tokio::select! {
+                    biased;
+                    _ = self.emitter.interrupted() => break,
+                    next = stream.next() => next,
+                };
+                let Some(deltas) = next else { break };
                 for delta in deltas? {
                     match delta {
                         ChatDelta::Text(chunk) => {
@@ -272,7 +297,13 @@ impl Agent {
             })
             .collect();
         let mut results = vec![Value::Null; calls.len()];
-        while let Some((index, outcome)) = pending.next().await {
+        loop {
+            let next = tokio::select! {
+                biased;
+                _ = self.emitter.interrupted() => break,
+                next = pending.next() => next,
+            };
+            let Some((index, outcome)) = next else { break };
             let call = &calls[index];
             let content = outcome.unwrap_or_else(|error| {
                 tracing::info!(tool = %call.function.name, %error, "tool call failed");

@@ -62,6 +62,7 @@ impl AppState {
         )?;
         let presets = AgentPresets::load(&config.preset_running_config)?;
         let tool_timeout = Duration::from_secs_f64(config.tool_timeout);
+        let config_lease = config.run_lease_seconds;
         let mcp_policy = McpPolicy {
             allow_stdio: config.mcp_allow_stdio,
             allow_link_local: config.mcp_allow_link_local,
@@ -73,7 +74,7 @@ impl AppState {
             presets: Arc::new(presets),
             mcp_pool: Arc::new(McpPool::new(tool_timeout)),
             mcp_policy,
-            run_lease: Duration::from_secs(30),
+            run_lease: Duration::from_secs_f64(config_lease),
         })
     }
 }
@@ -92,6 +93,13 @@ pub fn mcp_admin_router(state: AppState) -> Router {
         .fallback(not_found)
 }
 
+/// The Session function.
+pub fn session_router(state: AppState) -> Router {
+    routes::session::router()
+        .with_state(state)
+        .fallback(not_found)
+}
+
 /// The Health function.
 pub fn health_router(state: AppState) -> Router {
     routes::health::router()
@@ -103,6 +111,7 @@ pub fn health_router(state: AppState) -> Router {
 pub fn local_router(state: AppState) -> Router {
     routes::stream::router()
         .merge(routes::mcp_admin::router())
+        .merge(routes::session::router())
         .merge(routes::health::router())
         .with_state(state)
         .fallback(not_found)

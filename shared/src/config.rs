@@ -173,6 +173,9 @@ pub struct Config {
     pub mysql_password: String,
     #[arg(long, env = "SAGE_MYSQL_DATABASE", default_value = "sage")]
     pub mysql_database: String,
+    /// Seconds a run's lock lives without a heartbeat: how long a crashed run blocks its session.
+    #[arg(long, env = "SAGE_RUN_LEASE_SECONDS", default_value_t = 30.0, value_parser = positive_seconds)]
+    pub run_lease_seconds: f64,
     #[arg(long, env = "SAGE_DYNAMODB_TABLE", default_value = "sage")]
     pub dynamodb_table: String,
     /// Endpoint override (DynamoDB Local, moto).

@@ -8,17 +8,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::event::{Event, EventType, Role, StoredEvent};
 use crate::store::Store;
 
 const MAX_BATCH: usize = 64;
 
-/// What the run holds to emit events.
+/// What the run holds to emit events, and to learn that it should stop.
 #[derive(Clone)]
 pub struct Emitter {
     events: mpsc::UnboundedSender<Event>,
     aborted: Arc<AtomicBool>,
+    cancel: CancellationToken,
 }
 
 impl Emitter {
@@ -26,9 +28,19 @@ impl Emitter {
         let _ = self.events.send(event);
     }
 
-    /// True once the log cannot be written: the run should stop, nothing more can be kept.
+    /// True once the run should stop: it was interrupted, or its log cannot be written.
     pub fn is_aborted(&self) -> bool {
-        self.aborted.load(Ordering::Relaxed)
+        self.aborted.load(Ordering::Relaxed) || self.cancel.is_cancelled()
+    }
+
+    /// True when the run was interrupted by a user.
+    pub fn is_interrupted(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// Resolves when the run is interrupted.
+    pub async fn interrupted(&self) {
+        self.cancel.cancelled().await
     }
 }
 
@@ -40,12 +52,14 @@ pub fn spawn_writer(
     session_id: String,
     after_seq: u64,
     client: mpsc::UnboundedSender<StoredEvent>,
+    cancel: CancellationToken,
 ) -> (Emitter, JoinHandle<Option<StoredEvent>>) {
     let (events, mut incoming) = mpsc::unbounded_channel::<Event>();
     let aborted = Arc::new(AtomicBool::new(false));
     let emitter = Emitter {
         events,
         aborted: aborted.clone(),
+        cancel,
     };
     let writer = tokio::spawn(async move {
         let mut seq = after_seq;

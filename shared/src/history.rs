@@ -5,13 +5,20 @@ use serde_json::{Value, json};
 
 use crate::event::{Event, EventType, Role, ToolCall};
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct MergedMessage {
     pub message_id: String,
     pub role: Role,
     pub content: Value,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tool_calls: Vec<ToolCall>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_call_id: Option<String>,
+    /// The type of the message's first event.
+    #[serde(rename = "type")]
+    pub kind: EventType,
+    /// When the message began.
+    pub timestamp: f64,
 }
 
 /// Merges events into messages: assistant deltas with one `message_id` concatenate, a user message
@@ -63,6 +70,8 @@ pub fn merge_events<'a>(events: impl IntoIterator<Item = &'a Event>) -> Vec<Merg
                         .unwrap_or_else(|| Value::String(String::new())),
                     tool_calls: event.tool_calls.clone().unwrap_or_default(),
                     tool_call_id: event.tool_call_id.clone(),
+                    kind: event.kind,
+                    timestamp: event.timestamp,
                 });
             }
         }

@@ -7,6 +7,7 @@ pub mod config;
 pub mod error;
 pub mod event;
 pub mod event_log;
+pub mod follow;
 pub mod history;
 pub mod llm;
 pub mod mcp;
@@ -15,10 +16,12 @@ pub mod presets;
 pub mod request;
 pub mod routes;
 pub mod run;
+pub mod sessions;
 pub mod store;
 pub mod telemetry;
 
 pub use app::{
-    AppState, StartupError, health_router, local_router, mcp_admin_router, stream_router,
+    AppState, StartupError, health_router, local_router, mcp_admin_router, session_router,
+    stream_router,
 };
 pub use config::Config;

@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -79,6 +80,11 @@ impl StreamRequest {
                 });
             }
         }
+        if let Some(session_id) = &self.session_id
+            && !session_id.is_empty()
+        {
+            crate::sessions::validate_session_id(session_id)?;
+        }
         if self.max_loop_count == Some(0) {
             return Err(ApiError::InvalidBody {
                 detail: "max_loop_count: must be at least 1".into(),
@@ -125,4 +131,27 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         };
         ApiError::InvalidBody { detail }
     })
+}
+
+/// Like `axum::extract::Query`, but a bad parameter answers 400 in the envelope, naming it.
+pub struct ValidQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ValidQuery<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or_default();
+        let deserializer =
+            serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(deserializer)
+            .map(ValidQuery)
+            .map_err(|error| {
+                let path = error.path().to_string();
+                ApiError::BadRequest(format!("query {path}: {}", error.into_inner()))
+            })
+    }
 }

@@ -7,18 +7,23 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use crate::agent::{Agent, RunSpec};
+use tokio_util::sync::CancellationToken;
+
+use crate::agent::{Agent, RunOutcome, RunSpec};
 use crate::app::AppState;
 use crate::config::{Config, split_keys};
 use crate::error::{ApiError, now_secs};
 use crate::event::{Event, EventType, Role, StoredEvent};
 use crate::event_log::{spawn_writer, token_usage_event};
+use crate::follow::follow;
 use crate::history::{
     content_as_text, estimate_tokens, fit_to_budget, merge_events, to_model_messages,
 };
 use crate::llm::LlmSettings;
 use crate::request::{InputMessage, LlmModelConfig, StreamRequest};
-use crate::store::{SessionRecord, Store};
+use crate::store::{
+    IdempotencyRecord, RunStatus, SEARCH_TEXT_LIMIT, SessionRecord, Store, StoreError,
+};
 
 pub const DEFAULT_USER: &str = "default_user";
 const DEFAULT_MAX_LOOP_COUNT: u32 = 50;
@@ -26,6 +31,8 @@ const TITLE_CHARS: usize = 50;
 
 pub struct StartedRun {
     pub session_id: String,
+    /// Sequence number of the run's first streamed event.
+    pub first_seq: u64,
     pub events: mpsc::UnboundedReceiver<StoredEvent>,
 }
 
@@ -140,10 +147,18 @@ fn input_event(session_id: &str, message: &InputMessage) -> Event {
     }
 }
 
-/// Starts a run. Errors before the stream are plain API errors and change nothing.
+/// A client's `Idempotency-Key` and the hash of the request body it came with.
+pub struct Idempotency {
+    pub key: String,
+    pub body_hash: String,
+}
+
+/// Starts a run. Errors before the stream are plain API errors and change nothing. With an
+/// idempotency key seen before (same body), the caller is attached to that run instead.
 pub async fn start_run(
     state: &AppState,
     mut request: StreamRequest,
+    idempotency: Option<Idempotency>,
 ) -> Result<StartedRun, ApiError> {
     request.validate()?;
     state.presets.apply(&mut request);
@@ -158,9 +173,87 @@ pub async fn start_run(
         .clone()
         .filter(|id| !id.is_empty())
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let Some(idempotency) = idempotency else {
+        return begin(state, &request, &settings, &user_id, &session_id, None).await;
+    };
+    let record = IdempotencyRecord {
+        key: format!("{user_id}\n{}", idempotency.key),
+        request_hash: idempotency.body_hash,
+        session_id: session_id.clone(),
+        first_seq: None,
+        created_at: now_secs(),
+    };
+    if let Some(existing) = state.store.claim_idempotency_key(&record).await? {
+        if existing.request_hash != record.request_hash {
+            return Err(ApiError::Conflict(
+                "this Idempotency-Key was already used with a different request".into(),
+            ));
+        }
+        return reattach(state, existing).await;
+    }
+    let started = begin(
+        state,
+        &request,
+        &settings,
+        &user_id,
+        &session_id,
+        Some(&record.key),
+    )
+    .await;
+    if started.is_err() {
+        let _ = state.store.release_idempotency_key(&record.key).await;
+    }
+    started
+}
 
+/// The same request again: stream the run it started, from its first event.
+async fn reattach(state: &AppState, existing: IdempotencyRecord) -> Result<StartedRun, ApiError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut record = Some(existing);
+    loop {
+        match &record {
+            Some(IdempotencyRecord {
+                first_seq: Some(first_seq),
+                session_id,
+                ..
+            }) => {
+                let events = follow(state.store.clone(), session_id.clone(), first_seq - 1);
+                return Ok(StartedRun {
+                    session_id: session_id.clone(),
+                    first_seq: *first_seq,
+                    events,
+                });
+            }
+            Some(pending) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                record = state.store.get_idempotency_key(&pending.key).await?;
+            }
+            Some(_) => {
+                return Err(ApiError::Conflict(
+                    "the request with this Idempotency-Key is still starting; retry shortly".into(),
+                ));
+            }
+            None => {
+                return Err(ApiError::Conflict(
+                    "the request with this Idempotency-Key failed before it started; \
+                     send it again with a new key"
+                        .into(),
+                ));
+            }
+        }
+    }
+}
+
+async fn begin(
+    state: &AppState,
+    request: &StreamRequest,
+    settings: &LlmSettings,
+    user_id: &str,
+    session_id: &str,
+    idempotency_key: Option<&str>,
+) -> Result<StartedRun, ApiError> {
     let store = state.store.clone();
-    if let Some(existing) = store.get_session(&session_id).await?
+    if let Some(existing) = store.get_session(session_id).await?
         && existing.user_id != user_id
     {
         return Err(ApiError::Forbidden(format!(
@@ -169,20 +262,29 @@ pub async fn start_run(
     }
     let run_id = uuid::Uuid::new_v4().to_string();
     if !store
-        .try_lock_run(&session_id, &run_id, state.run_lease)
+        .try_lock_run(session_id, &run_id, state.run_lease)
         .await?
     {
         return Err(ApiError::Conflict(format!(
             "session {session_id} is already running"
         )));
     }
-    match prepare(state, &request, &settings, &session_id, &user_id).await {
-        Ok((spec, after_seq)) => {
-            let events = launch(state, spec, run_id, after_seq);
-            Ok(StartedRun { session_id, events })
+    let prepared = async {
+        let (spec, after_seq) = prepare(state, request, settings, session_id, user_id).await?;
+        if let Some(key) = idempotency_key {
+            store.set_idempotency_first_seq(key, after_seq + 1).await?;
         }
+        Ok::<_, ApiError>((spec, after_seq))
+    }
+    .await;
+    match prepared {
+        Ok((spec, after_seq)) => Ok(StartedRun {
+            session_id: session_id.to_owned(),
+            first_seq: after_seq + 1,
+            events: launch(state, spec, run_id, after_seq),
+        }),
         Err(error) => {
-            let _ = store.release_run_lock(&session_id, &run_id).await;
+            let _ = store.release_run_lock(session_id, &run_id).await;
             Err(error)
         }
     }
@@ -196,18 +298,10 @@ async fn prepare(
     user_id: &str,
 ) -> Result<(RunSpec, u64), ApiError> {
     let store = &state.store;
-    let now = now_secs();
-    store
-        .create_session(&SessionRecord {
-            session_id: session_id.to_owned(),
-            user_id: user_id.to_owned(),
-            agent_id: request.agent_id.clone(),
-            agent_name: request.agent_name.clone(),
-            title: title_of(&request.messages),
-            created_at: now,
-            updated_at: now,
-        })
-        .await?;
+    let mut session = SessionRecord::new(session_id, user_id, &title_of(&request.messages));
+    session.agent_id = request.agent_id.clone();
+    session.agent_name = request.agent_name.clone();
+    store.create_session(&session).await?;
     let mut log = store.events_after(session_id, 0).await?;
     let mut seq = log.last().map_or(0, |stored| stored.seq);
     let inputs: Vec<StoredEvent> = request
@@ -257,32 +351,43 @@ fn launch(
     let lease = state.run_lease;
     let session_id = spec.session_id.clone();
     tokio::spawn(async move {
-        let (emitter, writer) =
-            spawn_writer(store.clone(), session_id.clone(), after_seq, client.clone());
-        let heartbeat = tokio::spawn(keep_lock(
+        let cancel = CancellationToken::new();
+        let (emitter, writer) = spawn_writer(
+            store.clone(),
+            session_id.clone(),
+            after_seq,
+            client.clone(),
+            cancel.clone(),
+        );
+        let supervisor = tokio::spawn(supervise(
             store.clone(),
             session_id.clone(),
             run_id.clone(),
             lease,
+            cancel,
         ));
         let fallback = emitter.clone();
-        if let Err(panic) = tokio::spawn(Agent::new(spec, llm, pool, emitter).run()).await {
-            tracing::error!(%session_id, error = %panic, "agent run panicked");
-            fallback.emit(Event {
-                content: Some(Value::String("The agent failed unexpectedly.".into())),
-                message_id: Some(uuid::Uuid::new_v4().to_string()),
-                ..Event::new(&session_id, Role::Assistant, EventType::Error)
-            });
-            fallback.emit(token_usage_event(
-                &session_id,
-                &serde_json::json!({"total_info": {}, "per_step_info": []}),
-            ));
-        }
+        let outcome = match tokio::spawn(Agent::new(spec, llm, pool, emitter).run()).await {
+            Ok(outcome) => outcome,
+            Err(panic) => {
+                tracing::error!(%session_id, error = %panic, "agent run panicked");
+                fallback.emit(Event {
+                    content: Some(Value::String("The agent failed unexpectedly.".into())),
+                    message_id: Some(uuid::Uuid::new_v4().to_string()),
+                    ..Event::new(&session_id, Role::Assistant, EventType::Error)
+                });
+                fallback.emit(token_usage_event(
+                    &session_id,
+                    &serde_json::json!({"total_info": {}, "per_step_info": []}),
+                ));
+                RunOutcome::Failed
+            }
+        };
         drop(fallback);
         let end = writer.await.ok().flatten();
-        heartbeat.abort();
-        if let Err(error) = store.touch_session(&session_id, now_secs()).await {
-            tracing::warn!(%session_id, %error, "could not update the session's timestamp");
+        supervisor.abort();
+        if let Err(error) = finish_session(store.as_ref(), &session_id, outcome).await {
+            tracing::warn!(%session_id, %error, "could not update the session after its run");
         }
         if let Err(error) = store.release_run_lock(&session_id, &run_id).await {
             tracing::warn!(%session_id, %error, "could not release the run lock; it expires with its lease");
@@ -295,15 +400,69 @@ fn launch(
     events
 }
 
-async fn keep_lock(store: Arc<dyn Store>, session_id: String, run_id: String, lease: Duration) {
-    let mut ticker = tokio::time::interval(lease / 3);
-    ticker.tick().await;
+const CANCEL_POLL: Duration = Duration::from_millis(200);
+
+/// Keeps the run's lease alive and watches the durable cancel flag, which any instance may set.
+async fn supervise(
+    store: Arc<dyn Store>,
+    session_id: String,
+    run_id: String,
+    lease: Duration,
+    cancel: CancellationToken,
+) {
+    let mut last_renewal = tokio::time::Instant::now();
+    let mut ticker = tokio::time::interval(CANCEL_POLL);
     loop {
         ticker.tick().await;
-        match store.renew_run_lock(&session_id, &run_id, lease).await {
-            Ok(true) => {}
-            Ok(false) => tracing::warn!(%session_id, "run lock was taken over"),
-            Err(error) => tracing::warn!(%session_id, %error, "run lock renewal failed"),
+        if last_renewal.elapsed() >= lease / 3 {
+            last_renewal = tokio::time::Instant::now();
+            match store.renew_run_lock(&session_id, &run_id, lease).await {
+                Ok(true) => {}
+                Ok(false) => tracing::warn!(%session_id, "run lock was taken over"),
+                Err(error) => tracing::warn!(%session_id, %error, "run lock renewal failed"),
+            }
+        }
+        match store.run_lock(&session_id).await {
+            Ok(Some(lock)) if lock.run_id == run_id && lock.cancel_requested => {
+                tracing::info!(%session_id, "run interrupted");
+                cancel.cancel();
+                return;
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%session_id, %error, "cancel flag check failed"),
         }
     }
+}
+
+/// Keeps the session's counts, search text and status true after a run.
+pub async fn finish_session(
+    store: &dyn Store,
+    session_id: &str,
+    outcome: RunOutcome,
+) -> Result<(), StoreError> {
+    let Some(mut session) = store.get_session(session_id).await? else {
+        return Ok(());
+    };
+    let log = store.events_after(session_id, 0).await?;
+    let merged = merge_events(log.iter().map(|stored| &stored.event));
+    session.user_count = merged.iter().filter(|m| m.role == Role::User).count() as u64;
+    session.agent_count = merged.iter().filter(|m| m.role == Role::Assistant).count() as u64;
+    session.message_count = session.user_count + session.agent_count;
+    let mut search_text = String::new();
+    for message in merged.iter().filter(|m| m.role != Role::Tool) {
+        let text = content_as_text(&message.content);
+        if search_text.len() + text.len() + 1 > SEARCH_TEXT_LIMIT {
+            break;
+        }
+        search_text.push_str(&text);
+        search_text.push('\n');
+    }
+    session.search_text = search_text;
+    session.status = match outcome {
+        RunOutcome::Completed => RunStatus::Idle,
+        RunOutcome::Interrupted => RunStatus::Interrupted,
+        RunOutcome::Failed => RunStatus::Error,
+    };
+    session.updated_at = now_secs();
+    store.update_session(&session).await
 }

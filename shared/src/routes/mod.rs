@@ -2,4 +2,5 @@
 
 pub mod health;
 pub mod mcp_admin;
+pub mod session;
 pub mod stream;

@@ -5,39 +5,114 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use futures_util::StreamExt;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::event::StoredEvent;
-use crate::request::{StreamRequest, ValidJson};
-use crate::run::start_run;
+use crate::follow::follow;
+use crate::request::{StreamRequest, ValidQuery, parse_json};
+use crate::run::{DEFAULT_USER, Idempotency, start_run};
+use crate::sessions::owned_session;
 
 const PING_INTERVAL: Duration = Duration::from_secs(15);
+
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
+/// Response header with the sequence number of the run's first event: an NDJSON client adds the
+/// lines it received to resume with `last_index` (SSE clients have the `id:` of each event).
+pub const FIRST_SEQ_HEADER: &str = "x-sage-first-seq";
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/stream", post(stream))
         .route("/api/chat", post(stream))
         .route("/api/web-stream", post(stream))
+        .route("/api/stream/resume/{session_id}", get(resume))
+}
+
+fn idempotency(headers: &HeaderMap, body: &[u8]) -> Result<Option<Idempotency>, ApiError> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|key| !key.is_empty() && key.len() <= MAX_IDEMPOTENCY_KEY_LEN)
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "Idempotency-Key: 1 to {MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"
+            ))
+        })?;
+    let digest = Sha256::digest(body);
+    let body_hash = digest.iter().map(|byte| format!("{byte:02x}")).collect();
+    Ok(Some(Idempotency {
+        key: key.to_owned(),
+        body_hash,
+    }))
 }
 
 async fn stream(
     State(state): State<AppState>,
     headers: HeaderMap,
-    ValidJson(request): ValidJson<StreamRequest>,
+    body: Bytes,
 ) -> Result<Response, ApiError> {
-    let run = start_run(&state, request).await?;
-    Ok(if wants_sse(&headers) {
+    let request: StreamRequest = parse_json(&body)?;
+    let idempotency = idempotency(&headers, &body)?;
+    let run = start_run(&state, request, idempotency).await?;
+    let mut response = if wants_sse(&headers) {
         sse_response(run.events)
     } else {
         ndjson_response(run.events)
+    };
+    response
+        .headers_mut()
+        .insert(FIRST_SEQ_HEADER, HeaderValue::from(run.first_seq));
+    Ok(response)
+}
+
+#[derive(Debug, Deserialize)]
+struct ResumeParams {
+    last_index: Option<u64>,
+    user_id: Option<String>,
+}
+
+/// Replays the events after `last_index` (or SSE `Last-Event-ID`), then follows the live run.
+async fn resume(
+    State(state): State<AppState>,
+    Path(session_id): Path<String>,
+    headers: HeaderMap,
+    ValidQuery(params): ValidQuery<ResumeParams>,
+) -> Result<Response, ApiError> {
+    let user_id = params
+        .user_id
+        .filter(|id| !id.is_empty())
+        .unwrap_or_else(|| DEFAULT_USER.to_owned());
+    owned_session(&state, &user_id, &session_id).await?;
+    let last_event_id = headers
+        .get("last-event-id")
+        .and_then(|value| value.to_str().ok())
+        .map(|value| {
+            value.trim().parse::<u64>().map_err(|_| {
+                ApiError::BadRequest("Last-Event-ID: must be an event id (a number)".into())
+            })
+        })
+        .transpose()?;
+    let after = params.last_index.or(last_event_id).unwrap_or(0);
+    let events = follow(state.store.clone(), session_id, after);
+    Ok(if wants_sse(&headers) {
+        sse_response(events)
+    } else {
+        ndjson_response(events)
     })
 }
 

@@ -1,10 +1,12 @@
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{McpServerRecord, SessionRecord, Store, StoreError, lease_deadline};
+use super::{
+    IdempotencyRecord, McpServerRecord, RunLock, SessionRecord, Store, StoreError, lease_deadline,
+};
 use crate::error::now_secs;
 use crate::event::StoredEvent;
 
@@ -18,8 +20,9 @@ pub struct MemoryStore {
 struct Inner {
     sessions: HashMap<String, SessionRecord>,
     events: HashMap<String, Vec<StoredEvent>>,
-    locks: HashMap<String, (String, f64)>,
-    mcp_servers: std::collections::BTreeMap<(String, String), McpServerRecord>,
+    locks: HashMap<String, RunLock>,
+    mcp_servers: BTreeMap<(String, String), McpServerRecord>,
+    idempotency: HashMap<String, IdempotencyRecord>,
 }
 
 impl MemoryStore {
@@ -48,11 +51,31 @@ impl Store for MemoryStore {
         }))
     }
 
-    async fn touch_session(&self, session_id: &str, updated_at: f64) -> Result<(), StoreError> {
+    async fn update_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
         self.with(|inner| {
-            if let Some(session) = inner.sessions.get_mut(session_id) {
-                session.updated_at = updated_at;
+            if let Some(stored) = inner.sessions.get_mut(&session.session_id) {
+                *stored = session.clone();
             }
+        });
+        Ok(())
+    }
+
+    async fn user_sessions(&self, user_id: &str) -> Result<Vec<SessionRecord>, StoreError> {
+        Ok(self.with(|inner| {
+            inner
+                .sessions
+                .values()
+                .filter(|s| s.user_id == user_id)
+                .cloned()
+                .collect()
+        }))
+    }
+
+    async fn delete_session(&self, session_id: &str) -> Result<(), StoreError> {
+        self.with(|inner| {
+            inner.sessions.remove(session_id);
+            inner.events.remove(session_id);
+            inner.locks.remove(session_id);
         });
         Ok(())
     }
@@ -66,7 +89,7 @@ impl Store for MemoryStore {
             let log = inner.events.entry(session_id.to_owned()).or_default();
             let mut last = log.last().map_or(0, |stored| stored.seq);
             for stored in events {
-                if stored.seq <= last || log.iter().any(|existing| existing.seq == stored.seq) {
+                if stored.seq <= last {
                     return Err(StoreError::SeqConflict {
                         session_id: session_id.to_owned(),
                         seq: stored.seq,
@@ -109,13 +132,16 @@ impl Store for MemoryStore {
         run_id: &str,
         lease: Duration,
     ) -> Result<bool, StoreError> {
-        let now = now_secs();
         Ok(self.with(|inner| match inner.locks.get(session_id) {
-            Some((_, expires)) if *expires > now => false,
+            Some(lock) if lock.is_live() => false,
             _ => {
                 inner.locks.insert(
                     session_id.to_owned(),
-                    (run_id.to_owned(), lease_deadline(lease)),
+                    RunLock {
+                        run_id: run_id.to_owned(),
+                        expires_at: lease_deadline(lease),
+                        cancel_requested: false,
+                    },
                 );
                 true
             }
@@ -129,8 +155,8 @@ impl Store for MemoryStore {
         lease: Duration,
     ) -> Result<bool, StoreError> {
         Ok(self.with(|inner| match inner.locks.get_mut(session_id) {
-            Some((holder, expires)) if holder == run_id => {
-                *expires = lease_deadline(lease);
+            Some(lock) if lock.run_id == run_id => {
+                lock.expires_at = lease_deadline(lease);
                 true
             }
             _ => false,
@@ -142,11 +168,60 @@ impl Store for MemoryStore {
             if inner
                 .locks
                 .get(session_id)
-                .is_some_and(|(holder, _)| holder == run_id)
+                .is_some_and(|lock| lock.run_id == run_id)
             {
                 inner.locks.remove(session_id);
             }
         });
+        Ok(())
+    }
+
+    async fn run_lock(&self, session_id: &str) -> Result<Option<RunLock>, StoreError> {
+        Ok(self.with(|inner| inner.locks.get(session_id).cloned()))
+    }
+
+    async fn request_cancel(&self, session_id: &str) -> Result<bool, StoreError> {
+        let now = now_secs();
+        Ok(self.with(|inner| match inner.locks.get_mut(session_id) {
+            Some(lock) if lock.expires_at > now => {
+                lock.cancel_requested = true;
+                true
+            }
+            _ => false,
+        }))
+    }
+
+    async fn claim_idempotency_key(
+        &self,
+        record: &IdempotencyRecord,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        Ok(self.with(|inner| {
+            if let Some(existing) = inner.idempotency.get(&record.key) {
+                return Some(existing.clone());
+            }
+            inner.idempotency.insert(record.key.clone(), record.clone());
+            None
+        }))
+    }
+
+    async fn get_idempotency_key(
+        &self,
+        key: &str,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        Ok(self.with(|inner| inner.idempotency.get(key).cloned()))
+    }
+
+    async fn set_idempotency_first_seq(&self, key: &str, first_seq: u64) -> Result<(), StoreError> {
+        self.with(|inner| {
+            if let Some(record) = inner.idempotency.get_mut(key) {
+                record.first_seq = Some(first_seq);
+            }
+        });
+        Ok(())
+    }
+
+    async fn release_idempotency_key(&self, key: &str) -> Result<(), StoreError> {
+        self.with(|inner| inner.idempotency.remove(key));
         Ok(())
     }
 

@@ -1,16 +1,18 @@
 //! The store: sessions, the per-session event log, run locks. One trait, several backends, one
 //! conformance suite (`tests/store_conformance.rs`).
 
+mod dynamodb;
 mod memory;
-mod sqlite;
+mod sql;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub use dynamodb::DynamoStore;
 pub use memory::MemoryStore;
-pub use sqlite::SqliteStore;
+pub use sql::{MysqlStore, SqlStore, SqliteStore};
 
 use crate::config::{Config, DbType};
 use crate::event::StoredEvent;
@@ -26,8 +28,41 @@ pub enum StoreError {
     SeqConflict { session_id: String, seq: u64 },
     #[error("cannot prepare the store directory: {0}")]
     Io(#[from] std::io::Error),
-    #[error("the `{0:?}` store is not available in this build yet")]
-    Unsupported(DbType),
+    #[error("store configuration: {0}")]
+    Config(String),
+    #[error("DynamoDB request failed: {0}")]
+    Dynamo(String),
+    #[error("an item of {size} bytes exceeds the store's {limit}-byte limit")]
+    ItemTooLarge { size: usize, limit: usize },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    Idle,
+    Running,
+    Interrupted,
+    Error,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Idle => "idle",
+            Self::Running => "running",
+            Self::Interrupted => "interrupted",
+            Self::Error => "error",
+        }
+    }
+
+    pub fn parse(text: &str) -> Self {
+        match text {
+            "running" => Self::Running,
+            "interrupted" => Self::Interrupted,
+            "error" => Self::Error,
+            _ => Self::Idle,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -39,6 +74,59 @@ pub struct SessionRecord {
     pub title: String,
     pub created_at: f64,
     pub updated_at: f64,
+    pub message_count: u64,
+    pub user_count: u64,
+    pub agent_count: u64,
+    /// The conversation's text, for search (bounded).
+    pub search_text: String,
+    /// How the last run ended (`running` while one runs).
+    pub status: RunStatus,
+}
+
+impl SessionRecord {
+    pub fn new(session_id: &str, user_id: &str, title: &str) -> Self {
+        let now = crate::error::now_secs();
+        Self {
+            session_id: session_id.to_owned(),
+            user_id: user_id.to_owned(),
+            agent_id: None,
+            agent_name: None,
+            title: title.to_owned(),
+            created_at: now,
+            updated_at: now,
+            message_count: 0,
+            user_count: 0,
+            agent_count: 0,
+            search_text: String::new(),
+            status: RunStatus::Idle,
+        }
+    }
+}
+
+/// A session's run lock as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunLock {
+    pub run_id: String,
+    pub expires_at: f64,
+    pub cancel_requested: bool,
+}
+
+impl RunLock {
+    pub fn is_live(&self) -> bool {
+        self.expires_at > crate::error::now_secs()
+    }
+}
+
+/// What an `Idempotency-Key` is bound to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdempotencyRecord {
+    /// The caller's user id and the key, joined: keys are per user.
+    pub key: String,
+    pub request_hash: String,
+    pub session_id: String,
+    /// Sequence number of the run's first streamed event, once the run has started.
+    pub first_seq: Option<u64>,
+    pub created_at: f64,
 }
 
 /// A registered MCP server with the tools it listed when last reached.
@@ -58,7 +146,12 @@ pub trait Store: Send + Sync + 'static {
     async fn get_session(&self, session_id: &str) -> Result<Option<SessionRecord>, StoreError>;
     /// Inserts the session if it does not exist; returns the stored record either way.
     async fn create_session(&self, session: &SessionRecord) -> Result<SessionRecord, StoreError>;
-    async fn touch_session(&self, session_id: &str, updated_at: f64) -> Result<(), StoreError>;
+    /// Replaces an existing session's record.
+    async fn update_session(&self, session: &SessionRecord) -> Result<(), StoreError>;
+    /// Every session of one user, in no particular order.
+    async fn user_sessions(&self, user_id: &str) -> Result<Vec<SessionRecord>, StoreError>;
+    /// Removes the session, its events, its lock.
+    async fn delete_session(&self, session_id: &str) -> Result<(), StoreError>;
 
     /// Appends events with the sequence numbers the caller assigned; a taken number fails with
     /// `SeqConflict` and nothing of the batch is written.
@@ -90,6 +183,19 @@ pub trait Store: Send + Sync + 'static {
         lease: Duration,
     ) -> Result<bool, StoreError>;
     async fn release_run_lock(&self, session_id: &str, run_id: &str) -> Result<(), StoreError>;
+    async fn run_lock(&self, session_id: &str) -> Result<Option<RunLock>, StoreError>;
+    /// Sets the durable cancel flag on the session's live run; false when none runs.
+    async fn request_cancel(&self, session_id: &str) -> Result<bool, StoreError>;
+
+    /// Binds the key unless it is bound already; returns the existing binding when it is.
+    async fn claim_idempotency_key(
+        &self,
+        record: &IdempotencyRecord,
+    ) -> Result<Option<IdempotencyRecord>, StoreError>;
+    async fn get_idempotency_key(&self, key: &str)
+    -> Result<Option<IdempotencyRecord>, StoreError>;
+    async fn set_idempotency_first_seq(&self, key: &str, first_seq: u64) -> Result<(), StoreError>;
+    async fn release_idempotency_key(&self, key: &str) -> Result<(), StoreError>;
 
     /// Inserts the server; false (and nothing written) when the owner already has that name.
     async fn insert_mcp_server(&self, record: &McpServerRecord) -> Result<bool, StoreError>;
@@ -113,9 +219,80 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
     match config.db_type {
         DbType::Memory => Ok(Arc::new(MemoryStore::default())),
         DbType::File => Ok(Arc::new(SqliteStore::open(&config.sqlite_file()).await?)),
-        other => Err(StoreError::Unsupported(other)),
+        DbType::Mysql => Ok(Arc::new(MysqlStore::connect(config).await?)),
+        DbType::Dynamodb => Ok(Arc::new(DynamoStore::connect(config).await?)),
     }
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SortBy {
+    Date,
+    Title,
+    Messages,
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionQuery {
+    pub user_id: String,
+    /// 1-based.
+    pub page: u64,
+    pub page_size: u64,
+    pub search: Option<String>,
+    pub agent_id: Option<String>,
+    pub sort_by: SortBy,
+}
+
+pub struct SessionPage {
+    pub sessions: Vec<SessionRecord>,
+    pub total: u64,
+}
+
+/// Filters, sorts and pages one user's sessions: the same semantics on every backend.
+pub async fn query_sessions(
+    store: &dyn Store,
+    query: &SessionQuery,
+) -> Result<SessionPage, StoreError> {
+    let needle = query
+        .search
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_lowercase);
+    let mut sessions: Vec<SessionRecord> = store
+        .user_sessions(&query.user_id)
+        .await?
+        .into_iter()
+        .filter(|s| query.agent_id.is_none() || s.agent_id == query.agent_id)
+        .filter(|s| match &needle {
+            Some(needle) => {
+                s.title.to_lowercase().contains(needle)
+                    || s.search_text.to_lowercase().contains(needle)
+            }
+            None => true,
+        })
+        .collect();
+    match query.sort_by {
+        SortBy::Date => sessions.sort_by(|a, b| b.updated_at.total_cmp(&a.updated_at)),
+        SortBy::Title => sessions.sort_by(|a, b| a.title.cmp(&b.title)),
+        SortBy::Messages => sessions.sort_by(|a, b| {
+            b.message_count
+                .cmp(&a.message_count)
+                .then(b.updated_at.total_cmp(&a.updated_at))
+        }),
+    }
+    let total = sessions.len() as u64;
+    let start = (query.page.saturating_sub(1) * query.page_size) as usize;
+    let sessions = sessions
+        .into_iter()
+        .skip(start)
+        .take(query.page_size as usize)
+        .collect();
+    Ok(SessionPage { sessions, total })
+}
+
+/// Caps the search text kept with a session (DynamoDB items are limited to 400 KB).
+pub const SEARCH_TEXT_LIMIT: usize = 32 * 1024;
 
 fn lease_deadline(lease: Duration) -> f64 {
     crate::error::now_secs() + lease.as_secs_f64()

@@ -1,1 +1,360 @@
-//! Placeholder: Lambda event fixtures under the emulator (issue 5) land here.
+//! Each function binary under cargo-lambda's emulator, fed the events AWS sends (fixtures in
+//! `tests/fixtures/`): API Gateway REST (v1), HTTP API (v2) and Function URL payloads through
+//! `cargo lambda invoke`, and Stream's answer arriving incrementally through the emulator's
+//! Invoke API. Also `cargo lambda deploy --dry`, which must pick up each function's metadata
+//! and agree with the SAM template.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::CommandFactory;
+use futures_util::StreamExt;
+use sage_core::Config;
+use sage_e2e::*;
+use sage_mock_llm::MockOptions;
+use serde_json::Value;
+
+fn cargo_lambda() -> PathBuf {
+    let venv = workspace_root().join(".venv/bin/cargo-lambda");
+    if venv.exists() {
+        return venv;
+    }
+    let on_path = Command::new("cargo-lambda")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status();
+    assert!(
+        on_path.is_ok_and(|status| status.success()),
+        "cargo-lambda is missing; run `bash tests/run.sh`, which installs it"
+    );
+    PathBuf::from("cargo-lambda")
+}
+
+fn fixture(name: &str) -> PathBuf {
+    let path = workspace_root().join("tests/fixtures").join(name);
+    assert!(path.exists(), "fixture {} is missing", path.display());
+    path
+}
+
+fn template() -> serde_yaml_ng::Value {
+    let text = std::fs::read_to_string(workspace_root().join("template.yaml")).unwrap();
+    serde_yaml_ng::from_str(&text).expect("template.yaml parses")
+}
+
+/// The Lambda runtime variables the template sets on every function (`AWS_LAMBDA_*`, read by
+/// lambda_http), so the emulated function routes events exactly as the deployed one.
+fn template_runtime_vars() -> Vec<String> {
+    let template = template();
+    let vars = template["Globals"]["Function"]["Environment"]["Variables"]
+        .as_mapping()
+        .expect("the template sets variables in Globals");
+    let runtime: Vec<String> = vars
+        .iter()
+        .filter_map(|(name, value)| {
+            let name = name.as_str()?;
+            let value = value.as_str()?;
+            name.starts_with("AWS_LAMBDA_")
+                .then(|| format!("{name}={value}"))
+        })
+        .collect();
+    assert!(
+        runtime
+            .iter()
+            .any(|var| var == "AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH=true"),
+        "REST API events carry their stage in the path; the template must tell lambda_http to drop it"
+    );
+    runtime
+}
+
+/// `cargo lambda watch` from the workspace root: it runs whichever workspace binary an
+/// invocation names. The `file` store in a temp dir, the template's runtime variables.
+struct Emulator {
+    port: u16,
+    _dir: tempfile::TempDir,
+    _child: ChildGuard,
+}
+
+impl Emulator {
+    async fn start(extra_env: &[String]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut env_vars = vec![
+            "SAGE_DB_TYPE=file".to_owned(),
+            format!("SAGE_DB_PATH={}", dir.path().display()),
+            "SAGE_PRESET_RUNNING_CONFIG_PATH=/nonexistent/agent_setting.json".to_owned(),
+            "SAGE_MCP_CONFIG_PATH=/nonexistent/mcp_setting.json".to_owned(),
+        ];
+        env_vars.extend(template_runtime_vars());
+        env_vars.extend_from_slice(extra_env);
+        let mut command = Command::new(cargo_lambda());
+        command
+            .args(["lambda", "watch", "--ignore-changes", "--quiet"])
+            .args([
+                "--invoke-address",
+                "127.0.0.1",
+                "--invoke-port",
+                &port.to_string(),
+            ])
+            .current_dir(workspace_root())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for var in &env_vars {
+            command.args(["--env-var", var]);
+        }
+        let child = ChildGuard(command.spawn().expect("cargo lambda watch starts"));
+        wait_for_port(port, Duration::from_secs(120)).await;
+        Self {
+            port,
+            _dir: dir,
+            _child: child,
+        }
+    }
+
+    /// `cargo lambda invoke FUNCTION --data-file FIXTURE`: the function's raw answer.
+    async fn invoke(&self, function: &str, fixture_name: &str) -> Vec<u8> {
+        let mut command = tokio::process::Command::new(cargo_lambda());
+        command
+            .args(["lambda", "invoke", function, "--data-file"])
+            .arg(fixture(fixture_name))
+            .args([
+                "--invoke-address",
+                "127.0.0.1",
+                "--invoke-port",
+                &self.port.to_string(),
+            ])
+            .current_dir(workspace_root())
+            .kill_on_drop(true);
+        // The first invocation compiles the binary when it is not built yet.
+        let output = tokio::time::timeout(Duration::from_secs(600), command.output())
+            .await
+            .unwrap_or_else(|_| panic!("invoking {function} with {fixture_name} timed out"))
+            .expect("cargo lambda invoke runs");
+        assert!(
+            output.status.success(),
+            "cargo lambda invoke {function} {fixture_name} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output.stdout
+    }
+}
+
+/// The JSON an API Gateway or Function URL integration gets back from a buffered function.
+fn health_answer(raw: &[u8], fixture_name: &str) -> Value {
+    let response: Value = serde_json::from_slice(raw)
+        .unwrap_or_else(|_| panic!("{fixture_name}: not JSON: {}", String::from_utf8_lossy(raw)));
+    assert_eq!(response["statusCode"], 200, "{fixture_name}: {response}");
+    assert_eq!(response["isBase64Encoded"], false, "{fixture_name}");
+    let body = response["body"].as_str().expect("a text body");
+    serde_json::from_str(body).expect("the body is the JSON envelope")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_answers_rest_v1_http_v2_and_function_url_events() {
+    // The fixtures are what each integration sends.
+    let rest: Value =
+        serde_json::from_slice(&std::fs::read(fixture("apigw-rest-health.json")).unwrap()).unwrap();
+    assert_eq!(rest["requestContext"]["stage"], "prod");
+    assert!(rest["multiValueHeaders"].is_object() && rest["version"].is_null());
+    for name in ["apigw-http-health.json", "function-url-health.json"] {
+        let v2: Value = serde_json::from_slice(&std::fs::read(fixture(name)).unwrap()).unwrap();
+        assert_eq!(v2["version"], "2.0", "{name}");
+        assert_eq!(v2["requestContext"]["http"]["method"], "GET", "{name}");
+    }
+
+    let emulator = Emulator::start(&[]).await;
+    for name in [
+        "apigw-rest-health.json",
+        "apigw-http-health.json",
+        "function-url-health.json",
+    ] {
+        let raw = emulator.invoke("sage-health", name).await;
+        let envelope = health_answer(&raw, name);
+        assert_eq!(envelope["code"], 200, "{name}: {envelope}");
+        assert_eq!(envelope["data"]["status"], "healthy", "{name}: {envelope}");
+        assert_eq!(envelope["data"]["service"], "SagePlatform", "{name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stream_answers_the_function_url_event_incrementally() {
+    let delay = Duration::from_millis(150);
+    let llm = MockLlm::start(MockOptions {
+        token_delay: delay,
+        ..Default::default()
+    })
+    .await;
+    let emulator = Emulator::start(&[
+        "SAGE_DEFAULT_LLM_API_KEY=test-key".to_owned(),
+        format!("SAGE_DEFAULT_LLM_API_BASE_URL={}", llm.base_url),
+    ])
+    .await;
+    let event = std::fs::read(fixture("function-url-stream.json")).unwrap();
+    let request: Value = serde_json::from_slice(&event).unwrap();
+    assert_eq!(request["requestContext"]["http"]["method"], "POST");
+    assert_eq!(request["rawPath"], "/api/stream");
+
+    // Through `cargo lambda invoke` (which prints the body once the stream is over).
+    let raw = emulator
+        .invoke("sage-stream", "function-url-stream.json")
+        .await;
+    let text = String::from_utf8(raw).expect("UTF-8 NDJSON");
+    let events: Vec<Value> = text
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| serde_json::from_str(line).expect("one JSON object per line"))
+        .collect();
+    assert_tail(&events, &session_of(&events));
+    assert_eq!(answer_text(&events), "tok0 tok1 tok2 tok3 ");
+
+    // Through the emulator's Invoke API, as Lambda streams to a RESPONSE_STREAM Function URL:
+    // events arrive while the run goes on.
+    let url = format!(
+        "http://127.0.0.1:{}/2015-03-31/functions/sage-stream/invocations",
+        emulator.port
+    );
+    let response = reqwest::Client::new()
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(event)
+        .timeout(Duration::from_secs(300))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["lambda-runtime-function-response-mode"],
+        "streaming",
+        "the function answers with lambda_http's streaming runner"
+    );
+    let started = Instant::now();
+    let mut arrivals: Vec<(Duration, Value)> = Vec::new();
+    let mut buffer = String::new();
+    let mut body = response.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        buffer.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+        while let Some(newline) = buffer.find('\n') {
+            let line: String = buffer.drain(..=newline).collect();
+            if !line.trim().is_empty() {
+                arrivals.push((
+                    started.elapsed(),
+                    serde_json::from_str(line.trim()).unwrap(),
+                ));
+            }
+        }
+    }
+    let events: Vec<Value> = arrivals.iter().map(|(_, event)| event.clone()).collect();
+    assert_tail(&events, &session_of(&events));
+    assert_eq!(answer_text(&events), "tok0 tok1 tok2 tok3 ");
+    let end = arrivals.last().unwrap().0;
+    let early = arrivals
+        .iter()
+        .filter(|(at, _)| end - *at >= delay * 2)
+        .count();
+    assert!(
+        early >= 2,
+        "at least two events arrive well before the run ends: {:?}",
+        arrivals
+            .iter()
+            .map(|(at, e)| (at.as_millis(), e["type"].clone()))
+            .collect::<Vec<_>>()
+    );
+}
+
+/// The template function whose build produces `binary`, with Globals applied for one property.
+fn template_property(binary: &str, property: &str) -> u64 {
+    let template = template();
+    let resources = template["Resources"].as_mapping().unwrap();
+    let function = resources
+        .values()
+        .find(|r| r["Metadata"]["BuildProperties"]["Binary"] == binary)
+        .unwrap_or_else(|| panic!("template.yaml has no function built from {binary}"));
+    function["Properties"][property]
+        .as_u64()
+        .or_else(|| template["Globals"]["Function"][property].as_u64())
+        .unwrap_or_else(|| panic!("{binary}: no {property}"))
+}
+
+#[test]
+fn cargo_lambda_deploy_uses_each_functions_metadata_and_agrees_with_the_template() {
+    let settings: BTreeSet<String> = Config::command()
+        .get_arguments()
+        .filter_map(|arg| arg.get_env())
+        .map(|name| name.to_string_lossy().into_owned())
+        .collect();
+    for (binary, dir) in [
+        ("sage-stream", "functions/stream"),
+        ("sage-health", "functions/health"),
+    ] {
+        let manifest =
+            std::fs::read_to_string(workspace_root().join(dir).join("Cargo.toml")).unwrap();
+        assert!(
+            manifest.contains("merge_env = true"),
+            "{binary}: a code push keeps the variables SAM set (table, bucket, key parameter)"
+        );
+        // A copy of the binary, so the zip cargo-lambda writes beside it stays out of target/.
+        let scratch = tempfile::tempdir().unwrap();
+        let copy = scratch.path().join(binary);
+        std::fs::copy(workspace_binary(binary), &copy).unwrap();
+        let output = Command::new(cargo_lambda())
+            .args([
+                "lambda",
+                "deploy",
+                "--dry",
+                "--output-format",
+                "json",
+                "--binary-path",
+            ])
+            .arg(&copy)
+            .arg(binary)
+            .current_dir(workspace_root())
+            .env("AWS_REGION", "us-east-1")
+            .env_remove("AWS_PROFILE")
+            .output()
+            .expect("cargo lambda deploy runs");
+        assert!(
+            output.status.success(),
+            "cargo lambda deploy --dry {binary}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let json_start = stdout.find('{').expect("JSON output");
+        let plan: Value = serde_json::from_str(&stdout[json_start..]).unwrap();
+        assert_eq!(plan["name"], binary);
+        let config = &plan["config"];
+        assert_eq!(config["runtime"], "provided.al2023", "{binary}");
+        assert_eq!(
+            config["memory"].as_u64().unwrap(),
+            template_property(binary, "MemorySize"),
+            "{binary}: memory as in template.yaml"
+        );
+        assert_eq!(
+            config["timeout"].as_u64().unwrap(),
+            template_property(binary, "Timeout"),
+            "{binary}: timeout as in template.yaml"
+        );
+        assert_eq!(
+            config["enable_function_url"], false,
+            "{binary}: cargo-lambda would create a BUFFERED URL; URLs come from the template"
+        );
+        let vars: Vec<&str> = config["env_var"]
+            .as_array()
+            .expect("deploy variables")
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert!(
+            vars.contains(&"SAGE_DB_TYPE=dynamodb"),
+            "{binary}: {vars:?}"
+        );
+        for var in &vars {
+            let name = var.split('=').next().unwrap();
+            assert!(
+                settings.contains(name) || name.starts_with("AWS_LAMBDA_"),
+                "{binary}: {name} is not a setting of sage_core::Config"
+            );
+        }
+        assert!(Path::new(&scratch.path().join("bootstrap.zip")).exists());
+    }
+}

@@ -42,6 +42,54 @@ node_peers() {
   fi
 }
 
+mariadb_server() {
+  if mariadb -uroot -h127.0.0.1 -P3306 -e 'SELECT 1' >/dev/null 2>&1; then
+    return
+  fi
+  if ! [ -x /usr/sbin/mariadbd ]; then
+    log "installing MariaDB"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mariadb-server
+  fi
+  log "starting MariaDB on 127.0.0.1:3306 (root, no password)"
+  local datadir=$ROOT/.ci/mariadb
+  if [ ! -d "$datadir/mysql" ]; then
+    mkdir -p "$datadir"
+    mariadb-install-db --user=root --datadir="$datadir" --auth-root-authentication-method=normal >/dev/null
+  fi
+  /usr/sbin/mariadbd --user=root --datadir="$datadir" --bind-address=127.0.0.1 --port=3306 \
+    --socket="$datadir/mariadb.sock" --pid-file="$datadir/mariadb.pid" >"$datadir/server.log" 2>&1 &
+  for _ in $(seq 1 60); do
+    mariadb -uroot -h127.0.0.1 -P3306 -e 'SELECT 1' >/dev/null 2>&1 && return
+    sleep 0.5
+  done
+  echo "MariaDB did not start; see $datadir/server.log" >&2
+  exit 1
+}
+
+drop_test_databases() {
+  mariadb -uroot -h127.0.0.1 -P3306 -N -e \
+    "SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE 'sage\\_test\\_%'" |
+    while read -r db; do mariadb -uroot -h127.0.0.1 -P3306 -e "DROP DATABASE \`$db\`"; done
+}
+
+moto_server() {
+  if ! [ -x "$VENV/bin/moto_server" ]; then
+    log "installing moto (DynamoDB stand-in)"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check "moto[server]>=5.2.5"
+  fi
+  local port
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  log "starting moto on 127.0.0.1:$port"
+  "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$ROOT/target/moto.log" 2>&1 &
+  MOTO_PID=$!
+  trap 'kill $MOTO_PID 2>/dev/null || true' EXIT
+  for _ in $(seq 1 60); do
+    python3 -c "import socket; socket.create_connection(('127.0.0.1',$port),1)" 2>/dev/null && break
+    sleep 0.5
+  done
+  export SAGE_TEST_DYNAMODB_ENDPOINT=http://127.0.0.1:$port
+}
+
 rust_tools() {
   if ! cargo nextest --version >/dev/null 2>&1; then
     log "installing cargo-nextest"
@@ -53,6 +101,10 @@ python_env
 deploy_tools
 node_peers
 rust_tools
+mkdir -p target
+mariadb_server
+drop_test_databases
+moto_server
 
 log "building every binary (the tests start sage-local and sage-stream as processes)"
 cargo build --workspace --bins

@@ -53,8 +53,11 @@ impl MockLlm {
 /// A configuration for tests: the `file` store in `db_dir`, the mock as default provider.
 pub fn test_config(llm_base_url: &str, db_dir: &Path, extra: &[&str]) -> Config {
     let db_path = db_dir.display().to_string();
+    let workspace = db_dir.join("workspace").display().to_string();
     let mut args = vec![
         "sage",
+        "--workspace",
+        &workspace,
         "--db_type",
         "file",
         "--db_path",
@@ -507,4 +510,104 @@ pub async fn dynamo_store(table: &str) -> sage_core::store::DynamoStore {
         panic!("moto at {} refused the table: {error}", dynamodb_endpoint())
     });
     store
+}
+
+/// `sage-local` as a process, killed on drop.
+pub struct ShimProcess {
+    pub port: u16,
+    pub url: String,
+    _child: ChildGuard,
+}
+
+impl ShimProcess {
+    /// Starts `sage-local` with `args` (host and port are added) and `env`, and waits for it.
+    pub async fn start(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let port = free_port();
+        let child = std::process::Command::new(workspace_binary("sage-local"))
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(args)
+            .envs(env.iter().copied())
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sage-local starts");
+        wait_for_port(port, Duration::from_secs(30)).await;
+        Self {
+            port,
+            url: format!("http://127.0.0.1:{port}"),
+            _child: ChildGuard(child),
+        }
+    }
+
+    /// Kills the process at once (SIGKILL), as a crash would: no cleanup runs.
+    pub fn kill(self) {}
+}
+
+type ByteStream =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<axum::body::Bytes>> + Send>>;
+
+/// Reads an NDJSON stream event by event, as a client that may hang up mid-run.
+pub struct NdjsonReader {
+    pub status: u16,
+    pub first_seq: Option<u64>,
+    stream: ByteStream,
+    buffer: String,
+}
+
+impl NdjsonReader {
+    pub async fn open(request: reqwest::RequestBuilder) -> Self {
+        let response = request.send().await.unwrap();
+        let first_seq = response
+            .headers()
+            .get("x-sage-first-seq")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        Self {
+            status: response.status().as_u16(),
+            first_seq,
+            stream: Box::pin(response.bytes_stream()),
+            buffer: String::new(),
+        }
+    }
+
+    pub async fn post(url: &str, body: &Value) -> Self {
+        Self::open(reqwest::Client::new().post(url).json(body)).await
+    }
+
+    pub async fn next(&mut self) -> Option<Value> {
+        loop {
+            if let Some(newline) = self.buffer.find('\n') {
+                let line: String = self.buffer.drain(..=newline).collect();
+                return Some(serde_json::from_str(line.trim()).expect("a JSON line"));
+            }
+            let chunk = self.stream.next().await?.expect("the stream reads");
+            self.buffer
+                .push_str(std::str::from_utf8(&chunk).expect("UTF-8"));
+        }
+    }
+
+    pub async fn rest(mut self) -> Vec<Value> {
+        let mut events = Vec::new();
+        while let Some(event) = self.next().await {
+            events.push(event);
+        }
+        events
+    }
+}
+
+/// Waits until `check` holds, polling; fails with `what` after `timeout`.
+pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

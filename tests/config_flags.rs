@@ -31,6 +31,10 @@ const EVERY_FLAG: &[(&str, Option<&str>)] = &[
     ("--llm_idle_timeout", Some("30")),
     ("--llm_max_retries", Some("1")),
     ("--tool_timeout", Some("5")),
+    ("--mcp_allow_stdio", None),
+    ("--mcp_allow_link_local", Some("false")),
+    ("--run_lease_seconds", Some("12.5")),
+    ("--default_llm_api_key_parameter", Some("/sage/llm-key")),
     ("--context_history_ratio", Some("0.1")),
     ("--context_active_ratio", Some("0.4")),
     ("--context_max_new_message_ratio", Some("0.5")),
@@ -91,6 +95,8 @@ fn every_documented_flag_is_accepted_and_applied() {
     assert_eq!(config.es_url.as_deref(), Some("http://es.local:9200"));
     assert!(config.minio_secure);
     assert!(!config.enable_trace);
+    assert!(config.mcp_allow_stdio && !config.mcp_allow_link_local);
+    assert_eq!(config.run_lease_seconds, 12.5);
 }
 
 #[test]
@@ -236,4 +242,68 @@ async fn the_shim_starts_with_every_flag_and_logs_a_missing_key() {
     let logged = std::fs::read_to_string(&log).unwrap();
     assert!(logged.contains("no LLM API key configured"), "{logged}");
     assert!(logged.contains("SAGE_DEFAULT_LLM_API_KEY"), "{logged}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_llm_key_can_come_from_an_ssm_parameter() {
+    let endpoint = dynamodb_endpoint();
+    let credentials =
+        aws_sdk_ssm::config::Credentials::new("testing", "testing", None, None, "tests");
+    let ssm = aws_sdk_ssm::Client::from_conf(
+        aws_sdk_ssm::Config::builder()
+            .behavior_version(aws_sdk_ssm::config::BehaviorVersion::latest())
+            .region(aws_sdk_ssm::config::Region::new("us-east-1"))
+            .endpoint_url(&endpoint)
+            .credentials_provider(credentials)
+            .build(),
+    );
+    let name = format!("/sage-test/{}/llm-key", uuid::Uuid::new_v4().simple());
+    ssm.put_parameter()
+        .name(&name)
+        .value("key-from-ssm")
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .send()
+        .await
+        .expect("moto stores the parameter");
+
+    let llm = MockLlm::start(sage_mock_llm::MockOptions {
+        api_key: Some("key-from-ssm".into()),
+        ..Default::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().display().to_string();
+    let mut env: Vec<(&str, &str)> = MOTO_ENV.to_vec();
+    env.push(("AWS_ENDPOINT_URL_SSM", &endpoint));
+    let server = ShimProcess::start(
+        dir.path(),
+        &[
+            "--db_path",
+            &db,
+            "--default_llm_api_base_url",
+            &llm.base_url,
+            "--default_llm_api_key_parameter",
+            &name,
+        ],
+        &env,
+    )
+    .await;
+    let events = post_ndjson(&format!("{}/api/stream", server.url), &user_message("hi")).await;
+    assert!(of_type(&events, "error").is_empty(), "{events:?}");
+    assert!(!answer_text(&events).is_empty());
+
+    let missing = Command::new(workspace_binary("sage-local"))
+        .args([
+            "--db_type",
+            "memory",
+            "--default_llm_api_key_parameter",
+            "/sage-test/missing",
+        ])
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(stderr.contains("/sage-test/missing"), "{stderr}");
 }

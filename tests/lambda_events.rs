@@ -178,6 +178,25 @@ async fn health_answers_rest_v1_http_v2_and_function_url_events() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn mcp_admin_and_session_answer_rest_v1_http_v2_and_function_url_events() {
+    let emulator = Emulator::start(&[]).await;
+    for kind in ["apigw-rest", "apigw-http", "function-url"] {
+        let name = format!("{kind}-mcp-list.json");
+        let raw = emulator.invoke("sage-mcp-admin", &name).await;
+        let envelope = health_answer(&raw, &name);
+        assert_eq!(envelope["code"], 200, "{name}: {envelope}");
+        assert!(envelope["data"]["servers"].is_array(), "{name}: {envelope}");
+
+        let name = format!("{kind}-conversations.json");
+        let raw = emulator.invoke("sage-session", &name).await;
+        let envelope = health_answer(&raw, &name);
+        assert_eq!(envelope["code"], 200, "{name}: {envelope}");
+        assert_eq!(envelope["data"]["total"], 0, "{name}: {envelope}");
+        assert_eq!(envelope["data"]["page"], 1, "{name}: {envelope}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn stream_answers_the_function_url_event_incrementally() {
     let delay = Duration::from_millis(150);
     let llm = MockLlm::start(MockOptions {
@@ -286,6 +305,8 @@ fn cargo_lambda_deploy_uses_each_functions_metadata_and_agrees_with_the_template
     for (binary, dir) in [
         ("sage-stream", "functions/stream"),
         ("sage-health", "functions/health"),
+        ("sage-mcp-admin", "functions/mcp-admin"),
+        ("sage-session", "functions/session"),
     ] {
         let manifest =
             std::fs::read_to_string(workspace_root().join(dir).join("Cargo.toml")).unwrap();

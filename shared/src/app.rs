@@ -34,10 +34,17 @@ pub enum StartupError {
     Http(#[from] reqwest::Error),
     #[error("agent presets: {0}")]
     Presets(#[from] PresetError),
+    #[error("cannot read the LLM API key from SSM parameter `{name}`: {reason}")]
+    KeyParameter { name: String, reason: String },
 }
 
 impl AppState {
-    pub async fn from_config(config: Config) -> Result<Self, StartupError> {
+    pub async fn from_config(mut config: Config) -> Result<Self, StartupError> {
+        if config.default_llm_api_key.is_none()
+            && let Some(name) = config.default_llm_api_key_parameter.clone()
+        {
+            config.default_llm_api_key = Some(read_key_parameter(&name).await?);
+        }
         let store = open_store(&config).await?;
         Self::with_store(config, store)
     }
@@ -77,6 +84,30 @@ impl AppState {
             run_lease: Duration::from_secs_f64(config_lease),
         })
     }
+}
+
+/// Reads a SecureString parameter (decrypted). Region, credentials and endpoint come from the
+/// standard AWS environment (`AWS_REGION`, the role, `AWS_ENDPOINT_URL_SSM`).
+async fn read_key_parameter(name: &str) -> Result<String, StartupError> {
+    let failure = |reason: String| StartupError::KeyParameter {
+        name: name.to_owned(),
+        reason,
+    };
+    let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await;
+    let output = aws_sdk_ssm::Client::new(&shared)
+        .get_parameter()
+        .name(name)
+        .with_decryption(true)
+        .send()
+        .await
+        .map_err(|error| failure(aws_sdk_ssm::error::DisplayErrorContext(&error).to_string()))?;
+    output
+        .parameter
+        .and_then(|parameter| parameter.value)
+        .filter(|value| !value.trim().is_empty())
+        .ok_or_else(|| failure("the parameter has no value".into()))
 }
 
 /// The Stream function: `/api/stream` and its aliases.

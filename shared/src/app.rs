@@ -12,7 +12,7 @@ use crate::llm::{ChatModel, OpenAiCompatible};
 use crate::mcp::{McpPolicy, McpPool};
 use crate::presets::{AgentPresets, PresetError};
 use crate::routes;
-use crate::store::{Store, StoreError, open_store};
+use crate::store::{EventSink, Store, StoreError, open_store};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -21,6 +21,8 @@ pub struct AppState {
     pub llm: Arc<dyn ChatModel>,
     pub presets: Arc<AgentPresets>,
     pub mcp_pool: Arc<McpPool>,
+    /// Where runs append their events (batched across runs when the store gains from it).
+    pub event_sink: EventSink,
     pub mcp_policy: McpPolicy,
     /// How long a run's lock lives without a heartbeat.
     pub run_lease: Duration,
@@ -76,6 +78,7 @@ impl AppState {
         };
         Ok(Self {
             config: Arc::new(config),
+            event_sink: EventSink::new(store.clone()),
             store,
             llm: Arc::new(llm),
             presets: Arc::new(presets),

@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::event::{Event, EventType, Role, StoredEvent};
-use crate::store::Store;
+use crate::store::EventSink;
 
 const MAX_BATCH: usize = 64;
 
@@ -48,7 +48,7 @@ impl Emitter {
 /// every `Emitter` is dropped the writer stores `stream_end` and returns it unsent, so the caller
 /// can finish its bookkeeping (release the session) before the client learns the run is over.
 pub fn spawn_writer(
-    store: Arc<dyn Store>,
+    sink: EventSink,
     session_id: String,
     after_seq: u64,
     client: mpsc::UnboundedSender<StoredEvent>,
@@ -64,7 +64,7 @@ pub fn spawn_writer(
     let writer = tokio::spawn(async move {
         let mut seq = after_seq;
         let mut sent: u64 = 0;
-        let mut batch = Vec::with_capacity(MAX_BATCH);
+        let mut batch = Vec::new();
         while incoming.recv_many(&mut batch, MAX_BATCH).await > 0 {
             let stored: Vec<StoredEvent> = batch
                 .drain(..)
@@ -73,7 +73,7 @@ pub fn spawn_writer(
                     StoredEvent { seq, event }
                 })
                 .collect();
-            if let Err(error) = store.append_events(&session_id, &stored).await {
+            if let Err(error) = sink.append(&session_id, stored.clone()).await {
                 tracing::error!(%session_id, %error, "event log write failed; ending the run");
                 aborted.store(true, Ordering::Relaxed);
                 incoming.close();
@@ -89,10 +89,7 @@ pub fn spawn_writer(
             seq: seq + 1,
             event: Event::stream_end(&session_id, sent),
         };
-        if let Err(error) = store
-            .append_events(&session_id, std::slice::from_ref(&end))
-            .await
-        {
+        if let Err(error) = sink.append(&session_id, vec![end.clone()]).await {
             tracing::error!(%session_id, %error, "could not store stream_end");
         }
         Some(end)

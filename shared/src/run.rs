@@ -346,6 +346,7 @@ fn launch(
 ) -> mpsc::UnboundedReceiver<StoredEvent> {
     let (client, events) = mpsc::unbounded_channel();
     let store = state.store.clone();
+    let sink = state.event_sink.clone();
     let llm = state.llm.clone();
     let pool = state.mcp_pool.clone();
     let lease = state.run_lease;
@@ -353,7 +354,7 @@ fn launch(
     tokio::spawn(async move {
         let cancel = CancellationToken::new();
         let (emitter, writer) = spawn_writer(
-            store.clone(),
+            sink,
             session_id.clone(),
             after_seq,
             client.clone(),

@@ -9,3 +9,11 @@ pub fn init_logging() {
         .with_writer(std::io::stderr)
         .try_init();
 }
+
+/// Ends start-up with a readable message (not a `Debug` dump) when `result` is an error.
+pub fn exit_on_error<T, E: std::fmt::Display>(what: &str, result: Result<T, E>) -> T {
+    result.unwrap_or_else(|error| {
+        eprintln!("{what}: {error}");
+        std::process::exit(1);
+    })
+}

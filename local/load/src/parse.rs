@@ -4,8 +4,8 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 /// What one event means to the load generator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -269,8 +269,14 @@ mod tests {
     #[test]
     fn malformed_events_are_told_apart() {
         assert_eq!(Wire::Sage.classify(b"not json"), Classified::Malformed);
-        assert_eq!(Wire::Sage.classify(b"{\"role\":\"assistant\"}"), Classified::Malformed);
-        assert_eq!(Wire::OpenAi.classify(b"{\"choices\":"), Classified::Malformed);
+        assert_eq!(
+            Wire::Sage.classify(b"{\"role\":\"assistant\"}"),
+            Classified::Malformed
+        );
+        assert_eq!(
+            Wire::OpenAi.classify(b"{\"choices\":"),
+            Classified::Malformed
+        );
     }
 
     #[test]
@@ -304,7 +310,8 @@ mod tests {
                 .chunks(size)
                 .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
                 .collect();
-            let mut sse = sse_stream::SseStream::from_bytes_stream(futures_util::stream::iter(chunks));
+            let mut sse =
+                sse_stream::SseStream::from_bytes_stream(futures_util::stream::iter(chunks));
             let mut got = Vec::new();
             while let Some(frame) = sse.next().await {
                 if let Some(data) = frame.unwrap().data {

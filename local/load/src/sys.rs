@@ -22,7 +22,7 @@ pub fn raise_nofile() -> std::io::Result<Nofile> {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    let initial = limit.rlim_cur as u64;
+    let initial = limit.rlim_cur;
     if limit.rlim_cur < limit.rlim_max {
         // An unlimited hard limit cannot be the soft one: the kernel caps it at fs.nr_open.
         let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
@@ -42,8 +42,8 @@ pub fn raise_nofile() -> std::io::Result<Nofile> {
         }
     }
     Ok(Nofile {
-        soft: limit.rlim_cur as u64,
-        hard: limit.rlim_max as u64,
+        soft: limit.rlim_cur,
+        hard: limit.rlim_max,
         initial,
     })
 }
@@ -117,7 +117,13 @@ pub fn process_rss_bytes(pid: u32) -> std::io::Result<u64> {
     status
         .lines()
         .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
         .map(|kib| kib * 1024)
         .ok_or_else(|| {
             std::io::Error::new(

@@ -16,7 +16,7 @@
 //! When the last message is a tool result (and no `call-forever:`), the answer is text:
 //! `Tool results: <content> | <content>`, so a test sees what was fed back. Otherwise the answer
 //! is `--reply-words` tokens (default: a short fixed sentence). `GET /_mock/requests` returns the
-//! bodies received so far.
+//! last 1,000 request bodies received.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -27,6 +27,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
@@ -58,6 +59,9 @@ struct MockState {
     requests: Arc<Mutex<Vec<Value>>>,
 }
 
+/// How many request bodies `/_mock/requests` keeps (the newest), so long benchmarks stay lean.
+const KEPT_REQUESTS: usize = 1000;
+
 const DEFAULT_REPLY: &str = "This is a mock response from the scripted model.";
 
 pub fn app(options: MockOptions) -> Router {
@@ -79,6 +83,9 @@ pub async fn serve(
     options: MockOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app(options))
         .with_graceful_shutdown(shutdown)
         .await
@@ -200,6 +207,9 @@ async fn completions(
         }
     }
     if let Ok(mut requests) = state.requests.lock() {
+        if requests.len() >= KEPT_REQUESTS {
+            requests.remove(0);
+        }
         requests.push(body.clone());
     }
     let messages = body["messages"].as_array().cloned().unwrap_or_default();

@@ -1,6 +1,7 @@
 //! The store: sessions, the per-session event log, run locks. One trait, several backends, one
 //! conformance suite (`tests/store_conformance.rs`).
 
+mod coalesce;
 mod dynamodb;
 mod memory;
 mod sql;
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub use coalesce::EventSink;
 pub use dynamodb::DynamoStore;
 pub use memory::MemoryStore;
 pub use sql::{MysqlStore, SqlStore, SqliteStore};
@@ -160,6 +162,24 @@ pub trait Store: Send + Sync + 'static {
         session_id: &str,
         events: &[StoredEvent],
     ) -> Result<(), StoreError>;
+    /// Several sessions' events in one write where the backend gains from it (one SQL
+    /// transaction); all or nothing.
+    async fn append_event_batches(
+        &self,
+        batches: &[(String, Vec<StoredEvent>)],
+    ) -> Result<(), StoreError> {
+        for (session_id, events) in batches {
+            self.append_events(session_id, events).await?;
+        }
+        Ok(())
+    }
+
+    /// True when concurrent runs' writes should be funnelled into shared batches: a single
+    /// writer database (SQLite) or one where commits dominate the cost of a write.
+    fn coalesces_writes(&self) -> bool {
+        false
+    }
+
     /// Events with `seq > after`, in order.
     async fn events_after(
         &self,

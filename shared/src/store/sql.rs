@@ -369,6 +369,40 @@ impl Store for SqlStore {
         }
     }
 
+    async fn append_event_batches(
+        &self,
+        batches: &[(String, Vec<StoredEvent>)],
+    ) -> Result<(), StoreError> {
+        let mut rows = Vec::new();
+        for (session_id, events) in batches {
+            for stored in events {
+                rows.push((
+                    session_id.as_str(),
+                    stored.seq as i64,
+                    serde_json::to_string(&stored.event)?,
+                ));
+            }
+        }
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut insert = QueryBuilder::new("INSERT INTO events (session_id, seq, body) ");
+        insert.push_values(&rows, |mut row, (session_id, seq, body)| {
+            row.push_bind(*session_id).push_bind(*seq).push_bind(body);
+        });
+        match insert.build().execute(&self.pool).await {
+            Err(error) if is_unique_violation(&error) => Err(StoreError::SeqConflict {
+                session_id: rows[0].0.to_owned(),
+                seq: rows[0].1 as u64,
+            }),
+            other => other.map(|_| ()).map_err(StoreError::from),
+        }
+    }
+
+    fn coalesces_writes(&self) -> bool {
+        true
+    }
+
     async fn events_after(
         &self,
         session_id: &str,

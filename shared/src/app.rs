@@ -23,6 +23,8 @@ pub struct AppState {
     pub mcp_pool: Arc<McpPool>,
     /// Where runs append their events (batched across runs when the store gains from it).
     pub event_sink: EventSink,
+    /// Watches the cancel flags of this process's runs.
+    pub run_watch: Arc<crate::run::RunWatch>,
     pub mcp_policy: McpPolicy,
     /// How long a run's lock lives without a heartbeat.
     pub run_lease: Duration,
@@ -79,6 +81,7 @@ impl AppState {
         Ok(Self {
             config: Arc::new(config),
             event_sink: EventSink::new(store.clone()),
+            run_watch: crate::run::RunWatch::start(store.clone()),
             store,
             llm: Arc::new(llm),
             presets: Arc::new(presets),

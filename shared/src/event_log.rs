@@ -73,13 +73,16 @@ pub fn spawn_writer(
                     StoredEvent { seq, event }
                 })
                 .collect();
-            if let Err(error) = sink.append(&session_id, stored.clone()).await {
-                tracing::error!(%session_id, %error, "event log write failed; ending the run");
-                aborted.store(true, Ordering::Relaxed);
-                incoming.close();
-                fail_stream(&client, &session_id, seq, sent);
-                return None;
-            }
+            let stored = match sink.append(&session_id, stored).await {
+                Ok(stored) => stored,
+                Err(error) => {
+                    tracing::error!(%session_id, %error, "event log write failed; ending the run");
+                    aborted.store(true, Ordering::Relaxed);
+                    incoming.close();
+                    fail_stream(&client, &session_id, seq, sent);
+                    return None;
+                }
+            };
             sent += stored.len() as u64;
             for event in stored {
                 let _ = client.send(event);
@@ -89,10 +92,13 @@ pub fn spawn_writer(
             seq: seq + 1,
             event: Event::stream_end(&session_id, sent),
         };
-        if let Err(error) = sink.append(&session_id, vec![end.clone()]).await {
-            tracing::error!(%session_id, %error, "could not store stream_end");
+        match sink.append(&session_id, vec![end.clone()]).await {
+            Ok(mut stored) => stored.pop(),
+            Err(error) => {
+                tracing::error!(%session_id, %error, "could not store stream_end");
+                Some(end)
+            }
         }
-        Some(end)
     });
     (emitter, writer)
 }

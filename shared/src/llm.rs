@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use backon::{ExponentialBuilder, Retryable};
-use eventsource_stream::Eventsource;
 use futures_util::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use sse_stream::SseStream;
 
 use crate::event::{FunctionCall, ToolCall};
 
@@ -212,7 +212,7 @@ impl ChatModel for OpenAiCompatible {
             .when(LlmError::is_retryable)
             .notify(|error, delay| tracing::warn!(%error, ?delay, "retrying LLM request"))
             .await?;
-        let events = response.bytes_stream().eventsource();
+        let events = SseStream::from_bytes_stream(response.bytes_stream());
         let idle = self.idle_timeout;
         let stream = futures_util::stream::unfold(
             (Box::pin(events), false),
@@ -233,12 +233,14 @@ impl ChatModel for OpenAiCompatible {
                                 (events, true),
                             ));
                         }
-                        Some(Ok(event)) if event.data.trim() == "[DONE]" => return None,
-                        Some(Ok(event)) if event.data.trim().is_empty() => continue,
-                        Some(Ok(event)) => match parse_chunk(&event.data) {
-                            Ok(deltas) if deltas.is_empty() => continue,
-                            Ok(deltas) => return Some((Ok(deltas), (events, false))),
-                            Err(error) => return Some((Err(error), (events, true))),
+                        Some(Ok(event)) => match event.data.as_deref().map(str::trim) {
+                            None | Some("") => continue,
+                            Some("[DONE]") => return None,
+                            Some(data) => match parse_chunk(data) {
+                                Ok(deltas) if deltas.is_empty() => continue,
+                                Ok(deltas) => return Some((Ok(deltas), (events, false))),
+                                Err(error) => return Some((Err(error), (events, true))),
+                            },
                         },
                     }
                 }

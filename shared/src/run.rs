@@ -347,6 +347,7 @@ fn launch(
     let (client, events) = mpsc::unbounded_channel();
     let store = state.store.clone();
     let sink = state.event_sink.clone();
+    let watch = state.run_watch.clone();
     let llm = state.llm.clone();
     let pool = state.mcp_pool.clone();
     let lease = state.run_lease;
@@ -360,12 +361,12 @@ fn launch(
             client.clone(),
             cancel.clone(),
         );
-        let supervisor = tokio::spawn(supervise(
+        watch.register(&session_id, &run_id, cancel);
+        let supervisor = tokio::spawn(keep_lease(
             store.clone(),
             session_id.clone(),
             run_id.clone(),
             lease,
-            cancel,
         ));
         let fallback = emitter.clone();
         let outcome = match tokio::spawn(Agent::new(spec, llm, pool, emitter).run()).await {
@@ -387,6 +388,7 @@ fn launch(
         drop(fallback);
         let end = writer.await.ok().flatten();
         supervisor.abort();
+        watch.unregister(&session_id, &run_id);
         if let Err(error) = finish_session(store.as_ref(), &session_id, outcome).await {
             tracing::warn!(%session_id, %error, "could not update the session after its run");
         }
@@ -401,36 +403,84 @@ fn launch(
     events
 }
 
-const CANCEL_POLL: Duration = Duration::from_millis(200);
+const CANCEL_POLL: Duration = Duration::from_millis(250);
 
-/// Keeps the run's lease alive and watches the durable cancel flag, which any instance may set.
-async fn supervise(
-    store: Arc<dyn Store>,
-    session_id: String,
-    run_id: String,
-    lease: Duration,
-    cancel: CancellationToken,
-) {
-    let mut last_renewal = tokio::time::Instant::now();
-    let mut ticker = tokio::time::interval(CANCEL_POLL);
+/// Watches the durable cancel flags of every run in this process with one store read per tick,
+/// whatever the number of runs; any instance may set a flag.
+pub struct RunWatch {
+    runs: std::sync::Mutex<std::collections::HashMap<String, (String, CancellationToken)>>,
+}
+
+impl RunWatch {
+    /// Must be called inside a tokio runtime.
+    pub fn start(store: Arc<dyn Store>) -> Arc<Self> {
+        let watch = Arc::new(Self {
+            runs: Default::default(),
+        });
+        let weak = Arc::downgrade(&watch);
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(CANCEL_POLL);
+            loop {
+                ticker.tick().await;
+                let Some(watch) = weak.upgrade() else { return };
+                let sessions: Vec<String> = watch.lock().keys().cloned().collect();
+                if sessions.is_empty() {
+                    continue;
+                }
+                match store.cancel_requests(&sessions).await {
+                    Ok(flagged) => {
+                        let runs = watch.lock();
+                        for (session_id, run_id) in flagged {
+                            if let Some((current, token)) = runs.get(&session_id)
+                                && *current == run_id
+                            {
+                                tracing::info!(%session_id, "run interrupted");
+                                token.cancel();
+                            }
+                        }
+                    }
+                    Err(error) => tracing::warn!(%error, "cancel flag check failed"),
+                }
+            }
+        });
+        watch
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (String, CancellationToken)>>
+    {
+        self.runs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn register(&self, session_id: &str, run_id: &str, token: CancellationToken) {
+        self.lock()
+            .insert(session_id.to_owned(), (run_id.to_owned(), token));
+    }
+
+    fn unregister(&self, session_id: &str, run_id: &str) {
+        let mut runs = self.lock();
+        if runs
+            .get(session_id)
+            .is_some_and(|(current, _)| current == run_id)
+        {
+            runs.remove(session_id);
+        }
+    }
+}
+
+/// Keeps the run's lease alive while it runs.
+async fn keep_lease(store: Arc<dyn Store>, session_id: String, run_id: String, lease: Duration) {
+    let mut ticker = tokio::time::interval(lease / 3);
+    ticker.tick().await;
     loop {
         ticker.tick().await;
-        if last_renewal.elapsed() >= lease / 3 {
-            last_renewal = tokio::time::Instant::now();
-            match store.renew_run_lock(&session_id, &run_id, lease).await {
-                Ok(true) => {}
-                Ok(false) => tracing::warn!(%session_id, "run lock was taken over"),
-                Err(error) => tracing::warn!(%session_id, %error, "run lock renewal failed"),
-            }
-        }
-        match store.run_lock(&session_id).await {
-            Ok(Some(lock)) if lock.run_id == run_id && lock.cancel_requested => {
-                tracing::info!(%session_id, "run interrupted");
-                cancel.cancel();
-                return;
-            }
-            Ok(_) => {}
-            Err(error) => tracing::warn!(%session_id, %error, "cancel flag check failed"),
+        match store.renew_run_lock(&session_id, &run_id, lease).await {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(%session_id, "run lock was taken over"),
+            Err(error) => tracing::warn!(%session_id, %error, "run lock renewal failed"),
         }
     }
 }

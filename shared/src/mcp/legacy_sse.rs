@@ -5,12 +5,12 @@
 use std::future::Future;
 use std::time::Duration;
 
-use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
 use reqwest::header::{ACCEPT, HeaderValue};
 use rmcp::RoleClient;
 use rmcp::service::{RxJsonRpcMessage, TxJsonRpcMessage};
 use rmcp::transport::Transport;
+use sse_stream::SseStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -59,12 +59,12 @@ impl LegacySseTransport {
         if !response.status().is_success() {
             return Err(LegacySseError::Status(response.status()));
         }
-        let mut events = Box::pin(response.bytes_stream().eventsource());
+        let mut events = Box::pin(SseStream::from_bytes_stream(response.bytes_stream()));
         let endpoint = tokio::time::timeout(timeout, async {
             loop {
                 match events.next().await {
-                    Some(Ok(event)) if event.event == "endpoint" => {
-                        let data = event.data.trim();
+                    Some(Ok(event)) if event.event.as_deref() == Some("endpoint") => {
+                        let data = event.data.as_deref().unwrap_or_default().trim();
                         return base
                             .join(data)
                             .map_err(|_| LegacySseError::BadEndpoint(data.to_owned()));
@@ -81,10 +81,11 @@ impl LegacySseTransport {
         let (sender, incoming) = mpsc::channel(64);
         let reader = tokio::spawn(async move {
             while let Some(Ok(event)) = events.next().await {
-                if !(event.event.is_empty() || event.event == "message") {
+                if !matches!(event.event.as_deref(), None | Some("") | Some("message")) {
                     continue;
                 }
-                match serde_json::from_str(&event.data) {
+                let Some(data) = event.data else { continue };
+                match serde_json::from_str(&data) {
                     Ok(message) => {
                         if sender.send(message).await.is_err() {
                             break;

@@ -10,10 +10,12 @@ use crate::event::StoredEvent;
 
 const MAX_REQUESTS_PER_WRITE: usize = 256;
 
+type Done = oneshot::Sender<Result<Vec<StoredEvent>, StoreError>>;
+
 struct Append {
     session_id: String,
     events: Vec<StoredEvent>,
-    done: oneshot::Sender<Result<(), StoreError>>,
+    done: Done,
 }
 
 /// Where runs append their events: straight to the store, or through the shared batcher when
@@ -35,13 +37,15 @@ impl EventSink {
         Self { store, batcher }
     }
 
+    /// Stores the events and hands them back.
     pub async fn append(
         &self,
         session_id: &str,
         events: Vec<StoredEvent>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<StoredEvent>, StoreError> {
         let Some(batcher) = &self.batcher else {
-            return self.store.append_events(session_id, &events).await;
+            self.store.append_events(session_id, &events).await?;
+            return Ok(events);
         };
         let (done, result) = oneshot::channel();
         let request = Append {
@@ -51,10 +55,10 @@ impl EventSink {
         };
         if let Err(unsent) = batcher.send(request) {
             let request = unsent.0;
-            return self
-                .store
+            self.store
                 .append_events(&request.session_id, &request.events)
-                .await;
+                .await?;
+            return Ok(request.events);
         }
         result
             .await
@@ -69,32 +73,29 @@ async fn run_batcher(store: Arc<dyn Store>, mut requests: mpsc::UnboundedReceive
         .await
         > 0
     {
-        let batch: Vec<Append> = std::mem::take(&mut pending);
-        if batch.len() == 1 {
-            let request = batch.into_iter().next().expect("one request");
-            let result = store
-                .append_events(&request.session_id, &request.events)
-                .await;
-            let _ = request.done.send(result);
-            continue;
-        }
-        let batches: Vec<(String, Vec<StoredEvent>)> = batch
-            .iter()
-            .map(|request| (request.session_id.clone(), request.events.clone()))
-            .collect();
-        match store.append_event_batches(&batches).await {
+        let (batches, senders): (Vec<(String, Vec<StoredEvent>)>, Vec<Done>) = pending
+            .drain(..)
+            .map(|request| ((request.session_id, request.events), request.done))
+            .unzip();
+        let written = if batches.len() == 1 {
+            store.append_events(&batches[0].0, &batches[0].1).await
+        } else {
+            store.append_event_batches(&batches).await
+        };
+        match written {
             Ok(()) => {
-                for request in batch {
-                    let _ = request.done.send(Ok(()));
+                for ((_, events), done) in batches.into_iter().zip(senders) {
+                    let _ = done.send(Ok(events));
                 }
+            }
+            Err(error) if batches.len() == 1 => {
+                let _ = senders.into_iter().next().map(|done| done.send(Err(error)));
             }
             // One bad batch must not fail the others: write them one by one to find it.
             Err(_) => {
-                for request in batch {
-                    let result = store
-                        .append_events(&request.session_id, &request.events)
-                        .await;
-                    let _ = request.done.send(result);
+                for ((session_id, events), done) in batches.into_iter().zip(senders) {
+                    let result = store.append_events(&session_id, &events).await;
+                    let _ = done.send(result.map(|()| events));
                 }
             }
         }

@@ -207,6 +207,22 @@ pub trait Store: Send + Sync + 'static {
     /// Sets the durable cancel flag on the session's live run; false when none runs.
     async fn request_cancel(&self, session_id: &str) -> Result<bool, StoreError>;
 
+    /// Of the given sessions, those whose live run has its cancel flag set, with that run's id.
+    async fn cancel_requests(
+        &self,
+        session_ids: &[String],
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let mut flagged = Vec::new();
+        for session_id in session_ids {
+            if let Some(lock) = self.run_lock(session_id).await?
+                && lock.cancel_requested
+            {
+                flagged.push((session_id.clone(), lock.run_id));
+            }
+        }
+        Ok(flagged)
+    }
+
     /// Binds the key unless it is bound already; returns the existing binding when it is.
     async fn claim_idempotency_key(
         &self,

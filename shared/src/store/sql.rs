@@ -516,6 +516,25 @@ impl Store for SqlStore {
             .is_some_and(|lock| lock.is_live() && lock.cancel_requested))
     }
 
+    async fn cancel_requests(
+        &self,
+        session_ids: &[String],
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        // One read for every run of this process: only flagged locks come back.
+        let rows =
+            sqlx::query("SELECT session_id, run_id FROM run_locks WHERE cancel_requested = 1")
+                .fetch_all(&self.pool)
+                .await?;
+        let mut flagged = Vec::new();
+        for row in rows {
+            let session_id: String = row.try_get("session_id")?;
+            if session_ids.contains(&session_id) {
+                flagged.push((session_id, row.try_get("run_id")?));
+            }
+        }
+        Ok(flagged)
+    }
+
     async fn claim_idempotency_key(
         &self,
         record: &IdempotencyRecord,

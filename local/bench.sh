@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# Reruns every benchmark of BENCHMARKS.md on this machine and prints the results tables.
+# Release builds; the scripted model (sage-mock-llm) stands in for the LLM. Raw JSON results
+# land in target/bench/. Needs MariaDB on 127.0.0.1:3306 and moto (bash tests/run.sh sets both up).
+# QUICK=1 runs a shorter version (fewer requests, 1,000 streams at most).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+OUT=$ROOT/target/bench
+BIN=$ROOT/target/release
+mkdir -p "$OUT"
+QUICK=${QUICK:-0}
+ulimit -n "$(ulimit -Hn)" || true
+
+cargo build --release -p sage-local -p sage-mock-llm -p sage-load \
+  -p sage-stream -p sage-health -p sage-mcp-admin -p sage-session
+
+PIDS=()
+cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
+log() { printf '\n==> %s\n' "$*" >&2; }
+
+# start_pair DELAY_MS: the scripted model and a fresh sage-local (SQLite store) using it.
+start_pair() {
+  MOCK_PORT=$(free_port); SHIM_PORT=$(free_port)
+  DATA=$(mktemp -d)
+  "$BIN/sage-mock-llm" --port "$MOCK_PORT" --token-delay-ms "$1" >/dev/null 2>&1 &
+  MOCK_PID=$!; PIDS+=("$MOCK_PID")
+  "$BIN/sage-local" --host 127.0.0.1 --port "$SHIM_PORT" --db_type file --db_path "$DATA" \
+    --workspace "$DATA/ws" --default_llm_api_key bench \
+    --default_llm_api_base_url "http://127.0.0.1:$MOCK_PORT/v1" >"$OUT/shim.log" 2>&1 &
+  SHIM_PID=$!; PIDS+=("$SHIM_PID")
+  wait_port "$MOCK_PORT"; wait_port "$SHIM_PORT"
+}
+stop_pair() { kill "$MOCK_PID" "$SHIM_PID" 2>/dev/null || true; wait "$MOCK_PID" "$SHIM_PID" 2>/dev/null || true; }
+
+# 1. Server overhead: the same client straight from the model, then through /api/stream.
+#    Paced like a model (50 ms per token, 40 tokens: 20 tokens/s per stream).
+if [ "$QUICK" = 1 ]; then LEVELS="1 100 1000"; else LEVELS="1 100 1000 5000"; fi
+for c in $LEVELS; do
+  n=$((c * 2)); [ "$n" -lt 10 ] && n=10
+  ramp=$(python3 -c "print(min(4.0, $c / 1000))")
+  log "overhead at $c concurrent streams ($n requests)"
+  start_pair 50
+  "$BIN/sage-load" stream --target llm --url "http://127.0.0.1:$MOCK_PORT" -c "$c" -n "$n" \
+    --message words:40 --ramp-s "$ramp" --timeout-s 300 --json >"$OUT/overhead-direct-$c.json"
+  "$BIN/sage-load" stream --url "http://127.0.0.1:$SHIM_PORT" -c "$c" -n "$n" --message words:40 \
+    --ramp-s "$ramp" --timeout-s 300 --server-pid "$SHIM_PID" --json >"$OUT/overhead-server-$c.json"
+  stop_pair
+done
+
+# 2. Throughput and server CPU per 1,000 events: an unpaced model, 100 streams.
+log "throughput with an unpaced model"
+start_pair 0
+"$BIN/sage-load" stream --target llm --url "http://127.0.0.1:$MOCK_PORT" -c 100 -n 2000 \
+  --message words:40 --json >"$OUT/throughput-direct.json"
+"$BIN/sage-load" stream --url "http://127.0.0.1:$SHIM_PORT" -c 100 -n 2000 --message words:40 \
+  --server-pid "$SHIM_PID" --json >"$OUT/throughput-server.json"
+stop_pair
+
+# 3. Open streams and memory: streams held open (a token a second), server RSS sampled.
+if [ "$QUICK" = 1 ]; then HOLDS="1000"; else HOLDS="1000 5000 9000"; fi
+for c in $HOLDS; do
+  log "holding $c open streams"
+  start_pair 1000
+  sleep 1
+  "$BIN/sage-load" hold --url "http://127.0.0.1:$SHIM_PORT" -c "$c" --seconds 15 \
+    --ramp-s "$(python3 -c "print(max(1.0, $c / 1000))")" --message words:600 \
+    --server-pid "$SHIM_PID" --json >"$OUT/hold-$c.jsonl"
+  stop_pair
+done
+
+# 4. Cold start: each function binary under our Runtime API emulator, and sage-local.
+log "cold starts"
+MOCK_PORT=$(free_port)
+"$BIN/sage-mock-llm" --port "$MOCK_PORT" >/dev/null 2>&1 &
+PIDS+=("$!"); wait_port "$MOCK_PORT"
+COMMON_ENV=(--env SAGE_DB_TYPE=memory --env SAGE_DEFAULT_LLM_API_KEY=bench
+  --env "SAGE_DEFAULT_LLM_API_BASE_URL=http://127.0.0.1:$MOCK_PORT/v1"
+  --env SAGE_PRESET_RUNNING_CONFIG_PATH=/nonexistent --env SAGE_MCP_CONFIG_PATH=/nonexistent)
+for pair in stream:function-url-stream health:function-url-health \
+            mcp-admin:function-url-mcp-list session:function-url-conversations; do
+  fn=${pair%%:*}; event=${pair#*:}
+  "$BIN/sage-load" cold-start --bootstrap "$BIN/sage-$fn" --event "tests/fixtures/$event.json" \
+    --runs 10 "${COMMON_ENV[@]}" --json >"$OUT/cold-$fn.json"
+done
+python3 - "$BIN/sage-local" "$OUT/cold-local.json" <<'EOF'
+import json, socket, subprocess, sys, tempfile, time
+binary, out = sys.argv[1], sys.argv[2]
+times = []
+for _ in range(10):
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
+    data = tempfile.mkdtemp()
+    start = time.perf_counter()
+    proc = subprocess.Popen([binary, "--host", "127.0.0.1", "--port", str(port), "--db_path", data,
+                             "--default_llm_api_key", "k"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while True:
+        try:
+            c = socket.create_connection(("127.0.0.1", port), 0.05)
+            c.sendall(b"GET /api/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            if c.recv(12).startswith(b"HTTP/1.1 200"):
+                break
+        except OSError:
+            time.sleep(0.001)
+    times.append((time.perf_counter() - start) * 1000)
+    proc.kill(); proc.wait()
+times.sort()
+json.dump({"first_response_ms": {"min": times[0], "median": times[len(times) // 2], "max": times[-1]}}, open(out, "w"))
+EOF
+
+# 5. Store cost per event, per backend and batch size.
+log "store cost"
+MOTO=${SAGE_TEST_DYNAMODB_ENDPOINT:-}
+if [ -z "$MOTO" ]; then
+  MOTO_PORT=$(free_port); "$ROOT/.venv/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" >/dev/null 2>&1 &
+  PIDS+=("$!"); wait_port "$MOTO_PORT"; MOTO=http://127.0.0.1:$MOTO_PORT
+fi
+MARIADB_PID=$(pgrep -o mariadbd || true)
+for backend in sqlite mysql dynamodb; do
+  for batch in 1 64; do
+    events=5000; [ "$backend" = dynamodb ] && events=640
+    extra=(); [ "$backend" = mysql ] && [ -n "$MARIADB_PID" ] && extra=(--server-pid "$MARIADB_PID")
+    "$BIN/sage-load" store --backend "$backend" --events "$events" --batch "$batch" \
+      --dynamodb-endpoint "$MOTO" "${extra[@]}" --json >"$OUT/store-$backend-$batch.json"
+  done
+done
+
+ls -l "$BIN"/sage-{stream,health,mcp-admin,session,local} | awk '{print $5, $9}' >"$OUT/sizes.txt"
+python3 "$ROOT/local/bench_report.py" "$OUT"

@@ -2,7 +2,8 @@
 # Reruns every benchmark of BENCHMARKS.md on this machine and prints the results tables.
 # Release builds; the scripted model (sage-mock-llm) stands in for the LLM. Raw JSON results
 # land in target/bench/. Needs MariaDB on 127.0.0.1:3306 and moto (bash tests/run.sh sets both up).
-# QUICK=1 runs a shorter version (fewer requests, 1,000 streams at most).
+# QUICK=1 runs a shorter version (fewer requests, 1,000 streams at most); SKIP_BUILD=1 uses the
+# release binaries already built.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -12,8 +13,10 @@ mkdir -p "$OUT"
 QUICK=${QUICK:-0}
 ulimit -n "$(ulimit -Hn)" || true
 
-cargo build --release -p sage-local -p sage-mock-llm -p sage-load \
-  -p sage-stream -p sage-health -p sage-mcp-admin -p sage-session
+if [ "${SKIP_BUILD:-0}" != 1 ]; then
+  cargo build --release -p sage-local -p sage-mock-llm -p sage-load \
+    -p sage-stream -p sage-health -p sage-mcp-admin -p sage-session
+fi
 
 PIDS=()
 cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; }
@@ -66,7 +69,7 @@ for c in $HOLDS; do
   log "holding $c open streams"
   start_pair 1000
   sleep 1
-  "$BIN/sage-load" hold --url "http://127.0.0.1:$SHIM_PORT" -c "$c" --seconds 15 \
+  "$BIN/sage-load" hold --url "http://127.0.0.1:$SHIM_PORT" -c "$c" --seconds 30 \
     --ramp-s "$(python3 -c "print(max(1.0, $c / 1000))")" --message words:600 \
     --server-pid "$SHIM_PID" --json >"$OUT/hold-$c.jsonl"
   stop_pair

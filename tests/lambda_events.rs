@@ -7,30 +7,13 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::CommandFactory;
-use futures_util::StreamExt;
 use sage_core::Config;
 use sage_e2e::*;
 use sage_mock_llm::MockOptions;
 use serde_json::Value;
-
-fn cargo_lambda() -> PathBuf {
-    let venv = workspace_root().join(".venv/bin/cargo-lambda");
-    if venv.exists() {
-        return venv;
-    }
-    let on_path = Command::new("cargo-lambda")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status();
-    assert!(
-        on_path.is_ok_and(|status| status.success()),
-        "cargo-lambda is missing; run `bash tests/run.sh`, which installs it"
-    );
-    PathBuf::from("cargo-lambda")
-}
 
 fn fixture(name: &str) -> PathBuf {
     let path = workspace_root().join("tests/fixtures").join(name);
@@ -247,38 +230,11 @@ async fn stream_answers_the_function_url_event_incrementally() {
         "streaming",
         "the function answers with lambda_http's streaming runner"
     );
-    let started = Instant::now();
-    let mut arrivals: Vec<(Duration, Value)> = Vec::new();
-    let mut buffer = String::new();
-    let mut body = response.bytes_stream();
-    while let Some(chunk) = body.next().await {
-        buffer.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
-        while let Some(newline) = buffer.find('\n') {
-            let line: String = buffer.drain(..=newline).collect();
-            if !line.trim().is_empty() {
-                arrivals.push((
-                    started.elapsed(),
-                    serde_json::from_str(line.trim()).unwrap(),
-                ));
-            }
-        }
-    }
+    let arrivals = read_arrivals(response).await;
     let events: Vec<Value> = arrivals.iter().map(|(_, event)| event.clone()).collect();
     assert_tail(&events, &session_of(&events));
     assert_eq!(answer_text(&events), "tok0 tok1 tok2 tok3 ");
-    let end = arrivals.last().unwrap().0;
-    let early = arrivals
-        .iter()
-        .filter(|(at, _)| end - *at >= delay * 2)
-        .count();
-    assert!(
-        early >= 2,
-        "at least two events arrive well before the run ends: {:?}",
-        arrivals
-            .iter()
-            .map(|(at, e)| (at.as_millis(), e["type"].clone()))
-            .collect::<Vec<_>>()
-    );
+    assert_incremental(&arrivals, delay * 2);
 }
 
 /// The template function whose build produces `binary`, with Globals applied for one property.

@@ -1,29 +1,11 @@
 //! `sage-stream` under cargo-lambda's emulator, called at its Function URL path.
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use futures_util::StreamExt;
 use sage_e2e::*;
 use sage_mock_llm::MockOptions;
 use serde_json::Value;
-
-fn cargo_lambda() -> PathBuf {
-    let venv = workspace_root().join(".venv/bin/cargo-lambda");
-    if venv.exists() {
-        return venv;
-    }
-    let on_path = Command::new("cargo-lambda")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status();
-    assert!(
-        on_path.is_ok_and(|status| status.success()),
-        "cargo-lambda is missing; run `bash tests/run.sh`, which installs it"
-    );
-    PathBuf::from("cargo-lambda")
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sage_stream_streams_events_incrementally_through_the_emulator() {
@@ -71,34 +53,9 @@ async fn sage_stream_streams_events_incrementally_through_the_emulator() {
         .unwrap();
     assert_eq!(response.status(), 200);
 
-    let started = Instant::now();
-    let mut arrivals: Vec<(Duration, Value)> = Vec::new();
-    let mut buffer = String::new();
-    let mut body = response.bytes_stream();
-    while let Some(chunk) = body.next().await {
-        buffer.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
-        while let Some(newline) = buffer.find('\n') {
-            let line: String = buffer.drain(..=newline).collect();
-            arrivals.push((
-                started.elapsed(),
-                serde_json::from_str(line.trim()).unwrap(),
-            ));
-        }
-    }
+    let arrivals = read_arrivals(response).await;
     let events: Vec<Value> = arrivals.iter().map(|(_, event)| event.clone()).collect();
     assert_tail(&events, &session_of(&events));
     assert_eq!(answer_text(&events), "tok0 tok1 tok2 tok3 tok4 tok5 ");
-    let end = arrivals.last().unwrap().0;
-    let early = arrivals
-        .iter()
-        .filter(|(at, _)| end - *at >= delay * 2)
-        .count();
-    assert!(
-        early >= 2,
-        "at least two events arrive well before the run ends: {:?}",
-        arrivals
-            .iter()
-            .map(|(at, e)| (at.as_millis(), e["type"].clone()))
-            .collect::<Vec<_>>()
-    );
+    assert_incremental(&arrivals, delay * 2);
 }

@@ -611,3 +611,56 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// cargo-lambda, from the test venv or the PATH (`tests/run.sh` installs it).
+pub fn cargo_lambda() -> PathBuf {
+    let venv = workspace_root().join(".venv/bin/cargo-lambda");
+    if venv.exists() {
+        return venv;
+    }
+    let on_path = std::process::Command::new("cargo-lambda")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status();
+    assert!(
+        on_path.is_ok_and(|status| status.success()),
+        "cargo-lambda is missing; run `bash tests/run.sh`, which installs it"
+    );
+    PathBuf::from("cargo-lambda")
+}
+
+/// Reads an NDJSON body to its end, noting when each event arrived.
+pub async fn read_arrivals(response: reqwest::Response) -> Vec<(Duration, Value)> {
+    let started = std::time::Instant::now();
+    let mut arrivals = Vec::new();
+    let mut buffer = String::new();
+    let mut body = response.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        buffer.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+        while let Some(newline) = buffer.find('\n') {
+            let line: String = buffer.drain(..=newline).collect();
+            if !line.trim().is_empty() {
+                arrivals.push((
+                    started.elapsed(),
+                    serde_json::from_str(line.trim()).unwrap(),
+                ));
+            }
+        }
+    }
+    arrivals
+}
+
+/// Asserts that at least two events arrived `gap` or more before the last one: the stream was
+/// delivered as it was produced, not buffered to the end.
+pub fn assert_incremental(arrivals: &[(Duration, Value)], gap: Duration) {
+    let end = arrivals.last().expect("some events").0;
+    let early = arrivals.iter().filter(|(at, _)| end - *at >= gap).count();
+    assert!(
+        early >= 2,
+        "at least two events arrive well before the run ends: {:?}",
+        arrivals
+            .iter()
+            .map(|(at, e)| (at.as_millis(), e["type"].clone()))
+            .collect::<Vec<_>>()
+    );
+}

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, DeleteRequest, GlobalSecondaryIndex,
     KeySchemaElement, KeyType, Projection, ProjectionType, Put, ScalarAttributeType,
@@ -51,6 +51,24 @@ where
     R: std::fmt::Debug,
 {
     StoreError::Dynamo(DisplayErrorContext(error).to_string())
+}
+
+/// `Ok(true)` when a conditional write happened, `Ok(false)` when its condition failed.
+fn conditional<O, E, R>(result: Result<O, SdkError<E, R>>) -> Result<bool, StoreError>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match result {
+        Ok(_) => Ok(true),
+        Err(error)
+            if error.as_service_error().and_then(|e| e.code())
+                == Some("ConditionalCheckFailedException") =>
+        {
+            Ok(false)
+        }
+        Err(error) => Err(dynamo_error(error)),
+    }
 }
 
 fn text(item: &Item, name: &str) -> Result<String, StoreError> {
@@ -332,17 +350,7 @@ impl DynamoStore {
             .condition_expression("attribute_not_exists(pk)")
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(error)
-                if error
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(error) => Err(dynamo_error(error)),
-        }
+        conditional(result)
     }
 
     async fn put(&self, item: Item) -> Result<(), StoreError> {
@@ -387,16 +395,7 @@ impl Store for DynamoStore {
             .condition_expression("attribute_exists(pk)")
             .send()
             .await;
-        match result {
-            Err(error)
-                if !error
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Err(dynamo_error(error))
-            }
-            _ => Ok(()),
-        }
+        conditional(result).map(|_| ())
     }
 
     async fn user_sessions(&self, user_id: &str) -> Result<Vec<SessionRecord>, StoreError> {
@@ -569,17 +568,7 @@ impl Store for DynamoStore {
             .expression_attribute_values(":now", n(now_secs()))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(error)
-                if error
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(error) => Err(dynamo_error(error)),
-        }
+        conditional(result)
     }
 
     async fn renew_run_lock(
@@ -602,17 +591,7 @@ impl Store for DynamoStore {
             .expression_attribute_values(":me", s(run_id))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(error)
-                if error
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(error) => Err(dynamo_error(error)),
-        }
+        conditional(result)
     }
 
     async fn release_run_lock(&self, session_id: &str, run_id: &str) -> Result<(), StoreError> {
@@ -625,16 +604,7 @@ impl Store for DynamoStore {
             .expression_attribute_values(":me", s(run_id))
             .send()
             .await;
-        match result {
-            Err(error)
-                if !error
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Err(dynamo_error(error))
-            }
-            _ => Ok(()),
-        }
+        conditional(result).map(|_| ())
     }
 
     async fn run_lock(&self, session_id: &str) -> Result<Option<RunLock>, StoreError> {
@@ -663,17 +633,7 @@ impl Store for DynamoStore {
             .expression_attribute_values(":now", n(now_secs()))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(error)
-                if error
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(error) => Err(dynamo_error(error)),
-        }
+        conditional(result)
     }
 
     async fn claim_idempotency_key(

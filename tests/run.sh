@@ -109,6 +109,9 @@ moto_server
 log "building every binary (the tests start sage-local and sage-stream as processes)"
 cargo build --workspace --bins
 
+log "cargo lambda build --release: each function's bootstrap (tests/lambda_build.rs checks them)"
+cargo lambda build --release -p sage-stream -p sage-health -p sage-mcp-admin -p sage-session
+
 log "running the test suite"
 export CI=${CI:-false}
 cargo nextest run --workspace --no-fail-fast "$@"

@@ -34,6 +34,7 @@ const EVERY_FLAG: &[(&str, Option<&str>)] = &[
     ("--mcp_allow_stdio", None),
     ("--mcp_allow_link_local", Some("false")),
     ("--run_lease_seconds", Some("12.5")),
+    ("--sse_ping_seconds", Some("20")),
     ("--default_llm_api_key_parameter", Some("/sage/llm-key")),
     ("--context_history_ratio", Some("0.1")),
     ("--context_active_ratio", Some("0.4")),

@@ -226,3 +226,29 @@ async fn system_prefix_and_context_reach_the_model() {
     assert_eq!(request["stream"], true);
     assert_eq!(request["stream_options"]["include_usage"], true);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_quiet_sse_stream_sends_ping_comments() {
+    let env = TestEnv::with(
+        sage_mock_llm::MockOptions {
+            token_delay: Duration::from_millis(1500),
+            ..Default::default()
+        },
+        &["--sse_ping_seconds", "0.5"],
+    )
+    .await;
+    let response = reqwest::Client::new()
+        .post(env.stream_url())
+        .header("accept", "text/event-stream")
+        .json(&user_message("words:2"))
+        .send()
+        .await
+        .unwrap();
+    let body = response.text().await.unwrap();
+    assert!(
+        body.contains("\n: ping\n") || body.starts_with(": ping\n"),
+        "{body}"
+    );
+    let frames = body.split("\n\n").filter(|f| f.contains("data:")).count();
+    assert!(frames >= 4, "the events still arrive: {body}");
+}

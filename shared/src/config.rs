@@ -173,6 +173,10 @@ pub struct Config {
     pub mysql_password: String,
     #[arg(long, env = "SAGE_MYSQL_DATABASE", default_value = "sage")]
     pub mysql_database: String,
+    /// Seconds between SSE `: ping` comments while a run is quiet (API Gateway REST drops a
+    /// stream idle for 5 minutes, 30 s on edge endpoints).
+    #[arg(long, env = "SAGE_SSE_PING_SECONDS", default_value_t = 15.0, value_parser = positive_seconds)]
+    pub sse_ping_seconds: f64,
     /// Seconds a run's lock lives without a heartbeat: how long a crashed run blocks its session.
     #[arg(long, env = "SAGE_RUN_LEASE_SECONDS", default_value_t = 30.0, value_parser = positive_seconds)]
     pub run_lease_seconds: f64,

@@ -23,8 +23,6 @@ use crate::request::{StreamRequest, ValidQuery, parse_json};
 use crate::run::{DEFAULT_USER, Idempotency, start_run};
 use crate::sessions::owned_session;
 
-const PING_INTERVAL: Duration = Duration::from_secs(15);
-
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
 /// Response header with the sequence number of the run's first event: an NDJSON client adds the
@@ -70,7 +68,7 @@ async fn stream(
     let idempotency = idempotency(&headers, &body)?;
     let run = start_run(&state, request, idempotency).await?;
     let mut response = if wants_sse(&headers) {
-        sse_response(run.events)
+        sse_response(run.events, ping_interval(&state))
     } else {
         ndjson_response(run.events)
     };
@@ -110,7 +108,7 @@ async fn resume(
     let after = params.last_index.or(last_event_id).unwrap_or(0);
     let events = follow(state.store.clone(), session_id, after);
     Ok(if wants_sse(&headers) {
-        sse_response(events)
+        sse_response(events, ping_interval(&state))
     } else {
         ndjson_response(events)
     })
@@ -145,7 +143,14 @@ pub fn ndjson_response(events: tokio::sync::mpsc::UnboundedReceiver<StoredEvent>
 }
 
 /// `id: <seq>`, `event: <type>`, `data: <json>`, and `: ping` while the run is quiet.
-pub fn sse_response(events: tokio::sync::mpsc::UnboundedReceiver<StoredEvent>) -> Response {
+fn ping_interval(state: &AppState) -> Duration {
+    Duration::from_secs_f64(state.config.sse_ping_seconds)
+}
+
+pub fn sse_response(
+    events: tokio::sync::mpsc::UnboundedReceiver<StoredEvent>,
+    ping: Duration,
+) -> Response {
     let frames = UnboundedReceiverStream::new(events).map(|stored| {
         let kind = serde_json::to_value(stored.event.kind)
             .ok()
@@ -158,7 +163,7 @@ pub fn sse_response(events: tokio::sync::mpsc::UnboundedReceiver<StoredEvent>) -
                 .data(to_json(&stored)),
         )
     });
-    let sse = Sse::new(frames).keep_alive(KeepAlive::new().interval(PING_INTERVAL).text("ping"));
+    let sse = Sse::new(frames).keep_alive(KeepAlive::new().interval(ping).text("ping"));
     (
         [
             (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),

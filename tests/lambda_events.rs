@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use clap::CommandFactory;
@@ -71,23 +71,7 @@ impl Emulator {
         ];
         env_vars.extend(template_runtime_vars());
         env_vars.extend_from_slice(extra_env);
-        let mut command = Command::new(cargo_lambda());
-        command
-            .args(["lambda", "watch", "--ignore-changes", "--quiet"])
-            .args([
-                "--invoke-address",
-                "127.0.0.1",
-                "--invoke-port",
-                &port.to_string(),
-            ])
-            .current_dir(workspace_root())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        for var in &env_vars {
-            command.args(["--env-var", var]);
-        }
-        let child = ChildGuard(command.spawn().expect("cargo lambda watch starts"));
-        wait_for_port(port, Duration::from_secs(120)).await;
+        let child = start_cargo_lambda_watch(&workspace_root(), port, &env_vars).await;
         Self {
             port,
             _dir: dir,

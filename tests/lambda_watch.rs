@@ -1,6 +1,5 @@
 //! `sage-stream` under cargo-lambda's emulator, called at its Function URL path.
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use sage_e2e::*;
@@ -24,23 +23,8 @@ async fn sage_stream_streams_events_incrementally_through_the_emulator() {
         format!("SAGE_DB_PATH={}", dir.path().display()),
         "SAGE_PRESET_RUNNING_CONFIG_PATH=/nonexistent.json".to_owned(),
     ];
-    let mut command = Command::new(cargo_lambda());
-    command
-        .args(["lambda", "watch", "--ignore-changes", "--quiet"])
-        .args([
-            "--invoke-address",
-            "127.0.0.1",
-            "--invoke-port",
-            &port.to_string(),
-        ])
-        .current_dir(workspace_root().join("functions/stream"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    for var in &env_vars {
-        command.args(["--env-var", var]);
-    }
-    let _emulator = ChildGuard(command.spawn().expect("cargo lambda watch starts"));
-    wait_for_port(port, Duration::from_secs(120)).await;
+    let _emulator =
+        start_cargo_lambda_watch(&workspace_root().join("functions/stream"), port, &env_vars).await;
 
     let url = format!("http://127.0.0.1:{port}/lambda-url/sage-stream/api/stream");
     let client = reqwest::Client::new();

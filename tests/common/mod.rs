@@ -664,3 +664,26 @@ pub fn assert_incremental(arrivals: &[(Duration, Value)], gap: Duration) {
             .collect::<Vec<_>>()
     );
 }
+
+/// `cargo lambda watch` on 127.0.0.1:`port`, run from `dir`, with `--env-var`s; waits until it
+/// listens. Killed on drop.
+pub async fn start_cargo_lambda_watch(dir: &Path, port: u16, env_vars: &[String]) -> ChildGuard {
+    let mut command = std::process::Command::new(cargo_lambda());
+    command
+        .args(["lambda", "watch", "--ignore-changes", "--quiet"])
+        .args([
+            "--invoke-address",
+            "127.0.0.1",
+            "--invoke-port",
+            &port.to_string(),
+        ])
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for var in env_vars {
+        command.args(["--env-var", var]);
+    }
+    let child = ChildGuard(command.spawn().expect("cargo lambda watch starts"));
+    wait_for_port(port, Duration::from_secs(120)).await;
+    child
+}

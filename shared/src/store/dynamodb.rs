@@ -340,17 +340,22 @@ impl DynamoStore {
             .map_err(dynamo_error)
     }
 
-    async fn put_if_absent(&self, item: Item) -> Result<bool, StoreError> {
+    /// Puts the item when `condition` holds; false when it did not.
+    async fn put_when(&self, item: Item, condition: &str) -> Result<bool, StoreError> {
         check_size(&item)?;
         let result = self
             .client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
+            .condition_expression(condition)
             .send()
             .await;
         conditional(result)
+    }
+
+    async fn put_if_absent(&self, item: Item) -> Result<bool, StoreError> {
+        self.put_when(item, "attribute_not_exists(pk)").await
     }
 
     async fn put(&self, item: Item) -> Result<(), StoreError> {
@@ -385,17 +390,9 @@ impl Store for DynamoStore {
     }
 
     async fn update_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
-        let item = session_item(session);
-        check_size(&item)?;
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_exists(pk)")
-            .send()
-            .await;
-        conditional(result).map(|_| ())
+        self.put_when(session_item(session), "attribute_exists(pk)")
+            .await
+            .map(|_| ())
     }
 
     async fn user_sessions(&self, user_id: &str) -> Result<Vec<SessionRecord>, StoreError> {

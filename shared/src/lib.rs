@@ -1,27 +1,27 @@
 //! `sage-core`: every behaviour of Sage Functions. The function binaries and the local shim only
-//! build an [`AppState`] and serve one of the routers below.
+//! build an [`App`] and serve one of the routers below.
+//!
+//! Floors, each importing only from the ones before it: `util`, `wire` → `config` → `store` →
+//! `llm`, `tools` → `context` → `agent` → `domain` → `http` → `app`.
 
+#[cfg(feature = "mcp")]
 pub mod agent;
-pub mod app;
+mod app;
 pub mod config;
-pub mod error;
-pub mod event;
-pub mod event_log;
-pub mod follow;
-pub mod history;
+pub mod context;
+pub mod domain;
+mod http;
+#[cfg(feature = "mcp")]
 pub mod llm;
-pub mod mcp;
-pub mod mcp_admin;
-pub mod presets;
-pub mod request;
-pub mod routes;
-pub mod run;
-pub mod sessions;
 pub mod store;
 pub mod telemetry;
+#[cfg(feature = "mcp")]
+pub mod tools;
+pub mod util;
+pub mod wire;
 
-pub use app::{
-    AppState, StartupError, health_router, local_router, mcp_admin_router, session_router,
-    stream_router,
-};
+pub use app::{App, StartupError, health_router, session_router};
+#[cfg(feature = "mcp")]
+pub use app::{local_router, mcp_admin_router, stream_router};
 pub use config::Config;
+pub use http::FIRST_SEQ_HEADER;

@@ -1,12 +1,12 @@
 //! The Session function: `/api/conversations*`, `/api/share/*`, `/api/sessions/*`.
 
 use sage_core::telemetry::exit_on_error;
-use sage_core::{AppState, Config, session_router};
+use sage_core::{App, Config, session_router};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     sage_core::telemetry::init_logging();
     let config = exit_on_error("configuration", Config::from_env());
-    let state = exit_on_error("start-up", AppState::from_config(config).await);
-    lambda_http::run(session_router(state)).await
+    let app = exit_on_error("start-up", App::from_config(config).await);
+    lambda_http::run(session_router(app)).await
 }

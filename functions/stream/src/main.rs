@@ -1,12 +1,12 @@
 //! The Stream function: `/api/stream` over Lambda response streaming.
 
 use sage_core::telemetry::exit_on_error;
-use sage_core::{AppState, Config, stream_router};
+use sage_core::{App, Config, stream_router};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     sage_core::telemetry::init_logging();
     let config = exit_on_error("configuration", Config::from_env());
-    let state = exit_on_error("start-up", AppState::from_config(config).await);
-    lambda_http::run_with_streaming_response(stream_router(state)).await
+    let app = exit_on_error("start-up", App::from_config(config).await);
+    lambda_http::run_with_streaming_response(stream_router(app)).await
 }

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
-use sage_core::event::{Event, EventType, StoredEvent};
+use sage_core::wire::{Event, EventType, StoredEvent};
 use sage_core::store::{DynamoStore, SessionRecord, SqlStore, Store};
 use serde::Serialize;
 

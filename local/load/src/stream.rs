@@ -1096,7 +1096,7 @@ mod tests {
             "/nonexistent/mcp_setting.json",
         ])
         .unwrap();
-        let state = sage_core::AppState::from_config(config).await.unwrap();
+        let state = sage_core::App::from_config(config).await.unwrap();
         let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let server_url = format!("http://{}", server.local_addr().unwrap());
         tokio::spawn(sage_local::serve(server, state, std::future::pending()));

@@ -1,22 +1,47 @@
 //! `sage-local`: every function's router on one port, for local use and end-to-end tests.
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 
 use axum::serve::ListenerExt;
-use sage_core::{AppState, local_router};
+use sage_core::{App, local_router};
 use tokio::net::TcpListener;
 
-/// Serves until `shutdown` resolves. Takes its listener so tests can bind port 0.
+/// Serves until `shutdown` resolves, then drains: running runs are interrupted and end their
+/// streams with the tail, the event writers flush, and the server exits within the configured
+/// grace (`--shutdown_grace_seconds`). Takes its listener so tests can bind port 0.
 pub async fn serve(
     listener: TcpListener,
-    state: AppState,
+    app: App,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let grace = app.config().server.shutdown_grace;
     // Without TCP_NODELAY a reused connection waits ~40 ms on a delayed ACK per response.
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, local_router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let (draining, drain_started) = tokio::sync::oneshot::channel::<()>();
+    let signal = {
+        let app = app.clone();
+        async move {
+            shutdown.await;
+            tracing::info!("shutting down");
+            app.begin_shutdown();
+            let _ = draining.send(());
+        }
+    };
+    let server = axum::serve(listener, local_router(app.clone()))
+        .with_graceful_shutdown(signal)
+        .into_future();
+    let deadline = async move {
+        if drain_started.await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        served = server => served?,
+        () = deadline => tracing::warn!(?grace, "connections still open at the end of the grace period"),
+    }
+    app.shut_down(grace).await;
+    Ok(())
 }

@@ -1,13 +1,13 @@
-use sage_core::{AppState, Config};
+use sage_core::{App, Config};
 use tokio::net::TcpListener;
 
 #[tokio::main]
 async fn main() {
     sage_core::telemetry::init_logging();
     let config = Config::try_from_args(std::env::args_os()).unwrap_or_else(|error| error.exit());
-    let address = format!("{}:{}", config.host, config.port);
-    let state = AppState::from_config(config).await.unwrap_or_else(|error| {
-        eprintln!("sage-local: cannot start: {error}");
+    let address = format!("{}:{}", config.server.host, config.server.port);
+    let state = App::from_config(config).await.unwrap_or_else(|error| {
+        eprintln!("sage-local: cannot start: {}", sage_core::telemetry::chain(&error));
         std::process::exit(1);
     });
     let listener = TcpListener::bind(&address).await.unwrap_or_else(|error| {

@@ -5,10 +5,12 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Store, StoreError};
-use crate::event::StoredEvent;
+use super::{EventLog, StoreError};
+use crate::wire::StoredEvent;
 
 const MAX_REQUESTS_PER_WRITE: usize = 256;
+/// Appends that may wait for the batcher; a run that finds it full waits (back-pressure).
+const QUEUE_CAPACITY: usize = 1024;
 
 type Done = oneshot::Sender<Result<Vec<StoredEvent>, StoreError>>;
 
@@ -22,15 +24,15 @@ struct Append {
 /// the store gains from it.
 #[derive(Clone)]
 pub struct EventSink {
-    store: Arc<dyn Store>,
-    batcher: Option<mpsc::UnboundedSender<Append>>,
+    store: Arc<dyn EventLog>,
+    batcher: Option<mpsc::Sender<Append>>,
 }
 
 impl EventSink {
     /// Must be called inside a tokio runtime when the store coalesces writes.
-    pub fn new(store: Arc<dyn Store>) -> Self {
+    pub fn new(store: Arc<dyn EventLog>) -> Self {
         let batcher = store.coalesces_writes().then(|| {
-            let (sender, receiver) = mpsc::unbounded_channel();
+            let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
             tokio::spawn(run_batcher(store.clone(), receiver));
             sender
         });
@@ -53,7 +55,7 @@ impl EventSink {
             events,
             done,
         };
-        if let Err(unsent) = batcher.send(request) {
+        if let Err(unsent) = batcher.send(request).await {
             let request = unsent.0;
             self.store
                 .append_events(&request.session_id, &request.events)
@@ -62,11 +64,11 @@ impl EventSink {
         }
         result
             .await
-            .unwrap_or_else(|_| Err(StoreError::Config("the event batcher stopped".into())))
+            .unwrap_or(Err(StoreError::WriterStopped))
     }
 }
 
-async fn run_batcher(store: Arc<dyn Store>, mut requests: mpsc::UnboundedReceiver<Append>) {
+async fn run_batcher(store: Arc<dyn EventLog>, mut requests: mpsc::Receiver<Append>) {
     let mut pending = Vec::with_capacity(MAX_REQUESTS_PER_WRITE);
     while requests
         .recv_many(&mut pending, MAX_REQUESTS_PER_WRITE)

@@ -5,10 +5,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{
-    IdempotencyRecord, McpServerRecord, RunLock, SessionRecord, Store, StoreError, lease_deadline,
+    EventLog, McpServerStore, RunControl, SessionStore, Store,
+    IdempotencyRecord, McpServerRecord, RunLock, SessionRecord, StoreError, lease_deadline,
 };
-use crate::error::now_secs;
-use crate::event::StoredEvent;
+use crate::util::now_secs;
+use crate::wire::StoredEvent;
 
 /// Keeps everything in process memory: for tests and throwaway runs.
 #[derive(Default)]
@@ -36,7 +37,7 @@ impl MemoryStore {
 }
 
 #[async_trait]
-impl Store for MemoryStore {
+impl SessionStore for MemoryStore {
     async fn get_session(&self, session_id: &str) -> Result<Option<SessionRecord>, StoreError> {
         Ok(self.with(|inner| inner.sessions.get(session_id).cloned()))
     }
@@ -80,6 +81,10 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+}
+
+#[async_trait]
+impl EventLog for MemoryStore {
     async fn append_events(
         &self,
         session_id: &str,
@@ -126,6 +131,10 @@ impl Store for MemoryStore {
         }))
     }
 
+}
+
+#[async_trait]
+impl RunControl for MemoryStore {
     async fn try_lock_run(
         &self,
         session_id: &str,
@@ -225,6 +234,10 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+}
+
+#[async_trait]
+impl McpServerStore for MemoryStore {
     async fn insert_mcp_server(&self, record: &McpServerRecord) -> Result<bool, StoreError> {
         Ok(self.with(|inner| {
             let key = (record.owner.clone(), record.name.clone());
@@ -278,6 +291,10 @@ impl Store for MemoryStore {
         }))
     }
 
+}
+
+#[async_trait]
+impl Store for MemoryStore {
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }

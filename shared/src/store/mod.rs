@@ -1,9 +1,13 @@
-//! The store: sessions, the per-session event log, run locks. One trait, several backends, one
-//! conformance suite (`tests/store_conformance.rs`).
+//! The store: one trait per aggregate (sessions, the per-session event log, run control, MCP
+//! servers), their records, and the backends that implement all of them: memory, SQL (SQLite,
+//! MySQL/MariaDB) and DynamoDB. One conformance suite (`tests/store_conformance.rs`) runs on each.
 
 mod coalesce;
+#[cfg(feature = "dynamodb")]
 mod dynamodb;
 mod memory;
+mod records;
+#[cfg(any(feature = "sqlite", feature = "mysql"))]
 mod sql;
 
 use std::sync::Arc;
@@ -12,139 +16,47 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub use coalesce::EventSink;
+#[cfg(feature = "dynamodb")]
 pub use dynamodb::DynamoStore;
 pub use memory::MemoryStore;
-pub use sql::{MysqlStore, SqlStore, SqliteStore};
+pub use records::{IdempotencyRecord, McpServerRecord, RunLock, RunStatus, SessionRecord};
+#[cfg(any(feature = "sqlite", feature = "mysql"))]
+pub use sql::SqlStore;
 
-use crate::config::{Config, DbType};
-use crate::event::StoredEvent;
-use crate::mcp::{McpServerConfig, ToolSpec};
+use crate::config::{DbType, StoreConfig};
+use crate::wire::StoredEvent;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("database error: {0}")]
+    #[cfg(any(feature = "sqlite", feature = "mysql"))]
+    #[error("database error")]
     Database(#[from] sqlx::Error),
-    #[error("stored data is corrupt: {0}")]
+    #[cfg(any(feature = "sqlite", feature = "mysql"))]
+    #[error("database migration failed")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is corrupt")]
     Corrupt(#[from] serde_json::Error),
+    #[error("stored item does not map to its record")]
+    Mapping(#[source] BoxError),
     #[error("event {seq} of session {session_id} already exists")]
     SeqConflict { session_id: String, seq: u64 },
-    #[error("cannot prepare the store directory: {0}")]
+    #[error("cannot prepare the store directory")]
     Io(#[from] std::io::Error),
     #[error("store configuration: {0}")]
     Config(String),
-    #[error("DynamoDB request failed: {0}")]
-    Dynamo(String),
+    #[error("DynamoDB request failed")]
+    Dynamo(#[source] BoxError),
     #[error("an item of {size} bytes exceeds the store's {limit}-byte limit")]
     ItemTooLarge { size: usize, limit: usize },
+    #[error("the event writer stopped")]
+    WriterStopped,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RunStatus {
-    Idle,
-    Running,
-    Interrupted,
-    Error,
-}
-
-impl RunStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Idle => "idle",
-            Self::Running => "running",
-            Self::Interrupted => "interrupted",
-            Self::Error => "error",
-        }
-    }
-
-    pub fn parse(text: &str) -> Self {
-        match text {
-            "running" => Self::Running,
-            "interrupted" => Self::Interrupted,
-            "error" => Self::Error,
-            _ => Self::Idle,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct SessionRecord {
-    pub session_id: String,
-    pub user_id: String,
-    pub agent_id: Option<String>,
-    pub agent_name: Option<String>,
-    pub title: String,
-    pub created_at: f64,
-    pub updated_at: f64,
-    pub message_count: u64,
-    pub user_count: u64,
-    pub agent_count: u64,
-    /// The conversation's text, for search (bounded).
-    pub search_text: String,
-    /// How the last run ended (`running` while one runs).
-    pub status: RunStatus,
-}
-
-impl SessionRecord {
-    pub fn new(session_id: &str, user_id: &str, title: &str) -> Self {
-        let now = crate::error::now_secs();
-        Self {
-            session_id: session_id.to_owned(),
-            user_id: user_id.to_owned(),
-            agent_id: None,
-            agent_name: None,
-            title: title.to_owned(),
-            created_at: now,
-            updated_at: now,
-            message_count: 0,
-            user_count: 0,
-            agent_count: 0,
-            search_text: String::new(),
-            status: RunStatus::Idle,
-        }
-    }
-}
-
-/// A session's run lock as stored.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RunLock {
-    pub run_id: String,
-    pub expires_at: f64,
-    pub cancel_requested: bool,
-}
-
-impl RunLock {
-    pub fn is_live(&self) -> bool {
-        self.expires_at > crate::error::now_secs()
-    }
-}
-
-/// What an `Idempotency-Key` is bound to.
-#[derive(Debug, Clone, PartialEq)]
-pub struct IdempotencyRecord {
-    /// The caller's user id and the key, joined: keys are per user.
-    pub key: String,
-    pub request_hash: String,
-    pub session_id: String,
-    /// Sequence number of the run's first streamed event, once the run has started.
-    pub first_seq: Option<u64>,
-    pub created_at: f64,
-}
-
-/// A registered MCP server with the tools it listed when last reached.
-#[derive(Debug, Clone, PartialEq)]
-pub struct McpServerRecord {
-    /// The user it belongs to; `SHARED_OWNER` for the preset servers everyone may use.
-    pub owner: String,
-    pub name: String,
-    pub config: McpServerConfig,
-    pub tools: Vec<ToolSpec>,
-    pub last_error: Option<String>,
-    pub updated_at: f64,
-}
-
+/// Conversations: one record per session, listed per user.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait SessionStore: Send + Sync + 'static {
     async fn get_session(&self, session_id: &str) -> Result<Option<SessionRecord>, StoreError>;
     /// Inserts the session if it does not exist; returns the stored record either way.
     async fn create_session(&self, session: &SessionRecord) -> Result<SessionRecord, StoreError>;
@@ -154,7 +66,11 @@ pub trait Store: Send + Sync + 'static {
     async fn user_sessions(&self, user_id: &str) -> Result<Vec<SessionRecord>, StoreError>;
     /// Removes the session, its events, its lock.
     async fn delete_session(&self, session_id: &str) -> Result<(), StoreError>;
+}
 
+/// Each session's events, numbered from 1: what was streamed, and the caller's messages.
+#[async_trait]
+pub trait EventLog: Send + Sync + 'static {
     /// Appends events with the sequence numbers the caller assigned; a taken number fails with
     /// `SeqConflict` and nothing of the batch is written.
     async fn append_events(
@@ -187,7 +103,12 @@ pub trait Store: Send + Sync + 'static {
         after: u64,
     ) -> Result<Vec<StoredEvent>, StoreError>;
     async fn last_seq(&self, session_id: &str) -> Result<u64, StoreError>;
+}
 
+/// What keeps runs single, stoppable from any instance, and retries idempotent: the run lock
+/// with its lease and cancel flag, and the idempotency keys.
+#[async_trait]
+pub trait RunControl: Send + Sync + 'static {
     /// Takes the session's run lock for `run_id` unless another run holds an unexpired lease.
     async fn try_lock_run(
         &self,
@@ -232,7 +153,11 @@ pub trait Store: Send + Sync + 'static {
     -> Result<Option<IdempotencyRecord>, StoreError>;
     async fn set_idempotency_first_seq(&self, key: &str, first_seq: u64) -> Result<(), StoreError>;
     async fn release_idempotency_key(&self, key: &str) -> Result<(), StoreError>;
+}
 
+/// Registered MCP servers, per owner.
+#[async_trait]
+pub trait McpServerStore: Send + Sync + 'static {
     /// Inserts the server; false (and nothing written) when the owner already has that name.
     async fn insert_mcp_server(&self, record: &McpServerRecord) -> Result<bool, StoreError>;
     /// Inserts or replaces.
@@ -246,17 +171,38 @@ pub trait Store: Send + Sync + 'static {
     async fn list_mcp_servers(&self, owner: &str) -> Result<Vec<McpServerRecord>, StoreError>;
     /// False when there was nothing to delete.
     async fn delete_mcp_server(&self, owner: &str, name: &str) -> Result<bool, StoreError>;
+}
 
+/// A whole backend: every aggregate's store on one database.
+#[async_trait]
+pub trait Store: SessionStore + EventLog + RunControl + McpServerStore {
     /// A cheap round trip, for readiness checks.
     async fn ping(&self) -> Result<(), StoreError>;
 }
 
-pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
+/// The backend `--db_type` names; a backend this build was compiled without is a clear error.
+pub async fn open_store(config: &StoreConfig) -> Result<Arc<dyn Store>, StoreError> {
+    #[allow(unused_variables)]
+    let missing = |feature: &str| {
+        StoreError::Config(format!(
+            "this build has no `{feature}` backend; use a build with the `{feature}` feature \
+             (sage-local has every backend)"
+        ))
+    };
     match config.db_type {
         DbType::Memory => Ok(Arc::new(MemoryStore::default())),
-        DbType::File => Ok(Arc::new(SqliteStore::open(&config.sqlite_file()).await?)),
-        DbType::Mysql => Ok(Arc::new(MysqlStore::connect(config).await?)),
+        #[cfg(feature = "sqlite")]
+        DbType::File => Ok(Arc::new(SqlStore::open(&config.sqlite_file()).await?)),
+        #[cfg(not(feature = "sqlite"))]
+        DbType::File => Err(missing("sqlite")),
+        #[cfg(feature = "mysql")]
+        DbType::Mysql => Ok(Arc::new(SqlStore::connect(config).await?)),
+        #[cfg(not(feature = "mysql"))]
+        DbType::Mysql => Err(missing("mysql")),
+        #[cfg(feature = "dynamodb")]
         DbType::Dynamodb => Ok(Arc::new(DynamoStore::connect(config).await?)),
+        #[cfg(not(feature = "dynamodb"))]
+        DbType::Dynamodb => Err(missing("dynamodb")),
     }
 }
 
@@ -286,7 +232,7 @@ pub struct SessionPage {
 
 /// Filters, sorts and pages one user's sessions: the same semantics on every backend.
 pub async fn query_sessions(
-    store: &dyn Store,
+    store: &dyn SessionStore,
     query: &SessionQuery,
 ) -> Result<SessionPage, StoreError> {
     let needle = query
@@ -331,5 +277,5 @@ pub async fn query_sessions(
 pub const SEARCH_TEXT_LIMIT: usize = 32 * 1024;
 
 fn lease_deadline(lease: Duration) -> f64 {
-    crate::error::now_secs() + lease.as_secs_f64()
+    crate::util::now_secs() + lease.as_secs_f64()
 }

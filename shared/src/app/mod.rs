@@ -1,0 +1,275 @@
+//! Wiring: builds the backends from the configuration, then the domain services over them, then
+//! the routers with their middleware; owns the background tasks and the drain on shutdown.
+
+#[cfg(feature = "ssm")]
+mod ssm;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use secrecy::SecretString;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::domain::health::HealthCheck;
+use crate::domain::presets::{AgentPresets, PresetError};
+#[cfg(feature = "mcp")]
+use crate::domain::runs::{RunDefaults, RunStores, Runs};
+use crate::domain::sessions::Sessions;
+#[cfg(feature = "mcp")]
+use crate::domain::tools_admin::ToolsAdmin;
+use crate::http::routes;
+use crate::http::{Limits, with_middleware, with_timeout};
+#[cfg(feature = "mcp")]
+use crate::llm::OpenAiCompatible;
+#[cfg(feature = "mcp")]
+use crate::store::EventSink;
+use crate::store::{Store, StoreError, open_store};
+#[cfg(feature = "mcp")]
+use crate::tools::{McpPolicy, McpPool};
+
+/// Every service of one process, built once; each function serves some of them.
+#[derive(Clone)]
+pub struct App {
+    config: Arc<Config>,
+    store: Arc<dyn Store>,
+    sessions: Sessions,
+    health: HealthCheck,
+    #[cfg(feature = "mcp")]
+    tools: ToolsAdmin,
+    #[cfg(feature = "mcp")]
+    runs: Runs,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("store")]
+    Store(#[from] StoreError),
+    #[error("HTTP client")]
+    Http(#[from] reqwest::Error),
+    #[error("agent presets")]
+    Presets(#[from] PresetError),
+    #[error("cannot read the LLM API key from SSM parameter `{name}`: {reason}")]
+    KeyParameter { name: String, reason: String },
+}
+
+impl App {
+    pub async fn from_config(mut config: Config) -> Result<Self, StartupError> {
+        if config.llm.api_key.is_none()
+            && let Some(name) = config.llm.api_key_parameter.clone()
+        {
+            config.llm.api_key = Some(read_key_parameter(&name).await?);
+        }
+        let store = open_store(&config.store).await?;
+        Self::with_store(config, store)
+    }
+
+    /// Must be called inside a tokio runtime.
+    pub fn with_store(config: Config, store: Arc<dyn Store>) -> Result<Self, StartupError> {
+        for setting in &config.inert {
+            tracing::warn!("{setting}");
+        }
+        if config.llm.keys().is_empty() {
+            tracing::warn!(
+                "no LLM API key configured: set SAGE_DEFAULT_LLM_API_KEY (--default_llm_api_key); \
+                 /api/stream answers 503 unless a request brings llm_model_config.api_key"
+            );
+        }
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let sessions = Sessions::new(
+            store.clone(),
+            store.clone(),
+            store.clone(),
+            config.server.workspace.clone(),
+        );
+        let health = HealthCheck::new(
+            store.clone(),
+            format!("{:?}", config.store.db_type),
+            config.llm.base_url.clone(),
+            !config.llm.keys().is_empty(),
+        )?;
+        #[cfg(feature = "mcp")]
+        let (tools, runs) = {
+            let pool = Arc::new(McpPool::new(config.tools.timeout));
+            let policy = McpPolicy {
+                allow_stdio: config.tools.mcp_allow_stdio,
+                allow_link_local: config.tools.mcp_allow_link_local,
+            };
+            let tools = ToolsAdmin::new(
+                store.clone(),
+                pool.clone(),
+                policy,
+                config.tools.timeout,
+                config.server.preset_mcp_config.clone(),
+            );
+            let llm = OpenAiCompatible::new(
+                config.llm.connect_timeout,
+                config.llm.idle_timeout,
+                config.llm.max_retries,
+            )?;
+            let runs = Runs::new(
+                RunStores {
+                    sessions: store.clone(),
+                    events: store.clone(),
+                    control: store.clone(),
+                    sink: EventSink::new(store.clone()),
+                },
+                RunDefaults {
+                    llm: config.llm.clone(),
+                    lease: config.server.run_lease,
+                    tool_timeout: config.tools.timeout,
+                    mcp_policy: policy,
+                },
+                Arc::new(AgentPresets::load(&config.server.preset_running_config)?),
+                Arc::new(llm),
+                pool,
+                tools.clone(),
+                sessions.clone(),
+                shutdown.clone(),
+                tasks.clone(),
+            );
+            (tools, runs)
+        };
+        Ok(Self {
+            config: Arc::new(config),
+            store,
+            sessions,
+            health,
+            #[cfg(feature = "mcp")]
+            tools,
+            #[cfg(feature = "mcp")]
+            runs,
+            shutdown,
+            tasks,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The whole backend, for tools and tests that inspect what was stored.
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.store.clone()
+    }
+
+    /// Work that goes on after start-up: registering the preset MCP servers.
+    pub fn start_background_tasks(&self) {
+        #[cfg(feature = "mcp")]
+        {
+            let tools = self.tools.clone();
+            self.tasks
+                .spawn(async move { tools.register_presets().await });
+        }
+    }
+
+    /// Stops this process's runs as an interrupt would (each ends with its tail), then waits up
+    /// to `grace` for them and every other background task to finish.
+    pub async fn shut_down(&self, grace: Duration) {
+        self.begin_shutdown();
+        self.tasks.close();
+        if tokio::time::timeout(grace, self.tasks.wait()).await.is_err() {
+            tracing::warn!(?grace, "background work still running at the end of the grace period");
+        }
+    }
+
+    /// The first half of [`App::shut_down`]: interrupts the runs and stops the watchers.
+    pub fn begin_shutdown(&self) {
+        #[cfg(feature = "mcp")]
+        {
+            let stopped = self.runs.interrupt_all();
+            if stopped > 0 {
+                tracing::info!(runs = stopped, "shutting down: interrupting running runs");
+            }
+        }
+        self.shutdown.cancel();
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            max_body_bytes: self.config.server.max_body_bytes,
+        }
+    }
+
+    fn session_routes(&self) -> Router {
+        with_timeout(
+            routes::session::router(self.sessions.clone()),
+            self.config.server.request_timeout,
+        )
+    }
+
+    fn health_routes(&self) -> Router {
+        with_timeout(
+            routes::health::router(self.health.clone()),
+            self.config.server.request_timeout,
+        )
+    }
+
+    #[cfg(feature = "mcp")]
+    fn mcp_admin_routes(&self) -> Router {
+        with_timeout(
+            routes::mcp_admin::router(self.tools.clone()),
+            self.config.server.request_timeout,
+        )
+    }
+
+    #[cfg(feature = "mcp")]
+    fn stream_routes(&self) -> Router {
+        routes::stream::router(self.runs.clone(), self.config.server.sse_ping)
+    }
+}
+
+async fn read_key_parameter(name: &str) -> Result<SecretString, StartupError> {
+    #[cfg(feature = "ssm")]
+    {
+        ssm::read_parameter(name)
+            .await
+            .map_err(|reason| StartupError::KeyParameter {
+                name: name.to_owned(),
+                reason,
+            })
+    }
+    #[cfg(not(feature = "ssm"))]
+    Err(StartupError::KeyParameter {
+        name: name.to_owned(),
+        reason: "this build cannot read SSM parameters (feature `ssm`)".into(),
+    })
+}
+
+/// The Stream function: `/api/stream` and its aliases, and resume.
+#[cfg(feature = "mcp")]
+pub fn stream_router(app: App) -> Router {
+    with_middleware(app.stream_routes(), app.limits())
+}
+
+/// The MCP-admin function.
+#[cfg(feature = "mcp")]
+pub fn mcp_admin_router(app: App) -> Router {
+    with_middleware(app.mcp_admin_routes(), app.limits())
+}
+
+/// The Session function.
+pub fn session_router(app: App) -> Router {
+    with_middleware(app.session_routes(), app.limits())
+}
+
+/// The Health function.
+pub fn health_router(app: App) -> Router {
+    with_middleware(app.health_routes(), app.limits())
+}
+
+/// Every function on one router: what the local shim serves.
+#[cfg(feature = "mcp")]
+pub fn local_router(app: App) -> Router {
+    let routes = app
+        .stream_routes()
+        .merge(app.mcp_admin_routes())
+        .merge(app.session_routes())
+        .merge(app.health_routes());
+    with_middleware(routes, app.limits())
+}

@@ -1,0 +1,97 @@
+//! Settings Sage defines that this service accepts but does not act on yet. Each one given
+//! explicitly (flag or variable) is named in a start-up warning, so nobody relies on it unawares.
+
+use clap::ArgMatches;
+use clap::parser::ValueSource;
+
+/// One setting that is accepted and not acted on yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InertSetting {
+    pub flag: &'static str,
+    pub variable: &'static str,
+}
+
+impl std::fmt::Display for InertSetting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "setting --{} ({}) is accepted but not acted on yet",
+            self.flag, self.variable
+        )
+    }
+}
+
+/// (clap id, flag, variable)
+const INERT: &[(&str, &str, &str)] = &[
+    ("logs_dir", "logs-dir", "SAGE_LOGS_DIR_PATH"),
+    ("force_summary", "force_summary", "SAGE_FORCE_SUMMARY"),
+    ("context_history_ratio", "context_history_ratio", "SAGE_CONTEXT_HISTORY_RATIO"),
+    ("context_active_ratio", "context_active_ratio", "SAGE_CONTEXT_ACTIVE_RATIO"),
+    (
+        "context_max_new_message_ratio",
+        "context_max_new_message_ratio",
+        "SAGE_CONTEXT_MAX_NEW_MESSAGE_RATIO",
+    ),
+    ("context_recent_turns", "context_recent_turns", "SAGE_CONTEXT_RECENT_TURNS"),
+    ("memory_type", "memory_type", "SAGE_MEMORY_TYPE"),
+    ("memory_root", "memory_root", "MEMORY_ROOT_PATH"),
+    ("embedding_api_key", "embedding_api_key", "SAGE_EMBEDDING_API_KEY"),
+    ("embedding_base_url", "embedding_base_url", "SAGE_EMBEDDING_BASE_URL"),
+    ("embedding_model", "embedding_model", "SAGE_EMBEDDING_MODEL"),
+    ("es_url", "es_url", "SAGE_ELASTICSEARCH_URL"),
+    ("es_api_key", "es_api_key", "SAGE_ELASTICSEARCH_API_KEY"),
+    ("es_username", "es_username", "SAGE_ELASTICSEARCH_USERNAME"),
+    ("es_password", "es_password", "SAGE_ELASTICSEARCH_PASSWORD"),
+    ("minio_endpoint", "minio_endpoint", "SAGE_MINIO_ENDPOINT"),
+    ("minio_access_key", "minio_access_key", "SAGE_MINIO_ACCESS_KEY"),
+    ("minio_secret_key", "minio_secret_key", "SAGE_MINIO_SECRET_KEY"),
+    ("minio_bucket_name", "minio_bucket_name", "SAGE_MINIO_BUCKET_NAME"),
+    ("minio_secure", "minio_secure", "SAGE_MINIO_SECURE"),
+    ("trace_jaeger_url", "trace_jaeger_url", "SAGE_TRACE_JAEGER_URL"),
+    ("enable_trace", "enable_trace", "SAGE_ENABLE_TRACE"),
+    ("no_auth", "no_auth", "SAGE_NO_AUTH"),
+    ("jwt_key", "jwt_key", "SAGE_JWT_KEY"),
+];
+
+/// The inert settings the caller gave explicitly, in declaration order.
+pub(super) fn explicitly_set(matches: &ArgMatches) -> Vec<InertSetting> {
+    INERT
+        .iter()
+        .filter(|(id, _, _)| {
+            matches!(
+                matches.value_source(id),
+                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+            )
+        })
+        .map(|&(_, flag, variable)| InertSetting { flag, variable })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn every_inert_setting_is_a_setting() {
+        let command = Config::command();
+        for (id, flag, _) in INERT {
+            let arg = command
+                .get_arguments()
+                .find(|arg| arg.get_id() == id)
+                .unwrap_or_else(|| panic!("{id} is not a setting"));
+            assert_eq!(arg.get_long(), Some(*flag));
+        }
+    }
+
+    #[test]
+    fn only_settings_given_explicitly_are_named() {
+        let matches = Config::command()
+            .try_get_matches_from(["sage", "--force_summary", "--es_url", "http://es:9200"])
+            .unwrap();
+        let named: Vec<&str> = explicitly_set(&matches).iter().map(|s| s.flag).collect();
+        assert_eq!(named, ["force_summary", "es_url"]);
+    }
+}

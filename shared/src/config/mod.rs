@@ -1,0 +1,432 @@
+//! One typed configuration for every function and the local shim: sections flattened into one
+//! clap command.
+//!
+//! Every setting is a CLI flag and an environment variable (clap), CLI beats env beats default.
+//! Flag and variable names follow Sage's configuration guide so existing deployments keep working.
+
+mod inert;
+
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, ValueEnum};
+use secrecy::{ExposeSecret, SecretString};
+
+pub use crate::wire::MemoryType;
+pub use inert::InertSetting;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DbType {
+    File,
+    Memory,
+    Mysql,
+    Dynamodb,
+}
+
+fn ratio(value: &str) -> Result<f64, String> {
+    let parsed: f64 = value
+        .parse()
+        .map_err(|_| format!("`{value}` is not a number"))?;
+    if (0.0..=1.0).contains(&parsed) {
+        Ok(parsed)
+    } else {
+        Err(format!("`{value}` is not between 0 and 1"))
+    }
+}
+
+fn seconds(value: &str) -> Result<Duration, String> {
+    let parsed: f64 = value
+        .parse()
+        .map_err(|_| format!("`{value}` is not a number"))?;
+    if parsed > 0.0 && parsed.is_finite() {
+        Duration::try_from_secs_f64(parsed).map_err(|error| format!("`{value}`: {error}"))
+    } else {
+        Err(format!("`{value}` must be a positive number of seconds"))
+    }
+}
+
+fn secret(value: &str) -> Result<SecretString, Infallible> {
+    Ok(SecretString::from(value))
+}
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "sage",
+    version,
+    about = "Sage Functions: a streaming LLM-agent backend",
+    rename_all = "snake_case"
+)]
+pub struct Config {
+    #[command(flatten)]
+    pub server: ServerConfig,
+    #[command(flatten)]
+    pub llm: LlmConfig,
+    #[command(flatten)]
+    pub tools: ToolsConfig,
+    #[command(flatten)]
+    pub context: ContextConfig,
+    #[command(flatten)]
+    pub store: StoreConfig,
+    #[command(flatten)]
+    pub search: SearchConfig,
+    #[command(flatten)]
+    pub blob: BlobConfig,
+    #[command(flatten)]
+    pub trace: TraceConfig,
+    #[command(flatten)]
+    pub auth: AuthConfig,
+    /// Settings given explicitly that are accepted but not acted on yet (warned at start-up).
+    #[arg(skip)]
+    pub inert: Vec<InertSetting>,
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(rename_all = "snake_case")]
+pub struct ServerConfig {
+    /// Address the local shim listens on.
+    #[arg(long, env = "SAGE_HOST", default_value = "0.0.0.0")]
+    pub host: String,
+    /// Port the local shim listens on.
+    #[arg(long, env = "SAGE_PORT", default_value_t = 8080)]
+    pub port: u16,
+    /// Workspace directory (session files, uploads).
+    #[arg(long, env = "SAGE_WORKSPACE_PATH", default_value = "agent_workspace")]
+    pub workspace: PathBuf,
+    /// Log directory (logs also go to stderr).
+    #[arg(long = "logs-dir", env = "SAGE_LOGS_DIR_PATH", default_value = "logs")]
+    pub logs_dir: PathBuf,
+    /// Preset MCP servers (`{"mcpServers":{...}}`).
+    #[arg(long, env = "SAGE_MCP_CONFIG_PATH", default_value = "mcp_setting.json")]
+    pub preset_mcp_config: PathBuf,
+    /// Agent presets (`{agent_id: {...}}`).
+    #[arg(
+        long,
+        env = "SAGE_PRESET_RUNNING_CONFIG_PATH",
+        default_value = "agent_setting.json"
+    )]
+    pub preset_running_config: PathBuf,
+    /// Seconds between SSE `: ping` comments while a run is quiet (API Gateway REST drops a
+    /// stream idle for 5 minutes, 30 s on edge endpoints).
+    #[arg(long = "sse_ping_seconds", env = "SAGE_SSE_PING_SECONDS", default_value = "15", value_parser = seconds)]
+    pub sse_ping: Duration,
+    /// Seconds a run's lock lives without a heartbeat: how long a crashed run blocks its session.
+    #[arg(long = "run_lease_seconds", env = "SAGE_RUN_LEASE_SECONDS", default_value = "30", value_parser = seconds)]
+    pub run_lease: Duration,
+    /// Largest request body accepted, in bytes (larger ones answer 413).
+    #[arg(long, env = "SAGE_MAX_BODY_BYTES", default_value_t = 10 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Seconds a non-streaming request may take before it answers 504.
+    #[arg(long = "request_timeout_seconds", env = "SAGE_REQUEST_TIMEOUT_SECONDS", default_value = "60", value_parser = seconds)]
+    pub request_timeout: Duration,
+    /// Seconds `sage-local` waits for running streams to end after SIGTERM before it exits.
+    #[arg(long = "shutdown_grace_seconds", env = "SAGE_SHUTDOWN_GRACE_SECONDS", default_value = "10", value_parser = seconds)]
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(rename_all = "snake_case")]
+pub struct LlmConfig {
+    /// API key of the default provider; a comma-separated list rotates.
+    #[arg(long = "default_llm_api_key", env = "SAGE_DEFAULT_LLM_API_KEY", hide_env_values = true, value_parser = secret)]
+    pub api_key: Option<SecretString>,
+    /// Name of an SSM SecureString parameter holding the API key (read once at start-up; how
+    /// the Lambda functions get their key).
+    #[arg(long = "default_llm_api_key_parameter", env = "SAGE_DEFAULT_LLM_API_KEY_PARAMETER")]
+    pub api_key_parameter: Option<String>,
+    #[arg(
+        long = "default_llm_api_base_url",
+        env = "SAGE_DEFAULT_LLM_API_BASE_URL",
+        default_value = "https://api.deepseek.com/v1"
+    )]
+    pub base_url: String,
+    #[arg(
+        long = "default_llm_model_name",
+        env = "SAGE_DEFAULT_LLM_MODEL_NAME",
+        default_value = "deepseek-chat"
+    )]
+    pub model_name: String,
+    #[arg(long = "default_llm_max_tokens", env = "SAGE_DEFAULT_LLM_MAX_TOKENS", default_value_t = 4096)]
+    pub max_tokens: u32,
+    #[arg(long = "default_llm_temperature", env = "SAGE_DEFAULT_LLM_TEMPERATURE", default_value_t = 0.2)]
+    pub temperature: f64,
+    #[arg(long = "default_llm_max_model_len", env = "SAGE_DEFAULT_LLM_MAX_MODEL_LEN", default_value_t = 54000)]
+    pub max_model_len: u32,
+    #[arg(long = "default_llm_top_p", env = "SAGE_DEFAULT_LLM_TOP_P", default_value_t = 0.9)]
+    pub top_p: f64,
+    #[arg(long = "default_llm_presence_penalty", env = "SAGE_DEFAULT_LLM_PRESENCE_PENALTY", default_value_t = 0.0)]
+    pub presence_penalty: f64,
+    /// Seconds to wait for the provider's TCP/TLS connection.
+    #[arg(long = "llm_connect_timeout", env = "SAGE_LLM_CONNECT_TIMEOUT", default_value = "10", value_parser = seconds)]
+    pub connect_timeout: Duration,
+    /// Seconds the provider may stay silent mid-stream before the request fails.
+    #[arg(long = "llm_idle_timeout", env = "SAGE_LLM_IDLE_TIMEOUT", default_value = "120", value_parser = seconds)]
+    pub idle_timeout: Duration,
+    /// Retries before the first chunk (connection errors, 429, 5xx).
+    #[arg(long = "llm_max_retries", env = "SAGE_LLM_MAX_RETRIES", default_value_t = 2)]
+    pub max_retries: u32,
+}
+
+impl LlmConfig {
+    /// The default provider's keys, in rotation order.
+    pub fn keys(&self) -> Vec<SecretString> {
+        self.api_key
+            .as_ref()
+            .map(|list| split_keys(list.expose_secret()))
+            .unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(rename_all = "snake_case")]
+pub struct ToolsConfig {
+    /// Seconds a tool call may take unless its server sets `timeout_s`.
+    #[arg(long = "tool_timeout", env = "SAGE_TOOL_TIMEOUT", default_value = "60", value_parser = seconds)]
+    pub timeout: Duration,
+    /// Let API callers register stdio MCP servers (arbitrary commands on this host).
+    #[arg(long, env = "SAGE_MCP_ALLOW_STDIO", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub mcp_allow_stdio: bool,
+    /// Let API callers point MCP servers at link-local / cloud metadata addresses.
+    #[arg(long, env = "SAGE_MCP_ALLOW_LINK_LOCAL", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub mcp_allow_link_local: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(rename_all = "snake_case")]
+pub struct ContextConfig {
+    /// End every run with a summary step.
+    #[arg(long, env = "SAGE_FORCE_SUMMARY", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub force_summary: bool,
+    #[arg(long, env = "SAGE_CONTEXT_HISTORY_RATIO", default_value_t = 0.2, value_parser = ratio)]
+    pub context_history_ratio: f64,
+    #[arg(long, env = "SAGE_CONTEXT_ACTIVE_RATIO", default_value_t = 0.3, value_parser = ratio)]
+    pub context_active_ratio: f64,
+    #[arg(long, env = "SAGE_CONTEXT_MAX_NEW_MESSAGE_RATIO", default_value_t = 0.5, value_parser = ratio)]
+    pub context_max_new_message_ratio: f64,
+    #[arg(long, env = "SAGE_CONTEXT_RECENT_TURNS", default_value_t = 0)]
+    pub context_recent_turns: u32,
+    #[arg(long, env = "SAGE_MEMORY_TYPE", value_enum, default_value_t = MemoryType::Session)]
+    pub memory_type: MemoryType,
+    /// Root directory of long-term user memories.
+    #[arg(long, env = "MEMORY_ROOT_PATH")]
+    pub memory_root: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(rename_all = "snake_case")]
+pub struct StoreConfig {
+    #[arg(long, env = "SAGE_DB_TYPE", value_enum, default_value_t = DbType::File)]
+    pub db_type: DbType,
+    /// Directory of the SQLite file (`file` store).
+    #[arg(long, env = "SAGE_DB_PATH", default_value = "./data/")]
+    pub db_path: PathBuf,
+    #[arg(long, env = "SAGE_MYSQL_HOST", default_value = "127.0.0.1")]
+    pub mysql_host: String,
+    #[arg(long, env = "SAGE_MYSQL_PORT", default_value_t = 3306)]
+    pub mysql_port: u16,
+    #[arg(long, env = "SAGE_MYSQL_USER", default_value = "root")]
+    pub mysql_user: String,
+    #[arg(
+        long,
+        env = "SAGE_MYSQL_PASSWORD",
+        default_value = "sage.1234",
+        hide_env_values = true,
+        hide_default_value = true,
+        value_parser = secret
+    )]
+    pub mysql_password: SecretString,
+    #[arg(long, env = "SAGE_MYSQL_DATABASE", default_value = "sage")]
+    pub mysql_database: String,
+    #[arg(long, env = "SAGE_DYNAMODB_TABLE", default_value = "sage")]
+    pub dynamodb_table: String,
+    /// Endpoint override (DynamoDB Local, moto).
+    #[arg(long, env = "SAGE_DYNAMODB_ENDPOINT")]
+    pub dynamodb_endpoint: Option<String>,
+}
+
+impl StoreConfig {
+    pub fn sqlite_file(&self) -> PathBuf {
+        self.db_path.join("sage.db")
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(rename_all = "snake_case")]
+pub struct SearchConfig {
+    #[arg(long, env = "SAGE_EMBEDDING_API_KEY", hide_env_values = true, value_parser = secret)]
+    pub embedding_api_key: Option<SecretString>,
+    #[arg(long, env = "SAGE_EMBEDDING_BASE_URL")]
+    pub embedding_base_url: Option<String>,
+    #[arg(
+        long,
+        env = "SAGE_EMBEDDING_MODEL",
+        default_value = "text-embedding-3-large"
+    )]
+    pub embedding_model: String,
+    #[arg(long, env = "SAGE_ELASTICSEARCH_URL")]
+    pub es_url: Option<String>,
+    #[arg(long, env = "SAGE_ELASTICSEARCH_API_KEY", hide_env_values = true, value_parser = secret)]
+    pub es_api_key: Option<SecretString>,
+    #[arg(long, env = "SAGE_ELASTICSEARCH_USERNAME")]
+    pub es_username: Option<String>,
+    #[arg(long, env = "SAGE_ELASTICSEARCH_PASSWORD", hide_env_values = true, value_parser = secret)]
+    pub es_password: Option<SecretString>,
+}
+
+/// Object storage (MinIO / S3); `--s3_*` and `SAGE_S3_*` are accepted too.
+#[derive(Debug, Clone, Args)]
+#[command(rename_all = "snake_case")]
+pub struct BlobConfig {
+    #[arg(long, alias = "s3_endpoint", env = "SAGE_MINIO_ENDPOINT")]
+    pub minio_endpoint: Option<String>,
+    #[arg(
+        long,
+        alias = "s3_access_key",
+        env = "SAGE_MINIO_ACCESS_KEY",
+        hide_env_values = true
+    )]
+    pub minio_access_key: Option<String>,
+    #[arg(
+        long,
+        alias = "s3_secret_key",
+        env = "SAGE_MINIO_SECRET_KEY",
+        hide_env_values = true,
+        value_parser = secret
+    )]
+    pub minio_secret_key: Option<SecretString>,
+    #[arg(long, alias = "s3_bucket_name", env = "SAGE_MINIO_BUCKET_NAME")]
+    pub minio_bucket_name: Option<String>,
+    #[arg(long, alias = "s3_secure", env = "SAGE_MINIO_SECURE", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub minio_secure: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(rename_all = "snake_case")]
+pub struct TraceConfig {
+    /// OTLP HTTP endpoint, e.g. http://localhost:4318/v1/traces.
+    #[arg(long, alias = "trace_jaeger_endpoint", env = "SAGE_TRACE_JAEGER_URL")]
+    pub trace_jaeger_url: Option<String>,
+    #[arg(long, env = "SAGE_ENABLE_TRACE", default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub enable_trace: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(rename_all = "snake_case")]
+pub struct AuthConfig {
+    /// Take the caller's identity from `user_id` instead of a verified token.
+    #[arg(long, env = "SAGE_NO_AUTH", default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub no_auth: bool,
+    /// Secret for HS256 tokens when auth is on.
+    #[arg(long, env = "SAGE_JWT_KEY", hide_env_values = true, value_parser = secret)]
+    pub jwt_key: Option<SecretString>,
+}
+
+/// Settings whose environment variable has an older name that Sage's code used.
+const ENV_ALIASES: &[(&str, &str)] = &[
+    ("minio_endpoint", "SAGE_S3_ENDPOINT"),
+    ("minio_access_key", "SAGE_S3_ACCESS_KEY"),
+    ("minio_secret_key", "SAGE_S3_SECRET_KEY"),
+    ("minio_bucket_name", "SAGE_S3_BUCKET_NAME"),
+    ("minio_secure", "SAGE_S3_SECURE"),
+    ("trace_jaeger_url", "SAGE_TRACE_JAEGER_ENDPOINT"),
+];
+
+impl Config {
+    /// Parses CLI arguments and the process environment; the error names the bad flag or value.
+    pub fn try_from_args<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let mut args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+        let matches = Self::command().try_get_matches_from(&args)?;
+        let aliased = aliased_env_flags(&matches, |var| std::env::var(var).ok());
+        let matches = if aliased.is_empty() {
+            matches
+        } else {
+            // Aliased variables become flags so they get the same validation and error messages.
+            args.extend(aliased.into_iter().map(Into::into));
+            Self::command().try_get_matches_from(&args)?
+        };
+        let mut config = Self::from_arg_matches(&matches)?;
+        config.inert = inert::explicitly_set(&matches);
+        Ok(config)
+    }
+
+    /// Environment only: how a Lambda function is configured.
+    pub fn from_env() -> Result<Self, clap::Error> {
+        Self::try_from_args(["sage"])
+    }
+}
+
+fn aliased_env_flags(matches: &ArgMatches, lookup: impl Fn(&str) -> Option<String>) -> Vec<String> {
+    ENV_ALIASES
+        .iter()
+        .filter(|(id, _)| {
+            matches!(
+                matches.value_source(id),
+                None | Some(ValueSource::DefaultValue)
+            )
+        })
+        .filter_map(|(id, var)| lookup(var).map(|value| format!("--{id}={value}")))
+        .collect()
+}
+
+/// A comma-separated key list, as the default key and `llm_model_config.api_key` carry it.
+pub fn split_keys(list: &str) -> Vec<SecretString> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|key| !key.is_empty())
+        .map(SecretString::from)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn old_variable_names_fill_settings_left_unset() {
+        let matches = Config::command()
+            .try_get_matches_from(["sage", "--minio_bucket_name", "explicit"])
+            .unwrap();
+        let lookup = |var: &str| match var {
+            "SAGE_S3_ENDPOINT" => Some("http://s3.local:9000".to_owned()),
+            "SAGE_S3_BUCKET_NAME" => Some("from-alias".to_owned()),
+            "SAGE_TRACE_JAEGER_ENDPOINT" => Some("http://jaeger:4318/v1/traces".to_owned()),
+            _ => None,
+        };
+        let flags = aliased_env_flags(&matches, lookup);
+        assert_eq!(
+            flags,
+            vec![
+                "--minio_endpoint=http://s3.local:9000".to_owned(),
+                "--trace_jaeger_url=http://jaeger:4318/v1/traces".to_owned(),
+            ],
+            "an explicit flag beats an aliased variable"
+        );
+    }
+
+    #[test]
+    fn old_flag_names_are_accepted() {
+        let config = Config::try_from_args([
+            "sage",
+            "--s3_endpoint",
+            "http://minio:9000",
+            "--s3_secure",
+            "--trace_jaeger_endpoint",
+            "http://jaeger:4318",
+        ])
+        .unwrap();
+        assert_eq!(
+            config.blob.minio_endpoint.as_deref(),
+            Some("http://minio:9000")
+        );
+        assert!(config.blob.minio_secure);
+        assert_eq!(
+            config.trace.trace_jaeger_url.as_deref(),
+            Some("http://jaeger:4318")
+        );
+    }
+}

@@ -1,0 +1,13 @@
+//! The services behind the routes and the jobs: each takes only the stores and clients it uses,
+//! returns typed values or a [`DomainError`], and knows nothing of HTTP.
+
+mod error;
+pub mod health;
+pub mod presets;
+#[cfg(feature = "mcp")]
+pub mod runs;
+pub mod sessions;
+#[cfg(feature = "mcp")]
+pub mod tools_admin;
+
+pub use error::DomainError;

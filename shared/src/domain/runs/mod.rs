@@ -1,0 +1,554 @@
+//! Runs: resolve the request, take the session's run lock, store the new messages, then drive
+//! the agent in the background while the caller streams the stored events.
+
+mod follow;
+mod watch;
+mod writer;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use follow::LogReader;
+pub use watch::RunWatch;
+
+use crate::agent::{Agent, RunOutcome, RunSpec};
+use crate::config::{LlmConfig, split_keys};
+use crate::context::{
+    content_as_text, estimate_tokens, fit_to_budget, merge_events, to_model_messages,
+};
+use crate::domain::DomainError;
+use crate::domain::presets::AgentPresets;
+use crate::domain::sessions::Sessions;
+use crate::domain::tools_admin::ToolsAdmin;
+use crate::llm::{ChatModel, LlmSettings};
+use crate::store::{
+    EventLog, EventSink, IdempotencyRecord, RunControl, RunStatus, SEARCH_TEXT_LIMIT,
+    SessionRecord, SessionStore, StoreError,
+};
+use crate::tools::{McpPolicy, McpPool};
+use crate::util::{InputError, SessionId, UserId, new_id, now_secs};
+use crate::wire::{
+    Event, EventStream, EventType, InputMessage, LlmModelConfig, Role, StoredEvent, StreamRequest,
+};
+use follow::{follow, live_then_log};
+use watch::keep_lease;
+use writer::{LiveFeed, spawn_writer};
+
+const DEFAULT_MAX_LOOP_COUNT: u32 = 50;
+const TITLE_CHARS: usize = 50;
+const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
+
+/// A started (or re-attached) run: its session and the events the caller streams.
+pub struct StartedRun {
+    pub session_id: String,
+    /// Sequence number of the run's first streamed event.
+    pub first_seq: u64,
+    pub events: EventStream,
+}
+
+/// A client's `Idempotency-Key` and the hash of the request body it came with.
+pub struct Idempotency {
+    key: String,
+    body_hash: String,
+}
+
+impl Idempotency {
+    pub fn parse(key: &str, body_hash: String) -> Result<Self, InputError> {
+        let key = key.trim();
+        if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN {
+            return Err(InputError::Invalid(format!(
+                "Idempotency-Key: 1 to {MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"
+            )));
+        }
+        Ok(Self {
+            key: key.to_owned(),
+            body_hash,
+        })
+    }
+}
+
+/// What runs take from the configuration.
+#[derive(Clone)]
+pub struct RunDefaults {
+    pub llm: LlmConfig,
+    pub lease: Duration,
+    pub tool_timeout: Duration,
+    pub mcp_policy: McpPolicy,
+}
+
+/// The stores a run touches.
+#[derive(Clone)]
+pub struct RunStores {
+    pub sessions: Arc<dyn SessionStore>,
+    pub events: Arc<dyn EventLog>,
+    pub control: Arc<dyn RunControl>,
+    pub sink: EventSink,
+}
+
+/// The run service.
+#[derive(Clone)]
+pub struct Runs {
+    stores: RunStores,
+    defaults: Arc<RunDefaults>,
+    presets: Arc<AgentPresets>,
+    llm: Arc<dyn ChatModel>,
+    pool: Arc<McpPool>,
+    tools: ToolsAdmin,
+    sessions: Sessions,
+    watch: Arc<RunWatch>,
+    tasks: TaskTracker,
+}
+
+impl Runs {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        stores: RunStores,
+        defaults: RunDefaults,
+        presets: Arc<AgentPresets>,
+        llm: Arc<dyn ChatModel>,
+        pool: Arc<McpPool>,
+        tools: ToolsAdmin,
+        sessions: Sessions,
+        shutdown: CancellationToken,
+        tasks: TaskTracker,
+    ) -> Self {
+        let watch = RunWatch::start(stores.control.clone(), shutdown);
+        Self {
+            stores,
+            defaults: Arc::new(defaults),
+            presets,
+            llm,
+            pool,
+            tools,
+            sessions,
+            watch,
+            tasks,
+        }
+    }
+
+    fn reader(&self) -> LogReader {
+        LogReader {
+            events: self.stores.events.clone(),
+            control: self.stores.control.clone(),
+        }
+    }
+
+    /// Stops every run of this process as an interrupt would; the number stopped.
+    pub fn interrupt_all(&self) -> usize {
+        self.watch.interrupt_all()
+    }
+
+    /// Starts a run. Errors before the stream change nothing. With an idempotency key seen
+    /// before (same body), the caller is attached to that run instead.
+    pub async fn start(
+        &self,
+        mut request: StreamRequest,
+        idempotency: Option<Idempotency>,
+    ) -> Result<StartedRun, DomainError> {
+        request.validate()?;
+        self.presets.apply(&mut request);
+        let settings = resolve_llm(&self.defaults.llm, request.llm_model_config.as_ref())?;
+        let user = UserId::from_optional(request.user_id.as_deref());
+        let session_id = match request.session_id.as_deref().filter(|id| !id.is_empty()) {
+            Some(id) => SessionId::parse(id)?,
+            None => SessionId::generate(),
+        };
+        let Some(idempotency) = idempotency else {
+            return self
+                .begin(&request, &settings, &user, &session_id, None)
+                .await;
+        };
+        let record = IdempotencyRecord {
+            key: format!("{user}\n{}", idempotency.key),
+            request_hash: idempotency.body_hash,
+            session_id: session_id.to_string(),
+            first_seq: None,
+            created_at: now_secs(),
+        };
+        let control = &self.stores.control;
+        if let Some(existing) = control.claim_idempotency_key(&record).await? {
+            if existing.request_hash != record.request_hash {
+                return Err(DomainError::Conflict(
+                    "this Idempotency-Key was already used with a different request".into(),
+                ));
+            }
+            return self.reattach(existing).await;
+        }
+        let started = self
+            .begin(&request, &settings, &user, &session_id, Some(&record.key))
+            .await;
+        if started.is_err() {
+            let _ = control.release_idempotency_key(&record.key).await;
+        }
+        started
+    }
+
+    /// Replays the events after `after`, then follows the live run; the caller must own it.
+    pub async fn resume(
+        &self,
+        user: &UserId,
+        session_id: &SessionId,
+        after: u64,
+    ) -> Result<EventStream, DomainError> {
+        self.sessions.owned(user, session_id).await?;
+        Ok(follow(self.reader(), session_id.to_string(), after))
+    }
+
+    /// The same request again: stream the run it started, from its first event.
+    async fn reattach(&self, existing: IdempotencyRecord) -> Result<StartedRun, DomainError> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let mut record = Some(existing);
+        loop {
+            match &record {
+                Some(IdempotencyRecord {
+                    first_seq: Some(first_seq),
+                    session_id,
+                    ..
+                }) => {
+                    let events = follow(self.reader(), session_id.clone(), first_seq - 1);
+                    return Ok(StartedRun {
+                        session_id: session_id.clone(),
+                        first_seq: *first_seq,
+                        events,
+                    });
+                }
+                Some(pending) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    record = self.stores.control.get_idempotency_key(&pending.key).await?;
+                }
+                Some(_) => {
+                    return Err(DomainError::Conflict(
+                        "the request with this Idempotency-Key is still starting; retry shortly"
+                            .into(),
+                    ));
+                }
+                None => {
+                    return Err(DomainError::Conflict(
+                        "the request with this Idempotency-Key failed before it started; \
+                         send it again with a new key"
+                            .into(),
+                    ));
+                }
+            }
+        }
+    }
+
+    async fn begin(
+        &self,
+        request: &StreamRequest,
+        settings: &LlmSettings,
+        user: &UserId,
+        session_id: &SessionId,
+        idempotency_key: Option<&str>,
+    ) -> Result<StartedRun, DomainError> {
+        let stores = &self.stores;
+        if let Some(existing) = stores.sessions.get_session(session_id.as_str()).await?
+            && existing.user_id != user.as_str()
+        {
+            return Err(DomainError::Forbidden(format!(
+                "session {session_id} belongs to another user"
+            )));
+        }
+        let run_id = new_id();
+        if !stores
+            .control
+            .try_lock_run(session_id.as_str(), &run_id, self.defaults.lease)
+            .await?
+        {
+            return Err(DomainError::Conflict(format!(
+                "session {session_id} is already running"
+            )));
+        }
+        let prepared = async {
+            let (spec, after_seq) = self.prepare(request, settings, session_id, user).await?;
+            if let Some(key) = idempotency_key {
+                stores
+                    .control
+                    .set_idempotency_first_seq(key, after_seq + 1)
+                    .await?;
+            }
+            Ok::<_, DomainError>((spec, after_seq))
+        }
+        .await;
+        match prepared {
+            Ok((spec, after_seq)) => Ok(StartedRun {
+                session_id: session_id.to_string(),
+                first_seq: after_seq + 1,
+                events: self.launch(spec, run_id, after_seq),
+            }),
+            Err(error) => {
+                let _ = stores
+                    .control
+                    .release_run_lock(session_id.as_str(), &run_id)
+                    .await;
+                Err(error)
+            }
+        }
+    }
+
+    async fn prepare(
+        &self,
+        request: &StreamRequest,
+        settings: &LlmSettings,
+        session_id: &SessionId,
+        user: &UserId,
+    ) -> Result<(RunSpec, u64), DomainError> {
+        let stores = &self.stores;
+        let session_id = session_id.as_str();
+        let mut session =
+            SessionRecord::new(session_id, user.as_str(), &title_of(&request.messages));
+        session.agent_id = request.agent_id.clone();
+        session.agent_name = request.agent_name.clone();
+        stores.sessions.create_session(&session).await?;
+        let mut log = stores.events.events_after(session_id, 0).await?;
+        let mut seq = log.last().map_or(0, |stored| stored.seq);
+        let inputs: Vec<StoredEvent> = request
+            .messages
+            .iter()
+            .map(|message| {
+                seq += 1;
+                StoredEvent {
+                    seq,
+                    event: input_event(session_id, message),
+                }
+            })
+            .collect();
+        stores.events.append_events(session_id, &inputs).await?;
+        log.extend(inputs);
+
+        let system_prompt = system_prompt(request);
+        let history = to_model_messages(&merge_events(log.iter().map(|stored| &stored.event)));
+        let reserved = system_prompt.as_deref().map_or(0, estimate_tokens);
+        let budget = u64::from(settings.max_model_len).saturating_sub(reserved);
+        let spec = RunSpec {
+            session_id: session_id.to_owned(),
+            settings: settings.clone(),
+            system_prompt,
+            history: fit_to_budget(history, budget),
+            max_loop_count: request.max_loop_count.unwrap_or(DEFAULT_MAX_LOOP_COUNT),
+            deep_thinking: request.deep_thinking.unwrap_or(false),
+            available_tools: request.available_tools.clone().unwrap_or_default(),
+            registered_servers: self.tools.enabled_servers(user).await?,
+            request_servers: request.extra_mcp_config.clone().unwrap_or_default(),
+            mcp_policy: self.defaults.mcp_policy,
+            tool_timeout: self.defaults.tool_timeout,
+        };
+        Ok((spec, seq))
+    }
+
+    fn launch(&self, spec: RunSpec, run_id: String, after_seq: u64) -> EventStream {
+        let session_id = spec.session_id.clone();
+        let (feed, live) = LiveFeed::new(&session_id);
+        let events = live_then_log(live, self.reader(), session_id.clone(), after_seq);
+        let stores = self.stores.clone();
+        let watch = self.watch.clone();
+        let llm = self.llm.clone();
+        let pool = self.pool.clone();
+        let lease = self.defaults.lease;
+        self.tasks.spawn(async move {
+            let cancel = CancellationToken::new();
+            let (emitter, writer) = spawn_writer(
+                stores.sink.clone(),
+                session_id.clone(),
+                after_seq,
+                feed,
+                cancel.clone(),
+            );
+            watch.register(&session_id, &run_id, cancel);
+            let supervisor = tokio::spawn(keep_lease(
+                stores.control.clone(),
+                session_id.clone(),
+                run_id.clone(),
+                lease,
+            ));
+            let fallback = emitter.clone();
+            let outcome = match tokio::spawn(Agent::new(spec, llm, pool, emitter).run()).await {
+                Ok(outcome) => outcome,
+                Err(panic) => {
+                    tracing::error!(%session_id, error = %panic, "agent run panicked");
+                    fallback
+                        .emit(Event {
+                            content: Some(Value::String("The agent failed unexpectedly.".into())),
+                            message_id: Some(new_id()),
+                            ..Event::new(&session_id, Role::Assistant, EventType::Error)
+                        })
+                        .await;
+                    fallback.emit(Event::empty_token_usage(&session_id)).await;
+                    RunOutcome::Failed
+                }
+            };
+            drop(fallback);
+            let (end, mut feed) = match writer.await {
+                Ok(finished) => finished,
+                Err(error) => {
+                    tracing::error!(%session_id, %error, "event writer failed");
+                    (None, LiveFeed::closed())
+                }
+            };
+            supervisor.abort();
+            watch.unregister(&session_id, &run_id);
+            if let Err(error) = finish_session(
+                stores.sessions.as_ref(),
+                stores.events.as_ref(),
+                &session_id,
+                outcome,
+            )
+            .await
+            {
+                tracing::warn!(%session_id, error = %crate::telemetry::chain(&error), "could not update the session after its run");
+            }
+            if let Err(error) = stores.control.release_run_lock(&session_id, &run_id).await {
+                tracing::warn!(%session_id, error = %crate::telemetry::chain(&error), "could not release the run lock; it expires with its lease");
+            }
+            // Sent last: a client that saw stream_end may start the next run at once.
+            if let Some(end) = end {
+                feed.send(end);
+            }
+        });
+        events
+    }
+}
+
+/// The default provider overlaid with the request's `llm_model_config`; unavailable without a
+/// key.
+fn resolve_llm(
+    defaults: &LlmConfig,
+    overrides: Option<&LlmModelConfig>,
+) -> Result<LlmSettings, DomainError> {
+    let overrides = overrides.cloned().unwrap_or_default();
+    let api_keys = match overrides.api_key.as_deref().map(split_keys) {
+        Some(keys) if !keys.is_empty() => keys,
+        _ => defaults.keys(),
+    };
+    if api_keys.is_empty() {
+        return Err(DomainError::Unavailable(
+            "no LLM API key configured: set SAGE_DEFAULT_LLM_API_KEY (--default_llm_api_key) \
+             or send llm_model_config.api_key"
+                .into(),
+        ));
+    }
+    Ok(LlmSettings {
+        base_url: overrides
+            .base_url
+            .unwrap_or_else(|| defaults.base_url.clone()),
+        api_keys,
+        model: overrides
+            .model
+            .unwrap_or_else(|| defaults.model_name.clone()),
+        max_tokens: overrides.max_tokens.unwrap_or(defaults.max_tokens),
+        temperature: overrides.temperature.unwrap_or(defaults.temperature),
+        top_p: overrides.top_p.unwrap_or(defaults.top_p),
+        presence_penalty: overrides
+            .presence_penalty
+            .unwrap_or(defaults.presence_penalty),
+        max_model_len: overrides.max_model_len.unwrap_or(defaults.max_model_len),
+    })
+}
+
+fn system_prompt(request: &StreamRequest) -> Option<String> {
+    let mut prompt = request.system_prefix.clone().unwrap_or_default();
+    if let Some(context) = request.system_context.as_ref().filter(|c| !c.is_empty()) {
+        prompt.push_str("\n\nContext:");
+        for (key, value) in context {
+            let value = match value {
+                Value::String(text) => text.clone(),
+                other => other.to_string(),
+            };
+            prompt.push_str(&format!("\n- {key}: {value}"));
+        }
+    }
+    if let Some(workflows) = request
+        .available_workflows
+        .as_ref()
+        .filter(|w| !w.is_empty())
+    {
+        prompt.push_str("\n\nWorkflows you can follow:");
+        for (name, steps) in workflows {
+            prompt.push_str(&format!("\n{name}:"));
+            for (index, step) in steps.iter().enumerate() {
+                prompt.push_str(&format!("\n  {}. {}", index + 1, content_as_text(step)));
+            }
+        }
+    }
+    let prompt = prompt.trim().to_owned();
+    (!prompt.is_empty()).then_some(prompt)
+}
+
+fn title_of(messages: &[InputMessage]) -> String {
+    let first = messages
+        .iter()
+        .find(|message| message.role == "user")
+        .map(|message| content_as_text(&message.content))
+        .unwrap_or_default();
+    let first = first.trim();
+    if first.is_empty() {
+        return "新会话".into();
+    }
+    if first.chars().count() > TITLE_CHARS {
+        format!("{}...", first.chars().take(TITLE_CHARS).collect::<String>())
+    } else {
+        first.to_owned()
+    }
+}
+
+fn input_event(session_id: &str, message: &InputMessage) -> Event {
+    let role = match message.role.as_str() {
+        "assistant" => Role::Assistant,
+        "system" => Role::System,
+        "tool" => Role::Tool,
+        _ => Role::User,
+    };
+    let kind = if role == Role::Assistant {
+        EventType::FinalAnswer
+    } else {
+        EventType::Normal
+    };
+    Event {
+        content: Some(message.content.clone()),
+        message_id: Some(
+            message
+                .message_id
+                .clone()
+                .unwrap_or_else(new_id),
+        ),
+        ..Event::new(session_id, role, kind)
+    }
+}
+
+/// Keeps the session's counts, search text and status true after a run.
+async fn finish_session(
+    sessions: &dyn SessionStore,
+    events: &dyn EventLog,
+    session_id: &str,
+    outcome: RunOutcome,
+) -> Result<(), StoreError> {
+    let Some(mut session) = sessions.get_session(session_id).await? else {
+        return Ok(());
+    };
+    let log = events.events_after(session_id, 0).await?;
+    let merged = merge_events(log.iter().map(|stored| &stored.event));
+    session.user_count = merged.iter().filter(|m| m.role == Role::User).count() as u64;
+    session.agent_count = merged.iter().filter(|m| m.role == Role::Assistant).count() as u64;
+    session.message_count = session.user_count + session.agent_count;
+    let mut search_text = String::new();
+    for message in merged.iter().filter(|m| m.role != Role::Tool) {
+        let text = content_as_text(&message.content);
+        if search_text.len() + text.len() + 1 > SEARCH_TEXT_LIMIT {
+            break;
+        }
+        search_text.push_str(&text);
+        search_text.push('\n');
+    }
+    session.search_text = search_text;
+    session.status = match outcome {
+        RunOutcome::Completed => RunStatus::Idle,
+        RunOutcome::Interrupted => RunStatus::Interrupted,
+        RunOutcome::Failed => RunStatus::Error,
+    };
+    session.updated_at = now_secs();
+    sessions.update_session(&session).await
+}

@@ -1,0 +1,143 @@
+//! Writes a run's events to the session's log, then hands them to the client: nothing is sent
+//! that was not stored first. Events that queue up while a write is in flight go in the next
+//! write as one batch, so a fast stream costs few writes and a slow one adds no delay.
+//!
+//! Every channel here is bounded. The run waits when the log falls behind (back-pressure on the
+//! agent, never on the client); a client that falls behind loses its live feed and reads the
+//! rest from the log (`follow::live_then_log`), so a reader that stops reading costs nothing.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::agent::Emitter;
+use crate::store::EventSink;
+use crate::util::new_id;
+use crate::wire::{Event, EventType, Role, StoredEvent};
+
+const MAX_BATCH: usize = 64;
+/// Events the agent may get ahead of the log.
+const EMIT_CAPACITY: usize = 256;
+/// Stored events a client may leave unread before it is switched to reading the log.
+pub const LIVE_CAPACITY: usize = 1024;
+
+/// The client's live feed; dropped for good once the client falls behind.
+pub struct LiveFeed {
+    sender: Option<mpsc::Sender<StoredEvent>>,
+    session_id: String,
+}
+
+impl LiveFeed {
+    pub fn new(session_id: &str) -> (Self, mpsc::Receiver<StoredEvent>) {
+        let (sender, receiver) = mpsc::channel(LIVE_CAPACITY);
+        let feed = Self {
+            sender: Some(sender),
+            session_id: session_id.to_owned(),
+        };
+        (feed, receiver)
+    }
+
+    /// A feed nobody reads.
+    pub fn closed() -> Self {
+        Self {
+            sender: None,
+            session_id: String::new(),
+        }
+    }
+
+    pub fn send(&mut self, event: StoredEvent) {
+        let Some(sender) = &self.sender else { return };
+        match sender.try_send(event) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                tracing::debug!(session_id = %self.session_id, "client fell behind; it reads the log from here");
+                self.sender = None;
+            }
+            Err(TrySendError::Closed(_)) => self.sender = None,
+        }
+    }
+}
+
+/// Starts the writer. `after_seq` is the last sequence number already in the session's log. When
+/// every `Emitter` is dropped the writer stores `stream_end` and returns it unsent, with the
+/// feed, so the caller can finish its bookkeeping (release the session) before the client learns
+/// the run is over.
+pub fn spawn_writer(
+    sink: EventSink,
+    session_id: String,
+    after_seq: u64,
+    mut client: LiveFeed,
+    cancel: CancellationToken,
+) -> (Emitter, JoinHandle<(Option<StoredEvent>, LiveFeed)>) {
+    let (events, mut incoming) = mpsc::channel::<Event>(EMIT_CAPACITY);
+    let aborted = Arc::new(AtomicBool::new(false));
+    let emitter = Emitter::new(events, aborted.clone(), cancel);
+    let writer = tokio::spawn(async move {
+        let mut seq = after_seq;
+        let mut sent: u64 = 0;
+        let mut batch = Vec::new();
+        while incoming.recv_many(&mut batch, MAX_BATCH).await > 0 {
+            let stored: Vec<StoredEvent> = batch
+                .drain(..)
+                .map(|event| {
+                    seq += 1;
+                    StoredEvent { seq, event }
+                })
+                .collect();
+            let stored = match sink.append(&session_id, stored).await {
+                Ok(stored) => stored,
+                Err(error) => {
+                    tracing::error!(%session_id, error = %crate::telemetry::chain(&error), "event log write failed; ending the run");
+                    aborted.store(true, Ordering::Relaxed);
+                    incoming.close();
+                    fail_stream(&mut client, &session_id, seq, sent);
+                    return (None, client);
+                }
+            };
+            sent += stored.len() as u64;
+            for event in stored {
+                client.send(event);
+            }
+        }
+        let end = StoredEvent {
+            seq: seq + 1,
+            event: Event::stream_end(&session_id, sent),
+        };
+        let end = match sink.append(&session_id, vec![end.clone()]).await {
+            Ok(mut stored) => stored.pop(),
+            Err(error) => {
+                tracing::error!(%session_id, error = %crate::telemetry::chain(&error), "could not store stream_end");
+                Some(end)
+            }
+        };
+        (end, client)
+    });
+    (emitter, writer)
+}
+
+/// The log is unwritable: tell the client, unstored, and close with the mandatory tail.
+fn fail_stream(client: &mut LiveFeed, session_id: &str, seq: u64, sent: u64) {
+    let error = Event {
+        content: Some(serde_json::json!(
+            "The conversation could not be saved; the run was stopped."
+        )),
+        message_id: Some(new_id()),
+        ..Event::new(session_id, Role::Assistant, EventType::Error)
+    };
+    let tail = [error, Event::empty_token_usage(session_id)];
+    let count = sent + tail.len() as u64;
+    for (offset, event) in tail.into_iter().enumerate() {
+        client.send(StoredEvent {
+            seq: seq + 1 + offset as u64,
+            event,
+        });
+    }
+    client.send(StoredEvent {
+        seq: seq + 3,
+        event: Event::stream_end(session_id, count),
+    });
+}

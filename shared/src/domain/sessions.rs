@@ -1,0 +1,289 @@
+//! Conversations (`api.md` §4): list, read, share, rename, delete, interrupt, status, files.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::context::merge_events;
+use crate::domain::DomainError;
+use crate::store::{
+    EventLog, RunControl, SessionQuery, SessionRecord, SessionStore, query_sessions,
+};
+use crate::util::{SessionId, UserId, now_secs};
+use crate::wire::api::{
+    Conversation, FileDownload, FileEntry, SessionList, SessionSummary, TaskStatus,
+};
+
+pub const MAX_PAGE_SIZE: u64 = 100;
+const MAX_TITLE_CHARS: usize = 200;
+
+/// The conversation service.
+#[derive(Clone)]
+pub struct Sessions {
+    sessions: Arc<dyn SessionStore>,
+    events: Arc<dyn EventLog>,
+    runs: Arc<dyn RunControl>,
+    workspace: PathBuf,
+}
+
+pub fn summary(session: &SessionRecord) -> SessionSummary {
+    SessionSummary {
+        session_id: session.session_id.clone(),
+        user_id: session.user_id.clone(),
+        agent_id: session.agent_id.clone(),
+        agent_name: session.agent_name.clone(),
+        title: session.title.clone(),
+        message_count: session.message_count,
+        user_count: session.user_count,
+        agent_count: session.agent_count,
+        created_at: session.created_at,
+        updated_at: session.updated_at,
+        status: session.status.as_str(),
+    }
+}
+
+impl Sessions {
+    pub fn new(
+        sessions: Arc<dyn SessionStore>,
+        events: Arc<dyn EventLog>,
+        runs: Arc<dyn RunControl>,
+        workspace: PathBuf,
+    ) -> Self {
+        Self {
+            sessions,
+            events,
+            runs,
+            workspace,
+        }
+    }
+
+    /// The session when `user` owns it: not found when there is none, forbidden when it is
+    /// someone else's.
+    pub async fn owned(
+        &self,
+        user: &UserId,
+        session_id: &SessionId,
+    ) -> Result<SessionRecord, DomainError> {
+        let session = self
+            .sessions
+            .get_session(session_id.as_str())
+            .await?
+            .ok_or_else(|| DomainError::NotFound(format!("no conversation {session_id}")))?;
+        if session.user_id != user.as_str() {
+            return Err(DomainError::Forbidden(format!(
+                "conversation {session_id} belongs to another user"
+            )));
+        }
+        Ok(session)
+    }
+
+    pub async fn list(&self, query: &SessionQuery) -> Result<SessionList, DomainError> {
+        if query.page == 0 {
+            return Err(DomainError::invalid("page: starts at 1"));
+        }
+        if !(1..=MAX_PAGE_SIZE).contains(&query.page_size) {
+            return Err(DomainError::invalid(format!(
+                "page_size: between 1 and {MAX_PAGE_SIZE}"
+            )));
+        }
+        let page = query_sessions(self.sessions.as_ref(), query).await?;
+        let total_pages = page.total.div_ceil(query.page_size);
+        Ok(SessionList {
+            list: page.sessions.iter().map(summary).collect(),
+            total: page.total,
+            page: query.page,
+            page_size: query.page_size,
+            total_pages,
+            has_next: query.page < total_pages,
+            has_prev: query.page > 1,
+        })
+    }
+
+    /// The merged conversation; `owner` is `None` for the read-only share view.
+    pub async fn messages(
+        &self,
+        session_id: &SessionId,
+        owner: Option<&UserId>,
+    ) -> Result<Conversation, DomainError> {
+        let session = match owner {
+            Some(user) => self.owned(user, session_id).await?,
+            None => self
+                .sessions
+                .get_session(session_id.as_str())
+                .await?
+                .ok_or_else(|| DomainError::NotFound(format!("no conversation {session_id}")))?,
+        };
+        let log = self.events.events_after(session_id.as_str(), 0).await?;
+        let merged = merge_events(log.iter().map(|stored| &stored.event));
+        Ok(Conversation {
+            conversation_id: session_id.to_string(),
+            message_count: merged.len(),
+            messages: merged,
+            conversation_info: summary(&session),
+        })
+    }
+
+    async fn is_running(&self, session_id: &SessionId) -> Result<bool, DomainError> {
+        Ok(self
+            .runs
+            .run_lock(session_id.as_str())
+            .await?
+            .is_some_and(|lock| lock.is_live()))
+    }
+
+    /// Deletes the conversation, its events and its files; refused while it runs.
+    pub async fn delete(&self, user: &UserId, session_id: &SessionId) -> Result<(), DomainError> {
+        self.owned(user, session_id).await?;
+        if self.is_running(session_id).await? {
+            return Err(DomainError::Conflict(format!(
+                "conversation {session_id} is running; interrupt it first"
+            )));
+        }
+        self.sessions.delete_session(session_id.as_str()).await?;
+        match tokio::fs::remove_dir_all(self.folder(session_id)).await {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => {
+                tracing::warn!(%session_id, %error, "could not delete the conversation's files")
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn rename(
+        &self,
+        user: &UserId,
+        session_id: &SessionId,
+        title: &str,
+    ) -> Result<String, DomainError> {
+        let title = title.trim();
+        if title.is_empty() || title.chars().count() > MAX_TITLE_CHARS {
+            return Err(DomainError::invalid(format!(
+                "title: 1 to {MAX_TITLE_CHARS} characters"
+            )));
+        }
+        let mut session = self.owned(user, session_id).await?;
+        session.title = title.to_owned();
+        session.updated_at = now_secs();
+        self.sessions.update_session(&session).await?;
+        Ok(session.title)
+    }
+
+    /// Sets the durable cancel flag; true when a run was running.
+    pub async fn interrupt(
+        &self,
+        user: &UserId,
+        session_id: &SessionId,
+    ) -> Result<bool, DomainError> {
+        self.owned(user, session_id).await?;
+        Ok(self.runs.request_cancel(session_id.as_str()).await?)
+    }
+
+    pub async fn status(
+        &self,
+        user: &UserId,
+        session_id: &SessionId,
+    ) -> Result<TaskStatus, DomainError> {
+        let session = self.owned(user, session_id).await?;
+        let lock = self.runs.run_lock(session_id.as_str()).await?;
+        let running = lock.as_ref().is_some_and(|lock| lock.is_live());
+        Ok(TaskStatus {
+            session_id: session_id.to_string(),
+            status: if running {
+                "running"
+            } else {
+                session.status.as_str()
+            },
+            interrupt_requested: running && lock.is_some_and(|lock| lock.cancel_requested),
+            updated_at: session.updated_at,
+            message_count: session.message_count,
+        })
+    }
+
+    fn folder(&self, session_id: &SessionId) -> PathBuf {
+        self.workspace.join(session_id.as_str())
+    }
+
+    pub async fn list_files(
+        &self,
+        user: &UserId,
+        session_id: &SessionId,
+    ) -> Result<Vec<FileEntry>, DomainError> {
+        self.owned(user, session_id).await?;
+        let root = self.folder(session_id);
+        let mut entries = Vec::new();
+        match walk(&root, &root, &mut entries) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => {
+                tracing::warn!(%session_id, %error, "cannot list the conversation's files");
+                return Err(DomainError::Unavailable(
+                    "the file workspace cannot be read".into(),
+                ));
+            }
+        }
+        entries.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(entries)
+    }
+
+    /// A file inside the session's folder; a path that leaves the folder is refused.
+    pub async fn download(
+        &self,
+        user: &UserId,
+        session_id: &SessionId,
+        file_path: &str,
+    ) -> Result<FileDownload, DomainError> {
+        self.owned(user, session_id).await?;
+        let escape = || DomainError::invalid("file_path: must stay inside the conversation's folder");
+        let requested = Path::new(file_path);
+        if requested.is_absolute()
+            || requested
+                .components()
+                .any(|part| matches!(part, std::path::Component::ParentDir))
+        {
+            return Err(escape());
+        }
+        let not_found = || DomainError::NotFound(format!("no file {file_path}"));
+        let root = tokio::fs::canonicalize(self.folder(session_id))
+            .await
+            .map_err(|_| not_found())?;
+        let target = tokio::fs::canonicalize(root.join(requested))
+            .await
+            .map_err(|_| not_found())?;
+        if !target.starts_with(&root) {
+            return Err(escape());
+        }
+        if !target.is_file() {
+            return Err(not_found());
+        }
+        let bytes = tokio::fs::read(&target).await.map_err(|_| not_found())?;
+        let name = target
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Ok(FileDownload { name, bytes })
+    }
+}
+
+fn walk(root: &Path, dir: &Path, entries: &mut Vec<FileEntry>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let metadata = entry.metadata()?;
+        let path = entry.path();
+        let relative = path.strip_prefix(root).unwrap_or(&path);
+        entries.push(FileEntry {
+            name: entry.file_name().to_string_lossy().into_owned(),
+            path: relative.to_string_lossy().into_owned(),
+            size: metadata.len(),
+            modified_time: metadata
+                .modified()
+                .ok()
+                .and_then(|time| time.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0.0, |elapsed| elapsed.as_secs_f64()),
+            is_directory: metadata.is_dir(),
+        });
+        if metadata.is_dir() {
+            walk(root, &path, entries)?;
+        }
+    }
+    Ok(())
+}

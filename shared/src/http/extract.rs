@@ -1,0 +1,137 @@
+//! Extractors: bodies and queries that name the bad field, bodies within the size limit, and the
+//! caller's identity.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use super::ApiError;
+use crate::util::{InputError, UserId};
+
+/// The raw body, within the configured limit (413 in the envelope beyond it).
+pub struct RawBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let limit = request
+            .extensions()
+            .get::<super::Limits>()
+            .map(|limits| limits.max_body_bytes);
+        Bytes::from_request(request, state)
+            .await
+            .map(RawBody)
+            .map_err(|rejection| body_error(rejection, limit))
+    }
+}
+
+fn body_error(rejection: BytesRejection, limit: Option<usize>) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::TooLarge {
+            limit: limit.unwrap_or_default(),
+        };
+    }
+    InputError::Invalid(rejection.body_text()).into()
+}
+
+/// Like `axum::Json`, but a body that does not fit the schema answers 422 in the envelope with
+/// the path of the offending field in `error_detail`.
+pub struct ValidJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ValidJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let RawBody(bytes) = RawBody::from_request(request, state).await?;
+        Ok(ValidJson(parse_json(&bytes)?))
+    }
+}
+
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, InputError> {
+    let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        let message = inner.to_string();
+        let missing = message
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next());
+        let detail = match (missing, path.as_str()) {
+            _ if inner.is_syntax() || inner.is_eof() => format!("body: {message}"),
+            (Some(field), ".") => format!("{field}: {message}"),
+            (Some(field), parent) => format!("{parent}.{field}: {message}"),
+            (None, ".") => format!("body: {message}"),
+            (None, path) => format!("{path}: {message}"),
+        };
+        InputError::Schema { detail }
+    })
+}
+
+/// Like `axum::extract::Query`, but a bad parameter answers 400 in the envelope, naming it.
+pub struct ValidQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ValidQuery<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parse_query(parts).map(ValidQuery)
+    }
+}
+
+fn parse_query<T: DeserializeOwned>(parts: &Parts) -> Result<T, ApiError> {
+    let query = parts.uri.query().unwrap_or_default();
+    let deserializer =
+        serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+    serde_path_to_error::deserialize(deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        InputError::Invalid(format!("query {path}: {}", error.into_inner())).into()
+    })
+}
+
+/// Who the request acts for. Without authentication: the `user_id` a body names, else the one
+/// in the query, else Sage's `default_user`.
+pub struct Caller {
+    query_user: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct CallerQuery {
+    user_id: Option<String>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let query: CallerQuery = parse_query(parts)?;
+        Ok(Self {
+            query_user: query.user_id,
+        })
+    }
+}
+
+impl Caller {
+    /// For routes whose body carries no `user_id`.
+    pub fn user(&self) -> UserId {
+        self.with_body(None)
+    }
+
+    /// For routes whose body may name the user: a non-empty body `user_id` wins.
+    pub fn with_body(&self, body_user: Option<&str>) -> UserId {
+        let body_user = body_user.filter(|id| !id.is_empty());
+        UserId::from_optional(body_user.or(self.query_user.as_deref()))
+    }
+}

@@ -1,0 +1,81 @@
+//! Sage's two framings of a run's events: NDJSON (one JSON object per line) and SSE.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+
+use crate::wire::{EventStream, StoredEvent};
+
+/// Response header with the sequence number of the run's first event: an NDJSON client adds the
+/// lines it received to resume with `last_index` (SSE clients have the `id:` of each event).
+pub const FIRST_SEQ_HEADER: &str = "x-sage-first-seq";
+
+pub fn wants_sse(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/event-stream"))
+}
+
+/// The framing the client asked for.
+pub fn event_response(headers: &HeaderMap, events: EventStream, ping: Duration) -> Response {
+    if wants_sse(headers) {
+        sse_response(events, ping)
+    } else {
+        ndjson_response(events)
+    }
+}
+
+fn to_json(stored: &StoredEvent) -> String {
+    serde_json::to_string(&stored.event).expect("events always serialize")
+}
+
+/// One JSON object per line, UTF-8 unescaped.
+fn ndjson_response(events: EventStream) -> Response {
+    let lines = events.map(|stored| {
+        let mut line = to_json(&stored);
+        line.push('\n');
+        Ok::<_, Infallible>(Bytes::from(line))
+    });
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        )],
+        Body::from_stream(lines),
+    )
+        .into_response()
+}
+
+/// `id: <seq>`, `event: <type>`, `data: <json>`, and `: ping` while the run is quiet.
+fn sse_response(events: EventStream, ping: Duration) -> Response {
+    let frames = events.map(|stored| {
+        let kind = serde_json::to_value(stored.event.kind)
+            .ok()
+            .and_then(|value| value.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        Ok::<_, Infallible>(
+            SseEvent::default()
+                .id(stored.seq.to_string())
+                .event(kind)
+                .data(to_json(&stored)),
+        )
+    });
+    let sse = Sse::new(frames).keep_alive(KeepAlive::new().interval(ping).text("ping"));
+    (
+        [
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+            (
+                header::HeaderName::from_static("x-accel-buffering"),
+                HeaderValue::from_static("no"),
+            ),
+        ],
+        sse,
+    )
+        .into_response()
+}

@@ -1,0 +1,8 @@
+//! HTTP handlers: they parse, call a domain service, map the error. One file per function.
+
+pub mod health;
+#[cfg(feature = "mcp")]
+pub mod mcp_admin;
+pub mod session;
+#[cfg(feature = "mcp")]
+pub mod stream;

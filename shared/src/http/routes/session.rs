@@ -1,0 +1,203 @@
+//! The Session function's routes (`api.md` §4).
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use axum::{Json, Router};
+use serde::Deserialize;
+
+use crate::domain::DomainError;
+use crate::domain::sessions::Sessions;
+use crate::http::extract::{Caller, RawBody, ValidJson, ValidQuery, parse_json};
+use crate::http::{ApiError, Envelope, ok};
+use crate::store::{SessionQuery, SortBy};
+use crate::util::SessionId;
+use crate::wire::api::{
+    Conversation, FileList, Interrupted, Renamed, SessionList, SessionRef, TaskStatus,
+};
+
+type Answer<T> = Result<Json<Envelope<T>>, ApiError>;
+
+pub fn router(sessions: Sessions) -> Router {
+    Router::new()
+        .route("/api/conversations", get(list))
+        .route("/api/conversations/{session_id}", delete(remove))
+        .route("/api/conversations/{session_id}/messages", get(messages))
+        .route("/api/conversations/{session_id}/title", put(rename))
+        .route(
+            "/api/share/conversations/{session_id}/messages",
+            get(shared_messages),
+        )
+        .route("/api/sessions/{session_id}/interrupt", post(interrupt))
+        .route("/api/sessions/{session_id}/tasks_status", post(status))
+        .route("/api/sessions/{session_id}/file_workspace", post(files))
+        .route(
+            "/api/sessions/{session_id}/file_workspace/download",
+            get(download),
+        )
+        .with_state(sessions)
+}
+
+/// No conversation can have an id that does not parse, so such a path names none.
+fn session_id(raw: &str) -> Result<SessionId, ApiError> {
+    SessionId::parse(raw)
+        .map_err(|_| DomainError::NotFound(format!("no conversation {raw}")).into())
+}
+
+#[derive(Debug, Deserialize)]
+struct ListParams {
+    page: Option<u64>,
+    page_size: Option<u64>,
+    search: Option<String>,
+    agent_id: Option<String>,
+    sort_by: Option<SortBy>,
+}
+
+async fn list(
+    State(sessions): State<Sessions>,
+    caller: Caller,
+    ValidQuery(params): ValidQuery<ListParams>,
+) -> Answer<SessionList> {
+    let query = SessionQuery {
+        user_id: caller.user().to_string(),
+        page: params.page.unwrap_or(1),
+        page_size: params.page_size.unwrap_or(10),
+        search: params.search,
+        agent_id: params.agent_id.filter(|id| !id.is_empty()),
+        sort_by: params.sort_by.unwrap_or(SortBy::Date),
+    };
+    Ok(ok(sessions.list(&query).await?))
+}
+
+async fn messages(
+    State(sessions): State<Sessions>,
+    Path(id): Path<String>,
+    caller: Caller,
+) -> Answer<Conversation> {
+    let id = session_id(&id)?;
+    Ok(ok(sessions.messages(&id, Some(&caller.user())).await?))
+}
+
+async fn shared_messages(
+    State(sessions): State<Sessions>,
+    Path(id): Path<String>,
+) -> Answer<Conversation> {
+    Ok(ok(sessions.messages(&session_id(&id)?, None).await?))
+}
+
+async fn remove(
+    State(sessions): State<Sessions>,
+    Path(id): Path<String>,
+    caller: Caller,
+) -> Answer<SessionRef> {
+    let id = session_id(&id)?;
+    sessions.delete(&caller.user(), &id).await?;
+    Ok(ok(SessionRef {
+        session_id: id.to_string(),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+struct TitleRequest {
+    title: String,
+    user_id: Option<String>,
+}
+
+async fn rename(
+    State(sessions): State<Sessions>,
+    Path(id): Path<String>,
+    caller: Caller,
+    ValidJson(request): ValidJson<TitleRequest>,
+) -> Answer<Renamed> {
+    let id = session_id(&id)?;
+    let user = caller.with_body(request.user_id.as_deref());
+    let title = sessions.rename(&user, &id, &request.title).await?;
+    Ok(ok(Renamed {
+        session_id: id.to_string(),
+        title,
+    }))
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct InterruptRequest {
+    /// Sage's clients send a reason; it is not kept.
+    #[serde(rename = "message")]
+    _message: Option<String>,
+    user_id: Option<String>,
+}
+
+async fn interrupt(
+    State(sessions): State<Sessions>,
+    Path(id): Path<String>,
+    caller: Caller,
+    RawBody(body): RawBody,
+) -> Answer<Interrupted> {
+    let id = session_id(&id)?;
+    let request: InterruptRequest = if body.is_empty() {
+        InterruptRequest::default()
+    } else {
+        parse_json(&body)?
+    };
+    let user = caller.with_body(request.user_id.as_deref());
+    let interrupted = sessions.interrupt(&user, &id).await?;
+    Ok(ok(Interrupted {
+        session_id: id.to_string(),
+        user_id: user.to_string(),
+        interrupted,
+    }))
+}
+
+async fn status(
+    State(sessions): State<Sessions>,
+    Path(id): Path<String>,
+    caller: Caller,
+) -> Answer<TaskStatus> {
+    let id = session_id(&id)?;
+    Ok(ok(sessions.status(&caller.user(), &id).await?))
+}
+
+async fn files(
+    State(sessions): State<Sessions>,
+    Path(id): Path<String>,
+    caller: Caller,
+) -> Answer<FileList> {
+    let id = session_id(&id)?;
+    let files = sessions.list_files(&caller.user(), &id).await?;
+    Ok(ok(FileList {
+        session_id: id.to_string(),
+        files,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+struct DownloadParams {
+    file_path: String,
+}
+
+async fn download(
+    State(sessions): State<Sessions>,
+    Path(id): Path<String>,
+    caller: Caller,
+    ValidQuery(params): ValidQuery<DownloadParams>,
+) -> Result<Response, ApiError> {
+    let id = session_id(&id)?;
+    let file = sessions
+        .download(&caller.user(), &id, &params.file_path)
+        .await?;
+    let name = file.name.replace('"', "");
+    let disposition = HeaderValue::from_str(&format!("attachment; filename=\"{name}\""))
+        .unwrap_or_else(|_| HeaderValue::from_static("attachment"));
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            ),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        Body::from(file.bytes),
+    )
+        .into_response())
+}

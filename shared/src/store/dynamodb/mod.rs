@@ -1,0 +1,817 @@
+//! The `dynamodb` store: one table, keys `pk`/`sk`, GSI `by_user` (`gsi1pk`/`gsi1sk`), TTL
+//! attribute `ttl`. The item layout is written down in infra/dynamodb.md.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, DeleteRequest, GlobalSecondaryIndex,
+    KeySchemaElement, KeyType, Projection, ProjectionType, Put, ScalarAttributeType,
+    TimeToLiveSpecification, TransactWriteItem, WriteRequest,
+};
+
+use super::{
+    EventLog, McpServerStore, RunControl, SessionStore, Store,
+    IdempotencyRecord, McpServerRecord, RunLock, RunStatus, SessionRecord, StoreError,
+    lease_deadline,
+};
+use crate::config::StoreConfig;
+use crate::util::now_secs;
+use crate::wire::StoredEvent;
+use crate::wire::mcp::{McpServerConfig, ToolSpec};
+
+/// DynamoDB's item size limit.
+pub const ITEM_LIMIT: usize = 400 * 1024;
+const USER_INDEX: &str = "by_user";
+/// Locks and idempotency keys linger this long after they stop mattering, then TTL removes them.
+const TTL_GRACE_SECS: f64 = 86_400.0;
+
+type Item = HashMap<String, AttributeValue>;
+
+fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+fn n(value: impl ToString) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+fn session_pk(session_id: &str) -> String {
+    format!("SESSION#{session_id}")
+}
+
+fn event_sk(seq: u64) -> String {
+    format!("EVENT#{seq:012}")
+}
+
+fn dynamo_error<E, R>(error: SdkError<E, R>) -> StoreError
+where
+    E: std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    StoreError::Dynamo(Box::new(error))
+}
+
+fn build_error(error: aws_sdk_dynamodb::error::BuildError) -> StoreError {
+    StoreError::Dynamo(Box::new(error))
+}
+
+/// `Ok(true)` when a conditional write happened, `Ok(false)` when its condition failed.
+fn conditional<O, E, R>(result: Result<O, SdkError<E, R>>) -> Result<bool, StoreError>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    match result {
+        Ok(_) => Ok(true),
+        Err(error)
+            if error.as_service_error().and_then(|e| e.code())
+                == Some("ConditionalCheckFailedException") =>
+        {
+            Ok(false)
+        }
+        Err(error) => Err(dynamo_error(error)),
+    }
+}
+
+fn to_item<T: Serialize>(value: &T) -> Result<Item, StoreError> {
+    let item: Item =
+        serde_dynamo::to_item(value).map_err(|error| StoreError::Mapping(Box::new(error)))?;
+    check_size(&item)?;
+    Ok(item)
+}
+
+fn from_item<T: DeserializeOwned>(item: Item) -> Result<T, StoreError> {
+    serde_dynamo::from_item(item).map_err(|error| StoreError::Mapping(Box::new(error)))
+}
+
+/// DynamoDB's measure of an item: attribute names plus their values' sizes.
+fn item_size(item: &Item) -> usize {
+    item.iter()
+        .map(|(name, value)| name.len() + value_size(value))
+        .sum()
+}
+
+fn value_size(value: &AttributeValue) -> usize {
+    match value {
+        AttributeValue::S(text) | AttributeValue::N(text) => text.len(),
+        AttributeValue::B(blob) => blob.as_ref().len(),
+        AttributeValue::Ss(texts) | AttributeValue::Ns(texts) => texts.iter().map(String::len).sum(),
+        AttributeValue::M(map) => 3 + item_size(map) + map.len(),
+        AttributeValue::L(list) => 3 + list.iter().map(|v| 1 + value_size(v)).sum::<usize>(),
+        _ => 1,
+    }
+}
+
+fn check_size(item: &Item) -> Result<(), StoreError> {
+    let size = item_size(item);
+    if size > ITEM_LIMIT {
+        return Err(StoreError::ItemTooLarge {
+            size,
+            limit: ITEM_LIMIT,
+        });
+    }
+    Ok(())
+}
+
+/// A session's record: `SESSION#<id>` / `META`, indexed by user and last update.
+#[derive(Serialize, Deserialize)]
+struct SessionItem {
+    pk: String,
+    sk: String,
+    session_id: String,
+    user_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    agent_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    agent_name: Option<String>,
+    title: String,
+    created_at: f64,
+    updated_at: f64,
+    message_count: u64,
+    user_count: u64,
+    agent_count: u64,
+    #[serde(default)]
+    search_text: String,
+    #[serde(default)]
+    status: RunStatus,
+    gsi1pk: String,
+    gsi1sk: String,
+}
+
+impl From<&SessionRecord> for SessionItem {
+    fn from(session: &SessionRecord) -> Self {
+        Self {
+            pk: session_pk(&session.session_id),
+            sk: "META".into(),
+            session_id: session.session_id.clone(),
+            user_id: session.user_id.clone(),
+            agent_id: session.agent_id.clone(),
+            agent_name: session.agent_name.clone(),
+            title: session.title.clone(),
+            created_at: session.created_at,
+            updated_at: session.updated_at,
+            message_count: session.message_count,
+            user_count: session.user_count,
+            agent_count: session.agent_count,
+            search_text: session.search_text.clone(),
+            status: session.status,
+            gsi1pk: format!("USER#{}", session.user_id),
+            gsi1sk: format!("SESSION#{:020.6}", session.updated_at),
+        }
+    }
+}
+
+impl From<SessionItem> for SessionRecord {
+    fn from(item: SessionItem) -> Self {
+        Self {
+            session_id: item.session_id,
+            user_id: item.user_id,
+            agent_id: item.agent_id,
+            agent_name: item.agent_name,
+            title: item.title,
+            created_at: item.created_at,
+            updated_at: item.updated_at,
+            message_count: item.message_count,
+            user_count: item.user_count,
+            agent_count: item.agent_count,
+            search_text: item.search_text,
+            status: item.status,
+        }
+    }
+}
+
+fn session_item(session: &SessionRecord) -> Result<Item, StoreError> {
+    to_item(&SessionItem::from(session))
+}
+
+fn session_from_item(item: Item) -> Result<SessionRecord, StoreError> {
+    from_item::<SessionItem>(item).map(SessionRecord::from)
+}
+
+/// One event of a session's log: `SESSION#<id>` / `EVENT#<seq, zero-padded>`.
+#[derive(Serialize, Deserialize)]
+struct EventItem {
+    pk: String,
+    sk: String,
+    seq: u64,
+    /// The event as the wire carries it, so a replay is byte-identical.
+    body: String,
+}
+
+/// A session's run lock: `SESSION#<id>` / `LOCK`.
+#[derive(Serialize, Deserialize)]
+struct LockItem {
+    pk: String,
+    sk: String,
+    run_id: String,
+    expires_at: f64,
+    #[serde(default)]
+    cancel_requested: bool,
+    ttl: u64,
+}
+
+/// An `Idempotency-Key` binding: `IDEM#<user>\n<key>` / `META`.
+#[derive(Serialize, Deserialize)]
+struct IdempotencyItem {
+    pk: String,
+    sk: String,
+    idem_key: String,
+    request_hash: String,
+    session_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    first_seq: Option<u64>,
+    created_at: f64,
+    ttl: u64,
+}
+
+/// A registered MCP server: `USER#<owner>` / `MCP#<name>`.
+#[derive(Serialize, Deserialize)]
+struct McpItem {
+    pk: String,
+    sk: String,
+    owner: String,
+    name: String,
+    config: McpServerConfig,
+    tools: Vec<ToolSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_error: Option<String>,
+    updated_at: f64,
+}
+
+fn mcp_item(record: &McpServerRecord) -> Result<Item, StoreError> {
+    to_item(&McpItem {
+        pk: format!("USER#{}", record.owner),
+        sk: format!("MCP#{}", record.name),
+        owner: record.owner.clone(),
+        name: record.name.clone(),
+        config: record.config.clone(),
+        tools: record.tools.clone(),
+        last_error: record.last_error.clone(),
+        updated_at: record.updated_at,
+    })
+}
+
+fn mcp_from_item(item: Item) -> Result<McpServerRecord, StoreError> {
+    let item: McpItem = from_item(item)?;
+    Ok(McpServerRecord {
+        owner: item.owner,
+        name: item.name,
+        config: item.config,
+        tools: item.tools,
+        last_error: item.last_error,
+        updated_at: item.updated_at,
+    })
+}
+
+fn key(pk: String, sk: &str) -> Item {
+    Item::from([("pk".into(), s(pk)), ("sk".into(), s(sk))])
+}
+
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+}
+
+impl DynamoStore {
+    /// Builds the client from the environment (region, credentials) and warms its connection.
+    /// With an endpoint override (DynamoDB Local, moto) the table is created when missing.
+    pub async fn connect(config: &StoreConfig) -> Result<Self, StoreError> {
+        let region = aws_config::meta::region::RegionProviderChain::default_provider()
+            .or_else(aws_config::Region::new("us-east-1"));
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).region(region);
+        if let Some(endpoint) = &config.dynamodb_endpoint {
+            loader = loader.endpoint_url(endpoint);
+        }
+        let store = Self::with_client(Client::new(&loader.load().await), &config.dynamodb_table);
+        if config.dynamodb_endpoint.is_some() {
+            store.create_table().await?;
+        }
+        store.ping().await?;
+        Ok(store)
+    }
+
+    pub fn with_client(client: Client, table: &str) -> Self {
+        Self {
+            client,
+            table: table.to_owned(),
+        }
+    }
+
+    /// Creates the table as template.yaml declares it; an existing table is left alone.
+    pub async fn create_table(&self) -> Result<(), StoreError> {
+        let attribute = |name: &str| {
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .map_err(build_error)
+        };
+        let key_element = |name: &str, kind: KeyType| {
+            KeySchemaElement::builder()
+                .attribute_name(name)
+                .key_type(kind)
+                .build()
+                .map_err(build_error)
+        };
+        let index = GlobalSecondaryIndex::builder()
+            .index_name(USER_INDEX)
+            .key_schema(key_element("gsi1pk", KeyType::Hash)?)
+            .key_schema(key_element("gsi1sk", KeyType::Range)?)
+            .projection(
+                Projection::builder()
+                    .projection_type(ProjectionType::All)
+                    .build(),
+            )
+            .build()
+            .map_err(build_error)?;
+        let created = self
+            .client
+            .create_table()
+            .table_name(&self.table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(attribute("pk")?)
+            .attribute_definitions(attribute("sk")?)
+            .attribute_definitions(attribute("gsi1pk")?)
+            .attribute_definitions(attribute("gsi1sk")?)
+            .key_schema(key_element("pk", KeyType::Hash)?)
+            .key_schema(key_element("sk", KeyType::Range)?)
+            .global_secondary_indexes(index)
+            .send()
+            .await;
+        match created {
+            Ok(_) => {}
+            Err(error)
+                if error
+                    .as_service_error()
+                    .is_some_and(|e| e.is_resource_in_use_exception()) =>
+            {
+                return Ok(());
+            }
+            Err(error) => return Err(dynamo_error(error)),
+        }
+        let ttl = TimeToLiveSpecification::builder()
+            .enabled(true)
+            .attribute_name("ttl")
+            .build()
+            .map_err(build_error)?;
+        self.client
+            .update_time_to_live()
+            .table_name(&self.table)
+            .time_to_live_specification(ttl)
+            .send()
+            .await
+            .map_err(dynamo_error)?;
+        Ok(())
+    }
+
+    async fn get(&self, pk: String, sk: &str) -> Result<Option<Item>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(pk, sk)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(dynamo_error)?;
+        Ok(output.item)
+    }
+
+    /// Every item under one partition key whose sort key starts with `prefix`.
+    async fn query_prefix(&self, pk: String, prefix: &str) -> Result<Vec<Item>, StoreError> {
+        let mut query = self.client.query().table_name(&self.table);
+        query = if prefix.is_empty() {
+            query.key_condition_expression("pk = :pk")
+        } else {
+            query
+                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                .expression_attribute_values(":prefix", s(prefix))
+        };
+        query
+            .expression_attribute_values(":pk", s(pk))
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(dynamo_error)
+    }
+
+    /// Puts the item when `condition` holds; false when it did not.
+    async fn put_when(&self, item: Item, condition: &str) -> Result<bool, StoreError> {
+        check_size(&item)?;
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression(condition)
+            .send()
+            .await;
+        conditional(result)
+    }
+
+    async fn put_if_absent(&self, item: Item) -> Result<bool, StoreError> {
+        self.put_when(item, "attribute_not_exists(pk)").await
+    }
+
+    async fn put(&self, item: Item) -> Result<(), StoreError> {
+        check_size(&item)?;
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(dynamo_error)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl SessionStore for DynamoStore {
+    async fn get_session(&self, session_id: &str) -> Result<Option<SessionRecord>, StoreError> {
+        self.get(session_pk(session_id), "META")
+            .await?
+            .map(session_from_item)
+            .transpose()
+    }
+
+    async fn create_session(&self, session: &SessionRecord) -> Result<SessionRecord, StoreError> {
+        self.put_if_absent(session_item(session)?).await?;
+        Ok(self
+            .get_session(&session.session_id)
+            .await?
+            .unwrap_or_else(|| session.clone()))
+    }
+
+    async fn update_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
+        self.put_when(session_item(session)?, "attribute_exists(pk)")
+            .await
+            .map(|_| ())
+    }
+
+    async fn user_sessions(&self, user_id: &str) -> Result<Vec<SessionRecord>, StoreError> {
+        let items: Vec<Item> = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(USER_INDEX)
+            .key_condition_expression("gsi1pk = :user")
+            .expression_attribute_values(":user", s(format!("USER#{user_id}")))
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(dynamo_error)?;
+        items.into_iter().map(session_from_item).collect()
+    }
+
+    async fn delete_session(&self, session_id: &str) -> Result<(), StoreError> {
+        let items = self.query_prefix(session_pk(session_id), "").await?;
+        for chunk in items.chunks(25) {
+            let deletes = chunk
+                .iter()
+                .map(|item| {
+                    let key = Item::from([
+                        ("pk".into(), item["pk"].clone()),
+                        ("sk".into(), item["sk"].clone()),
+                    ]);
+                    DeleteRequest::builder()
+                        .set_key(Some(key))
+                        .build()
+                        .map(|delete| WriteRequest::builder().delete_request(delete).build())
+                        .map_err(build_error)
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut pending = HashMap::from([(self.table.clone(), deletes)]);
+            while !pending.is_empty() {
+                let output = self
+                    .client
+                    .batch_write_item()
+                    .set_request_items(Some(pending))
+                    .send()
+                    .await
+                    .map_err(dynamo_error)?;
+                pending = output.unprocessed_items.unwrap_or_default();
+                pending.retain(|_, requests| !requests.is_empty());
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl EventLog for DynamoStore {
+    async fn append_events(
+        &self,
+        session_id: &str,
+        events: &[StoredEvent],
+    ) -> Result<(), StoreError> {
+        // A transaction takes at most 100 items; our batches are smaller, larger ones are split.
+        for chunk in events.chunks(100) {
+            let mut writes = Vec::with_capacity(chunk.len());
+            for stored in chunk {
+                let item = to_item(&EventItem {
+                    pk: session_pk(session_id),
+                    sk: event_sk(stored.seq),
+                    seq: stored.seq,
+                    body: serde_json::to_string(&stored.event)?,
+                })?;
+                let put = Put::builder()
+                    .table_name(&self.table)
+                    .set_item(Some(item))
+                    .condition_expression("attribute_not_exists(pk)")
+                    .build()
+                    .map_err(build_error)?;
+                writes.push(TransactWriteItem::builder().put(put).build());
+            }
+            let result = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(writes))
+                .send()
+                .await;
+            match result {
+                Ok(_) => {}
+                Err(error)
+                    if error
+                        .as_service_error()
+                        .is_some_and(|e| e.is_transaction_canceled_exception()) =>
+                {
+                    return Err(StoreError::SeqConflict {
+                        session_id: session_id.to_owned(),
+                        seq: chunk[0].seq,
+                    });
+                }
+                Err(error) => return Err(dynamo_error(error)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn events_after(
+        &self,
+        session_id: &str,
+        after: u64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let items: Vec<Item> = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+            .expression_attribute_values(":pk", s(session_pk(session_id)))
+            .expression_attribute_values(":from", s(event_sk(after + 1)))
+            .expression_attribute_values(":to", s("EVENT#~"))
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(dynamo_error)?;
+        items
+            .into_iter()
+            .map(|item| {
+                let item: EventItem = from_item(item)?;
+                Ok(StoredEvent {
+                    seq: item.seq,
+                    event: serde_json::from_str(&item.body)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn last_seq(&self, session_id: &str) -> Result<u64, StoreError> {
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+            .expression_attribute_values(":pk", s(session_pk(session_id)))
+            .expression_attribute_values(":prefix", s("EVENT#"))
+            .scan_index_forward(false)
+            .limit(1)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(dynamo_error)?;
+        match output.items.unwrap_or_default().into_iter().next() {
+            Some(item) => Ok(from_item::<EventItem>(item)?.seq),
+            None => Ok(0),
+        }
+    }
+}
+
+#[async_trait]
+impl RunControl for DynamoStore {
+    async fn try_lock_run(
+        &self,
+        session_id: &str,
+        run_id: &str,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        let expires_at = lease_deadline(lease);
+        let item = to_item(&LockItem {
+            pk: session_pk(session_id),
+            sk: "LOCK".into(),
+            run_id: run_id.to_owned(),
+            expires_at,
+            cancel_requested: false,
+            ttl: (expires_at + TTL_GRACE_SECS) as u64,
+        })?;
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk) OR expires_at < :now")
+            .expression_attribute_values(":now", n(now_secs()))
+            .send()
+            .await;
+        conditional(result)
+    }
+
+    async fn renew_run_lock(
+        &self,
+        session_id: &str,
+        run_id: &str,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        let expires_at = lease_deadline(lease);
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(session_pk(session_id), "LOCK")))
+            .update_expression("SET expires_at = :expires, #ttl = :ttl")
+            .condition_expression("run_id = :me")
+            .expression_attribute_names("#ttl", "ttl")
+            .expression_attribute_values(":expires", n(expires_at))
+            .expression_attribute_values(":ttl", n((expires_at + TTL_GRACE_SECS) as u64))
+            .expression_attribute_values(":me", s(run_id))
+            .send()
+            .await;
+        conditional(result)
+    }
+
+    async fn release_run_lock(&self, session_id: &str, run_id: &str) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(session_pk(session_id), "LOCK")))
+            .condition_expression("run_id = :me")
+            .expression_attribute_values(":me", s(run_id))
+            .send()
+            .await;
+        conditional(result).map(|_| ())
+    }
+
+    async fn run_lock(&self, session_id: &str) -> Result<Option<RunLock>, StoreError> {
+        let Some(item) = self.get(session_pk(session_id), "LOCK").await? else {
+            return Ok(None);
+        };
+        let item: LockItem = from_item(item)?;
+        Ok(Some(RunLock {
+            run_id: item.run_id,
+            expires_at: item.expires_at,
+            cancel_requested: item.cancel_requested,
+        }))
+    }
+
+    async fn request_cancel(&self, session_id: &str) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(session_pk(session_id), "LOCK")))
+            .update_expression("SET cancel_requested = :yes")
+            .condition_expression("attribute_exists(pk) AND expires_at > :now")
+            .expression_attribute_values(":yes", AttributeValue::Bool(true))
+            .expression_attribute_values(":now", n(now_secs()))
+            .send()
+            .await;
+        conditional(result)
+    }
+
+    async fn claim_idempotency_key(
+        &self,
+        record: &IdempotencyRecord,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let item = to_item(&IdempotencyItem {
+            pk: format!("IDEM#{}", record.key),
+            sk: "META".into(),
+            idem_key: record.key.clone(),
+            request_hash: record.request_hash.clone(),
+            session_id: record.session_id.clone(),
+            first_seq: record.first_seq,
+            created_at: record.created_at,
+            ttl: (record.created_at + TTL_GRACE_SECS) as u64,
+        })?;
+        if self.put_if_absent(item).await? {
+            return Ok(None);
+        }
+        self.get_idempotency_key(&record.key).await
+    }
+
+    async fn get_idempotency_key(
+        &self,
+        key: &str,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let Some(item) = self.get(format!("IDEM#{key}"), "META").await? else {
+            return Ok(None);
+        };
+        let item: IdempotencyItem = from_item(item)?;
+        Ok(Some(IdempotencyRecord {
+            key: item.idem_key,
+            request_hash: item.request_hash,
+            session_id: item.session_id,
+            first_seq: item.first_seq,
+            created_at: item.created_at,
+        }))
+    }
+
+    async fn set_idempotency_first_seq(
+        &self,
+        key_text: &str,
+        first_seq: u64,
+    ) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(format!("IDEM#{key_text}"), "META")))
+            .update_expression("SET first_seq = :seq")
+            .expression_attribute_values(":seq", n(first_seq))
+            .send()
+            .await
+            .map_err(dynamo_error)?;
+        Ok(())
+    }
+
+    async fn release_idempotency_key(&self, key_text: &str) -> Result<(), StoreError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(format!("IDEM#{key_text}"), "META")))
+            .send()
+            .await
+            .map_err(dynamo_error)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl McpServerStore for DynamoStore {
+    async fn insert_mcp_server(&self, record: &McpServerRecord) -> Result<bool, StoreError> {
+        self.put_if_absent(mcp_item(record)?).await
+    }
+
+    async fn put_mcp_server(&self, record: &McpServerRecord) -> Result<(), StoreError> {
+        self.put(mcp_item(record)?).await
+    }
+
+    async fn get_mcp_server(
+        &self,
+        owner: &str,
+        name: &str,
+    ) -> Result<Option<McpServerRecord>, StoreError> {
+        self.get(format!("USER#{owner}"), &format!("MCP#{name}"))
+            .await?
+            .map(mcp_from_item)
+            .transpose()
+    }
+
+    async fn list_mcp_servers(&self, owner: &str) -> Result<Vec<McpServerRecord>, StoreError> {
+        let items = self.query_prefix(format!("USER#{owner}"), "MCP#").await?;
+        items.into_iter().map(mcp_from_item).collect()
+    }
+
+    async fn delete_mcp_server(&self, owner: &str, name: &str) -> Result<bool, StoreError> {
+        let output = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(format!("USER#{owner}"), &format!("MCP#{name}"))))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(dynamo_error)?;
+        Ok(output.attributes.is_some_and(|old| !old.is_empty()))
+    }
+}
+
+#[async_trait]
+impl Store for DynamoStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.get("PING".into(), "PING").await.map(|_| ())
+    }
+}

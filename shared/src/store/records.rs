@@ -1,0 +1,111 @@
+//! What the stores keep, as the domain sees it.
+
+use crate::util::now_secs;
+use crate::wire::mcp::{McpServerConfig, ToolSpec};
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    #[default]
+    Idle,
+    Running,
+    Interrupted,
+    Error,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Idle => "idle",
+            Self::Running => "running",
+            Self::Interrupted => "interrupted",
+            Self::Error => "error",
+        }
+    }
+
+    pub fn parse(text: &str) -> Self {
+        match text {
+            "running" => Self::Running,
+            "interrupted" => Self::Interrupted,
+            "error" => Self::Error,
+            _ => Self::Idle,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionRecord {
+    pub session_id: String,
+    pub user_id: String,
+    pub agent_id: Option<String>,
+    pub agent_name: Option<String>,
+    pub title: String,
+    pub created_at: f64,
+    pub updated_at: f64,
+    pub message_count: u64,
+    pub user_count: u64,
+    pub agent_count: u64,
+    /// The conversation's text, for search (bounded).
+    pub search_text: String,
+    /// How the last run ended (`running` while one runs).
+    pub status: RunStatus,
+}
+
+impl SessionRecord {
+    pub fn new(session_id: &str, user_id: &str, title: &str) -> Self {
+        let now = now_secs();
+        Self {
+            session_id: session_id.to_owned(),
+            user_id: user_id.to_owned(),
+            agent_id: None,
+            agent_name: None,
+            title: title.to_owned(),
+            created_at: now,
+            updated_at: now,
+            message_count: 0,
+            user_count: 0,
+            agent_count: 0,
+            search_text: String::new(),
+            status: RunStatus::Idle,
+        }
+    }
+}
+
+/// A session's run lock as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunLock {
+    pub run_id: String,
+    pub expires_at: f64,
+    pub cancel_requested: bool,
+}
+
+impl RunLock {
+    pub fn is_live(&self) -> bool {
+        self.expires_at > now_secs()
+    }
+}
+
+/// What an `Idempotency-Key` is bound to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdempotencyRecord {
+    /// The caller's user id and the key, joined: keys are per user.
+    pub key: String,
+    pub request_hash: String,
+    pub session_id: String,
+    /// Sequence number of the run's first streamed event, once the run has started.
+    pub first_seq: Option<u64>,
+    pub created_at: f64,
+}
+
+/// A registered MCP server with the tools it listed when last reached.
+#[derive(Debug, Clone, PartialEq)]
+pub struct McpServerRecord {
+    /// The user it belongs to; `SHARED_OWNER` for the preset servers everyone may use.
+    pub owner: String,
+    pub name: String,
+    pub config: McpServerConfig,
+    pub tools: Vec<ToolSpec>,
+    pub last_error: Option<String>,
+    pub updated_at: f64,
+}
+

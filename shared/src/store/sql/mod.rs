@@ -1,0 +1,605 @@
+//! The SQL store, one implementation for both SQL backends through `sqlx::Any`: `file` (SQLite,
+//! WAL) and `mysql` (MySQL 8 / MariaDB 10.11). Only the schema and two statements differ.
+
+#[cfg(feature = "sqlite")]
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor, QueryBuilder, Row};
+
+use super::{
+    EventLog, IdempotencyRecord, McpServerRecord, McpServerStore, RunControl, RunLock, RunStatus, SessionRecord,
+    SessionStore, Store, StoreError, lease_deadline,
+};
+#[cfg(feature = "mysql")]
+use crate::config::StoreConfig;
+#[cfg(feature = "mysql")]
+use secrecy::ExposeSecret;
+use crate::util::now_secs;
+use crate::wire::StoredEvent;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dialect {
+    #[cfg(feature = "sqlite")]
+    Sqlite,
+    #[cfg(feature = "mysql")]
+    Mysql,
+}
+
+/// The `file` and `mysql` stores.
+pub struct SqlStore {
+    pool: AnyPool,
+    dialect: Dialect,
+}
+
+
+impl SqlStore {
+    /// The `file` store: one SQLite file, created with its directory when missing.
+    #[cfg(feature = "sqlite")]
+    pub async fn open(file: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = file.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        sqlx::any::install_default_drivers();
+        let url = format!("sqlite://{}?mode=rwc", file.display());
+        let pool = AnyPoolOptions::new()
+            .max_connections(4)
+            .after_connect(|connection, _| {
+                Box::pin(async move {
+                    connection
+                        .execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                             PRAGMA busy_timeout = 5000;",
+                        )
+                        .await?;
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await?;
+        Self::migrate(pool, Dialect::Sqlite).await
+    }
+
+    /// The `mysql` store: creates the database when missing, then the tables.
+    #[cfg(feature = "mysql")]
+    pub async fn connect(config: &StoreConfig) -> Result<Self, StoreError> {
+        Self::connect_mysql(
+            &config.mysql_host,
+            config.mysql_port,
+            &config.mysql_user,
+            config.mysql_password.expose_secret(),
+            &config.mysql_database,
+        )
+        .await
+    }
+
+    #[cfg(feature = "mysql")]
+    pub async fn connect_mysql(
+        host: &str,
+        port: u16,
+        user: &str,
+        password: &str,
+        database: &str,
+    ) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let mut server = reqwest::Url::parse("mysql://localhost/")
+            .map_err(|error| StoreError::Config(error.to_string()))?;
+        let invalid = |what: &str| StoreError::Config(format!("invalid MySQL {what}"));
+        server.set_host(Some(host)).map_err(|_| invalid("host"))?;
+        server.set_port(Some(port)).map_err(|_| invalid("port"))?;
+        server.set_username(user).map_err(|_| invalid("user"))?;
+        if !password.is_empty() {
+            server
+                .set_password(Some(password))
+                .map_err(|_| invalid("password"))?;
+        }
+        if !database
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(invalid("database name (letters, digits and '_')"));
+        }
+        let admin = AnyPoolOptions::new()
+            .max_connections(1)
+            .connect(server.as_str())
+            .await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE DATABASE IF NOT EXISTS `{database}` CHARACTER SET utf8mb4"
+        )))
+        .execute(&admin)
+        .await?;
+        admin.close().await;
+        server.set_path(database);
+        let pool = AnyPoolOptions::new()
+            .max_connections(8)
+            .connect(server.as_str())
+            .await?;
+        Self::migrate(pool, Dialect::Mysql).await
+    }
+
+    /// Brings the schema up to date (`shared/migrations/<dialect>/`).
+    async fn migrate(pool: AnyPool, dialect: Dialect) -> Result<Self, StoreError> {
+        match dialect {
+            #[cfg(feature = "sqlite")]
+            Dialect::Sqlite => sqlx::migrate!("migrations/sqlite").run(&pool).await?,
+            #[cfg(feature = "mysql")]
+            Dialect::Mysql => sqlx::migrate!("migrations/mysql").run(&pool).await?,
+        }
+        Ok(Self { pool, dialect })
+    }
+
+    fn insert_ignore(&self) -> &'static str {
+        match self.dialect {
+            #[cfg(feature = "sqlite")]
+            Dialect::Sqlite => "INSERT OR IGNORE",
+            #[cfg(feature = "mysql")]
+            Dialect::Mysql => "INSERT IGNORE",
+        }
+    }
+
+    async fn write_mcp_server(
+        &self,
+        record: &McpServerRecord,
+        replace: bool,
+    ) -> Result<bool, StoreError> {
+        let verb = if replace {
+            "REPLACE"
+        } else {
+            self.insert_ignore()
+        };
+        let statement = format!(
+            "{verb} INTO mcp_servers (owner, name, config, tools, last_error, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?)"
+        );
+        let result = sqlx::query(sqlx::AssertSqlSafe(statement))
+            .bind(&record.owner)
+            .bind(&record.name)
+            .bind(serde_json::to_string(&record.config)?)
+            .bind(serde_json::to_string(&record.tools)?)
+            .bind(&record.last_error)
+            .bind(record.updated_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected() >= 1)
+    }
+}
+
+fn session_from_row(row: &AnyRow) -> Result<SessionRecord, sqlx::Error> {
+    let status: String = row.try_get("status")?;
+    Ok(SessionRecord {
+        session_id: row.try_get("session_id")?,
+        user_id: row.try_get("user_id")?,
+        agent_id: row.try_get("agent_id")?,
+        agent_name: row.try_get("agent_name")?,
+        title: row.try_get("title")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        message_count: row.try_get::<i64, _>("message_count")? as u64,
+        user_count: row.try_get::<i64, _>("user_count")? as u64,
+        agent_count: row.try_get::<i64, _>("agent_count")? as u64,
+        search_text: row.try_get("search_text")?,
+        status: RunStatus::parse(&status),
+    })
+}
+
+fn mcp_server_from_row(row: &AnyRow) -> Result<McpServerRecord, StoreError> {
+    let config: String = row.try_get("config")?;
+    let tools: String = row.try_get("tools")?;
+    Ok(McpServerRecord {
+        owner: row.try_get("owner")?,
+        name: row.try_get("name")?,
+        config: serde_json::from_str(&config)?,
+        tools: serde_json::from_str(&tools)?,
+        last_error: row.try_get("last_error")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn idempotency_from_row(row: &AnyRow) -> Result<IdempotencyRecord, sqlx::Error> {
+    Ok(IdempotencyRecord {
+        key: row.try_get("idem_key")?,
+        request_hash: row.try_get("request_hash")?,
+        session_id: row.try_get("session_id")?,
+        first_seq: row
+            .try_get::<Option<i64>, _>("first_seq")?
+            .map(|s| s as u64),
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn is_unique_violation(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .is_some_and(|db| db.is_unique_violation())
+}
+
+const SESSION_COLUMNS: &str = "session_id, user_id, agent_id, agent_name, title, created_at, \
+    updated_at, message_count, user_count, agent_count, search_text, status";
+
+#[async_trait]
+impl SessionStore for SqlStore {
+    async fn get_session(&self, session_id: &str) -> Result<Option<SessionRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM sessions WHERE session_id = ?")
+            .bind(session_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(session_from_row).transpose()?)
+    }
+
+    async fn create_session(&self, session: &SessionRecord) -> Result<SessionRecord, StoreError> {
+        let statement = format!(
+            "{} INTO sessions ({SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            self.insert_ignore()
+        );
+        sqlx::query(sqlx::AssertSqlSafe(statement))
+            .bind(&session.session_id)
+            .bind(&session.user_id)
+            .bind(&session.agent_id)
+            .bind(&session.agent_name)
+            .bind(&session.title)
+            .bind(session.created_at)
+            .bind(session.updated_at)
+            .bind(session.message_count as i64)
+            .bind(session.user_count as i64)
+            .bind(session.agent_count as i64)
+            .bind(&session.search_text)
+            .bind(session.status.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(self
+            .get_session(&session.session_id)
+            .await?
+            .unwrap_or_else(|| session.clone()))
+    }
+
+    async fn update_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE sessions SET agent_id = ?, agent_name = ?, title = ?, updated_at = ?,
+             message_count = ?, user_count = ?, agent_count = ?, search_text = ?, status = ?
+             WHERE session_id = ?",
+        )
+        .bind(&session.agent_id)
+        .bind(&session.agent_name)
+        .bind(&session.title)
+        .bind(session.updated_at)
+        .bind(session.message_count as i64)
+        .bind(session.user_count as i64)
+        .bind(session.agent_count as i64)
+        .bind(&session.search_text)
+        .bind(session.status.as_str())
+        .bind(&session.session_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn user_sessions(&self, user_id: &str) -> Result<Vec<SessionRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM sessions WHERE user_id = ?")
+            .bind(user_id)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(session_from_row)
+            .collect::<Result<_, _>>()?)
+    }
+
+    async fn delete_session(&self, session_id: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for statement in [
+            "DELETE FROM events WHERE session_id = ?",
+            "DELETE FROM run_locks WHERE session_id = ?",
+            "DELETE FROM sessions WHERE session_id = ?",
+        ] {
+            sqlx::query(statement)
+                .bind(session_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+}
+
+#[async_trait]
+impl EventLog for SqlStore {
+    async fn append_events(
+        &self,
+        session_id: &str,
+        events: &[StoredEvent],
+    ) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let bodies = events
+            .iter()
+            .map(|stored| Ok((stored.seq as i64, serde_json::to_string(&stored.event)?)))
+            .collect::<Result<Vec<_>, serde_json::Error>>()?;
+        let mut insert = QueryBuilder::new("INSERT INTO events (session_id, seq, body) ");
+        insert.push_values(&bodies, |mut row, (seq, body)| {
+            row.push_bind(session_id).push_bind(*seq).push_bind(body);
+        });
+        match insert.build().execute(&self.pool).await {
+            Err(error) if is_unique_violation(&error) => Err(StoreError::SeqConflict {
+                session_id: session_id.to_owned(),
+                seq: events[0].seq,
+            }),
+            other => other.map(|_| ()).map_err(StoreError::from),
+        }
+    }
+
+    async fn append_event_batches(
+        &self,
+        batches: &[(String, Vec<StoredEvent>)],
+    ) -> Result<(), StoreError> {
+        let mut rows = Vec::new();
+        for (session_id, events) in batches {
+            for stored in events {
+                rows.push((
+                    session_id.as_str(),
+                    stored.seq as i64,
+                    serde_json::to_string(&stored.event)?,
+                ));
+            }
+        }
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut insert = QueryBuilder::new("INSERT INTO events (session_id, seq, body) ");
+        insert.push_values(&rows, |mut row, (session_id, seq, body)| {
+            row.push_bind(*session_id).push_bind(*seq).push_bind(body);
+        });
+        match insert.build().execute(&self.pool).await {
+            Err(error) if is_unique_violation(&error) => Err(StoreError::SeqConflict {
+                session_id: rows[0].0.to_owned(),
+                seq: rows[0].1 as u64,
+            }),
+            other => other.map(|_| ()).map_err(StoreError::from),
+        }
+    }
+
+    fn coalesces_writes(&self) -> bool {
+        true
+    }
+
+    async fn events_after(
+        &self,
+        session_id: &str,
+        after: u64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, body FROM events WHERE session_id = ? AND seq > ? ORDER BY seq",
+        )
+        .bind(session_id)
+        .bind(after as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let seq: i64 = row.try_get("seq")?;
+                let body: String = row.try_get("body")?;
+                Ok(StoredEvent {
+                    seq: seq as u64,
+                    event: serde_json::from_str(&body)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn last_seq(&self, session_id: &str) -> Result<u64, StoreError> {
+        let row = sqlx::query("SELECT MAX(seq) AS last FROM events WHERE session_id = ?")
+            .bind(session_id)
+            .fetch_one(&self.pool)
+            .await?;
+        let last: Option<i64> = row.try_get("last")?;
+        Ok(last.unwrap_or(0) as u64)
+    }
+
+}
+
+#[async_trait]
+impl RunControl for SqlStore {
+    async fn try_lock_run(
+        &self,
+        session_id: &str,
+        run_id: &str,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        // Clear an expired lease, then insert: of several contenders exactly one insert lands.
+        sqlx::query("DELETE FROM run_locks WHERE session_id = ? AND expires_at < ?")
+            .bind(session_id)
+            .bind(now_secs())
+            .execute(&self.pool)
+            .await?;
+        let statement = format!(
+            "{} INTO run_locks (session_id, run_id, expires_at, cancel_requested) VALUES (?, ?, ?, 0)",
+            self.insert_ignore()
+        );
+        let result = sqlx::query(sqlx::AssertSqlSafe(statement))
+            .bind(session_id)
+            .bind(run_id)
+            .bind(lease_deadline(lease))
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn renew_run_lock(
+        &self,
+        session_id: &str,
+        run_id: &str,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        let result =
+            sqlx::query("UPDATE run_locks SET expires_at = ? WHERE session_id = ? AND run_id = ?")
+                .bind(lease_deadline(lease))
+                .bind(session_id)
+                .bind(run_id)
+                .execute(&self.pool)
+                .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn release_run_lock(&self, session_id: &str, run_id: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM run_locks WHERE session_id = ? AND run_id = ?")
+            .bind(session_id)
+            .bind(run_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn run_lock(&self, session_id: &str) -> Result<Option<RunLock>, StoreError> {
+        let row = sqlx::query(
+            "SELECT run_id, expires_at, cancel_requested FROM run_locks WHERE session_id = ?",
+        )
+        .bind(session_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some(RunLock {
+            run_id: row.try_get("run_id")?,
+            expires_at: row.try_get("expires_at")?,
+            cancel_requested: row.try_get::<i64, _>("cancel_requested")? != 0,
+        }))
+    }
+
+    async fn request_cancel(&self, session_id: &str) -> Result<bool, StoreError> {
+        sqlx::query(
+            "UPDATE run_locks SET cancel_requested = 1 WHERE session_id = ? AND expires_at > ?",
+        )
+        .bind(session_id)
+        .bind(now_secs())
+        .execute(&self.pool)
+        .await?;
+        // MySQL counts only changed rows, so read the flag back rather than trust the count.
+        Ok(self
+            .run_lock(session_id)
+            .await?
+            .is_some_and(|lock| lock.is_live() && lock.cancel_requested))
+    }
+
+    async fn cancel_requests(
+        &self,
+        session_ids: &[String],
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        // One read for every run of this process: only flagged locks come back.
+        let rows =
+            sqlx::query("SELECT session_id, run_id FROM run_locks WHERE cancel_requested = 1")
+                .fetch_all(&self.pool)
+                .await?;
+        let mut flagged = Vec::new();
+        for row in rows {
+            let session_id: String = row.try_get("session_id")?;
+            if session_ids.contains(&session_id) {
+                flagged.push((session_id, row.try_get("run_id")?));
+            }
+        }
+        Ok(flagged)
+    }
+
+    async fn claim_idempotency_key(
+        &self,
+        record: &IdempotencyRecord,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let statement = format!(
+            "{} INTO idempotency_keys (idem_key, request_hash, session_id, first_seq, created_at)
+             VALUES (?, ?, ?, ?, ?)",
+            self.insert_ignore()
+        );
+        let result = sqlx::query(sqlx::AssertSqlSafe(statement))
+            .bind(&record.key)
+            .bind(&record.request_hash)
+            .bind(&record.session_id)
+            .bind(record.first_seq.map(|seq| seq as i64))
+            .bind(record.created_at)
+            .execute(&self.pool)
+            .await?;
+        if result.rows_affected() == 1 {
+            return Ok(None);
+        }
+        self.get_idempotency_key(&record.key).await
+    }
+
+    async fn get_idempotency_key(
+        &self,
+        key: &str,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM idempotency_keys WHERE idem_key = ?")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(idempotency_from_row).transpose()?)
+    }
+
+    async fn set_idempotency_first_seq(&self, key: &str, first_seq: u64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE idempotency_keys SET first_seq = ? WHERE idem_key = ?")
+            .bind(first_seq as i64)
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn release_idempotency_key(&self, key: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM idempotency_keys WHERE idem_key = ?")
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+}
+
+#[async_trait]
+impl McpServerStore for SqlStore {
+    async fn insert_mcp_server(&self, record: &McpServerRecord) -> Result<bool, StoreError> {
+        self.write_mcp_server(record, false).await
+    }
+
+    async fn put_mcp_server(&self, record: &McpServerRecord) -> Result<(), StoreError> {
+        self.write_mcp_server(record, true).await.map(|_| ())
+    }
+
+    async fn get_mcp_server(
+        &self,
+        owner: &str,
+        name: &str,
+    ) -> Result<Option<McpServerRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM mcp_servers WHERE owner = ? AND name = ?")
+            .bind(owner)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(mcp_server_from_row).transpose()
+    }
+
+    async fn list_mcp_servers(&self, owner: &str) -> Result<Vec<McpServerRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM mcp_servers WHERE owner = ? ORDER BY name")
+            .bind(owner)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(mcp_server_from_row).collect()
+    }
+
+    async fn delete_mcp_server(&self, owner: &str, name: &str) -> Result<bool, StoreError> {
+        let result = sqlx::query("DELETE FROM mcp_servers WHERE owner = ? AND name = ?")
+            .bind(owner)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,270 @@
+//! MCP tool servers: their configuration, connections (rmcp client over streamable HTTP, stdio
+//! and the legacy HTTP+SSE transport), the shared connection pool and the per-run tool box.
+
+mod guard;
+mod legacy_sse;
+mod pool;
+mod toolbox;
+
+pub use guard::McpPolicy;
+pub use legacy_sse::{LegacySseError, LegacySseTransport};
+pub use pool::McpPool;
+pub use toolbox::ToolBox;
+
+pub use crate::wire::mcp::{McpServerConfig, ToolSpec, TransportKind};
+
+use std::time::Duration;
+
+use rmcp::model::{CallToolRequestParams, CallToolResult, JsonObject, Tool};
+use rmcp::service::RunningService;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::StreamableHttpClientTransport;
+#[cfg(feature = "mcp-stdio")]
+use rmcp::transport::TokioChildProcess;
+use rmcp::{RoleClient, ServiceExt};
+use serde_json::{Value, json};
+
+#[derive(Debug, thiserror::Error)]
+pub enum McpError {
+    #[error("no transport configured: set sse_url, streamable_http_url/url or command")]
+    NoTransport,
+    #[error(
+        "stdio servers (local commands) are not allowed here; the server's operator can enable them with --mcp_allow_stdio"
+    )]
+    StdioNotAllowed,
+    #[error("this build cannot start stdio servers (feature `mcp-stdio`)")]
+    StdioUnsupported,
+    #[error("`{0}` is not an http(s) URL")]
+    InvalidUrl(String),
+    #[error("{0} resolves to a link-local or cloud metadata address, which is refused")]
+    ForbiddenAddress(String),
+    #[error("cannot resolve {host}: {source}")]
+    Resolve {
+        host: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start `{command}`: {source}")]
+    Spawn {
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("legacy SSE connection failed: {0}")]
+    LegacySse(#[from] LegacySseError),
+    #[error("MCP handshake failed: {0}")]
+    Handshake(String),
+    #[error("listing tools failed: {0}")]
+    ListTools(#[source] rmcp::ServiceError),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// Why a tool call produced an error object instead of a result.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolCallError {
+    #[error("tool `{0}` is not available")]
+    NotFound(String),
+    #[error("arguments are not a JSON object: {0}")]
+    InvalidJson(String),
+    #[error("no result within {0:?}")]
+    Timeout(Duration),
+    #[error("{0}")]
+    Execution(String),
+    /// The request never left: safe to try once more on a new connection.
+    #[error("the request could not be sent: {0}")]
+    Unsent(String),
+    /// The connection died; the request may have been delivered, so it is not retried.
+    #[error("the connection to the MCP server closed: {0}")]
+    Closed(String),
+}
+
+impl ToolCallError {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::NotFound(_) => "TOOL_NOT_FOUND",
+            Self::InvalidJson(_) => "INVALID_JSON",
+            Self::Timeout(_) => "TIMEOUT",
+            Self::Execution(_) | Self::Unsent(_) | Self::Closed(_) => "EXECUTION_ERROR",
+        }
+    }
+
+    /// The tool event's content: `{"error":true,"error_type":...,"message":...}`.
+    pub fn to_content(&self, tool_name: &str) -> Value {
+        json!({
+            "error": true,
+            "error_type": self.kind(),
+            "message": self.to_string(),
+            "tool_name": tool_name,
+        })
+    }
+}
+
+/// A tool as the server listed it, in the shape we keep.
+fn tool_spec(tool: &Tool) -> ToolSpec {
+    ToolSpec {
+        name: tool.name.to_string(),
+        description: tool.description.as_deref().unwrap_or("").to_owned(),
+        parameters: Value::Object(tool.input_schema.as_ref().clone()),
+    }
+}
+
+const MIN_SETUP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A live connection to one MCP server, with the tools it listed.
+pub struct McpConnection {
+    pub name: String,
+    service: RunningService<RoleClient, ()>,
+    tools: Vec<Tool>,
+    call_timeout: Duration,
+}
+
+impl McpConnection {
+    /// Connects and lists the tools; the configured timeout bounds each step.
+    pub async fn connect(
+        name: &str,
+        config: &McpServerConfig,
+        default_timeout: Duration,
+    ) -> Result<Self, McpError> {
+        let call_timeout = config.call_timeout(default_timeout);
+        // Starting a server (a process, a handshake) may take longer than one call may.
+        let setup_timeout = call_timeout.max(MIN_SETUP_TIMEOUT);
+        let service = tokio::time::timeout(setup_timeout, start_service(config, setup_timeout))
+            .await
+            .map_err(|_| McpError::Timeout(setup_timeout))??;
+        let tools = tokio::time::timeout(setup_timeout, service.list_all_tools())
+            .await
+            .map_err(|_| McpError::Timeout(setup_timeout))?
+            .map_err(McpError::ListTools)?;
+        Ok(Self {
+            name: name.to_owned(),
+            service,
+            tools,
+            call_timeout,
+        })
+    }
+
+    pub fn tools(&self) -> &[Tool] {
+        &self.tools
+    }
+
+    pub fn tool_specs(&self) -> Vec<ToolSpec> {
+        self.tools.iter().map(tool_spec).collect()
+    }
+
+    pub fn is_alive(&self) -> bool {
+        !self.service.is_closed() && !self.service.is_transport_closed()
+    }
+
+    pub async fn call(&self, tool: &str, arguments: JsonObject) -> Result<Value, ToolCallError> {
+        let request = CallToolRequestParams::new(tool.to_owned()).with_arguments(arguments);
+        let result = tokio::time::timeout(self.call_timeout, self.service.call_tool(request))
+            .await
+            .map_err(|_| ToolCallError::Timeout(self.call_timeout))?
+            .map_err(|error| match error {
+                rmcp::ServiceError::TransportSend(source) => {
+                    ToolCallError::Unsent(source.to_string())
+                }
+                rmcp::ServiceError::TransportClosed => {
+                    ToolCallError::Closed("transport closed".into())
+                }
+                rmcp::ServiceError::Timeout { timeout } => ToolCallError::Timeout(timeout),
+                other => ToolCallError::Execution(other.to_string()),
+            })?;
+        let content = result_content(&result);
+        if result.is_error == Some(true) {
+            let message = match &content {
+                Value::String(text) => text.clone(),
+                other => other.to_string(),
+            };
+            return Err(ToolCallError::Execution(message));
+        }
+        Ok(content)
+    }
+
+    pub async fn close(self) {
+        if let Err(error) = self.service.cancel().await {
+            tracing::debug!(server = %self.name, %error, "MCP connection did not close cleanly");
+        }
+    }
+}
+
+async fn start_service(
+    config: &McpServerConfig,
+    timeout: Duration,
+) -> Result<RunningService<RoleClient, ()>, McpError> {
+    let handshake =
+        |error: rmcp::service::ClientInitializeError| McpError::Handshake(root_cause(&error));
+    match config.transport().ok_or(McpError::NoTransport)? {
+        TransportKind::LegacySse(url) => {
+            let transport =
+                LegacySseTransport::connect(&url, config.api_key.as_deref(), timeout).await?;
+            ().serve(transport).await.map_err(handshake)
+        }
+        TransportKind::StreamableHttp(url) => {
+            let mut transport_config =
+                StreamableHttpClientTransportConfig::with_uri(url).reinit_on_expired_session(true);
+            if let Some(key) = &config.api_key {
+                transport_config = transport_config.auth_header(key.clone());
+            }
+            let transport = StreamableHttpClientTransport::from_config(transport_config);
+            ().serve(transport).await.map_err(handshake)
+        }
+        #[cfg(feature = "mcp-stdio")]
+        TransportKind::Stdio { command, args, env } => {
+            let mut process = tokio::process::Command::new(&command);
+            process.args(&args).envs(&env);
+            let transport = TokioChildProcess::new(process).map_err(|source| McpError::Spawn {
+                command: command.clone(),
+                source,
+            })?;
+            ().serve(transport).await.map_err(handshake)
+        }
+        #[cfg(not(feature = "mcp-stdio"))]
+        TransportKind::Stdio { .. } => Err(McpError::StdioUnsupported),
+    }
+}
+
+/// The innermost error's message: rmcp's outer layers name Rust types, not causes.
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    cause.to_string()
+}
+
+/// A tool result as the event carries it: structured content, else the text parsed as JSON when
+/// it is JSON, else the text.
+fn result_content(result: &CallToolResult) -> Value {
+    if let Some(structured) = &result.structured_content {
+        return structured.clone();
+    }
+    let text: Vec<&str> = result
+        .content
+        .iter()
+        .filter_map(|block| block.as_text().map(|text| text.text.as_str()))
+        .collect();
+    let joined = text.join("\n");
+    serde_json::from_str(&joined).unwrap_or(Value::String(joined))
+}
+
+/// Connects, lists the tools, disconnects: what registering or refreshing a server does.
+pub async fn discover_tools(
+    name: &str,
+    config: &McpServerConfig,
+    default_timeout: Duration,
+) -> Result<Vec<ToolSpec>, McpError> {
+    let connection = McpConnection::connect(name, config, default_timeout).await?;
+    let tools = connection.tool_specs();
+    connection.close().await;
+    Ok(tools)
+}
+
+/// Parses a model's tool-call arguments.
+pub fn parse_arguments(arguments: &str) -> Result<JsonObject, ToolCallError> {
+    if arguments.trim().is_empty() {
+        return Ok(JsonObject::new());
+    }
+    serde_json::from_str(arguments).map_err(|error| ToolCallError::InvalidJson(error.to_string()))
+}

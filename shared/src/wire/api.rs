@@ -1,0 +1,190 @@
+//! Records as the API shows them: the `data` of each route's envelope.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::event::{EventType, Role, ToolCall};
+
+/// One message of a conversation, merged from its events by `message_id`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MergedMessage {
+    pub message_id: String,
+    pub role: Role,
+    pub content: Value,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    /// The type of the message's first event.
+    #[serde(rename = "type")]
+    pub kind: EventType,
+    /// When the message began.
+    pub timestamp: f64,
+}
+
+/// A conversation as lists show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionSummary {
+    pub session_id: String,
+    pub user_id: String,
+    pub agent_id: Option<String>,
+    pub agent_name: Option<String>,
+    pub title: String,
+    pub message_count: u64,
+    pub user_count: u64,
+    pub agent_count: u64,
+    pub created_at: f64,
+    pub updated_at: f64,
+    pub status: &'static str,
+}
+
+/// `GET /api/conversations`
+#[derive(Debug, Serialize)]
+pub struct SessionList {
+    pub list: Vec<SessionSummary>,
+    pub total: u64,
+    pub page: u64,
+    pub page_size: u64,
+    pub total_pages: u64,
+    pub has_next: bool,
+    pub has_prev: bool,
+}
+
+/// `GET /api/conversations/{id}/messages` and the share view.
+#[derive(Debug, Serialize)]
+pub struct Conversation {
+    pub conversation_id: String,
+    pub messages: Vec<MergedMessage>,
+    pub message_count: usize,
+    pub conversation_info: SessionSummary,
+}
+
+/// `POST /api/sessions/{id}/tasks_status`
+#[derive(Debug, Serialize)]
+pub struct TaskStatus {
+    pub session_id: String,
+    pub status: &'static str,
+    pub interrupt_requested: bool,
+    pub updated_at: f64,
+    pub message_count: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SessionRef {
+    pub session_id: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Renamed {
+    pub session_id: String,
+    pub title: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Interrupted {
+    pub session_id: String,
+    pub user_id: String,
+    pub interrupted: bool,
+}
+
+/// One entry of a conversation's file workspace.
+#[derive(Debug, Serialize)]
+pub struct FileEntry {
+    pub name: String,
+    pub path: String,
+    pub size: u64,
+    pub modified_time: f64,
+    pub is_directory: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FileList {
+    pub session_id: String,
+    pub files: Vec<FileEntry>,
+}
+
+/// A file handed out by the file workspace.
+#[derive(Debug)]
+pub struct FileDownload {
+    pub name: String,
+    pub bytes: Vec<u8>,
+}
+
+/// An MCP server as `/api/mcp/list` shows it; its `api_key` masked.
+#[derive(Debug, Serialize)]
+pub struct McpServerSummary {
+    pub name: String,
+    pub protocol: String,
+    pub disabled: bool,
+    pub streamable_http_url: Option<String>,
+    pub sse_url: Option<String>,
+    pub user_id: String,
+    pub tool_count: usize,
+    pub tools: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct McpServerList {
+    pub servers: Vec<McpServerSummary>,
+}
+
+/// What adding or refreshing a server answers.
+#[derive(Debug, Serialize)]
+pub struct McpServerTools {
+    pub server_name: String,
+    pub status: &'static str,
+    pub tools: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct McpServerRef {
+    pub server_name: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct McpServerToggled {
+    pub server_name: String,
+    pub disabled: bool,
+}
+
+/// A tool of `/api/tools`.
+#[derive(Debug, Serialize)]
+pub struct ToolEntry {
+    pub name: String,
+    pub description: String,
+    pub parameters: Value,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub source: String,
+    pub server_name: String,
+    pub user_id: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ToolList {
+    pub tools: Vec<ToolEntry>,
+}
+
+/// `GET /api/health`
+#[derive(Debug, Serialize)]
+pub struct Health {
+    pub status: &'static str,
+    pub timestamp: f64,
+    pub service: &'static str,
+    pub version: &'static str,
+}
+
+/// `GET /api/health/ready`
+#[derive(Debug, Serialize)]
+pub struct Readiness {
+    pub ready: bool,
+    pub checks: Vec<String>,
+}

@@ -1,0 +1,160 @@
+//! The event object of the wire format (Sage's MessageChunk), and what the log stores.
+
+use futures_util::stream::BoxStream;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::util::now_secs;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    User,
+    Assistant,
+    Tool,
+    System,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventType {
+    DoSubtaskResult,
+    TaskAnalysis,
+    ToolCall,
+    ToolCallResult,
+    FinalAnswer,
+    Normal,
+    Error,
+    TaskDecomposition,
+    Planning,
+    Execution,
+    Observation,
+    QuerySuggest,
+    TokenUsage,
+    StreamEnd,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCall {
+    pub id: String,
+    #[serde(rename = "type", default = "function_type")]
+    pub kind: String,
+    pub function: FunctionCall,
+}
+
+fn function_type() -> String {
+    "function".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FunctionCall {
+    pub name: String,
+    pub arguments: String,
+}
+
+/// One event of a run, exactly as both framings carry it; null fields are omitted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCall>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: EventType,
+    pub session_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_name: Option<String>,
+    pub timestamp: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_stream_count: Option<u64>,
+}
+
+impl Event {
+    pub fn new(session_id: &str, role: Role, kind: EventType) -> Self {
+        Self {
+            role: Some(role),
+            content: None,
+            tool_calls: None,
+            tool_call_id: None,
+            message_id: None,
+            kind,
+            session_id: session_id.to_owned(),
+            agent_name: None,
+            timestamp: now_secs(),
+            metadata: Some(Value::Object(Default::default())),
+            total_stream_count: None,
+        }
+    }
+
+    pub fn text(
+        session_id: &str,
+        kind: EventType,
+        message_id: &str,
+        agent: &str,
+        text: impl Into<String>,
+    ) -> Self {
+        Self {
+            content: Some(Value::String(text.into())),
+            message_id: Some(message_id.to_owned()),
+            agent_name: Some(agent.to_owned()),
+            ..Self::new(session_id, Role::Assistant, kind)
+        }
+    }
+
+    pub fn stream_end(session_id: &str, total_stream_count: u64) -> Self {
+        Self {
+            role: None,
+            metadata: None,
+            total_stream_count: Some(total_stream_count),
+            ..Self::new(session_id, Role::Assistant, EventType::StreamEnd)
+        }
+    }
+
+    /// The run's `token_usage` event: the totals and the per-step figures.
+    pub fn token_usage(session_id: &str, token_usage: &Value) -> Self {
+        Self {
+            content: Some(Value::String(String::new())),
+            message_id: Some(uuid::Uuid::new_v4().to_string()),
+            metadata: Some(serde_json::json!({"token_usage": token_usage, "session_id": session_id})),
+            ..Self::new(session_id, Role::Assistant, EventType::TokenUsage)
+        }
+    }
+
+    /// The usage event of a run that reported none (it failed, or was cut off).
+    pub fn empty_token_usage(session_id: &str) -> Self {
+        Self::token_usage(
+            session_id,
+            &serde_json::json!({"total_info": {}, "per_step_info": []}),
+        )
+    }
+
+    pub fn content_text(&self) -> &str {
+        match &self.content {
+            Some(Value::String(text)) => text,
+            _ => "",
+        }
+    }
+
+    /// The caller's own messages live in the log too, but are never sent on a stream.
+    pub fn is_streamed(&self) -> bool {
+        !matches!(self.role, Some(Role::User | Role::System))
+    }
+}
+
+/// An event as the log keeps it: with its per-session sequence number.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub seq: u64,
+    pub event: Event,
+}
+
+/// What a client reads of a run: its events, ending with `stream_end`.
+pub type EventStream = BoxStream<'static, StoredEvent>;

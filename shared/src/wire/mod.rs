@@ -1,0 +1,10 @@
+//! Sage's formats, with no I/O: the stream request, the event object, MCP server configuration.
+
+pub mod api;
+pub mod event;
+pub mod mcp;
+pub mod request;
+
+pub use api::MergedMessage;
+pub use event::{Event, EventStream, EventType, FunctionCall, Role, StoredEvent, ToolCall};
+pub use request::{AgentMode, InputMessage, LlmModelConfig, MemoryType, StreamRequest};

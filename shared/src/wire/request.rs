@@ -1,0 +1,99 @@
+//! The body of `POST /api/stream` (`api.md` §2).
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::mcp::McpServerConfig;
+use crate::util::{InputError, SessionId};
+
+/// Where a run's long-term memory lives: with the session, or with the user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum MemoryType {
+    Session,
+    User,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct InputMessage {
+    #[serde(default)]
+    pub message_id: Option<String>,
+    pub role: String,
+    #[serde(default)]
+    pub content: Value,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct LlmModelConfig {
+    pub base_url: Option<String>,
+    pub api_key: Option<String>,
+    pub model: Option<String>,
+    pub max_tokens: Option<u32>,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub presence_penalty: Option<f64>,
+    pub max_model_len: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentMode {
+    Simple,
+    Multi,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct StreamRequest {
+    pub messages: Vec<InputMessage>,
+    pub session_id: Option<String>,
+    pub user_id: Option<String>,
+    pub agent_id: Option<String>,
+    pub agent_name: Option<String>,
+    pub system_prefix: Option<String>,
+    pub system_context: Option<serde_json::Map<String, Value>>,
+    pub available_tools: Option<Vec<String>>,
+    pub llm_model_config: Option<LlmModelConfig>,
+    pub max_loop_count: Option<u32>,
+    pub deep_thinking: Option<bool>,
+    pub agent_mode: Option<AgentMode>,
+    pub multi_agent: Option<bool>,
+    pub more_suggest: Option<bool>,
+    pub force_summary: Option<bool>,
+    pub memory_type: Option<MemoryType>,
+    pub available_workflows: Option<BTreeMap<String, Vec<Value>>>,
+    pub extra_mcp_config: Option<BTreeMap<String, McpServerConfig>>,
+}
+
+impl StreamRequest {
+    pub fn validate(&self) -> Result<(), InputError> {
+        if self.messages.is_empty() {
+            return Err(InputError::Invalid("messages must not be empty".into()));
+        }
+        for (index, message) in self.messages.iter().enumerate() {
+            if !matches!(
+                message.role.as_str(),
+                "user" | "assistant" | "system" | "tool"
+            ) {
+                return Err(InputError::Schema {
+                    detail: format!(
+                        "messages[{index}].role: expected one of user, assistant, system, tool"
+                    ),
+                });
+            }
+        }
+        if let Some(session_id) = &self.session_id
+            && !session_id.is_empty()
+        {
+            SessionId::parse(session_id)?;
+        }
+        if self.max_loop_count == Some(0) {
+            return Err(InputError::Schema {
+                detail: "max_loop_count: must be at least 1".into(),
+            });
+        }
+        Ok(())
+    }
+}
+

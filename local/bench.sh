@@ -14,8 +14,11 @@ QUICK=${QUICK:-0}
 ulimit -n "$(ulimit -Hn)" || true
 
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
-  cargo build --release -p sage-local -p sage-mock-llm -p sage-load \
-    -p sage-stream -p sage-health -p sage-mcp-admin -p sage-session
+  cargo build --release -p sage-local -p sage-mock-llm -p sage-load
+  # One function per build, so that each links only the backends its Cargo.toml names.
+  for function in sage-health sage-session sage-mcp-admin sage-stream; do
+    cargo build --release -p "$function"
+  done
 fi
 
 PIDS=()

@@ -109,8 +109,12 @@ moto_server
 log "building every binary (the tests start sage-local and sage-stream as processes)"
 cargo build --workspace --bins
 
+# One function per build: cargo unifies features across the packages of one build, and each
+# function must link only the backends it names (tests/lambda_build.rs checks the sizes).
 log "cargo lambda build --release: each function's bootstrap (tests/lambda_build.rs checks them)"
-cargo lambda build --release -p sage-stream -p sage-health -p sage-mcp-admin -p sage-session
+for function in sage-health sage-session sage-mcp-admin sage-stream; do
+  cargo lambda build --release -p "$function"
+done
 
 log "running the test suite"
 export CI=${CI:-false}

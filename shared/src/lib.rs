@@ -24,4 +24,8 @@ pub use app::{App, StartupError, health_router, session_router};
 #[cfg(feature = "mcp")]
 pub use app::{local_router, mcp_admin_router, stream_router};
 pub use config::Config;
+#[cfg(feature = "mcp")]
 pub use http::FIRST_SEQ_HEADER;
+
+#[cfg(test)]
+mod floors;

@@ -8,13 +8,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+#[cfg(feature = "ssm")]
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::domain::health::HealthCheck;
-use crate::domain::presets::{AgentPresets, PresetError};
+#[cfg(feature = "mcp")]
+use crate::domain::presets::AgentPresets;
+use crate::domain::presets::PresetError;
 #[cfg(feature = "mcp")]
 use crate::domain::runs::{RunDefaults, RunStores, Runs};
 use crate::domain::sessions::Sessions;
@@ -58,7 +61,11 @@ pub enum StartupError {
 }
 
 impl App {
-    pub async fn from_config(mut config: Config) -> Result<Self, StartupError> {
+    /// Opens the configured store and builds every service. A build with the `ssm` feature (the
+    /// functions that call the model) reads the LLM key parameter here; the others never need
+    /// the key's value.
+    pub async fn from_config(#[allow(unused_mut)] mut config: Config) -> Result<Self, StartupError> {
+        #[cfg(feature = "ssm")]
         if config.llm.api_key.is_none()
             && let Some(name) = config.llm.api_key_parameter.clone()
         {
@@ -73,7 +80,7 @@ impl App {
         for setting in &config.inert {
             tracing::warn!("{setting}");
         }
-        if config.llm.keys().is_empty() {
+        if config.llm.keys().is_empty() && config.llm.api_key_parameter.is_none() {
             tracing::warn!(
                 "no LLM API key configured: set SAGE_DEFAULT_LLM_API_KEY (--default_llm_api_key); \
                  /api/stream answers 503 unless a request brings llm_model_config.api_key"
@@ -91,7 +98,7 @@ impl App {
             store.clone(),
             format!("{:?}", config.store.db_type),
             config.llm.base_url.clone(),
-            !config.llm.keys().is_empty(),
+            !config.llm.keys().is_empty() || config.llm.api_key_parameter.is_some(),
         )?;
         #[cfg(feature = "mcp")]
         let (tools, runs) = {
@@ -224,21 +231,14 @@ impl App {
     }
 }
 
+#[cfg(feature = "ssm")]
 async fn read_key_parameter(name: &str) -> Result<SecretString, StartupError> {
-    #[cfg(feature = "ssm")]
-    {
-        ssm::read_parameter(name)
-            .await
-            .map_err(|reason| StartupError::KeyParameter {
-                name: name.to_owned(),
-                reason,
-            })
-    }
-    #[cfg(not(feature = "ssm"))]
-    Err(StartupError::KeyParameter {
-        name: name.to_owned(),
-        reason: "this build cannot read SSM parameters (feature `ssm`)".into(),
-    })
+    ssm::read_parameter(name)
+        .await
+        .map_err(|reason| StartupError::KeyParameter {
+            name: name.to_owned(),
+            reason,
+        })
 }
 
 /// The Stream function: `/api/stream` and its aliases, and resume.

@@ -3,10 +3,12 @@
 
 mod error;
 mod extract;
+#[cfg(feature = "mcp")]
 mod framing;
 mod middleware;
 pub mod routes;
 
 pub use error::{ApiError, Envelope, ok};
+#[cfg(feature = "mcp")]
 pub use framing::FIRST_SEQ_HEADER;
 pub use middleware::{Limits, with_middleware, with_timeout};

@@ -52,6 +52,7 @@ pub struct App {
 pub enum StartupError {
     #[error("store")]
     Store(#[from] StoreError),
+    #[cfg(feature = "mcp")]
     #[error("HTTP client")]
     Http(#[from] reqwest::Error),
     #[error("agent presets")]
@@ -99,7 +100,7 @@ impl App {
             format!("{:?}", config.store.db_type),
             config.llm.base_url.clone(),
             !config.llm.keys().is_empty() || config.llm.api_key_parameter.is_some(),
-        )?;
+        );
         #[cfg(feature = "mcp")]
         let (tools, runs) = {
             let pool = Arc::new(McpPool::new(config.tools.timeout));

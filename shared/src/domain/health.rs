@@ -6,13 +6,14 @@ use std::time::Duration;
 use crate::store::Store;
 use crate::wire::api::Readiness;
 
+const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
+
 #[derive(Clone)]
 pub struct HealthCheck {
     store: Arc<dyn Store>,
     store_label: String,
     llm_base_url: String,
     llm_has_key: bool,
-    http: reqwest::Client,
 }
 
 impl HealthCheck {
@@ -21,17 +22,13 @@ impl HealthCheck {
         store_label: String,
         llm_base_url: String,
         llm_has_key: bool,
-    ) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(3))
-            .build()?;
-        Ok(Self {
+    ) -> Self {
+        Self {
             store,
             store_label,
             llm_base_url,
             llm_has_key,
-            http,
-        })
+        }
     }
 
     pub async fn readiness(&self) -> Readiness {
@@ -59,11 +56,23 @@ impl HealthCheck {
         Readiness { ready, checks }
     }
 
+    /// The provider's host accepts a connection on the base URL's port. A TCP check keeps an
+    /// HTTP client out of the functions that never call the model.
     async fn llm_reachable(&self) -> bool {
-        self.http
-            .get(format!("{}/models", self.llm_base_url.trim_end_matches('/')))
-            .send()
-            .await
-            .is_ok()
+        let Ok(uri) = self.llm_base_url.parse::<http::Uri>() else {
+            return false;
+        };
+        let Some(host) = uri.host() else {
+            return false;
+        };
+        let default_port = if uri.scheme_str() == Some("https") { 443 } else { 80 };
+        let address = (
+            host.trim_start_matches('[').trim_end_matches(']'),
+            uri.port_u16().unwrap_or(default_port),
+        );
+        matches!(
+            tokio::time::timeout(CHECK_TIMEOUT, tokio::net::TcpStream::connect(address)).await,
+            Ok(Ok(_))
+        )
     }
 }

@@ -84,7 +84,7 @@ impl SqlStore {
         database: &str,
     ) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
-        let mut server = reqwest::Url::parse("mysql://localhost/")
+        let mut server = url::Url::parse("mysql://localhost/")
             .map_err(|error| StoreError::Config(error.to_string()))?;
         let invalid = |what: &str| StoreError::Config(format!("invalid MySQL {what}"));
         server.set_host(Some(host)).map_err(|_| invalid("host"))?;

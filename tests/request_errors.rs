@@ -36,7 +36,7 @@ async fn empty_messages_is_a_400_and_creates_nothing() {
     let env = AppEnv::new().await;
     let (status, body) = env
         .app
-        .post_raw_json(Method::POST, STREAM, r#"{"session_id":"e1","messages":[]}"#)
+        .send_raw_json(Method::POST, STREAM, r#"{"session_id":"e1","messages":[]}"#)
         .await;
     assert_eq!(status, 400);
     assert_envelope(&body, 400);
@@ -77,7 +77,7 @@ async fn a_wrong_type_is_a_422_naming_the_field() {
         ),
     ];
     for (body, field) in cases {
-        let (status, response) = env.app.post_raw_json(Method::POST, STREAM, body).await;
+        let (status, response) = env.app.send_raw_json(Method::POST, STREAM, body).await;
         assert_eq!(status, 422, "{body}");
         assert_envelope(&response, 422);
         let detail = response["error_detail"].as_str().unwrap();
@@ -99,7 +99,7 @@ async fn malformed_json_is_a_422_without_internals() {
     let env = AppEnv::new().await;
     let (status, body) = env
         .app
-        .post_raw_json(Method::POST, STREAM, r#"{"messages": [}"#)
+        .send_raw_json(Method::POST, STREAM, r#"{"messages": [}"#)
         .await;
     assert_eq!(status, 422);
     assert_envelope(&body, 422);
@@ -160,7 +160,7 @@ async fn no_api_key_is_a_503_naming_the_setting() {
     .unwrap();
     let app = App::new(config).await;
     let (status, body) = app
-        .post_raw_json(
+        .send_raw_json(
             Method::POST,
             STREAM,
             r#"{"messages":[{"role":"user","content":"hi"}]}"#,
@@ -198,7 +198,7 @@ async fn another_users_session_is_a_403() {
     let before = store.events_after("owned-1", 0).await.unwrap().len();
     let (status, body) = env
         .app
-        .post_raw_json(
+        .send_raw_json(
             Method::POST,
             STREAM,
             r#"{"session_id":"owned-1","user_id":"bob","messages":[{"role":"user","content":"bob was here"}]}"#,

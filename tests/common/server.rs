@@ -63,7 +63,7 @@ impl App {
     }
 
     /// One request through the router, its answer read to the end.
-    pub async fn call(&self, request: Request<Body>) -> (u16, HeaderMap, Bytes) {
+    async fn call(&self, request: Request<Body>) -> (u16, HeaderMap, Bytes) {
         let response = self
             .router
             .clone()
@@ -105,12 +105,12 @@ impl App {
 
     /// Sends `body` as JSON with `method`, returning status and JSON body.
     pub async fn send_json(&self, method: Method, uri: &str, body: &Value) -> (u16, Value) {
-        self.post_raw_json(method, uri, &body.to_string()).await
+        self.send_raw_json(method, uri, &body.to_string()).await
     }
 
     /// Sends `body` as it is (well-formed or not) labelled as JSON, returning status and JSON
     /// body.
-    pub async fn post_raw_json(&self, method: Method, uri: &str, body: &str) -> (u16, Value) {
+    pub async fn send_raw_json(&self, method: Method, uri: &str, body: &str) -> (u16, Value) {
         let (status, _, body) = self.send(method, uri, Some(body.to_owned())).await;
         (status, serde_json::from_slice(&body).expect("a JSON body"))
     }

@@ -56,9 +56,9 @@ pub fn newest_source(roots: &[&str]) -> (SystemTime, PathBuf) {
 /// What every workspace binary may be built from.
 const BINARY_SOURCES: &[&str] = &["shared", "local", "functions", "Cargo.toml", "Cargo.lock"];
 
-/// A binary of the workspace (each package's binary has the package's name), rebuilt with
-/// `cargo build -p NAME --bin NAME` when it is missing or older than its sources. Checked at
-/// most once per test process; concurrent test processes building it wait on cargo's lock.
+/// A binary of the workspace, rebuilt with `cargo build --workspace --bin NAME` when it is
+/// missing or older than its sources. Checked at most once per test process; concurrent test
+/// processes building it wait on cargo's lock.
 pub fn workspace_binary(name: &str) -> PathBuf {
     static CHECKED: Mutex<BTreeMap<String, Arc<OnceLock<PathBuf>>>> = Mutex::new(BTreeMap::new());
     let once = CHECKED
@@ -73,7 +73,10 @@ pub fn workspace_binary(name: &str) -> PathBuf {
         let (newest, _) = newest_source(BINARY_SOURCES);
         if !built.is_ok_and(|built| built >= newest) {
             let status = std::process::Command::new(env!("CARGO"))
-                .args(["build", "-p", name, "--bin", name])
+                // `--workspace` resolves features as `cargo build --workspace --bins` (tests/run.sh)
+                // does; `-p` would build a second variant of the dependencies and relink the
+                // binary each time the two builds alternate.
+                .args(["build", "--workspace", "--bin", name])
                 .current_dir(workspace_root())
                 .status()
                 .expect("cargo runs");

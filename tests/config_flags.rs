@@ -4,19 +4,17 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::common::*;
 use sage_core::Config;
-use sage_core::config::{DbType, MemoryType};
-use sage_e2e::*;
+use sage_core::config::DbType;
 
-/// Every flag of `api.md` §6 with a valid value (`None` = a switch given without a value).
-const EVERY_FLAG: &[(&str, Option<&str>)] = &[
+/// Every flag of `api.md` §6 that the product acts on, with a valid value (`None` = a switch
+/// given without a value). Flags accepted but not acted on yet are in
+/// `a_setting_accepted_but_not_acted_on_is_named_in_a_start_up_warning`.
+const FLAGS_THAT_ACT: &[(&str, Option<&str>)] = &[
     ("--host", Some("127.0.0.1")),
     ("--port", Some("18080")),
     ("--workspace", Some("ws")),
-    ("--logs-dir", Some("logdir")),
-    ("--force_summary", None),
-    ("--no_auth", Some("true")),
-    ("--jwt_key", Some("secret")),
     ("--preset_mcp_config", Some("mcp.json")),
     ("--preset_running_config", Some("agents.json")),
     ("--default_llm_api_key", Some("k1,k2")),
@@ -36,12 +34,6 @@ const EVERY_FLAG: &[(&str, Option<&str>)] = &[
     ("--run_lease_seconds", Some("12.5")),
     ("--sse_ping_seconds", Some("20")),
     ("--default_llm_api_key_parameter", Some("/sage/llm-key")),
-    ("--context_history_ratio", Some("0.1")),
-    ("--context_active_ratio", Some("0.4")),
-    ("--context_max_new_message_ratio", Some("0.5")),
-    ("--context_recent_turns", Some("3")),
-    ("--memory_type", Some("user")),
-    ("--memory_root", Some("mem")),
     ("--db_type", Some("memory")),
     ("--db_path", Some("dbdir")),
     ("--mysql_host", Some("db.local")),
@@ -51,28 +43,11 @@ const EVERY_FLAG: &[(&str, Option<&str>)] = &[
     ("--mysql_database", Some("d")),
     ("--dynamodb_table", Some("t")),
     ("--dynamodb_endpoint", Some("http://127.0.0.1:5000")),
-    ("--embedding_api_key", Some("ek")),
-    ("--embedding_base_url", Some("http://emb.local")),
-    ("--embedding_model", Some("em")),
-    ("--es_url", Some("http://es.local:9200")),
-    ("--es_api_key", Some("esk")),
-    ("--es_username", Some("esu")),
-    ("--es_password", Some("esp")),
-    ("--minio_endpoint", Some("http://minio.local:9000")),
-    ("--minio_access_key", Some("ak")),
-    ("--minio_secret_key", Some("sk")),
-    ("--minio_bucket_name", Some("b")),
-    ("--minio_secure", Some("true")),
-    (
-        "--trace_jaeger_url",
-        Some("http://jaeger.local:4318/v1/traces"),
-    ),
-    ("--enable_trace", Some("false")),
 ];
 
-fn every_flag_args() -> Vec<String> {
+fn acting_flag_args() -> Vec<String> {
     let mut args = vec!["sage".to_owned()];
-    for (flag, value) in EVERY_FLAG {
+    for (flag, value) in FLAGS_THAT_ACT {
         args.push((*flag).to_owned());
         if let Some(value) = value {
             args.push((*value).to_owned());
@@ -82,20 +57,13 @@ fn every_flag_args() -> Vec<String> {
 }
 
 #[test]
-fn every_documented_flag_is_accepted_and_applied() {
-    let config = Config::try_from_args(every_flag_args()).expect("every flag parses");
+fn every_flag_that_acts_is_accepted_and_applied() {
+    let config = Config::try_from_args(acting_flag_args()).expect("every flag parses");
     assert_eq!(config.port, 18080);
-    assert_eq!(config.logs_dir.to_str(), Some("logdir"));
-    assert!(config.force_summary);
     assert_eq!(config.default_llm_keys(), vec!["k1", "k2"]);
     assert_eq!(config.default_llm_max_model_len, 8000);
-    assert_eq!(config.context_recent_turns, 3);
-    assert_eq!(config.memory_type, MemoryType::User);
     assert_eq!(config.db_type, DbType::Memory);
     assert_eq!(config.mysql_port, 3307);
-    assert_eq!(config.es_url.as_deref(), Some("http://es.local:9200"));
-    assert!(config.minio_secure);
-    assert!(!config.enable_trace);
     assert!(config.mcp_allow_stdio && !config.mcp_allow_link_local);
     assert_eq!(config.run_lease_seconds, 12.5);
 }
@@ -113,10 +81,6 @@ fn defaults_follow_the_seed() {
     assert_eq!(config.default_llm_model_name, "deepseek-chat");
     assert_eq!(config.default_llm_max_tokens, 4096);
     assert_eq!(config.default_llm_max_model_len, 54000);
-    assert!(config.no_auth);
-    assert_eq!(config.context_history_ratio, 0.2);
-    assert_eq!(config.context_active_ratio, 0.3);
-    assert_eq!(config.context_max_new_message_ratio, 0.5);
 }
 
 fn start_failure(args: &[&str], env: &[(&str, &str)]) -> String {
@@ -196,14 +160,14 @@ async fn a_cli_flag_beats_its_environment_variable_which_beats_the_default() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_shim_starts_with_every_flag_and_logs_a_missing_key() {
+async fn the_shim_starts_with_every_flag_that_acts_and_logs_a_missing_key() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut args = every_flag_args();
+    let mut args = acting_flag_args();
     args.remove(0);
     let port_at = args.iter().position(|arg| arg == "--port").unwrap();
     args[port_at + 1] = port.to_string();
-    let _server = ChildGuard(
+    let server = ChildGuard(
         Command::new(workspace_binary("sage-local"))
             .args(&args)
             .current_dir(dir.path())
@@ -219,30 +183,68 @@ async fn the_shim_starts_with_every_flag_and_logs_a_missing_key() {
         .await
         .unwrap();
     assert_eq!(health["data"]["status"], "healthy");
-    drop(_server);
+    drop(server);
 
-    let log = dir.path().join("stderr.log");
-    let port = free_port();
-    let _keyless = ChildGuard(
-        Command::new(workspace_binary("sage-local"))
-            .args([
-                "--host",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--db_type",
-                "memory",
-            ])
-            .env_remove("SAGE_DEFAULT_LLM_API_KEY")
-            .current_dir(dir.path())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    wait_for_port(port, Duration::from_secs(20)).await;
-    let logged = std::fs::read_to_string(&log).unwrap();
+    let logged = shim_startup_log(dir.path(), &["--db_type", "memory"], &[]).await;
     assert!(logged.contains("no LLM API key configured"), "{logged}");
     assert!(logged.contains("SAGE_DEFAULT_LLM_API_KEY"), "{logged}");
+}
+
+/// The text of the start-up warning for a setting given explicitly that the product does not
+/// act on yet.
+const NOT_ACTED_ON: &str = "accepted but not acted on yet";
+
+/// EXPECTED TO FAIL until shared/ implements this contract: each setting that is accepted but
+/// not acted on yet, when given explicitly (flag or `SAGE_*` variable), gets one WARN line on
+/// stderr at start-up naming its flag; settings left at their defaults get none.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_setting_accepted_but_not_acted_on_is_named_in_a_start_up_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let logged = shim_startup_log(
+        dir.path(),
+        &[
+            "--db_type",
+            "memory",
+            "--force_summary",
+            "true",
+            "--memory_type",
+            "user",
+        ],
+        &[
+            ("SAGE_ELASTICSEARCH_URL", "http://127.0.0.1:9"),
+            ("RUST_LOG", "warn"),
+        ],
+    )
+    .await;
+    let warnings: Vec<&str> = logged
+        .lines()
+        .filter(|line| line.contains(NOT_ACTED_ON))
+        .collect();
+    for flag in ["--force_summary", "--memory_type", "--es_url"] {
+        let naming: Vec<&str> = warnings
+            .iter()
+            .copied()
+            .filter(|line| line.contains(flag))
+            .collect();
+        assert_eq!(naming.len(), 1, "one warning naming {flag}:\n{logged}");
+        assert!(naming[0].contains("WARN"), "a WARN line: {}", naming[0]);
+    }
+    assert_eq!(
+        warnings.len(),
+        3,
+        "no warning for a setting that acts:\n{logged}"
+    );
+
+    let defaults = shim_startup_log(
+        dir.path(),
+        &["--db_type", "memory"],
+        &[("RUST_LOG", "warn")],
+    )
+    .await;
+    assert!(
+        !defaults.contains(NOT_ACTED_ON),
+        "settings left at their defaults are not warned about:\n{defaults}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

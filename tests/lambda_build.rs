@@ -3,22 +3,12 @@
 
 use std::io::Read;
 
-use sage_e2e::workspace_root;
-
-const FUNCTIONS: [(&str, &str); 4] = [
-    ("sage-stream", "functions/stream"),
-    ("sage-health", "functions/health"),
-    ("sage-mcp-admin", "functions/mcp-admin"),
-    ("sage-session", "functions/session"),
-];
+use crate::common::{FUNCTIONS, newest_source, target_dir};
 
 #[test]
 fn cargo_lambda_build_release_produced_every_bootstrap() {
     for (function, dir) in FUNCTIONS {
-        let bootstrap = workspace_root()
-            .join("target/lambda")
-            .join(function)
-            .join("bootstrap");
+        let bootstrap = target_dir().join("lambda").join(function).join("bootstrap");
         let metadata = std::fs::metadata(&bootstrap).unwrap_or_else(|_| {
             panic!(
                 "{} is missing; run `bash tests/run.sh`, which runs `cargo lambda build --release`",
@@ -31,10 +21,11 @@ fn cargo_lambda_build_release_produced_every_bootstrap() {
             .read_exact(&mut magic)
             .unwrap();
         assert_eq!(&magic, b"\x7fELF", "{function}: an executable");
-        let source = std::fs::metadata(workspace_root().join(dir).join("src/main.rs")).unwrap();
+        let (newest, source) = newest_source(&["shared", dir, "Cargo.toml", "Cargo.lock"]);
         assert!(
-            metadata.modified().unwrap() >= source.modified().unwrap(),
-            "{function}: the bootstrap is older than its source"
+            metadata.modified().unwrap() >= newest,
+            "{function}: the bootstrap is older than {}; run `cargo lambda build --release`",
+            source.display()
         );
         eprintln!("{function}: bootstrap {} bytes", metadata.len());
     }

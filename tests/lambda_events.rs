@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use crate::common::*;
 use clap::CommandFactory;
 use sage_core::Config;
-use sage_e2e::*;
 use sage_mock_llm::MockOptions;
 use serde_json::Value;
 
@@ -242,12 +242,7 @@ fn cargo_lambda_deploy_uses_each_functions_metadata_and_agrees_with_the_template
         .filter_map(|arg| arg.get_env())
         .map(|name| name.to_string_lossy().into_owned())
         .collect();
-    for (binary, dir) in [
-        ("sage-stream", "functions/stream"),
-        ("sage-health", "functions/health"),
-        ("sage-mcp-admin", "functions/mcp-admin"),
-        ("sage-session", "functions/session"),
-    ] {
+    for (binary, dir) in FUNCTIONS {
         let manifest =
             std::fs::read_to_string(workspace_root().join(dir).join("Cargo.toml")).unwrap();
         assert!(

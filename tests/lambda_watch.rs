@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use sage_e2e::*;
+use crate::common::*;
 use sage_mock_llm::MockOptions;
 use serde_json::Value;
 

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use crate::common::*;
 use reqwest::Method;
-use sage_e2e::*;
 use serde_json::{Value, json};
 
 fn url(env: &TestEnv, path: &str) -> String {

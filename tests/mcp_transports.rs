@@ -3,9 +3,9 @@
 
 use std::sync::{Arc, Mutex};
 
+use crate::common::*;
 use axum::http::HeaderMap;
 use reqwest::Method;
-use sage_e2e::*;
 use serde_json::{Value, json};
 
 async fn add(env: &TestEnv, body: Value) -> (u16, Value) {
@@ -144,7 +144,7 @@ async fn server_everything_over_stdio() {
     assert!(sum["parameters"]["properties"]["a"].is_object());
     let (status, result) = exec(&env, "get-sum", json!({"a": 2, "b": 3})).await;
     assert_eq!(status, 200, "{result}");
-    assert!(result["data"].to_string().contains('5'), "{result}");
+    assert_eq!(result["data"], "The sum of 2 and 3 is 5.", "{result}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

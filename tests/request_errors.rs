@@ -1,10 +1,15 @@
 //! Errors before the stream: enveloped JSON, the right status, the field named, nothing changed.
+//! In process, except where two requests overlap.
 
 use std::time::Duration;
 
-use sage_e2e::*;
+use axum::http::Method;
 use sage_mock_llm::MockOptions;
 use serde_json::{Value, json};
+
+use crate::common::*;
+
+const STREAM: &str = "/api/stream";
 
 async fn post(url: &str, body: &str) -> (u16, Value) {
     let response = reqwest::Client::new()
@@ -28,13 +33,16 @@ fn assert_envelope(body: &Value, status: u16) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn empty_messages_is_a_400_and_creates_nothing() {
-    let env = TestEnv::new().await;
-    let (status, body) = post(&env.stream_url(), r#"{"session_id":"e1","messages":[]}"#).await;
+    let env = AppEnv::new().await;
+    let (status, body) = env
+        .app
+        .send_raw_json(Method::POST, STREAM, r#"{"session_id":"e1","messages":[]}"#)
+        .await;
     assert_eq!(status, 400);
     assert_envelope(&body, 400);
     assert!(body["message"].as_str().unwrap().contains("messages"));
     assert!(
-        env.server
+        env.app
             .state
             .store
             .get_session("e1")
@@ -47,7 +55,7 @@ async fn empty_messages_is_a_400_and_creates_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_wrong_type_is_a_422_naming_the_field() {
-    let env = TestEnv::new().await;
+    let env = AppEnv::new().await;
     let cases = [
         (r#"{"messages":"hi"}"#, "messages"),
         (
@@ -69,14 +77,14 @@ async fn a_wrong_type_is_a_422_naming_the_field() {
         ),
     ];
     for (body, field) in cases {
-        let (status, response) = post(&env.stream_url(), body).await;
+        let (status, response) = env.app.send_raw_json(Method::POST, STREAM, body).await;
         assert_eq!(status, 422, "{body}");
         assert_envelope(&response, 422);
         let detail = response["error_detail"].as_str().unwrap();
         assert!(detail.starts_with(field), "{body} -> {detail}");
     }
     assert!(
-        env.server
+        env.app
             .state
             .store
             .get_session("e2")
@@ -88,8 +96,11 @@ async fn a_wrong_type_is_a_422_naming_the_field() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn malformed_json_is_a_422_without_internals() {
-    let env = TestEnv::new().await;
-    let (status, body) = post(&env.stream_url(), r#"{"messages": [}"#).await;
+    let env = AppEnv::new().await;
+    let (status, body) = env
+        .app
+        .send_raw_json(Method::POST, STREAM, r#"{"messages": [}"#)
+        .await;
     assert_eq!(status, 422);
     assert_envelope(&body, 422);
     let text = body.to_string();
@@ -147,9 +158,14 @@ async fn no_api_key_is_a_503_naming_the_setting() {
         "/nonexistent.json",
     ])
     .unwrap();
-    let server = Server::start(config).await;
-    let url = format!("{}/api/stream", server.url);
-    let (status, body) = post(&url, r#"{"messages":[{"role":"user","content":"hi"}]}"#).await;
+    let app = App::new(config).await;
+    let (status, body) = app
+        .send_raw_json(
+            Method::POST,
+            STREAM,
+            r#"{"messages":[{"role":"user","content":"hi"}]}"#,
+        )
+        .await;
     assert_eq!(status, 503);
     assert_envelope(&body, 503);
     assert!(
@@ -160,30 +176,34 @@ async fn no_api_key_is_a_503_naming_the_setting() {
     );
 
     // A request that brings its own key still runs.
-    let events = post_ndjson(
-        &url,
-        &json!({"messages": [{"role": "user", "content": "hi"}], "llm_model_config": {"api_key": "mine"}}),
-    )
-    .await;
+    let events = app
+        .post_ndjson(
+            STREAM,
+            &json!({"messages": [{"role": "user", "content": "hi"}], "llm_model_config": {"api_key": "mine"}}),
+        )
+        .await;
     assert_tail(&events, &session_of(&events));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn another_users_session_is_a_403() {
-    let env = TestEnv::new().await;
-    let url = env.stream_url();
-    post_ndjson(
-        &url,
-        &json!({"session_id": "owned-1", "user_id": "alice", "messages": [{"role": "user", "content": "hi"}]}),
-    )
-    .await;
-    let store = env.server.state.store.clone();
+    let env = AppEnv::new().await;
+    env.app
+        .post_ndjson(
+            STREAM,
+            &json!({"session_id": "owned-1", "user_id": "alice", "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+    let store = env.app.state.store.clone();
     let before = store.events_after("owned-1", 0).await.unwrap().len();
-    let (status, body) = post(
-        &url,
-        r#"{"session_id":"owned-1","user_id":"bob","messages":[{"role":"user","content":"bob was here"}]}"#,
-    )
-    .await;
+    let (status, body) = env
+        .app
+        .send_raw_json(
+            Method::POST,
+            STREAM,
+            r#"{"session_id":"owned-1","user_id":"bob","messages":[{"role":"user","content":"bob was here"}]}"#,
+        )
+        .await;
     assert_eq!(status, 403);
     assert_envelope(&body, 403);
     assert_eq!(
@@ -195,11 +215,8 @@ async fn another_users_session_is_a_403() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unknown_route_is_an_enveloped_404() {
-    let env = TestEnv::new().await;
-    let response = reqwest::get(format!("{}/api/nope", env.server.url))
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 404);
-    let body: Value = response.json().await.unwrap();
+    let env = AppEnv::new().await;
+    let (status, body) = env.app.get_json("/api/nope").await;
+    assert_eq!(status, 404);
     assert_envelope(&body, 404);
 }

@@ -3,9 +3,9 @@
 
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
-use sage_e2e::*;
 use sage_mock_llm::MockOptions;
 use serde_json::{Value, json};
 
@@ -94,8 +94,29 @@ async fn an_ndjson_client_resumes_with_its_last_index() {
     events.extend(resumed.rest().await);
     assert_tail(&events, "resume-nd");
     assert_eq!(answer_text(&events), expected_answer(20));
-    let ids: Vec<&Value> = events.iter().map(|e| &e["message_id"]).collect();
-    assert_eq!(ids.len(), events.len());
+    for delta in of_type(&events, "do_subtask_result") {
+        assert!(
+            delta["message_id"]
+                .as_str()
+                .is_some_and(|id| !id.is_empty()),
+            "{delta}"
+        );
+    }
+    let logged: Vec<Value> = env
+        .server
+        .state
+        .store
+        .events_after("resume-nd", first_seq - 1)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|entry| entry.event.is_streamed())
+        .map(|entry| serde_json::to_value(&entry.event).unwrap())
+        .collect();
+    assert_eq!(
+        events, logged,
+        "the first connection and the resume together deliver each logged event once, in order"
+    );
 
     // Resuming a finished run replays it, then ends.
     let replay = NdjsonReader::open(reqwest::Client::new().get(format!(

@@ -1,20 +1,18 @@
 //! The Session function: listing, reading, sharing, renaming, deleting, status, files, and
-//! ownership on every route.
+//! ownership on every route. In process.
 
-use reqwest::Method;
-use sage_e2e::*;
+use axum::http::Method;
 use serde_json::{Value, json};
 
-async fn run(env: &TestEnv, session: &str, user: &str, text: &str) -> Vec<Value> {
-    post_ndjson(
-        &env.stream_url(),
-        &json!({"session_id": session, "user_id": user, "messages": [{"role": "user", "content": text}]}),
-    )
-    .await
-}
+use crate::common::*;
 
-fn url(env: &TestEnv, path: &str) -> String {
-    format!("{}{path}", env.server.url)
+async fn run(env: &AppEnv, session: &str, user: &str, text: &str) -> Vec<Value> {
+    env.app
+        .post_ndjson(
+            "/api/stream",
+            &json!({"session_id": session, "user_id": user, "messages": [{"role": "user", "content": text}]}),
+        )
+        .await
 }
 
 fn ids(body: &Value) -> Vec<String> {
@@ -28,14 +26,14 @@ fn ids(body: &Value) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn conversations_are_listed_paged_sorted_and_searched_with_true_counts() {
-    let env = TestEnv::new().await;
+    let env = AppEnv::new().await;
     run(&env, "c-banana", "lee", "banana bread recipe").await;
     run(&env, "c-apple", "lee", "apple pie").await;
     run(&env, "c-apple", "lee", "with cinnamon please").await;
     run(&env, "c-cherry", "lee", "cherry jam").await;
     run(&env, "c-other", "kim", "apple cider").await;
 
-    let (status, page) = get_json(&url(&env, "/api/conversations?user_id=lee")).await;
+    let (status, page) = env.app.get_json("/api/conversations?user_id=lee").await;
     assert_eq!(status, 200, "{page}");
     assert_eq!(
         ids(&page),
@@ -65,26 +63,33 @@ async fn conversations_are_listed_paged_sorted_and_searched_with_true_counts() {
     assert_eq!(apple["message_count"], 4);
     assert!(apple["updated_at"].as_f64().unwrap() > apple["created_at"].as_f64().unwrap());
 
-    let (_, by_messages) = get_json(&url(
-        &env,
-        "/api/conversations?user_id=lee&sort_by=messages",
-    ))
-    .await;
+    let (_, by_messages) = env
+        .app
+        .get_json("/api/conversations?user_id=lee&sort_by=messages")
+        .await;
     assert_eq!(ids(&by_messages)[0], "c-apple");
-    let (_, by_title) = get_json(&url(&env, "/api/conversations?user_id=lee&sort_by=title")).await;
+    let (_, by_title) = env
+        .app
+        .get_json("/api/conversations?user_id=lee&sort_by=title")
+        .await;
     assert_eq!(ids(&by_title), ["c-apple", "c-banana", "c-cherry"]);
-    let (_, paged) = get_json(&url(
-        &env,
-        "/api/conversations?user_id=lee&page=2&page_size=2",
-    ))
-    .await;
+    let (_, paged) = env
+        .app
+        .get_json("/api/conversations?user_id=lee&page=2&page_size=2")
+        .await;
     assert_eq!(ids(&paged), ["c-banana"]);
     assert_eq!(paged["data"]["total_pages"], 2);
     assert_eq!(paged["data"]["has_prev"], true);
     assert_eq!(paged["data"]["has_next"], false);
-    let (_, found) = get_json(&url(&env, "/api/conversations?user_id=lee&search=cinnamon")).await;
+    let (_, found) = env
+        .app
+        .get_json("/api/conversations?user_id=lee&search=cinnamon")
+        .await;
     assert_eq!(ids(&found), ["c-apple"], "search reaches message text");
-    let (_, found) = get_json(&url(&env, "/api/conversations?user_id=lee&search=JAM")).await;
+    let (_, found) = env
+        .app
+        .get_json("/api/conversations?user_id=lee&search=JAM")
+        .await;
     assert_eq!(ids(&found), ["c-cherry"]);
 
     for bad in [
@@ -94,8 +99,10 @@ async fn conversations_are_listed_paged_sorted_and_searched_with_true_counts() {
         "page=abc",
         "sort_by=size",
     ] {
-        let (status, body) =
-            get_json(&url(&env, &format!("/api/conversations?user_id=lee&{bad}"))).await;
+        let (status, body) = env
+            .app
+            .get_json(&format!("/api/conversations?user_id=lee&{bad}"))
+            .await;
         assert_eq!(status, 400, "{bad}: {body}");
         assert_eq!(body["code"], 400);
     }
@@ -103,9 +110,12 @@ async fn conversations_are_listed_paged_sorted_and_searched_with_true_counts() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn messages_are_merged_and_shareable_read_only() {
-    let env = TestEnv::new().await;
+    let env = AppEnv::new().await;
     let events = run(&env, "m-1", "lee", "hello there").await;
-    let (status, body) = get_json(&url(&env, "/api/conversations/m-1/messages?user_id=lee")).await;
+    let (status, body) = env
+        .app
+        .get_json("/api/conversations/m-1/messages?user_id=lee")
+        .await;
     assert_eq!(status, 200, "{body}");
     let data = &body["data"];
     assert_eq!(data["conversation_id"], "m-1");
@@ -121,16 +131,22 @@ async fn messages_are_merged_and_shareable_read_only() {
     );
     assert_eq!(data["conversation_info"]["title"], "hello there");
 
-    let (status, shared) = get_json(&url(&env, "/api/share/conversations/m-1/messages")).await;
+    let (status, shared) = env
+        .app
+        .get_json("/api/share/conversations/m-1/messages")
+        .await;
     assert_eq!(status, 200);
     assert_eq!(shared["data"]["messages"], data["messages"]);
-    let (status, _) = get_json(&url(&env, "/api/share/conversations/nope/messages")).await;
+    let (status, _) = env
+        .app
+        .get_json("/api/share/conversations/nope/messages")
+        .await;
     assert_eq!(status, 404);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn titles_change_and_deleting_removes_events_and_files() {
-    let env = TestEnv::new().await;
+    let env = AppEnv::new().await;
     run(
         &env,
         "d-1",
@@ -138,7 +154,7 @@ async fn titles_change_and_deleting_removes_events_and_files() {
         "a long first message that is well over fifty characters long indeed",
     )
     .await;
-    let (_, listed) = get_json(&url(&env, "/api/conversations?user_id=lee")).await;
+    let (_, listed) = env.app.get_json("/api/conversations?user_id=lee").await;
     let title = listed["data"]["list"][0]["title"]
         .as_str()
         .unwrap()
@@ -146,39 +162,45 @@ async fn titles_change_and_deleting_removes_events_and_files() {
     assert_eq!(title.chars().count(), 53, "50 characters and ...: {title}");
     assert!(title.ends_with("..."));
 
-    let (status, renamed) = send_json(
-        Method::PUT,
-        &url(&env, "/api/conversations/d-1/title?user_id=lee"),
-        &json!({"title": "  Renamed  "}),
-    )
-    .await;
+    let (status, renamed) = env
+        .app
+        .send_json(
+            Method::PUT,
+            "/api/conversations/d-1/title?user_id=lee",
+            &json!({"title": "  Renamed  "}),
+        )
+        .await;
     assert_eq!(status, 200, "{renamed}");
     assert_eq!(
         renamed["data"],
         json!({"session_id": "d-1", "title": "Renamed"})
     );
-    let (status, _) = send_json(
-        Method::PUT,
-        &url(&env, "/api/conversations/d-1/title?user_id=lee"),
-        &json!({"title": " "}),
-    )
-    .await;
+    let (status, _) = env
+        .app
+        .send_json(
+            Method::PUT,
+            "/api/conversations/d-1/title?user_id=lee",
+            &json!({"title": " "}),
+        )
+        .await;
     assert_eq!(status, 400);
 
     let folder = env.dir.path().join("workspace/d-1");
     std::fs::create_dir_all(folder.join("out")).unwrap();
     std::fs::write(folder.join("out/report.txt"), "report body").unwrap();
-    let (status, deleted) = send_json(
-        Method::DELETE,
-        &url(&env, "/api/conversations/d-1?user_id=lee"),
-        &json!({}),
-    )
-    .await;
+    let (status, deleted) = env
+        .app
+        .send_json(
+            Method::DELETE,
+            "/api/conversations/d-1?user_id=lee",
+            &json!({}),
+        )
+        .await;
     assert_eq!(status, 200, "{deleted}");
     assert_eq!(deleted["data"]["session_id"], "d-1");
     assert!(!folder.exists(), "the files are gone");
     assert!(
-        env.server
+        env.app
             .state
             .store
             .events_after("d-1", 0)
@@ -186,25 +208,30 @@ async fn titles_change_and_deleting_removes_events_and_files() {
             .unwrap()
             .is_empty()
     );
-    let (status, _) = get_json(&url(&env, "/api/conversations/d-1/messages?user_id=lee")).await;
+    let (status, _) = env
+        .app
+        .get_json("/api/conversations/d-1/messages?user_id=lee")
+        .await;
     assert_eq!(status, 404);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn files_are_listed_and_downloaded_but_never_outside_the_session() {
-    let env = TestEnv::new().await;
+    let env = AppEnv::new().await;
     run(&env, "f-1", "lee", "make files").await;
     let folder = env.dir.path().join("workspace/f-1");
     std::fs::create_dir_all(folder.join("charts")).unwrap();
     std::fs::write(folder.join("charts/plot.csv"), "x,y\n1,2\n").unwrap();
     std::fs::write(env.dir.path().join("workspace/secret.txt"), "not yours").unwrap();
 
-    let (status, listed) = send_json(
-        Method::POST,
-        &url(&env, "/api/sessions/f-1/file_workspace?user_id=lee"),
-        &json!({}),
-    )
-    .await;
+    let (status, listed) = env
+        .app
+        .send_json(
+            Method::POST,
+            "/api/sessions/f-1/file_workspace?user_id=lee",
+            &json!({}),
+        )
+        .await;
     assert_eq!(status, 200, "{listed}");
     let files = listed["data"]["files"].as_array().unwrap();
     assert_eq!(files.len(), 2);
@@ -215,39 +242,42 @@ async fn files_are_listed_and_downloaded_but_never_outside_the_session() {
     assert_eq!(files[1]["size"], 8);
 
     let download = |path: &str| {
-        reqwest::get(url(
-            &env,
-            &format!("/api/sessions/f-1/file_workspace/download?user_id=lee&file_path={path}"),
-        ))
+        let uri = format!("/api/sessions/f-1/file_workspace/download?user_id=lee&file_path={path}");
+        let app = env.app.clone();
+        async move { app.get_text(&uri).await }
     };
-    let response = download("charts/plot.csv").await.unwrap();
-    assert_eq!(response.status(), 200);
-    assert_eq!(response.text().await.unwrap(), "x,y\n1,2\n");
+    let (status, text) = download("charts/plot.csv").await;
+    assert_eq!(status, 200);
+    assert_eq!(text, "x,y\n1,2\n");
     for escape in ["../secret.txt", "charts/../../secret.txt", "/etc/passwd"] {
-        let response = download(escape).await.unwrap();
-        assert_eq!(response.status(), 400, "{escape}");
+        let (status, _) = download(escape).await;
+        assert_eq!(status, 400, "{escape}");
     }
-    assert_eq!(download("missing.txt").await.unwrap().status(), 404);
+    assert_eq!(download("missing.txt").await.0, 404);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn status_and_interrupt_of_an_idle_session() {
-    let env = TestEnv::new().await;
+    let env = AppEnv::new().await;
     run(&env, "s-1", "lee", "hi").await;
-    let (status, body) = send_json(
-        Method::POST,
-        &url(&env, "/api/sessions/s-1/tasks_status?user_id=lee"),
-        &json!({}),
-    )
-    .await;
+    let (status, body) = env
+        .app
+        .send_json(
+            Method::POST,
+            "/api/sessions/s-1/tasks_status?user_id=lee",
+            &json!({}),
+        )
+        .await;
     assert_eq!(status, 200);
     assert_eq!(body["data"]["status"], "idle");
-    let (status, body) = send_json(
-        Method::POST,
-        &url(&env, "/api/sessions/s-1/interrupt?user_id=lee"),
-        &json!({}),
-    )
-    .await;
+    let (status, body) = env
+        .app
+        .send_json(
+            Method::POST,
+            "/api/sessions/s-1/interrupt?user_id=lee",
+            &json!({}),
+        )
+        .await;
     assert_eq!(status, 200);
     assert_eq!(
         body["data"],
@@ -257,11 +287,14 @@ async fn status_and_interrupt_of_an_idle_session() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn one_user_can_touch_nothing_of_another_users_conversations() {
-    let env = TestEnv::new().await;
+    let env = AppEnv::new().await;
     run(&env, "private", "alice", "secret plans").await;
-    let (_, listed) = get_json(&url(&env, "/api/conversations?user_id=bob")).await;
+    let (_, listed) = env.app.get_json("/api/conversations?user_id=bob").await;
     assert_eq!(listed["data"]["total"], 0);
-    let (_, found) = get_json(&url(&env, "/api/conversations?user_id=bob&search=secret")).await;
+    let (_, found) = env
+        .app
+        .get_json("/api/conversations?user_id=bob&search=secret")
+        .await;
     assert_eq!(found["data"]["total"], 0);
     let attempts = [
         (
@@ -296,15 +329,14 @@ async fn one_user_can_touch_nothing_of_another_users_conversations() {
         ),
     ];
     for (method, path, body) in attempts {
-        let (status, response) = send_json(method.clone(), &url(&env, path), &body).await;
+        let (status, response) = env.app.send_json(method.clone(), path, &body).await;
         assert_eq!(status, 403, "{method} {path}: {response}");
         assert_eq!(response["code"], 403);
     }
-    let (status, body) = get_json(&url(
-        &env,
-        "/api/conversations/private/messages?user_id=alice",
-    ))
-    .await;
+    let (status, body) = env
+        .app
+        .get_json("/api/conversations/private/messages?user_id=alice")
+        .await;
     assert_eq!(status, 200);
     assert_eq!(
         body["data"]["conversation_info"]["title"], "secret plans",

@@ -1,6 +1,6 @@
 //! The model failing before and during the stream: an `error` event, the tail, nothing lost.
 
-use sage_e2e::*;
+use crate::common::*;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]

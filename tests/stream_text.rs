@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
+use crate::common::*;
 use sage_core::store::{SqliteStore, Store};
-use sage_e2e::*;
 use serde_json::{Value, json};
 
 const ANSWER: &str = "This is a mock response from the scripted model.";

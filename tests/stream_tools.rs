@@ -1,6 +1,6 @@
 //! Tool calls served by the official MCP Python SDK server, over stdio and streamable HTTP.
 
-use sage_e2e::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 fn run_with_tools(text: &str, servers: Value, tools: &[&str]) -> Value {

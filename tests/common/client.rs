@@ -1,0 +1,214 @@
+//! Clients over real sockets for both framings, and the checks every stream shares.
+
+use std::time::Duration;
+
+use eventsource_stream::Eventsource;
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+
+/// The content type of an NDJSON stream.
+pub const NDJSON_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
+
+/// An NDJSON body: one JSON object per line, no blank lines.
+pub fn ndjson_events(text: &str) -> Vec<Value> {
+    text.lines()
+        .map(|line| serde_json::from_str(line).expect("every line is one JSON object"))
+        .collect()
+}
+
+/// POSTs to a streaming endpoint and reads the NDJSON answer to its end.
+pub async fn post_ndjson(url: &str, body: &Value) -> Vec<Value> {
+    let response = reqwest::Client::new()
+        .post(url)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "stream request failed");
+    assert_eq!(response.headers()["content-type"], NDJSON_CONTENT_TYPE);
+    ndjson_events(&response.text().await.unwrap())
+}
+
+#[derive(Debug, Clone)]
+pub struct SseFrame {
+    pub id: String,
+    pub event: String,
+    pub data: Value,
+}
+
+/// POSTs with `Accept: text/event-stream` and parses the frames.
+pub async fn post_sse(url: &str, body: &Value) -> Vec<SseFrame> {
+    let response = reqwest::Client::new()
+        .post(url)
+        .header("accept", "text/event-stream")
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    assert_eq!(response.headers()["cache-control"], "no-cache");
+    assert_eq!(response.headers()["x-accel-buffering"], "no");
+    let mut events = response.bytes_stream().eventsource();
+    let mut frames = Vec::new();
+    while let Some(event) = events.next().await {
+        let event = event.expect("well-formed SSE");
+        frames.push(SseFrame {
+            id: event.id,
+            event: event.event,
+            data: serde_json::from_str(&event.data).expect("data is JSON"),
+        });
+    }
+    frames
+}
+
+/// GET, returning status and JSON body.
+pub async fn get_json(url: &str) -> (u16, Value) {
+    let response = reqwest::get(url).await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+/// Sends `body` as JSON with `method`, returning status and JSON body.
+pub async fn send_json(method: reqwest::Method, url: &str, body: &Value) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .request(method, url)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+type ByteStream =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<axum::body::Bytes>> + Send>>;
+
+/// Reads an NDJSON stream event by event, as a client that may hang up mid-run.
+pub struct NdjsonReader {
+    pub status: u16,
+    pub first_seq: Option<u64>,
+    stream: ByteStream,
+    buffer: String,
+}
+
+impl NdjsonReader {
+    pub async fn open(request: reqwest::RequestBuilder) -> Self {
+        let response = request.send().await.unwrap();
+        let first_seq = response
+            .headers()
+            .get("x-sage-first-seq")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        Self {
+            status: response.status().as_u16(),
+            first_seq,
+            stream: Box::pin(response.bytes_stream()),
+            buffer: String::new(),
+        }
+    }
+
+    pub async fn post(url: &str, body: &Value) -> Self {
+        Self::open(reqwest::Client::new().post(url).json(body)).await
+    }
+
+    pub async fn next(&mut self) -> Option<Value> {
+        loop {
+            if let Some(newline) = self.buffer.find('\n') {
+                let line: String = self.buffer.drain(..=newline).collect();
+                return Some(serde_json::from_str(line.trim()).expect("a JSON line"));
+            }
+            let chunk = self.stream.next().await?.expect("the stream reads");
+            self.buffer
+                .push_str(std::str::from_utf8(&chunk).expect("UTF-8"));
+        }
+    }
+
+    pub async fn rest(mut self) -> Vec<Value> {
+        let mut events = Vec::new();
+        while let Some(event) = self.next().await {
+            events.push(event);
+        }
+        events
+    }
+}
+
+/// Reads an NDJSON body to its end, noting when each event arrived.
+pub async fn read_arrivals(response: reqwest::Response) -> Vec<(Duration, Value)> {
+    let started = std::time::Instant::now();
+    let mut arrivals = Vec::new();
+    let mut buffer = String::new();
+    let mut body = response.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        buffer.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+        while let Some(newline) = buffer.find('\n') {
+            let line: String = buffer.drain(..=newline).collect();
+            if !line.trim().is_empty() {
+                arrivals.push((
+                    started.elapsed(),
+                    serde_json::from_str(line.trim()).unwrap(),
+                ));
+            }
+        }
+    }
+    arrivals
+}
+
+/// Asserts that at least two events arrived `gap` or more before the last one: the stream was
+/// delivered as it was produced, not buffered to the end.
+pub fn assert_incremental(arrivals: &[(Duration, Value)], gap: Duration) {
+    let end = arrivals.last().expect("some events").0;
+    let early = arrivals.iter().filter(|(at, _)| end - *at >= gap).count();
+    assert!(
+        early >= 2,
+        "at least two events arrive well before the run ends: {:?}",
+        arrivals
+            .iter()
+            .map(|(at, e)| (at.as_millis(), e["type"].clone()))
+            .collect::<Vec<_>>()
+    );
+}
+
+/// Asserts the mandatory tail: `token_usage` then `stream_end` counting the events before it.
+pub fn assert_tail(events: &[Value], session_id: &str) {
+    let count = events.len();
+    assert!(count >= 2, "a stream has at least its tail: {events:?}");
+    let usage = &events[count - 2];
+    assert_eq!(usage["type"], "token_usage", "{usage}");
+    assert_eq!(usage["role"], "assistant");
+    assert_eq!(usage["session_id"], session_id);
+    assert!(usage["metadata"]["token_usage"]["total_info"].is_object());
+    assert!(usage["metadata"]["token_usage"]["per_step_info"].is_array());
+    let end = &events[count - 1];
+    assert_eq!(end["type"], "stream_end", "{end}");
+    assert_eq!(end["session_id"], session_id);
+    assert_eq!(end["total_stream_count"], (count - 1) as u64);
+    for event in events {
+        assert_eq!(event["session_id"], session_id, "session_id on every event");
+        assert!(event["timestamp"].is_f64());
+        assert_ne!(event["role"], "user", "user input is never echoed");
+    }
+}
+
+pub fn of_type<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    events
+        .iter()
+        .filter(|event| event["type"] == kind)
+        .collect()
+}
+
+/// The answer text: the `do_subtask_result` deltas concatenated.
+pub fn answer_text(events: &[Value]) -> String {
+    of_type(events, "do_subtask_result")
+        .iter()
+        .filter_map(|event| event["content"].as_str())
+        .collect()
+}
+
+pub fn session_of(events: &[Value]) -> String {
+    events[0]["session_id"].as_str().unwrap().to_owned()
+}
+
+pub fn user_message(text: &str) -> Value {
+    json!({"messages": [{"role": "user", "content": text}]})
+}

@@ -1,0 +1,34 @@
+//! The scripted OpenAI-compatible model.
+
+use sage_mock_llm::MockOptions;
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+/// The scripted model, in process, on its own port.
+pub struct MockLlm {
+    pub base_url: String,
+    _shutdown: oneshot::Sender<()>,
+}
+
+impl MockLlm {
+    pub async fn start(options: MockOptions) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (shutdown, stop) = oneshot::channel::<()>();
+        tokio::spawn(sage_mock_llm::serve(listener, options, async {
+            let _ = stop.await;
+        }));
+        Self {
+            base_url: format!("http://{address}/v1"),
+            _shutdown: shutdown,
+        }
+    }
+
+    /// The chat-completion bodies the model received, oldest first.
+    pub async fn requests(&self) -> Vec<Value> {
+        let url = format!("{}/../_mock/requests", self.base_url);
+        let url = url.replace("/v1/../", "/");
+        reqwest::get(url).await.unwrap().json().await.unwrap()
+    }
+}

@@ -1,0 +1,125 @@
+//! The workspace on disk and the processes the tests start: binaries, ports, child guards.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the workspace")
+        .to_path_buf()
+}
+
+/// Cargo's target directory: `CARGO_TARGET_DIR`, else `target/` in the workspace.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+/// The newest modification time among the Rust sources and manifests under `roots` (files or
+/// directories, relative to the workspace root), with the file that has it.
+pub fn newest_source(roots: &[&str]) -> (SystemTime, PathBuf) {
+    let mut newest = (SystemTime::UNIX_EPOCH, PathBuf::new());
+    let mut pending: Vec<PathBuf> = roots
+        .iter()
+        .map(|root| workspace_root().join(root))
+        .collect();
+    while let Some(path) = pending.pop() {
+        let metadata = std::fs::metadata(&path)
+            .unwrap_or_else(|error| panic!("cannot read {}: {error}", path.display()));
+        if metadata.is_dir() {
+            let name = path.file_name().and_then(|name| name.to_str());
+            if matches!(name, Some("target" | "node_modules" | ".git")) {
+                continue;
+            }
+            for entry in std::fs::read_dir(&path).unwrap() {
+                pending.push(entry.unwrap().path());
+            }
+            continue;
+        }
+        let name = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .unwrap_or("");
+        let is_source = name.ends_with(".rs") || name == "Cargo.toml" || name == "Cargo.lock";
+        let modified = metadata.modified().unwrap();
+        if is_source && modified > newest.0 {
+            newest = (modified, path);
+        }
+    }
+    newest
+}
+
+/// What every workspace binary may be built from.
+const BINARY_SOURCES: &[&str] = &["shared", "local", "functions", "Cargo.toml", "Cargo.lock"];
+
+/// A binary of the workspace, rebuilt with `cargo build --workspace --bin NAME` when it is
+/// missing or older than its sources. Checked at most once per test process; concurrent test
+/// processes building it wait on cargo's lock.
+pub fn workspace_binary(name: &str) -> PathBuf {
+    static CHECKED: Mutex<BTreeMap<String, Arc<OnceLock<PathBuf>>>> = Mutex::new(BTreeMap::new());
+    let once = CHECKED
+        .lock()
+        .unwrap()
+        .entry(name.to_owned())
+        .or_default()
+        .clone();
+    once.get_or_init(|| {
+        let binary = target_dir().join("debug").join(name);
+        let built = std::fs::metadata(&binary).and_then(|metadata| metadata.modified());
+        let (newest, _) = newest_source(BINARY_SOURCES);
+        if !built.is_ok_and(|built| built >= newest) {
+            let status = std::process::Command::new(env!("CARGO"))
+                // `--workspace` resolves features as `cargo build --workspace --bins` (tests/run.sh)
+                // does; `-p` would build a second variant of the dependencies and relink the
+                // binary each time the two builds alternate.
+                .args(["build", "--workspace", "--bin", name])
+                .current_dir(workspace_root())
+                .status()
+                .expect("cargo runs");
+            assert!(status.success(), "building {name} failed");
+        }
+        assert!(
+            binary.exists(),
+            "{} is missing after the build",
+            binary.display()
+        );
+        binary
+    })
+    .clone()
+}
+
+/// A child process killed when dropped.
+pub struct ChildGuard(pub std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub async fn wait_for_port(port: u16, timeout: Duration) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nothing listens on port {port} after {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

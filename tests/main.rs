@@ -1,0 +1,20 @@
+//! The end-to-end tests, one binary: the shim, the functions and the scripted LLM, over real
+//! sockets or in process, with real MCP peers and stores.
+
+mod common;
+
+mod config_flags;
+mod health;
+mod lambda_build;
+mod lambda_events;
+mod lambda_watch;
+mod mcp_admin;
+mod mcp_transports;
+mod request_errors;
+mod run_control;
+mod session_api;
+mod store_conformance;
+mod stream_failures;
+mod stream_text;
+mod stream_tools;
+mod template;

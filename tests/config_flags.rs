@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::common::*;
 use sage_core::Config;
 use sage_core::config::DbType;
+use secrecy::ExposeSecret;
 
 /// Every flag of `api.md` §6 that the product acts on, with a valid value (`None` = a switch
 /// given without a value). Flags accepted but not acted on yet are in
@@ -59,28 +60,31 @@ fn acting_flag_args() -> Vec<String> {
 #[test]
 fn every_flag_that_acts_is_accepted_and_applied() {
     let config = Config::try_from_args(acting_flag_args()).expect("every flag parses");
-    assert_eq!(config.port, 18080);
-    assert_eq!(config.default_llm_keys(), vec!["k1", "k2"]);
-    assert_eq!(config.default_llm_max_model_len, 8000);
-    assert_eq!(config.db_type, DbType::Memory);
-    assert_eq!(config.mysql_port, 3307);
-    assert!(config.mcp_allow_stdio && !config.mcp_allow_link_local);
-    assert_eq!(config.run_lease_seconds, 12.5);
+    assert_eq!(config.server.port, 18080);
+    let keys: Vec<String> = config
+        .llm
+        .keys()
+        .iter()
+        .map(|key| key.expose_secret().to_owned())
+        .collect();
+    assert_eq!(keys, ["k1", "k2"]);
+    assert_eq!(config.llm.max_model_len, 8000);
+    assert_eq!(config.store.db_type, DbType::Memory);
+    assert_eq!(config.store.mysql_port, 3307);
+    assert!(config.tools.mcp_allow_stdio && !config.tools.mcp_allow_link_local);
+    assert_eq!(config.server.run_lease, Duration::from_millis(12_500));
 }
 
 #[test]
 fn defaults_follow_the_seed() {
     let config = Config::try_from_args(["sage"]).unwrap();
-    assert_eq!(config.port, 8080);
-    assert_eq!(config.db_type, DbType::File);
-    assert_eq!(config.db_path.to_str(), Some("./data/"));
-    assert_eq!(
-        config.default_llm_api_base_url,
-        "https://api.deepseek.com/v1"
-    );
-    assert_eq!(config.default_llm_model_name, "deepseek-chat");
-    assert_eq!(config.default_llm_max_tokens, 4096);
-    assert_eq!(config.default_llm_max_model_len, 54000);
+    assert_eq!(config.server.port, 8080);
+    assert_eq!(config.store.db_type, DbType::File);
+    assert_eq!(config.store.db_path.to_str(), Some("./data/"));
+    assert_eq!(config.llm.base_url, "https://api.deepseek.com/v1");
+    assert_eq!(config.llm.model_name, "deepseek-chat");
+    assert_eq!(config.llm.max_tokens, 4096);
+    assert_eq!(config.llm.max_model_len, 54000);
 }
 
 fn start_failure(args: &[&str], env: &[(&str, &str)]) -> String {

@@ -52,29 +52,33 @@ fn template_runtime_vars() -> Vec<String> {
 }
 
 /// `cargo lambda watch` from the workspace root: it runs whichever workspace binary an
-/// invocation names. The `file` store in a temp dir, the template's runtime variables.
+/// invocation names. The DynamoDB store (moto, a fresh table), as in the cloud, and the
+/// template's runtime variables.
 struct Emulator {
     port: u16,
-    _dir: tempfile::TempDir,
     _child: ChildGuard,
 }
 
 impl Emulator {
     async fn start(extra_env: &[String]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let mut env_vars = vec![
-            "SAGE_DB_TYPE=file".to_owned(),
-            format!("SAGE_DB_PATH={}", dir.path().display()),
+            "SAGE_DB_TYPE=dynamodb".to_owned(),
+            format!("SAGE_DYNAMODB_ENDPOINT={}", dynamodb_endpoint()),
+            format!("SAGE_DYNAMODB_TABLE={}", fresh_name("lambda")),
             "SAGE_PRESET_RUNNING_CONFIG_PATH=/nonexistent/agent_setting.json".to_owned(),
             "SAGE_MCP_CONFIG_PATH=/nonexistent/mcp_setting.json".to_owned(),
         ];
+        env_vars.extend(
+            MOTO_ENV
+                .iter()
+                .map(|(name, value)| format!("{name}={value}")),
+        );
         env_vars.extend(template_runtime_vars());
         env_vars.extend_from_slice(extra_env);
         let child = start_cargo_lambda_watch(&workspace_root(), port, &env_vars).await;
         Self {
             port,
-            _dir: dir,
             _child: child,
         }
     }

@@ -11,6 +11,7 @@ mod lambda_watch;
 mod mcp_admin;
 mod mcp_transports;
 mod request_errors;
+mod robustness;
 mod run_control;
 mod session_api;
 mod store_conformance;

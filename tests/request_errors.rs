@@ -44,7 +44,7 @@ async fn empty_messages_is_a_400_and_creates_nothing() {
     assert!(
         env.app
             .state
-            .store
+            .store()
             .get_session("e1")
             .await
             .unwrap()
@@ -86,7 +86,7 @@ async fn a_wrong_type_is_a_422_naming_the_field() {
     assert!(
         env.app
             .state
-            .store
+            .store()
             .get_session("e2")
             .await
             .unwrap()
@@ -125,7 +125,7 @@ async fn a_second_run_on_a_busy_session_is_a_409() {
         async move { post_ndjson(&url, &body).await }
     });
     // Wait until the first run holds the session (its first event is stored).
-    let store = env.server.state.store.clone();
+    let store = env.server.state.store();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while store.events_after("busy-1", 1).await.unwrap().is_empty() {
         assert!(tokio::time::Instant::now() < deadline);
@@ -194,7 +194,7 @@ async fn another_users_session_is_a_403() {
             &json!({"session_id": "owned-1", "user_id": "alice", "messages": [{"role": "user", "content": "hi"}]}),
         )
         .await;
-    let store = env.app.state.store.clone();
+    let store = env.app.state.store();
     let before = store.events_after("owned-1", 0).await.unwrap().len();
     let (status, body) = env
         .app

@@ -105,7 +105,7 @@ async fn an_ndjson_client_resumes_with_its_last_index() {
     let logged: Vec<Value> = env
         .server
         .state
-        .store
+        .store()
         .events_after("resume-nd", first_seq - 1)
         .await
         .unwrap()

@@ -202,7 +202,7 @@ async fn titles_change_and_deleting_removes_events_and_files() {
     assert!(
         env.app
             .state
-            .store
+            .store()
             .events_after("d-1", 0)
             .await
             .unwrap()

@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common::*;
-use sage_core::event::{Event, EventType, StoredEvent};
-use sage_core::mcp::{McpServerConfig, ToolSpec};
 use sage_core::store::{
     IdempotencyRecord, McpServerRecord, MemoryStore, RunStatus, SessionQuery, SessionRecord,
     SortBy, SqlStore, Store, StoreError, query_sessions,
 };
+use sage_core::wire::mcp::{McpServerConfig, ToolSpec};
+use sage_core::wire::{Event, EventType, StoredEvent};
 use serde_json::json;
 
 fn events(session_id: &str, seqs: std::ops::RangeInclusive<u64>) -> Vec<StoredEvent> {

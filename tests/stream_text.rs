@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::common::*;
-use sage_core::store::{SqliteStore, Store};
+use sage_core::store::{EventLog, SqlStore};
 use serde_json::{Value, json};
 
 const ANSWER: &str = "This is a mock response from the scripted model.";
@@ -74,7 +74,7 @@ async fn the_stored_log_holds_exactly_what_was_sent() {
     let stored = env
         .server
         .state
-        .store
+        .store()
         .events_after("stored-1", 0)
         .await
         .unwrap();
@@ -156,13 +156,11 @@ async fn conversation_survives_a_restart_of_the_shim_process() {
     );
     drop(_second);
 
-    let store = SqliteStore::open(&dir.path().join("sage.db"))
-        .await
-        .unwrap();
+    let store = SqlStore::open(&dir.path().join("sage.db")).await.unwrap();
     let log = store.events_after("restart-1", 0).await.unwrap();
     let ends = log
         .iter()
-        .filter(|e| e.event.kind == sage_core::event::EventType::StreamEnd)
+        .filter(|e| e.event.kind == sage_core::wire::EventType::StreamEnd)
         .count();
     assert_eq!(ends, 2, "both runs are in the SQLite file");
 }

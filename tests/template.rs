@@ -1009,10 +1009,10 @@ fn compose_configures_the_server_with_real_settings_only() {
     }
     let config = Config::try_from_args(&args)
         .unwrap_or_else(|error| panic!("the compose settings do not parse: {error}"));
-    assert_eq!(config.port, 8080);
-    assert_eq!(config.db_type, sage_core::config::DbType::Mysql);
-    assert_eq!(config.mysql_host, "sage-mysql");
-    assert_eq!(config.mysql_port, 3306);
+    assert_eq!(config.server.port, 8080);
+    assert_eq!(config.store.db_type, sage_core::config::DbType::Mysql);
+    assert_eq!(config.store.mysql_host, "sage-mysql");
+    assert_eq!(config.store.mysql_port, 3306);
     for needed in [
         "SAGE_MYSQL_USER",
         "SAGE_MYSQL_PASSWORD",

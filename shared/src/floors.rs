@@ -6,8 +6,18 @@ use std::path::{Path, PathBuf};
 
 /// Lowest first.
 const FLOORS: &[&str] = &[
-    "util", "telemetry", "wire", "config", "store", "llm", "tools", "context", "agent", "domain",
-    "http", "app",
+    "util",
+    "telemetry",
+    "wire",
+    "config",
+    "store",
+    "llm",
+    "tools",
+    "context",
+    "agent",
+    "domain",
+    "http",
+    "app",
 ];
 
 fn sources(dir: &Path, files: &mut Vec<PathBuf>) {
@@ -64,7 +74,11 @@ fn every_import_points_to_a_lower_floor() {
             }
         }
     }
-    assert!(upward.is_empty(), "imports pointing up:\n{}", upward.join("\n"));
+    assert!(
+        upward.is_empty(),
+        "imports pointing up:\n{}",
+        upward.join("\n")
+    );
 }
 
 #[test]

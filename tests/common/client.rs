@@ -46,6 +46,11 @@ pub async fn post_sse(url: &str, body: &Value) -> Vec<SseFrame> {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
+    read_sse(response).await
+}
+
+/// Reads an SSE answer to its end.
+pub async fn read_sse(response: reqwest::Response) -> Vec<SseFrame> {
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     assert_eq!(response.headers()["cache-control"], "no-cache");
     assert_eq!(response.headers()["x-accel-buffering"], "no");

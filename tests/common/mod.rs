@@ -15,3 +15,6 @@ pub use mcp_peers::*;
 pub use process::*;
 pub use server::*;
 pub use stores::*;
+
+/// The store traits, so that a test can read what a backend holds.
+pub use sage_core::store::{EventLog, McpServerStore, RunControl, SessionStore};

@@ -9,7 +9,7 @@ use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Method, Request};
 use http_body_util::BodyExt;
-use sage_core::{AppState, Config};
+use sage_core::Config;
 use sage_mock_llm::MockOptions;
 use serde_json::Value;
 use tokio::net::TcpListener;
@@ -50,14 +50,16 @@ pub fn test_config(llm_base_url: &str, db_dir: &Path, extra: &[&str]) -> Config 
 /// process: each request goes through the router without a socket.
 #[derive(Clone)]
 pub struct App {
-    pub state: AppState,
+    pub state: sage_core::App,
     router: Router,
 }
 
 impl App {
     /// The one place the tests build the application from a configuration.
     pub async fn new(config: Config) -> Self {
-        let state = AppState::from_config(config).await.expect("state builds");
+        let state = sage_core::App::from_config(config)
+            .await
+            .expect("the application builds");
         let router = sage_core::local_router(state.clone());
         Self { state, router }
     }
@@ -128,7 +130,7 @@ impl App {
 /// Dropping it shuts the server down.
 pub struct Server {
     pub url: String,
-    pub state: AppState,
+    pub state: sage_core::App,
     _shutdown: oneshot::Sender<()>,
 }
 

@@ -3,8 +3,8 @@
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
-use sage_core::wire::{Event, EventType, StoredEvent};
 use sage_core::store::{DynamoStore, SessionRecord, SqlStore, Store};
+use sage_core::wire::{Event, EventType, StoredEvent};
 use serde::Serialize;
 
 use crate::sys;

@@ -7,7 +7,10 @@ async fn main() {
     let config = Config::try_from_args(std::env::args_os()).unwrap_or_else(|error| error.exit());
     let address = format!("{}:{}", config.server.host, config.server.port);
     let state = App::from_config(config).await.unwrap_or_else(|error| {
-        eprintln!("sage-local: cannot start: {}", sage_core::telemetry::chain(&error));
+        eprintln!(
+            "sage-local: cannot start: {}",
+            sage_core::telemetry::chain(&error)
+        );
         std::process::exit(1);
     });
     let listener = TcpListener::bind(&address).await.unwrap_or_else(|error| {

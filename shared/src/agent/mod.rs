@@ -121,7 +121,8 @@ impl Agent {
                     EXECUTION_AGENT,
                     &new_id(),
                     error.to_string(),
-                ).await;
+                )
+                .await;
                 RunOutcome::Failed
             }
         };
@@ -171,12 +172,14 @@ impl Agent {
             if turn.tool_calls.is_empty() || self.emitter.is_aborted() {
                 return Ok(());
             }
-            self.emitter.emit(Event {
-                tool_calls: Some(turn.tool_calls.clone()),
-                message_id: Some(turn.message_id.clone()),
-                agent_name: Some(EXECUTION_AGENT.into()),
-                ..Event::new(&self.spec.session_id, Role::Assistant, EventType::ToolCall)
-            }).await;
+            self.emitter
+                .emit(Event {
+                    tool_calls: Some(turn.tool_calls.clone()),
+                    message_id: Some(turn.message_id.clone()),
+                    agent_name: Some(EXECUTION_AGENT.into()),
+                    ..Event::new(&self.spec.session_id, Role::Assistant, EventType::ToolCall)
+                })
+                .await;
             messages.push(json!({
                 "role": "assistant",
                 "content": turn.text,
@@ -203,7 +206,8 @@ impl Agent {
             EXECUTION_AGENT,
             &new_id(),
             format!("Agent执行次数超过最大循环次数：{limit}, 任务暂停，是否需要继续执行？"),
-        ).await;
+        )
+        .await;
         Ok(())
     }
 
@@ -260,7 +264,8 @@ impl Agent {
                             self.emit_text(kind, agent, &message_id, chunk).await;
                         }
                         ChatDelta::Reasoning(chunk) => {
-                            self.emit_text(EventType::TaskAnalysis, agent, &reasoning_id, chunk).await;
+                            self.emit_text(EventType::TaskAnalysis, agent, &reasoning_id, chunk)
+                                .await;
                         }
                         ChatDelta::ToolCall {
                             index,
@@ -313,25 +318,29 @@ impl Agent {
                 tracing::info!(tool = %call.function.name, %error, "tool call failed");
                 error.to_content(&call.function.name)
             });
-            self.emitter.emit(Event {
-                content: Some(content.clone()),
-                tool_call_id: Some(call.id.clone()),
-                message_id: Some(new_id()),
-                agent_name: Some(EXECUTION_AGENT.into()),
-                ..Event::new(&self.spec.session_id, Role::Tool, EventType::ToolCallResult)
-            }).await;
+            self.emitter
+                .emit(Event {
+                    content: Some(content.clone()),
+                    tool_call_id: Some(call.id.clone()),
+                    message_id: Some(new_id()),
+                    agent_name: Some(EXECUTION_AGENT.into()),
+                    ..Event::new(&self.spec.session_id, Role::Tool, EventType::ToolCallResult)
+                })
+                .await;
             results[index] = content;
         }
         results
     }
 
     async fn emit_text(&self, kind: EventType, agent: &str, message_id: &str, text: String) {
-        self.emitter.emit(Event::text(
-            &self.spec.session_id,
-            kind,
-            message_id,
-            agent,
-            text,
-        )).await;
+        self.emitter
+            .emit(Event::text(
+                &self.spec.session_id,
+                kind,
+                message_id,
+                agent,
+                text,
+            ))
+            .await;
     }
 }

@@ -65,7 +65,9 @@ impl App {
     /// Opens the configured store and builds every service. A build with the `ssm` feature (the
     /// functions that call the model) reads the LLM key parameter here; the others never need
     /// the key's value.
-    pub async fn from_config(#[allow(unused_mut)] mut config: Config) -> Result<Self, StartupError> {
+    pub async fn from_config(
+        #[allow(unused_mut)] mut config: Config,
+    ) -> Result<Self, StartupError> {
         #[cfg(feature = "ssm")]
         if config.llm.api_key.is_none()
             && let Some(name) = config.llm.api_key_parameter.clone()
@@ -181,8 +183,14 @@ impl App {
     pub async fn shut_down(&self, grace: Duration) {
         self.begin_shutdown();
         self.tasks.close();
-        if tokio::time::timeout(grace, self.tasks.wait()).await.is_err() {
-            tracing::warn!(?grace, "background work still running at the end of the grace period");
+        if tokio::time::timeout(grace, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                ?grace,
+                "background work still running at the end of the grace period"
+            );
         }
     }
 

@@ -133,7 +133,10 @@ pub struct LlmConfig {
     pub api_key: Option<SecretString>,
     /// Name of an SSM SecureString parameter holding the API key (read once at start-up; how
     /// the Lambda functions get their key).
-    #[arg(long = "default_llm_api_key_parameter", env = "SAGE_DEFAULT_LLM_API_KEY_PARAMETER")]
+    #[arg(
+        long = "default_llm_api_key_parameter",
+        env = "SAGE_DEFAULT_LLM_API_KEY_PARAMETER"
+    )]
     pub api_key_parameter: Option<String>,
     #[arg(
         long = "default_llm_api_base_url",
@@ -147,15 +150,35 @@ pub struct LlmConfig {
         default_value = "deepseek-chat"
     )]
     pub model_name: String,
-    #[arg(long = "default_llm_max_tokens", env = "SAGE_DEFAULT_LLM_MAX_TOKENS", default_value_t = 4096)]
+    #[arg(
+        long = "default_llm_max_tokens",
+        env = "SAGE_DEFAULT_LLM_MAX_TOKENS",
+        default_value_t = 4096
+    )]
     pub max_tokens: u32,
-    #[arg(long = "default_llm_temperature", env = "SAGE_DEFAULT_LLM_TEMPERATURE", default_value_t = 0.2)]
+    #[arg(
+        long = "default_llm_temperature",
+        env = "SAGE_DEFAULT_LLM_TEMPERATURE",
+        default_value_t = 0.2
+    )]
     pub temperature: f64,
-    #[arg(long = "default_llm_max_model_len", env = "SAGE_DEFAULT_LLM_MAX_MODEL_LEN", default_value_t = 54000)]
+    #[arg(
+        long = "default_llm_max_model_len",
+        env = "SAGE_DEFAULT_LLM_MAX_MODEL_LEN",
+        default_value_t = 54000
+    )]
     pub max_model_len: u32,
-    #[arg(long = "default_llm_top_p", env = "SAGE_DEFAULT_LLM_TOP_P", default_value_t = 0.9)]
+    #[arg(
+        long = "default_llm_top_p",
+        env = "SAGE_DEFAULT_LLM_TOP_P",
+        default_value_t = 0.9
+    )]
     pub top_p: f64,
-    #[arg(long = "default_llm_presence_penalty", env = "SAGE_DEFAULT_LLM_PRESENCE_PENALTY", default_value_t = 0.0)]
+    #[arg(
+        long = "default_llm_presence_penalty",
+        env = "SAGE_DEFAULT_LLM_PRESENCE_PENALTY",
+        default_value_t = 0.0
+    )]
     pub presence_penalty: f64,
     /// Seconds to wait for the provider's TCP/TLS connection.
     #[arg(long = "llm_connect_timeout", env = "SAGE_LLM_CONNECT_TIMEOUT", default_value = "10", value_parser = seconds)]
@@ -164,7 +187,11 @@ pub struct LlmConfig {
     #[arg(long = "llm_idle_timeout", env = "SAGE_LLM_IDLE_TIMEOUT", default_value = "120", value_parser = seconds)]
     pub idle_timeout: Duration,
     /// Retries before the first chunk (connection errors, 429, 5xx).
-    #[arg(long = "llm_max_retries", env = "SAGE_LLM_MAX_RETRIES", default_value_t = 2)]
+    #[arg(
+        long = "llm_max_retries",
+        env = "SAGE_LLM_MAX_RETRIES",
+        default_value_t = 2
+    )]
     pub max_retries: u32,
 }
 

@@ -65,7 +65,11 @@ impl HealthCheck {
         let Some(host) = uri.host() else {
             return false;
         };
-        let default_port = if uri.scheme_str() == Some("https") { 443 } else { 80 };
+        let default_port = if uri.scheme_str() == Some("https") {
+            443
+        } else {
+            80
+        };
         let address = (
             host.trim_start_matches('[').trim_end_matches(']'),
             uri.port_u16().unwrap_or(default_port),

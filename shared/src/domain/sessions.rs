@@ -233,7 +233,8 @@ impl Sessions {
         file_path: &str,
     ) -> Result<FileDownload, DomainError> {
         self.owned(user, session_id).await?;
-        let escape = || DomainError::invalid("file_path: must stay inside the conversation's folder");
+        let escape =
+            || DomainError::invalid("file_path: must stay inside the conversation's folder");
         let requested = Path::new(file_path);
         if requested.is_absolute()
             || requested

@@ -94,7 +94,8 @@ impl ToolsAdmin {
         let owner = owner.as_str();
         validate_name(name)?;
         let taken = self.servers.get_mcp_server(owner, name).await?.is_some()
-            || self.servers
+            || self
+                .servers
                 .get_mcp_server(SHARED_OWNER, name)
                 .await?
                 .is_some();
@@ -155,15 +156,12 @@ impl ToolsAdmin {
     }
 
     /// A server the caller may change: their own. A shared one is 403, anything else 404.
-    async fn owned_server(
-        &self,
-        owner: &str,
-        name: &str,
-    ) -> Result<McpServerRecord, DomainError> {
+    async fn owned_server(&self, owner: &str, name: &str) -> Result<McpServerRecord, DomainError> {
         if let Some(record) = self.servers.get_mcp_server(owner, name).await? {
             return Ok(record);
         }
-        if self.servers
+        if self
+            .servers
             .get_mcp_server(SHARED_OWNER, name)
             .await?
             .is_some()
@@ -172,7 +170,9 @@ impl ToolsAdmin {
                 "MCP server `{name}` is a preset server and cannot be changed over the API"
             )));
         }
-        Err(DomainError::NotFound(format!("no MCP server named `{name}`")))
+        Err(DomainError::NotFound(format!(
+            "no MCP server named `{name}`"
+        )))
     }
 
     pub async fn delete_server(&self, owner: &UserId, name: &str) -> Result<(), DomainError> {

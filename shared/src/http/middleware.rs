@@ -25,12 +25,15 @@ pub struct Limits {
 }
 
 /// A timeout for routes that do not stream; past it they answer 504 in the envelope.
-pub fn with_timeout<S: Clone + Send + Sync + 'static>(router: Router<S>, limit: Duration) -> Router<S> {
+pub fn with_timeout<S: Clone + Send + Sync + 'static>(
+    router: Router<S>,
+    limit: Duration,
+) -> Router<S> {
     router.layer(
         ServiceBuilder::new()
-            .layer(HandleErrorLayer::new(move |_: tower::BoxError| async move {
-                ApiError::Timeout(limit)
-            }))
+            .layer(HandleErrorLayer::new(
+                move |_: tower::BoxError| async move { ApiError::Timeout(limit) },
+            ))
             .timeout(limit),
     )
 }
@@ -38,31 +41,29 @@ pub fn with_timeout<S: Clone + Send + Sync + 'static>(router: Router<S>, limit: 
 /// Wraps a finished router in the stack, outermost first: request id, trace span, error log,
 /// limits.
 pub fn with_middleware(router: Router, limits: Limits) -> Router {
-    router
-        .fallback(|| async { ApiError::NoRoute })
-        .layer(
-            ServiceBuilder::new()
-                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-                .layer(
-                    TraceLayer::new_for_http().make_span_with(|request: &Request| {
-                        let request_id = request
-                            .headers()
-                            .get(REQUEST_ID)
-                            .and_then(|value| value.to_str().ok())
-                            .unwrap_or_default();
-                        tracing::info_span!(
-                            "request",
-                            method = %request.method(),
-                            path = %request.uri().path(),
-                            request_id,
-                        )
-                    }),
-                )
-                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-                .layer(middleware::from_fn(log_errors))
-                .layer(axum::Extension(limits))
-                .layer(DefaultBodyLimit::max(limits.max_body_bytes)),
-        )
+    router.fallback(|| async { ApiError::NoRoute }).layer(
+        ServiceBuilder::new()
+            .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+            .layer(
+                TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                    let request_id = request
+                        .headers()
+                        .get(REQUEST_ID)
+                        .and_then(|value| value.to_str().ok())
+                        .unwrap_or_default();
+                    tracing::info_span!(
+                        "request",
+                        method = %request.method(),
+                        path = %request.uri().path(),
+                        request_id,
+                    )
+                }),
+            )
+            .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+            .layer(middleware::from_fn(log_errors))
+            .layer(axum::Extension(limits))
+            .layer(DefaultBodyLimit::max(limits.max_body_bytes)),
+    )
 }
 
 /// Logs a failed request once, with its source chain; an internal error's body gets the

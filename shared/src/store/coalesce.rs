@@ -62,9 +62,7 @@ impl EventSink {
                 .await?;
             return Ok(request.events);
         }
-        result
-            .await
-            .unwrap_or(Err(StoreError::WriterStopped))
+        result.await.unwrap_or(Err(StoreError::WriterStopped))
     }
 }
 

@@ -5,8 +5,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{
-    EventLog, McpServerStore, RunControl, SessionStore, Store,
-    IdempotencyRecord, McpServerRecord, RunLock, SessionRecord, StoreError, lease_deadline,
+    EventLog, IdempotencyRecord, McpServerRecord, McpServerStore, RunControl, RunLock,
+    SessionRecord, SessionStore, Store, StoreError, lease_deadline,
 };
 use crate::util::now_secs;
 use crate::wire::StoredEvent;
@@ -80,7 +80,6 @@ impl SessionStore for MemoryStore {
         });
         Ok(())
     }
-
 }
 
 #[async_trait]
@@ -130,7 +129,6 @@ impl EventLog for MemoryStore {
                 .map_or(0, |stored| stored.seq)
         }))
     }
-
 }
 
 #[async_trait]
@@ -233,7 +231,6 @@ impl RunControl for MemoryStore {
         self.with(|inner| inner.idempotency.remove(key));
         Ok(())
     }
-
 }
 
 #[async_trait]
@@ -290,7 +287,6 @@ impl McpServerStore for MemoryStore {
                 .is_some()
         }))
     }
-
 }
 
 #[async_trait]

@@ -108,4 +108,3 @@ pub struct McpServerRecord {
     pub last_error: Option<String>,
     pub updated_at: f64,
 }
-

@@ -123,7 +123,9 @@ impl Event {
         Self {
             content: Some(Value::String(String::new())),
             message_id: Some(uuid::Uuid::new_v4().to_string()),
-            metadata: Some(serde_json::json!({"token_usage": token_usage, "session_id": session_id})),
+            metadata: Some(
+                serde_json::json!({"token_usage": token_usage, "session_id": session_id}),
+            ),
             ..Self::new(session_id, Role::Assistant, EventType::TokenUsage)
         }
     }

@@ -58,7 +58,12 @@ impl Follower {
     async fn fill(&mut self) -> bool {
         let session_id = &self.session_id;
         loop {
-            match self.reader.events.events_after(session_id, self.cursor).await {
+            match self
+                .reader
+                .events
+                .events_after(session_id, self.cursor)
+                .await
+            {
                 Ok(batch) if !batch.is_empty() => {
                     self.pending.extend(batch);
                     self.confirmed_idle = false;

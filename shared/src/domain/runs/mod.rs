@@ -218,7 +218,11 @@ impl Runs {
                 }
                 Some(pending) if tokio::time::Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(50)).await;
-                    record = self.stores.control.get_idempotency_key(&pending.key).await?;
+                    record = self
+                        .stores
+                        .control
+                        .get_idempotency_key(&pending.key)
+                        .await?;
                 }
                 Some(_) => {
                     return Err(DomainError::Conflict(
@@ -509,12 +513,7 @@ fn input_event(session_id: &str, message: &InputMessage) -> Event {
     };
     Event {
         content: Some(message.content.clone()),
-        message_id: Some(
-            message
-                .message_id
-                .clone()
-                .unwrap_or_else(new_id),
-        ),
+        message_id: Some(message.message_id.clone().unwrap_or_else(new_id)),
         ..Event::new(session_id, role, kind)
     }
 }

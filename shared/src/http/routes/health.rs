@@ -43,7 +43,12 @@ async fn ready(State(check): State<HealthCheck>) -> Response {
     };
     let body = Envelope {
         code: status.as_u16(),
-        message: if readiness.ready { "ready" } else { "not ready" }.into(),
+        message: if readiness.ready {
+            "ready"
+        } else {
+            "not ready"
+        }
+        .into(),
         data: readiness,
         timestamp: now_secs(),
     };

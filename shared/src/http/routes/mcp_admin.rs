@@ -11,9 +11,7 @@ use crate::domain::tools_admin::{ToolsAdmin, server_summary};
 use crate::http::extract::{Caller, ValidJson, ValidQuery};
 use crate::http::{ApiError, Envelope, ok};
 use crate::tools::McpServerConfig;
-use crate::wire::api::{
-    McpServerList, McpServerRef, McpServerToggled, McpServerTools, ToolList,
-};
+use crate::wire::api::{McpServerList, McpServerRef, McpServerToggled, McpServerTools, ToolList};
 
 type Answer<T> = Result<Json<Envelope<T>>, ApiError>;
 
@@ -125,10 +123,9 @@ async fn tools(
         None | Some("") | Some("mcp") => admin.list_tools(&caller.user()).await?,
         Some("basic") => Vec::new(),
         Some(other) => {
-            return Err(DomainError::invalid(format!(
-                "type: `{other}` is not one of mcp, basic"
-            ))
-            .into());
+            return Err(
+                DomainError::invalid(format!("type: `{other}` is not one of mcp, basic")).into(),
+            );
         }
     };
     Ok(ok(ToolList { tools }))

@@ -5,8 +5,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
@@ -14,11 +12,12 @@ use aws_sdk_dynamodb::types::{
     KeySchemaElement, KeyType, Projection, ProjectionType, Put, ScalarAttributeType,
     TimeToLiveSpecification, TransactWriteItem, WriteRequest,
 };
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use super::{
-    EventLog, McpServerStore, RunControl, SessionStore, Store,
-    IdempotencyRecord, McpServerRecord, RunLock, RunStatus, SessionRecord, StoreError,
-    lease_deadline,
+    EventLog, IdempotencyRecord, McpServerRecord, McpServerStore, RunControl, RunLock, RunStatus,
+    SessionRecord, SessionStore, Store, StoreError, lease_deadline,
 };
 use crate::config::StoreConfig;
 use crate::util::now_secs;
@@ -101,7 +100,9 @@ fn value_size(value: &AttributeValue) -> usize {
     match value {
         AttributeValue::S(text) | AttributeValue::N(text) => text.len(),
         AttributeValue::B(blob) => blob.as_ref().len(),
-        AttributeValue::Ss(texts) | AttributeValue::Ns(texts) => texts.iter().map(String::len).sum(),
+        AttributeValue::Ss(texts) | AttributeValue::Ns(texts) => {
+            texts.iter().map(String::len).sum()
+        }
         AttributeValue::M(map) => 3 + item_size(map) + map.len(),
         AttributeValue::L(list) => 3 + list.iter().map(|v| 1 + value_size(v)).sum::<usize>(),
         _ => 1,

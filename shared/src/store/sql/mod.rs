@@ -10,15 +10,15 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, QueryBuilder, Row};
 
 use super::{
-    EventLog, IdempotencyRecord, McpServerRecord, McpServerStore, RunControl, RunLock, RunStatus, SessionRecord,
-    SessionStore, Store, StoreError, lease_deadline,
+    EventLog, IdempotencyRecord, McpServerRecord, McpServerStore, RunControl, RunLock, RunStatus,
+    SessionRecord, SessionStore, Store, StoreError, lease_deadline,
 };
 #[cfg(feature = "mysql")]
 use crate::config::StoreConfig;
-#[cfg(feature = "mysql")]
-use secrecy::ExposeSecret;
 use crate::util::now_secs;
 use crate::wire::StoredEvent;
+#[cfg(feature = "mysql")]
+use secrecy::ExposeSecret;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Dialect {
@@ -33,7 +33,6 @@ pub struct SqlStore {
     pool: AnyPool,
     dialect: Dialect,
 }
-
 
 impl SqlStore {
     /// The `file` store: one SQLite file, created with its directory when missing.
@@ -301,7 +300,6 @@ impl SessionStore for SqlStore {
         tx.commit().await?;
         Ok(())
     }
-
 }
 
 #[async_trait]
@@ -397,7 +395,6 @@ impl EventLog for SqlStore {
         let last: Option<i64> = row.try_get("last")?;
         Ok(last.unwrap_or(0) as u64)
     }
-
 }
 
 #[async_trait]
@@ -551,7 +548,6 @@ impl RunControl for SqlStore {
             .await?;
         Ok(())
     }
-
 }
 
 #[async_trait]
@@ -593,7 +589,6 @@ impl McpServerStore for SqlStore {
             .await?;
         Ok(result.rows_affected() == 1)
     }
-
 }
 
 #[async_trait]

@@ -80,6 +80,8 @@ impl App {
 
     /// Must be called inside a tokio runtime.
     pub fn with_store(config: Config, store: Arc<dyn Store>) -> Result<Self, StartupError> {
+        #[cfg(feature = "mcp")]
+        crate::util::tls::install_crypto_provider();
         for setting in &config.inert {
             tracing::warn!("{setting}");
         }

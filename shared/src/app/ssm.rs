@@ -5,9 +5,7 @@ use secrecy::SecretString;
 /// Reads the parameter, decrypted. Region, credentials and endpoint come from the standard AWS
 /// environment (`AWS_REGION`, the role, `AWS_ENDPOINT_URL_SSM`).
 pub async fn read_parameter(name: &str) -> Result<SecretString, String> {
-    let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .load()
-        .await;
+    let shared = crate::util::tls::aws_config_loader().load().await;
     let output = aws_sdk_ssm::Client::new(&shared)
         .get_parameter()
         .name(name)

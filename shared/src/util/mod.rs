@@ -2,6 +2,7 @@
 //! error a caller's input gets when it does not fit.
 
 mod ids;
+pub mod tls;
 
 pub use ids::{SessionId, UserId};
 

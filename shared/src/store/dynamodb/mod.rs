@@ -285,7 +285,7 @@ impl DynamoStore {
     pub async fn connect(config: &StoreConfig) -> Result<Self, StoreError> {
         let region = aws_config::meta::region::RegionProviderChain::default_provider()
             .or_else(aws_config::Region::new("us-east-1"));
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).region(region);
+        let mut loader = crate::util::tls::aws_config_loader().region(region);
         if let Some(endpoint) = &config.dynamodb_endpoint {
             loader = loader.endpoint_url(endpoint);
         }

@@ -3,14 +3,18 @@
 # Release builds; the scripted model (sage-mock-llm) stands in for the LLM. Raw JSON results
 # land in target/bench/. Needs MariaDB on 127.0.0.1:3306 and moto (bash tests/run.sh sets both up).
 # QUICK=1 runs a shorter version (fewer requests, 1,000 streams at most); SKIP_BUILD=1 uses the
-# release binaries already built.
+# release binaries already built; SECTIONS picks some of "overhead throughput hold cold store"
+# (e.g. SECTIONS="throughput cold" bash local/bench.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 OUT=$ROOT/target/bench
 BIN=$ROOT/target/release
 mkdir -p "$OUT"
+rm -f "$OUT"/*.json "$OUT"/*.jsonl
 QUICK=${QUICK:-0}
+SECTIONS=${SECTIONS:-overhead throughput hold cold store}
+section() { [[ " $SECTIONS " == *" $1 "* ]]; }
 ulimit -n "$(ulimit -Hn)" || true
 
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
@@ -43,6 +47,7 @@ start_pair() {
 stop_pair() { kill "$MOCK_PID" "$SHIM_PID" 2>/dev/null || true; wait "$MOCK_PID" "$SHIM_PID" 2>/dev/null || true; }
 
 # 1. Server overhead: the same client straight from the model, then through /api/stream.
+if section overhead; then
 #    Paced like a model (50 ms per token, 40 tokens: 20 tokens/s per stream).
 if [ "$QUICK" = 1 ]; then LEVELS="1 100 1000"; else LEVELS="1 100 1000 5000"; fi
 for c in $LEVELS; do
@@ -56,8 +61,10 @@ for c in $LEVELS; do
     --ramp-s "$ramp" --timeout-s 300 --server-pid "$SHIM_PID" --json >"$OUT/overhead-server-$c.json"
   stop_pair
 done
+fi
 
 # 2. Throughput and server CPU per 1,000 events: an unpaced model, 100 streams.
+if section throughput; then
 log "throughput with an unpaced model"
 start_pair 0
 "$BIN/sage-load" stream --target llm --url "http://127.0.0.1:$MOCK_PORT" -c 100 -n 2000 \
@@ -65,8 +72,10 @@ start_pair 0
 "$BIN/sage-load" stream --url "http://127.0.0.1:$SHIM_PORT" -c 100 -n 2000 --message words:40 \
   --server-pid "$SHIM_PID" --json >"$OUT/throughput-server.json"
 stop_pair
+fi
 
 # 3. Open streams and memory: streams held open (a token a second), server RSS sampled.
+if section hold; then
 if [ "$QUICK" = 1 ]; then HOLDS="1000"; else HOLDS="1000 5000 9000"; fi
 for c in $HOLDS; do
   log "holding $c open streams"
@@ -77,8 +86,10 @@ for c in $HOLDS; do
     --server-pid "$SHIM_PID" --json >"$OUT/hold-$c.jsonl"
   stop_pair
 done
+fi
 
 # 4. Cold start: each function binary under our Runtime API emulator, and sage-local.
+if section cold; then
 log "cold starts"
 MOCK_PORT=$(free_port)
 "$BIN/sage-mock-llm" --port "$MOCK_PORT" >/dev/null 2>&1 &
@@ -115,8 +126,10 @@ for _ in range(10):
 times.sort()
 json.dump({"first_response_ms": {"min": times[0], "median": times[len(times) // 2], "max": times[-1]}}, open(out, "w"))
 EOF
+fi
 
 # 5. Store cost per event, per backend and batch size.
+if section store; then
 log "store cost"
 MOTO=${SAGE_TEST_DYNAMODB_ENDPOINT:-}
 if [ -z "$MOTO" ]; then
@@ -132,6 +145,7 @@ for backend in sqlite mysql dynamodb; do
       --dynamodb-endpoint "$MOTO" "${extra[@]}" --json >"$OUT/store-$backend-$batch.json"
   done
 done
+fi
 
 ls -l "$BIN"/sage-{stream,health,mcp-admin,session,local} | awk '{print $5, $9}' >"$OUT/sizes.txt"
 python3 "$ROOT/local/bench_report.py" "$OUT"

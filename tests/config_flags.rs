@@ -198,9 +198,9 @@ async fn the_shim_starts_with_every_flag_that_acts_and_logs_a_missing_key() {
 /// act on yet.
 const NOT_ACTED_ON: &str = "accepted but not acted on yet";
 
-/// EXPECTED TO FAIL until shared/ implements this contract: each setting that is accepted but
-/// not acted on yet, when given explicitly (flag or `SAGE_*` variable), gets one WARN line on
-/// stderr at start-up naming its flag; settings left at their defaults get none.
+/// Each setting that is accepted but not acted on yet, when given explicitly (flag or `SAGE_*`
+/// variable), gets one WARN line on stderr at start-up naming its flag; settings left at their
+/// defaults, and settings that act, get none.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_setting_accepted_but_not_acted_on_is_named_in_a_start_up_warning() {
     let dir = tempfile::tempdir().unwrap();
@@ -211,8 +211,10 @@ async fn a_setting_accepted_but_not_acted_on_is_named_in_a_start_up_warning() {
             "memory",
             "--force_summary",
             "true",
-            "--memory_type",
-            "user",
+            "--enable_trace",
+            "true",
+            "--memory_root",
+            "/srv/sage/memories",
         ],
         &[
             ("SAGE_ELASTICSEARCH_URL", "http://127.0.0.1:9"),
@@ -224,7 +226,7 @@ async fn a_setting_accepted_but_not_acted_on_is_named_in_a_start_up_warning() {
         .lines()
         .filter(|line| line.contains(NOT_ACTED_ON))
         .collect();
-    for flag in ["--force_summary", "--memory_type", "--es_url"] {
+    for flag in ["--enable_trace", "--memory_root", "--es_url"] {
         let naming: Vec<&str> = warnings
             .iter()
             .copied()
@@ -313,4 +315,33 @@ async fn the_llm_key_can_come_from_an_ssm_parameter() {
     assert!(!missing.status.success());
     let stderr = String::from_utf8_lossy(&missing.stderr);
     assert!(stderr.contains("/sage-test/missing"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn context_ratios_that_do_not_add_up_to_one_are_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let logged = shim_startup_log(
+        dir.path(),
+        &["--db_type", "memory", "--context_active_ratio", "0.6"],
+        &[("RUST_LOG", "warn")],
+    )
+    .await;
+    assert!(
+        logged.contains("add up to 1.30, not 1"),
+        "a warning names the sum:\n{logged}"
+    );
+    let balanced = shim_startup_log(
+        dir.path(),
+        &[
+            "--db_type",
+            "memory",
+            "--context_active_ratio",
+            "0.6",
+            "--context_max_new_message_ratio",
+            "0.2",
+        ],
+        &[("RUST_LOG", "warn")],
+    )
+    .await;
+    assert!(!balanced.contains("add up to"), "{balanced}");
 }

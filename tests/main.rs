@@ -4,6 +4,7 @@
 mod common;
 
 mod config_flags;
+mod context_budget;
 mod health;
 mod lambda_build;
 mod lambda_events;
@@ -18,4 +19,6 @@ mod store_conformance;
 mod stream_failures;
 mod stream_text;
 mod stream_tools;
+mod summary_step;
 mod template;
+mod user_memory;

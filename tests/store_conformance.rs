@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::common::*;
 use sage_core::store::{
     IdempotencyRecord, McpServerRecord, MemoryStore, RunStatus, SessionQuery, SessionRecord,
-    SortBy, SqlStore, Store, StoreError, query_sessions,
+    SortBy, SqlStore, Store, StoreError, UserMemoryRecord, query_sessions,
 };
 use sage_core::wire::mcp::{McpServerConfig, ToolSpec};
 use sage_core::wire::{Event, EventType, StoredEvent};
@@ -367,6 +367,49 @@ async fn mcp_servers_are_kept_per_owner(store: Arc<dyn Store>) {
     assert!(!store.delete_mcp_server("alice", "files").await.unwrap());
 }
 
+async fn user_memories_are_kept_per_user_and_key(store: Arc<dyn Store>) {
+    let memory = UserMemoryRecord {
+        user_id: "alice".into(),
+        key: "tone".into(),
+        content: "Answer tersely".into(),
+        memory_type: "preference".into(),
+        tags: vec!["style".into(), "语气".into()],
+        created_at: 1.0,
+        updated_at: 1.0,
+    };
+    store.put_user_memory(&memory).await.unwrap();
+    let other = UserMemoryRecord {
+        key: "editor".into(),
+        content: "helix".into(),
+        memory_type: "note".into(),
+        tags: vec![],
+        ..memory.clone()
+    };
+    store.put_user_memory(&other).await.unwrap();
+    assert_eq!(
+        store.user_memories("alice").await.unwrap(),
+        vec![other.clone(), memory.clone()],
+        "by key"
+    );
+    assert!(store.user_memories("bob").await.unwrap().is_empty());
+    assert!(!store.delete_user_memory("bob", "tone").await.unwrap());
+
+    let changed = UserMemoryRecord {
+        content: "Answer at length".into(),
+        updated_at: 2.0,
+        ..memory.clone()
+    };
+    store.put_user_memory(&changed).await.unwrap();
+    assert_eq!(
+        store.user_memories("alice").await.unwrap(),
+        vec![other, changed],
+        "the same key is replaced"
+    );
+    assert!(store.delete_user_memory("alice", "tone").await.unwrap());
+    assert!(!store.delete_user_memory("alice", "tone").await.unwrap());
+    assert_eq!(store.user_memories("alice").await.unwrap().len(), 1);
+}
+
 async fn ping_answers(store: Arc<dyn Store>) {
     store.ping().await.unwrap();
 }
@@ -385,6 +428,7 @@ macro_rules! conformance {
             conformance!(@test $make, the_cancel_flag_reaches_only_a_live_run);
             conformance!(@test $make, an_idempotency_key_binds_once);
             conformance!(@test $make, mcp_servers_are_kept_per_owner);
+            conformance!(@test $make, user_memories_are_kept_per_user_and_key);
             conformance!(@test $make, ping_answers);
         }
     };

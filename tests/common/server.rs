@@ -196,9 +196,14 @@ pub struct AppEnv {
 
 impl AppEnv {
     pub async fn new() -> Self {
+        Self::with_flags(&[]).await
+    }
+
+    /// With `flags` added to the test configuration.
+    pub async fn with_flags(flags: &[&str]) -> Self {
         let llm = MockLlm::start(MockOptions::default()).await;
         let dir = tempfile::tempdir().unwrap();
-        let app = App::new(test_config(&llm.base_url, dir.path(), &[])).await;
+        let app = App::new(test_config(&llm.base_url, dir.path(), flags)).await;
         Self { llm, app, dir }
     }
 }

@@ -14,9 +14,14 @@
 //! | `fail:drop` | streams a few tokens, then drops the connection |
 //!
 //! When the last message is a tool result (and no `call-forever:`), the answer is text:
-//! `Tool results: <content> | <content>`, so a test sees what was fed back. Otherwise the answer
-//! is `--reply-words` tokens (default: a short fixed sentence). `GET /_mock/requests` returns the
-//! last 1,000 request bodies received.
+//! `Tool results: <content> | <content>`, so a test sees what was fed back. When the last message
+//! is a system message starting with `Summarize` (a run's summary step), the answer is
+//! `Summary: <every user message before it, joined by " / ">` and never a tool call. When the
+//! first message is a system message starting with `Extract long-term memories` (memory
+//! extraction), the answer is a fenced JSON array with one `preference` memory per `I prefer X`
+//! the transcript's user lines say (key `prefers_<first three words>`). Otherwise the
+//! answer is `--reply-words` tokens (default: a short fixed sentence). `GET /_mock/requests`
+//! returns the last 1,000 request bodies received.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -191,6 +196,36 @@ fn tokens(text: &str) -> Vec<String> {
     text.split_inclusive(' ').map(str::to_owned).collect()
 }
 
+/// The answer to a memory-extraction call: one `preference` per `I prefer …` said by the user
+/// in the transcript, as a fenced JSON array (`[]` when there is none).
+fn extracted_memories(transcript: &str) -> String {
+    let found: Vec<Value> = transcript
+        .lines()
+        .filter_map(|line| line.strip_prefix("user: "))
+        .filter_map(|said| said.split_once("I prefer ").map(|(_, rest)| rest))
+        .map(|rest| {
+            let preference = rest.split(['.', '\n']).next().unwrap_or(rest).trim();
+            let slug: Vec<String> = preference
+                .split_whitespace()
+                .take(3)
+                .map(|word| {
+                    word.chars()
+                        .filter(|c| c.is_alphanumeric())
+                        .collect::<String>()
+                        .to_lowercase()
+                })
+                .collect();
+            json!({
+                "key": format!("prefers_{}", slug.join("_")),
+                "content": format!("Prefers {preference}"),
+                "memory_type": "preference",
+                "tags": ["extracted"],
+            })
+        })
+        .collect();
+    format!("```json\n{}\n```", Value::Array(found))
+}
+
 async fn completions(
     State(state): State<MockState>,
     headers: HeaderMap,
@@ -219,13 +254,23 @@ async fn completions(
         .find(|message| message["role"] == "user")
         .map(message_text)
         .unwrap_or_default();
-    let script = parse_script(&last_user);
+    let extraction = messages.first().is_some_and(|m| {
+        m["role"] == "system" && message_text(m).starts_with("Extract long-term memories")
+    });
+    let script = if extraction {
+        Script::default()
+    } else {
+        parse_script(&last_user)
+    };
     if let Some(status) = script.fail_status {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         return error_response(status, "scripted failure");
     }
     let model = body["model"].as_str().unwrap_or("mock-model").to_owned();
     let after_tool = messages.last().is_some_and(|m| m["role"] == "tool");
+    let summary = messages
+        .last()
+        .is_some_and(|m| m["role"] == "system" && message_text(m).starts_with("Summarize"));
     let prompt_tokens: usize = messages.iter().map(|m| message_text(m).len() / 4).sum();
 
     let mut chunks: Vec<Value> = Vec::new();
@@ -235,53 +280,63 @@ async fn completions(
             chunks.push(json!({"reasoning_content": token}));
         }
     }
-    let finish_reason = if !script.calls.is_empty() && (!after_tool || script.call_forever) {
-        for (index, (name, arguments)) in script.calls.iter().enumerate() {
-            let id = format!("call_{}_{}", messages.len(), index);
-            chunks.push(
-                json!({"tool_calls": [{"index": index, "id": id, "type": "function",
-                "function": {"name": name, "arguments": ""}}]}),
-            );
-            let split = arguments.len() / 2;
-            let split = (0..=split)
-                .rev()
-                .find(|i| arguments.is_char_boundary(*i))
-                .unwrap_or(0);
-            for part in [&arguments[..split], &arguments[split..]] {
+    let finish_reason =
+        if !summary && !script.calls.is_empty() && (!after_tool || script.call_forever) {
+            for (index, (name, arguments)) in script.calls.iter().enumerate() {
+                let id = format!("call_{}_{}", messages.len(), index);
                 chunks.push(
-                    json!({"tool_calls": [{"index": index, "function": {"arguments": part}}]}),
+                    json!({"tool_calls": [{"index": index, "id": id, "type": "function",
+                "function": {"name": name, "arguments": ""}}]}),
                 );
+                let split = arguments.len() / 2;
+                let split = (0..=split)
+                    .rev()
+                    .find(|i| arguments.is_char_boundary(*i))
+                    .unwrap_or(0);
+                for part in [&arguments[..split], &arguments[split..]] {
+                    chunks.push(
+                        json!({"tool_calls": [{"index": index, "function": {"arguments": part}}]}),
+                    );
+                }
+                completion_tokens += 1 + arguments.len() / 4;
             }
-            completion_tokens += 1 + arguments.len() / 4;
-        }
-        "tool_calls"
-    } else {
-        let text = if after_tool {
-            let results: Vec<String> = messages
-                .iter()
-                .rev()
-                .take_while(|m| m["role"] == "tool")
-                .map(message_text)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect();
-            format!("Tool results: {}", results.join(" | "))
+            "tool_calls"
         } else {
-            match script
-                .words
-                .or(Some(state.options.reply_words).filter(|n| *n > 0))
-            {
-                Some(count) => (0..count).map(|i| format!("tok{i} ")).collect(),
-                None => DEFAULT_REPLY.to_owned(),
+            let text = if extraction {
+                extracted_memories(&last_user)
+            } else if summary {
+                let asked: Vec<String> = messages
+                    .iter()
+                    .filter(|m| m["role"] == "user")
+                    .map(message_text)
+                    .collect();
+                format!("Summary: {}", asked.join(" / "))
+            } else if after_tool {
+                let results: Vec<String> = messages
+                    .iter()
+                    .rev()
+                    .take_while(|m| m["role"] == "tool")
+                    .map(message_text)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect();
+                format!("Tool results: {}", results.join(" | "))
+            } else {
+                match script
+                    .words
+                    .or(Some(state.options.reply_words).filter(|n| *n > 0))
+                {
+                    Some(count) => (0..count).map(|i| format!("tok{i} ")).collect(),
+                    None => DEFAULT_REPLY.to_owned(),
+                }
+            };
+            for token in tokens(&text) {
+                completion_tokens += 1;
+                chunks.push(json!({"content": token}));
             }
+            "stop"
         };
-        for token in tokens(&text) {
-            completion_tokens += 1;
-            chunks.push(json!({"content": token}));
-        }
-        "stop"
-    };
 
     let created = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -13,28 +13,38 @@ mod emitter;
 
 pub use emitter::Emitter;
 
-use crate::context::content_as_text;
+use crate::context::{
+    Budgets, ContextSettings, MAX_INPUT_TOKENS, PromptMessage, content_as_text, fit_call,
+    message_tokens, plan_history, tool_tokens,
+};
 use crate::llm::{
     ChatDelta, ChatModel, ChatRequest, LlmError, LlmSettings, ToolCallAssembler, Usage,
 };
 use crate::store::McpServerRecord;
-use crate::tools::{McpPolicy, McpPool, McpServerConfig, ToolBox};
-use crate::util::new_id;
+use crate::tools::{BuiltinTools, McpPolicy, McpPool, McpServerConfig, ToolBox};
+use crate::util::{new_id, now_secs};
 use crate::wire::{Event, EventType, Role, ToolCall};
 
 const EXECUTION_AGENT: &str = "SimpleAgent";
 const ANALYSIS_AGENT: &str = "TaskAnalysisAgent";
 const ANALYSIS_PROMPT: &str = "Before anyone answers, analyse the user's task: the goal, what is \
     known, what is missing, and the steps (and tools) needed. Do not answer the task itself.";
+/// The last message of the summary step (`sage-mock-llm` recognises its first words).
+pub const SUMMARY_INSTRUCTION: &str = "Summarize the work above for the user: what was asked, \
+    what was done and found, and the answer. Reply in the user's language, without calling tools.";
 
 /// Everything a run needs, resolved from the request, the presets and the server defaults.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RunSpec {
     pub session_id: String,
     pub settings: LlmSettings,
     pub system_prompt: Option<String>,
-    /// OpenAI-shaped history, ending with the new messages, already fitted to the context.
-    pub history: Vec<Value>,
+    /// The session's whole conversation, ending with the new messages; the run fits it to the
+    /// window once its tools (and so their schemas' size) are known.
+    pub history: Vec<PromptMessage>,
+    pub context: ContextSettings,
+    /// End with a summary step even when the model ended on an answer.
+    pub force_summary: bool,
     pub max_loop_count: u32,
     pub deep_thinking: bool,
     pub available_tools: Vec<String>,
@@ -42,6 +52,8 @@ pub struct RunSpec {
     pub registered_servers: Vec<McpServerRecord>,
     /// `extra_mcp_config`: servers for this request only.
     pub request_servers: BTreeMap<String, McpServerConfig>,
+    /// In-process tools (user memory), offered whatever `available_tools` says.
+    pub builtin_tools: Vec<Arc<dyn BuiltinTools>>,
     pub mcp_policy: McpPolicy,
     pub tool_timeout: Duration,
 }
@@ -70,6 +82,56 @@ pub enum RunOutcome {
     Completed,
     Interrupted,
     Failed,
+}
+
+/// Why a run ended early with an `error` event.
+#[derive(Debug, thiserror::Error)]
+enum RunError {
+    #[error(transparent)]
+    Llm(#[from] LlmError),
+    #[error(
+        "The input is too long: about {0} tokens, over the limit of {MAX_INPUT_TOKENS}. \
+         Send a shorter message."
+    )]
+    InputTooLong(u64),
+}
+
+/// The messages of a run's model calls: its system prompt and the active conversation, which
+/// the tool loop extends; each call sends them fitted to the window.
+#[derive(Clone)]
+struct Prompt {
+    session_id: String,
+    system: String,
+    messages: Vec<PromptMessage>,
+    budgets: Budgets,
+    schema_tokens: u64,
+}
+
+impl Prompt {
+    fn push(&mut self, message: Value) {
+        self.messages.push(PromptMessage::new(message, now_secs()));
+    }
+
+    fn fit(&self, step: &str, call: u32) -> Vec<Value> {
+        let system = (!self.system.is_empty()).then_some(self.system.as_str());
+        let fitted = fit_call(
+            system,
+            &self.messages,
+            &self.budgets,
+            self.schema_tokens,
+            now_secs(),
+        );
+        tracing::debug!(
+            session_id = %self.session_id,
+            step,
+            call,
+            messages = fitted.messages.len(),
+            tokens = fitted.tokens + self.schema_tokens,
+            compression = %fitted.level.map_or_else(|| "none".to_owned(), |level| level.to_string()),
+            "prompt fitted"
+        );
+        fitted.messages
+    }
 }
 
 struct TurnOutput {
@@ -104,7 +166,7 @@ impl Agent {
 
     /// Runs to the end and emits `token_usage`; the event log adds `stream_end`.
     pub async fn run(mut self) -> RunOutcome {
-        let tools = ToolBox::build(
+        let mut tools = ToolBox::build(
             &self.spec.registered_servers,
             &self.spec.request_servers,
             &self.spec.available_tools,
@@ -113,6 +175,9 @@ impl Agent {
             self.spec.tool_timeout,
         )
         .await;
+        for builtin in &self.spec.builtin_tools {
+            tools.add_builtin(builtin.clone());
+        }
         let mut outcome = match self.execute(&tools).await {
             Ok(()) => RunOutcome::Completed,
             Err(error) => {
@@ -135,30 +200,65 @@ impl Agent {
         outcome
     }
 
-    async fn execute(&mut self, tools: &ToolBox) -> Result<(), LlmError> {
+    async fn execute(&mut self, tools: &ToolBox) -> Result<(), RunError> {
+        let definitions = tools.definitions();
+        let schema_tokens = tool_tokens(&definitions);
         let mut system = self.spec.system_prompt.clone().unwrap_or_default();
+        let budgets = Budgets::new(
+            &self.spec.context,
+            u64::from(self.spec.settings.max_model_len),
+            crate::context::estimate_tokens(&system) + schema_tokens,
+        );
+        let plan = plan_history(
+            std::mem::take(&mut self.spec.history),
+            None,
+            &self.spec.context,
+            budgets,
+        );
+        let input: u64 = plan.active.iter().map(|m| message_tokens(&m.message)).sum();
+        if input > MAX_INPUT_TOKENS {
+            return Err(RunError::InputTooLong(input));
+        }
+        if let Some(block) = &plan.history_block {
+            system = format!("{system}\n\nEarlier in this conversation:\n{block}")
+                .trim()
+                .to_owned();
+        }
+        tracing::debug!(
+            session_id = %self.spec.session_id,
+            available = budgets.available,
+            history_budget = budgets.history,
+            active_budget = budgets.active,
+            max_new_tokens = budgets.max_new_tokens,
+            dropped_turns = plan.dropped_turns,
+            older_turns = plan.older_turns,
+            recalled = plan.recalled,
+            "history planned"
+        );
+        let mut prompt = Prompt {
+            session_id: self.spec.session_id.clone(),
+            system,
+            messages: plan.active,
+            budgets,
+            schema_tokens,
+        };
         if self.spec.deep_thinking {
-            let analysis = self.analyse().await?;
+            let analysis = self.analyse(&prompt).await?;
             if !analysis.is_empty() {
-                system = format!("{system}\n\nTask analysis:\n{analysis}")
+                prompt.system = format!("{}\n\nTask analysis:\n{analysis}", prompt.system)
                     .trim()
                     .to_owned();
             }
         }
-        let mut messages = Vec::with_capacity(self.spec.history.len() + 1);
-        if !system.is_empty() {
-            messages.push(json!({"role": "system", "content": system}));
-        }
-        messages.extend(self.spec.history.iter().cloned());
-        let definitions = tools.definitions();
 
-        for _ in 0..self.spec.max_loop_count {
+        let mut capped = true;
+        for call in 0..self.spec.max_loop_count {
             if self.emitter.is_aborted() {
                 return Ok(());
             }
             let request = ChatRequest {
                 settings: self.spec.settings.clone(),
-                messages: messages.clone(),
+                messages: prompt.fit("direct_execution", call),
                 tools: definitions.clone(),
             };
             let turn = self
@@ -169,8 +269,13 @@ impl Agent {
                     "direct_execution",
                 )
                 .await?;
-            if turn.tool_calls.is_empty() || self.emitter.is_aborted() {
+            if self.emitter.is_aborted() {
                 return Ok(());
+            }
+            if turn.tool_calls.is_empty() {
+                prompt.push(json!({"role": "assistant", "content": turn.text}));
+                capped = false;
+                break;
             }
             self.emitter
                 .emit(Event {
@@ -180,7 +285,7 @@ impl Agent {
                     ..Event::new(&self.spec.session_id, Role::Assistant, EventType::ToolCall)
                 })
                 .await;
-            messages.push(json!({
+            prompt.push(json!({
                 "role": "assistant",
                 "content": turn.text,
                 "tool_calls": turn.tool_calls,
@@ -193,30 +298,57 @@ impl Agent {
                 .iter()
                 .zip(self.call_tools(tools, &turn.tool_calls).await)
             {
-                messages.push(json!({
+                prompt.push(json!({
                     "role": "tool",
                     "tool_call_id": call.id,
                     "content": content_as_text(&content),
                 }));
             }
         }
-        let limit = self.spec.max_loop_count;
-        self.emit_text(
-            EventType::Normal,
-            EXECUTION_AGENT,
-            &new_id(),
-            format!("Agent执行次数超过最大循环次数：{limit}, 任务暂停，是否需要继续执行？"),
-        )
-        .await;
+        if capped {
+            let limit = self.spec.max_loop_count;
+            self.emit_text(
+                EventType::Normal,
+                EXECUTION_AGENT,
+                &new_id(),
+                format!("Agent执行次数超过最大循环次数：{limit}, 任务暂停，是否需要继续执行？"),
+            )
+            .await;
+        }
+        let ended_on_tool_result = prompt
+            .messages
+            .last()
+            .is_some_and(|m| m.message["role"] == "tool");
+        if (self.spec.force_summary || ended_on_tool_result) && !self.emitter.is_aborted() {
+            self.summarize(&mut prompt).await?;
+        }
         Ok(())
     }
 
-    async fn analyse(&mut self) -> Result<String, LlmError> {
-        let mut messages = vec![json!({"role": "system", "content": ANALYSIS_PROMPT})];
-        messages.extend(self.spec.history.iter().cloned());
+    /// The summary step: the conversation so far and one instruction, no tools; the answer
+    /// streams as `final_answer`.
+    async fn summarize(&mut self, prompt: &mut Prompt) -> Result<(), LlmError> {
+        prompt.push(json!({"role": "system", "content": SUMMARY_INSTRUCTION}));
         let request = ChatRequest {
             settings: self.spec.settings.clone(),
-            messages,
+            messages: prompt.fit("summary", 0),
+            tools: Vec::new(),
+        };
+        self.stream_turn(&request, EventType::FinalAnswer, EXECUTION_AGENT, "summary")
+            .await?;
+        Ok(())
+    }
+
+    async fn analyse(&mut self, prompt: &Prompt) -> Result<String, LlmError> {
+        let analysis = Prompt {
+            system: format!("{}\n\n{ANALYSIS_PROMPT}", prompt.system)
+                .trim()
+                .to_owned(),
+            ..prompt.clone()
+        };
+        let request = ChatRequest {
+            settings: self.spec.settings.clone(),
+            messages: analysis.fit("task_analysis", 0),
             tools: Vec::new(),
         };
         let turn = self

@@ -15,11 +15,12 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::domain::health::HealthCheck;
+use crate::domain::memory::Memories;
 #[cfg(feature = "mcp")]
 use crate::domain::presets::AgentPresets;
 use crate::domain::presets::PresetError;
 #[cfg(feature = "mcp")]
-use crate::domain::runs::{RunDefaults, RunStores, Runs};
+use crate::domain::runs::{AfterRun, RunDefaults, RunStores, Runs};
 use crate::domain::sessions::Sessions;
 #[cfg(feature = "mcp")]
 use crate::domain::tools_admin::ToolsAdmin;
@@ -39,6 +40,7 @@ pub struct App {
     config: Arc<Config>,
     store: Arc<dyn Store>,
     sessions: Sessions,
+    memories: Memories,
     health: HealthCheck,
     #[cfg(feature = "mcp")]
     tools: ToolsAdmin,
@@ -85,6 +87,18 @@ impl App {
         for setting in &config.inert {
             tracing::warn!("{setting}");
         }
+        let ratios = config.context.context_history_ratio
+            + config.context.context_active_ratio
+            + config.context.context_max_new_message_ratio;
+        if (ratios - 1.0).abs() > 0.01 {
+            tracing::warn!(
+                "the context ratios (history {}, active {}, new message {}) add up to {ratios:.2}, \
+                 not 1: prompts may leave the model too little or too much room",
+                config.context.context_history_ratio,
+                config.context.context_active_ratio,
+                config.context.context_max_new_message_ratio,
+            );
+        }
         if config.llm.keys().is_empty() && config.llm.api_key_parameter.is_none() {
             tracing::warn!(
                 "no LLM API key configured: set SAGE_DEFAULT_LLM_API_KEY (--default_llm_api_key); \
@@ -99,6 +113,7 @@ impl App {
             store.clone(),
             config.server.workspace.clone(),
         );
+        let memories = Memories::new(store.clone());
         let health = HealthCheck::new(
             store.clone(),
             format!("{:?}", config.store.db_type),
@@ -133,6 +148,19 @@ impl App {
                 },
                 RunDefaults {
                     llm: config.llm.clone(),
+                    context: crate::context::ContextSettings {
+                        history_ratio: config.context.context_history_ratio,
+                        active_ratio: config.context.context_active_ratio,
+                        max_new_message_ratio: config.context.context_max_new_message_ratio,
+                        recent_turns: config.context.context_recent_turns,
+                    },
+                    force_summary: config.context.force_summary,
+                    memory_type: config.context.memory_type,
+                    after_run: if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
+                        AfterRun::BeforeStreamEnd
+                    } else {
+                        AfterRun::AfterStreamEnd
+                    },
                     lease: config.server.run_lease,
                     tool_timeout: config.tools.timeout,
                     mcp_policy: policy,
@@ -142,6 +170,7 @@ impl App {
                 pool,
                 tools.clone(),
                 sessions.clone(),
+                memories.clone(),
                 shutdown.clone(),
                 tasks.clone(),
             );
@@ -151,6 +180,7 @@ impl App {
             config: Arc::new(config),
             store,
             sessions,
+            memories,
             health,
             #[cfg(feature = "mcp")]
             tools,
@@ -216,7 +246,8 @@ impl App {
 
     fn session_routes(&self) -> Router {
         with_timeout(
-            routes::session::router(self.sessions.clone()),
+            routes::session::router(self.sessions.clone())
+                .merge(routes::memory::router(self.memories.clone())),
             self.config.server.request_timeout,
         )
     }

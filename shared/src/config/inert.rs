@@ -24,28 +24,6 @@ impl std::fmt::Display for InertSetting {
 /// (clap id, flag, variable)
 const INERT: &[(&str, &str, &str)] = &[
     ("logs_dir", "logs-dir", "SAGE_LOGS_DIR_PATH"),
-    ("force_summary", "force_summary", "SAGE_FORCE_SUMMARY"),
-    (
-        "context_history_ratio",
-        "context_history_ratio",
-        "SAGE_CONTEXT_HISTORY_RATIO",
-    ),
-    (
-        "context_active_ratio",
-        "context_active_ratio",
-        "SAGE_CONTEXT_ACTIVE_RATIO",
-    ),
-    (
-        "context_max_new_message_ratio",
-        "context_max_new_message_ratio",
-        "SAGE_CONTEXT_MAX_NEW_MESSAGE_RATIO",
-    ),
-    (
-        "context_recent_turns",
-        "context_recent_turns",
-        "SAGE_CONTEXT_RECENT_TURNS",
-    ),
-    ("memory_type", "memory_type", "SAGE_MEMORY_TYPE"),
     ("memory_root", "memory_root", "MEMORY_ROOT_PATH"),
     (
         "embedding_api_key",
@@ -125,9 +103,15 @@ mod tests {
     #[test]
     fn only_settings_given_explicitly_are_named() {
         let matches = Config::command()
-            .try_get_matches_from(["sage", "--force_summary", "--es_url", "http://es:9200"])
+            .try_get_matches_from([
+                "sage",
+                "--memory_root",
+                "/srv/memories",
+                "--es_url",
+                "http://es:9200",
+            ])
             .unwrap();
         let named: Vec<&str> = explicitly_set(&matches).iter().map(|s| s.flag).collect();
-        assert_eq!(named, ["force_summary", "es_url"]);
+        assert_eq!(named, ["memory_root", "es_url"]);
     }
 }

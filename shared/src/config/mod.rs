@@ -235,7 +235,8 @@ pub struct ContextConfig {
     pub context_recent_turns: u32,
     #[arg(long, env = "SAGE_MEMORY_TYPE", value_enum, default_value_t = MemoryType::Session)]
     pub memory_type: MemoryType,
-    /// Root directory of long-term user memories.
+    /// Sage's directory of memory files; here memories live in the store (`--db_type`), so
+    /// this is only warned about.
     #[arg(long, env = "MEMORY_ROOT_PATH")]
     pub memory_root: Option<PathBuf>,
 }

@@ -3,6 +3,7 @@
 
 mod error;
 pub mod health;
+pub mod memory;
 pub mod presets;
 #[cfg(feature = "mcp")]
 pub mod runs;

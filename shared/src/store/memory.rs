@@ -6,7 +6,8 @@ use async_trait::async_trait;
 
 use super::{
     EventLog, IdempotencyRecord, McpServerRecord, McpServerStore, RunControl, RunLock,
-    SessionRecord, SessionStore, Store, StoreError, lease_deadline,
+    SessionRecord, SessionStore, Store, StoreError, UserMemoryRecord, UserMemoryStore,
+    lease_deadline,
 };
 use crate::util::now_secs;
 use crate::wire::StoredEvent;
@@ -24,6 +25,7 @@ struct Inner {
     locks: HashMap<String, RunLock>,
     mcp_servers: BTreeMap<(String, String), McpServerRecord>,
     idempotency: HashMap<String, IdempotencyRecord>,
+    user_memories: BTreeMap<(String, String), UserMemoryRecord>,
 }
 
 impl MemoryStore {
@@ -284,6 +286,38 @@ impl McpServerStore for MemoryStore {
             inner
                 .mcp_servers
                 .remove(&(owner.to_owned(), name.to_owned()))
+                .is_some()
+        }))
+    }
+}
+
+#[async_trait]
+impl UserMemoryStore for MemoryStore {
+    async fn put_user_memory(&self, memory: &UserMemoryRecord) -> Result<(), StoreError> {
+        self.with(|inner| {
+            inner
+                .user_memories
+                .insert((memory.user_id.clone(), memory.key.clone()), memory.clone())
+        });
+        Ok(())
+    }
+
+    async fn user_memories(&self, user_id: &str) -> Result<Vec<UserMemoryRecord>, StoreError> {
+        Ok(self.with(|inner| {
+            inner
+                .user_memories
+                .values()
+                .filter(|memory| memory.user_id == user_id)
+                .cloned()
+                .collect()
+        }))
+    }
+
+    async fn delete_user_memory(&self, user_id: &str, key: &str) -> Result<bool, StoreError> {
+        Ok(self.with(|inner| {
+            inner
+                .user_memories
+                .remove(&(user_id.to_owned(), key.to_owned()))
                 .is_some()
         }))
     }

@@ -1,5 +1,5 @@
 //! The store: one trait per aggregate (sessions, the per-session event log, run control, MCP
-//! servers), their records, and the backends that implement all of them: memory, SQL (SQLite,
+//! servers, user memories), their records, and the backends that implement all of them: memory, SQL (SQLite,
 //! MySQL/MariaDB) and DynamoDB. One conformance suite (`tests/store_conformance.rs`) runs on each.
 
 mod coalesce;
@@ -19,7 +19,9 @@ pub use coalesce::EventSink;
 #[cfg(feature = "dynamodb")]
 pub use dynamodb::DynamoStore;
 pub use memory::MemoryStore;
-pub use records::{IdempotencyRecord, McpServerRecord, RunLock, RunStatus, SessionRecord};
+pub use records::{
+    IdempotencyRecord, McpServerRecord, RunLock, RunStatus, SessionRecord, UserMemoryRecord,
+};
 #[cfg(any(feature = "sqlite", feature = "mysql"))]
 pub use sql::SqlStore;
 
@@ -173,9 +175,20 @@ pub trait McpServerStore: Send + Sync + 'static {
     async fn delete_mcp_server(&self, owner: &str, name: &str) -> Result<bool, StoreError>;
 }
 
+/// Users' long-term memories, one per user and key.
+#[async_trait]
+pub trait UserMemoryStore: Send + Sync + 'static {
+    /// Inserts the memory or replaces the one under the same user and key.
+    async fn put_user_memory(&self, memory: &UserMemoryRecord) -> Result<(), StoreError>;
+    /// The user's memories, by key.
+    async fn user_memories(&self, user_id: &str) -> Result<Vec<UserMemoryRecord>, StoreError>;
+    /// False when there was nothing to delete.
+    async fn delete_user_memory(&self, user_id: &str, key: &str) -> Result<bool, StoreError>;
+}
+
 /// A whole backend: every aggregate's store on one database.
 #[async_trait]
-pub trait Store: SessionStore + EventLog + RunControl + McpServerStore {
+pub trait Store: SessionStore + EventLog + RunControl + McpServerStore + UserMemoryStore {
     /// A cheap round trip, for readiness checks.
     async fn ping(&self) -> Result<(), StoreError>;
 }

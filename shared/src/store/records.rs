@@ -108,3 +108,16 @@ pub struct McpServerRecord {
     pub last_error: Option<String>,
     pub updated_at: f64,
 }
+
+/// One long-term memory of a user, under a key unique per user.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserMemoryRecord {
+    pub user_id: String,
+    pub key: String,
+    pub content: String,
+    /// preference, requirement, persona, constraint, ... (validated by the domain).
+    pub memory_type: String,
+    pub tags: Vec<String>,
+    pub created_at: f64,
+    pub updated_at: f64,
+}

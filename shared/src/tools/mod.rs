@@ -1,11 +1,13 @@
 //! MCP tool servers: their configuration, connections (rmcp client over streamable HTTP, stdio
 //! and the legacy HTTP+SSE transport), the shared connection pool and the per-run tool box.
 
+mod builtin;
 mod guard;
 mod legacy_sse;
 mod pool;
 mod toolbox;
 
+pub use builtin::BuiltinTools;
 pub use guard::McpPolicy;
 pub use legacy_sse::{LegacySseError, LegacySseTransport};
 pub use pool::McpPool;
@@ -15,7 +17,8 @@ pub use crate::wire::mcp::{McpServerConfig, ToolSpec, TransportKind};
 
 use std::time::Duration;
 
-use rmcp::model::{CallToolRequestParams, CallToolResult, JsonObject, Tool};
+pub use rmcp::model::JsonObject;
+use rmcp::model::{CallToolRequestParams, CallToolResult, Tool};
 use rmcp::service::RunningService;
 use rmcp::transport::StreamableHttpClientTransport;
 #[cfg(feature = "mcp-stdio")]

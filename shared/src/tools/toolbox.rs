@@ -9,11 +9,13 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::{
-    McpConnection, McpPolicy, McpPool, McpServerConfig, ToolCallError, ToolSpec, parse_arguments,
+    BuiltinTools, McpConnection, McpPolicy, McpPool, McpServerConfig, ToolCallError, ToolSpec,
+    parse_arguments,
 };
 use crate::store::McpServerRecord;
 
 enum ToolSource {
+    Builtin(Arc<dyn BuiltinTools>),
     Request(Arc<McpConnection>),
     Registered(Box<RegisteredServer>),
 }
@@ -111,6 +113,20 @@ impl ToolBox {
         }
     }
 
+    /// Offers every tool of `tools`, whatever the allow-list; they win over MCP tools of the
+    /// same name.
+    pub fn add_builtin(&mut self, tools: Arc<dyn BuiltinTools>) {
+        for spec in tools.specs() {
+            self.by_name.insert(
+                spec.name.clone(),
+                ToolEntry {
+                    spec,
+                    source: ToolSource::Builtin(tools.clone()),
+                },
+            );
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.by_name.is_empty()
     }
@@ -129,6 +145,7 @@ impl ToolBox {
             .ok_or_else(|| ToolCallError::NotFound(tool.to_owned()))?;
         let arguments = parse_arguments(arguments)?;
         match (&entry.source, &self.pool) {
+            (ToolSource::Builtin(tools), _) => tools.call(tool, arguments).await,
             (ToolSource::Request(connection), _) => connection.call(tool, arguments).await,
             (ToolSource::Registered(server), Some(pool)) => {
                 pool.call(&server.owner, &server.name, &server.config, tool, arguments)

@@ -188,3 +188,25 @@ pub struct Readiness {
     pub ready: bool,
     pub checks: Vec<String>,
 }
+
+/// One long-term memory, as `GET /api/memories` and the recall tool show it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UserMemory {
+    pub key: String,
+    pub content: String,
+    pub memory_type: String,
+    pub tags: Vec<String>,
+    pub created_at: f64,
+    pub updated_at: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct UserMemoryList {
+    pub memories: Vec<UserMemory>,
+    pub total: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MemoryForgotten {
+    pub key: String,
+}

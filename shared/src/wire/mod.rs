@@ -7,4 +7,6 @@ pub mod request;
 
 pub use api::MergedMessage;
 pub use event::{Event, EventStream, EventType, FunctionCall, Role, StoredEvent, ToolCall};
-pub use request::{AgentMode, InputMessage, LlmModelConfig, MemoryType, StreamRequest};
+pub use request::{
+    AgentMode, ContextBudgetConfig, InputMessage, LlmModelConfig, MemoryType, StreamRequest,
+};

@@ -37,6 +37,35 @@ pub struct LlmModelConfig {
     pub max_model_len: Option<u32>,
 }
 
+/// A request's `context_budget_config`: the `--context_*` settings for this run.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContextBudgetConfig {
+    pub history_ratio: Option<f64>,
+    pub active_ratio: Option<f64>,
+    pub max_new_message_ratio: Option<f64>,
+    pub recent_turns: Option<u32>,
+}
+
+impl ContextBudgetConfig {
+    fn validate(&self) -> Result<(), InputError> {
+        for (name, ratio) in [
+            ("history_ratio", self.history_ratio),
+            ("active_ratio", self.active_ratio),
+            ("max_new_message_ratio", self.max_new_message_ratio),
+        ] {
+            if let Some(ratio) = ratio
+                && !(0.0..=1.0).contains(&ratio)
+            {
+                return Err(InputError::Schema {
+                    detail: format!("context_budget_config.{name}: must be between 0 and 1"),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AgentMode {
@@ -61,6 +90,7 @@ pub struct StreamRequest {
     pub multi_agent: Option<bool>,
     pub more_suggest: Option<bool>,
     pub force_summary: Option<bool>,
+    pub context_budget_config: Option<ContextBudgetConfig>,
     pub memory_type: Option<MemoryType>,
     pub available_workflows: Option<BTreeMap<String, Vec<Value>>>,
     pub extra_mcp_config: Option<BTreeMap<String, McpServerConfig>>,
@@ -87,6 +117,9 @@ impl StreamRequest {
             && !session_id.is_empty()
         {
             SessionId::parse(session_id)?;
+        }
+        if let Some(context) = &self.context_budget_config {
+            context.validate()?;
         }
         if self.max_loop_count == Some(0) {
             return Err(InputError::Schema {

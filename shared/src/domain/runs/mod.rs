@@ -17,10 +17,9 @@ pub use watch::RunWatch;
 
 use crate::agent::{Agent, RunOutcome, RunSpec};
 use crate::config::{LlmConfig, split_keys};
-use crate::context::{
-    content_as_text, estimate_tokens, fit_to_budget, merge_events, to_model_messages,
-};
+use crate::context::{ContextSettings, content_as_text, merge_events, to_model_messages};
 use crate::domain::DomainError;
+use crate::domain::memory::Memories;
 use crate::domain::presets::AgentPresets;
 use crate::domain::sessions::Sessions;
 use crate::domain::tools_admin::ToolsAdmin;
@@ -32,7 +31,8 @@ use crate::store::{
 use crate::tools::{McpPolicy, McpPool};
 use crate::util::{InputError, SessionId, UserId, new_id, now_secs};
 use crate::wire::{
-    Event, EventStream, EventType, InputMessage, LlmModelConfig, Role, StoredEvent, StreamRequest,
+    ContextBudgetConfig, Event, EventStream, EventType, InputMessage, LlmModelConfig, MemoryType,
+    Role, StoredEvent, StreamRequest,
 };
 use follow::{follow, live_then_log};
 use watch::keep_lease;
@@ -75,9 +75,23 @@ impl Idempotency {
 #[derive(Clone)]
 pub struct RunDefaults {
     pub llm: LlmConfig,
+    pub context: ContextSettings,
+    pub force_summary: bool,
+    pub memory_type: MemoryType,
+    pub after_run: AfterRun,
     pub lease: Duration,
     pub tool_timeout: Duration,
     pub mcp_policy: McpPolicy,
+}
+
+/// When the work that follows a run (memory extraction) happens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterRun {
+    /// After `stream_end`: the caller does not wait for it (a long-lived server).
+    AfterStreamEnd,
+    /// Before `stream_end`, while the response is open: where a process is frozen once its
+    /// response ends (a Lambda function).
+    BeforeStreamEnd,
 }
 
 /// The stores a run touches.
@@ -99,6 +113,7 @@ pub struct Runs {
     pool: Arc<McpPool>,
     tools: ToolsAdmin,
     sessions: Sessions,
+    memories: Memories,
     watch: Arc<RunWatch>,
     tasks: TaskTracker,
 }
@@ -113,6 +128,7 @@ impl Runs {
         pool: Arc<McpPool>,
         tools: ToolsAdmin,
         sessions: Sessions,
+        memories: Memories,
         shutdown: CancellationToken,
         tasks: TaskTracker,
     ) -> Self {
@@ -125,6 +141,7 @@ impl Runs {
             pool,
             tools,
             sessions,
+            memories,
             watch,
             tasks,
         }
@@ -279,11 +296,14 @@ impl Runs {
         }
         .await;
         match prepared {
-            Ok((spec, after_seq)) => Ok(StartedRun {
-                session_id: session_id.to_string(),
-                first_seq: after_seq + 1,
-                events: self.launch(spec, run_id, after_seq),
-            }),
+            Ok((spec, after_seq)) => {
+                let remembers = self.uses_user_memory(request).then(|| user.clone());
+                Ok(StartedRun {
+                    session_id: session_id.to_string(),
+                    first_seq: after_seq + 1,
+                    events: self.launch(spec, run_id, after_seq, remembers),
+                })
+            }
             Err(error) => {
                 let _ = stores
                     .control
@@ -324,28 +344,57 @@ impl Runs {
         stores.events.append_events(session_id, &inputs).await?;
         log.extend(inputs);
 
-        let system_prompt = system_prompt(request);
-        let history = to_model_messages(&merge_events(log.iter().map(|stored| &stored.event)));
-        let reserved = system_prompt.as_deref().map_or(0, estimate_tokens);
-        let budget = u64::from(settings.max_model_len).saturating_sub(reserved);
+        let mut system_prompt = system_prompt(request);
+        let mut builtin_tools = Vec::new();
+        if self.uses_user_memory(request) {
+            if let Some(block) = self.memories.prompt_block(user).await? {
+                let prompt = system_prompt.get_or_insert_with(String::new);
+                if !prompt.is_empty() {
+                    prompt.push_str("\n\n");
+                }
+                prompt.push_str(&block);
+            }
+            builtin_tools.push(self.memories.tools(user));
+        }
         let spec = RunSpec {
             session_id: session_id.to_owned(),
             settings: settings.clone(),
             system_prompt,
-            history: fit_to_budget(history, budget),
+            history: to_model_messages(&merge_events(log.iter().map(|stored| &stored.event))),
+            context: context_settings(
+                self.defaults.context,
+                request.context_budget_config.as_ref(),
+            ),
+            force_summary: request.force_summary.unwrap_or(self.defaults.force_summary),
             max_loop_count: request.max_loop_count.unwrap_or(DEFAULT_MAX_LOOP_COUNT),
             deep_thinking: request.deep_thinking.unwrap_or(false),
             available_tools: request.available_tools.clone().unwrap_or_default(),
             registered_servers: self.tools.enabled_servers(user).await?,
             request_servers: request.extra_mcp_config.clone().unwrap_or_default(),
+            builtin_tools,
             mcp_policy: self.defaults.mcp_policy,
             tool_timeout: self.defaults.tool_timeout,
         };
         Ok((spec, seq))
     }
 
-    fn launch(&self, spec: RunSpec, run_id: String, after_seq: u64) -> EventStream {
+    fn uses_user_memory(&self, request: &StreamRequest) -> bool {
+        request.memory_type.unwrap_or(self.defaults.memory_type) == MemoryType::User
+    }
+
+    /// Drives the run in the background; with `remembers`, memories are extracted from the
+    /// conversation once the run has ended and the caller has its `stream_end`.
+    fn launch(
+        &self,
+        spec: RunSpec,
+        run_id: String,
+        after_seq: u64,
+        remembers: Option<UserId>,
+    ) -> EventStream {
         let session_id = spec.session_id.clone();
+        let settings = spec.settings.clone();
+        let memories = self.memories.clone();
+        let after_run = self.defaults.after_run;
         let (feed, live) = LiveFeed::new(&session_id);
         let events = live_then_log(live, self.reader(), session_id.clone(), after_seq);
         let stores = self.stores.clone();
@@ -370,7 +419,8 @@ impl Runs {
                 lease,
             ));
             let fallback = emitter.clone();
-            let outcome = match tokio::spawn(Agent::new(spec, llm, pool, emitter).run()).await {
+            let agent = Agent::new(spec, llm.clone(), pool, emitter);
+            let outcome = match tokio::spawn(agent.run()).await {
                 Ok(outcome) => outcome,
                 Err(panic) => {
                     tracing::error!(%session_id, error = %panic, "agent run panicked");
@@ -408,12 +458,60 @@ impl Runs {
             if let Err(error) = stores.control.release_run_lock(&session_id, &run_id).await {
                 tracing::warn!(%session_id, error = %crate::telemetry::chain(&error), "could not release the run lock; it expires with its lease");
             }
-            // Sent last: a client that saw stream_end may start the next run at once.
-            if let Some(end) = end {
-                feed.send(end);
+            // Sent last: a client that saw stream_end may start the next run at once. Where
+            // work after the response is frozen (Lambda), the extraction goes first.
+            let extraction = remembers.map(|user| {
+                extract_memories(memories, user, llm, settings, stores.events, session_id)
+            });
+            match (extraction, after_run) {
+                (Some(extraction), AfterRun::BeforeStreamEnd) => {
+                    extraction.await;
+                    if let Some(end) = end {
+                        feed.send(end);
+                    }
+                }
+                (extraction, _) => {
+                    if let Some(end) = end {
+                        feed.send(end);
+                    }
+                    if let Some(extraction) = extraction {
+                        extraction.await;
+                    }
+                }
             }
         });
         events
+    }
+}
+
+/// Reads the conversation back and extracts the user's memories from it; failures are logged.
+async fn extract_memories(
+    memories: Memories,
+    user: UserId,
+    llm: Arc<dyn ChatModel>,
+    settings: LlmSettings,
+    events: Arc<dyn EventLog>,
+    session_id: String,
+) {
+    let log = match events.events_after(&session_id, 0).await {
+        Ok(log) => log,
+        Err(error) => {
+            tracing::warn!(%session_id, error = %crate::telemetry::chain(&error), "could not read the conversation for memory extraction");
+            return;
+        }
+    };
+    let messages: Vec<Value> = to_model_messages(&merge_events(log.iter().map(|s| &s.event)))
+        .into_iter()
+        .map(|prompt| prompt.message)
+        .collect();
+    match memories
+        .extract(&user, llm.as_ref(), &settings, &messages)
+        .await
+    {
+        Ok(stored) => tracing::debug!(%session_id, stored, "memories extracted"),
+        Err(error) => {
+            tracing::warn!(%session_id, error = %crate::telemetry::chain(&error), "memory extraction failed")
+        }
     }
 }
 
@@ -451,6 +549,24 @@ fn resolve_llm(
             .unwrap_or(defaults.presence_penalty),
         max_model_len: overrides.max_model_len.unwrap_or(defaults.max_model_len),
     })
+}
+
+/// The server's `--context_*` settings overlaid with the request's `context_budget_config`.
+fn context_settings(
+    defaults: ContextSettings,
+    overrides: Option<&ContextBudgetConfig>,
+) -> ContextSettings {
+    let Some(overrides) = overrides else {
+        return defaults;
+    };
+    ContextSettings {
+        history_ratio: overrides.history_ratio.unwrap_or(defaults.history_ratio),
+        active_ratio: overrides.active_ratio.unwrap_or(defaults.active_ratio),
+        max_new_message_ratio: overrides
+            .max_new_message_ratio
+            .unwrap_or(defaults.max_new_message_ratio),
+        recent_turns: overrides.recent_turns.unwrap_or(defaults.recent_turns),
+    }
 }
 
 fn system_prompt(request: &StreamRequest) -> Option<String> {

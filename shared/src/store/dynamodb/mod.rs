@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     EventLog, IdempotencyRecord, McpServerRecord, McpServerStore, RunControl, RunLock, RunStatus,
-    SessionRecord, SessionStore, Store, StoreError, lease_deadline,
+    SessionRecord, SessionStore, Store, StoreError, UserMemoryRecord, UserMemoryStore,
+    lease_deadline,
 };
 use crate::config::StoreConfig;
 use crate::util::now_secs;
@@ -266,6 +267,47 @@ fn mcp_from_item(item: Item) -> Result<McpServerRecord, StoreError> {
         config: item.config,
         tools: item.tools,
         last_error: item.last_error,
+        updated_at: item.updated_at,
+    })
+}
+
+/// A user's memory: `USER#<user>` / `MEMORY#<key>`.
+#[derive(Serialize, Deserialize)]
+struct UserMemoryItem {
+    pk: String,
+    sk: String,
+    user_id: String,
+    memory_key: String,
+    content: String,
+    memory_type: String,
+    tags: Vec<String>,
+    created_at: f64,
+    updated_at: f64,
+}
+
+fn user_memory_item(memory: &UserMemoryRecord) -> Result<Item, StoreError> {
+    to_item(&UserMemoryItem {
+        pk: format!("USER#{}", memory.user_id),
+        sk: format!("MEMORY#{}", memory.key),
+        user_id: memory.user_id.clone(),
+        memory_key: memory.key.clone(),
+        content: memory.content.clone(),
+        memory_type: memory.memory_type.clone(),
+        tags: memory.tags.clone(),
+        created_at: memory.created_at,
+        updated_at: memory.updated_at,
+    })
+}
+
+fn user_memory_from_item(item: Item) -> Result<UserMemoryRecord, StoreError> {
+    let item: UserMemoryItem = from_item(item)?;
+    Ok(UserMemoryRecord {
+        user_id: item.user_id,
+        key: item.memory_key,
+        content: item.content,
+        memory_type: item.memory_type,
+        tags: item.tags,
+        created_at: item.created_at,
         updated_at: item.updated_at,
     })
 }
@@ -802,6 +844,36 @@ impl McpServerStore for DynamoStore {
             .delete_item()
             .table_name(&self.table)
             .set_key(Some(key(format!("USER#{owner}"), &format!("MCP#{name}"))))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(dynamo_error)?;
+        Ok(output.attributes.is_some_and(|old| !old.is_empty()))
+    }
+}
+
+#[async_trait]
+impl UserMemoryStore for DynamoStore {
+    async fn put_user_memory(&self, memory: &UserMemoryRecord) -> Result<(), StoreError> {
+        self.put(user_memory_item(memory)?).await
+    }
+
+    async fn user_memories(&self, user_id: &str) -> Result<Vec<UserMemoryRecord>, StoreError> {
+        let items = self
+            .query_prefix(format!("USER#{user_id}"), "MEMORY#")
+            .await?;
+        items.into_iter().map(user_memory_from_item).collect()
+    }
+
+    async fn delete_user_memory(&self, user_id: &str, key_text: &str) -> Result<bool, StoreError> {
+        let output = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(
+                format!("USER#{user_id}"),
+                &format!("MEMORY#{key_text}"),
+            )))
             .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
             .send()
             .await

@@ -11,7 +11,8 @@ use sqlx::{AnyPool, Executor, QueryBuilder, Row};
 
 use super::{
     EventLog, IdempotencyRecord, McpServerRecord, McpServerStore, RunControl, RunLock, RunStatus,
-    SessionRecord, SessionStore, Store, StoreError, lease_deadline,
+    SessionRecord, SessionStore, Store, StoreError, UserMemoryRecord, UserMemoryStore,
+    lease_deadline,
 };
 #[cfg(feature = "mysql")]
 use crate::config::StoreConfig;
@@ -192,6 +193,19 @@ fn mcp_server_from_row(row: &AnyRow) -> Result<McpServerRecord, StoreError> {
         config: serde_json::from_str(&config)?,
         tools: serde_json::from_str(&tools)?,
         last_error: row.try_get("last_error")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn user_memory_from_row(row: &AnyRow) -> Result<UserMemoryRecord, StoreError> {
+    let tags: String = row.try_get("tags")?;
+    Ok(UserMemoryRecord {
+        user_id: row.try_get("user_id")?,
+        key: row.try_get("memory_key")?,
+        content: row.try_get("content")?,
+        memory_type: row.try_get("memory_type")?,
+        tags: serde_json::from_str(&tags)?,
+        created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
 }
@@ -585,6 +599,44 @@ impl McpServerStore for SqlStore {
         let result = sqlx::query("DELETE FROM mcp_servers WHERE owner = ? AND name = ?")
             .bind(owner)
             .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected() == 1)
+    }
+}
+
+#[async_trait]
+impl UserMemoryStore for SqlStore {
+    async fn put_user_memory(&self, memory: &UserMemoryRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "REPLACE INTO user_memories
+             (user_id, memory_key, content, memory_type, tags, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&memory.user_id)
+        .bind(&memory.key)
+        .bind(&memory.content)
+        .bind(&memory.memory_type)
+        .bind(serde_json::to_string(&memory.tags)?)
+        .bind(memory.created_at)
+        .bind(memory.updated_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn user_memories(&self, user_id: &str) -> Result<Vec<UserMemoryRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM user_memories WHERE user_id = ? ORDER BY memory_key")
+            .bind(user_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(user_memory_from_row).collect()
+    }
+
+    async fn delete_user_memory(&self, user_id: &str, key: &str) -> Result<bool, StoreError> {
+        let result = sqlx::query("DELETE FROM user_memories WHERE user_id = ? AND memory_key = ?")
+            .bind(user_id)
+            .bind(key)
             .execute(&self.pool)
             .await?;
         Ok(result.rows_affected() == 1)

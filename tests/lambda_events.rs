@@ -56,16 +56,18 @@ fn template_runtime_vars() -> Vec<String> {
 /// template's runtime variables.
 struct Emulator {
     port: u16,
+    table: String,
     _child: ChildGuard,
 }
 
 impl Emulator {
     async fn start(extra_env: &[String]) -> Self {
         let port = free_port();
+        let table = fresh_name("lambda");
         let mut env_vars = vec![
             "SAGE_DB_TYPE=dynamodb".to_owned(),
             format!("SAGE_DYNAMODB_ENDPOINT={}", dynamodb_endpoint()),
-            format!("SAGE_DYNAMODB_TABLE={}", fresh_name("lambda")),
+            format!("SAGE_DYNAMODB_TABLE={table}"),
             "SAGE_PRESET_RUNNING_CONFIG_PATH=/nonexistent/agent_setting.json".to_owned(),
             "SAGE_MCP_CONFIG_PATH=/nonexistent/mcp_setting.json".to_owned(),
         ];
@@ -79,6 +81,7 @@ impl Emulator {
         let child = start_cargo_lambda_watch(&workspace_root(), port, &env_vars).await;
         Self {
             port,
+            table,
             _child: child,
         }
     }
@@ -223,6 +226,69 @@ async fn stream_answers_the_function_url_event_incrementally() {
     assert_tail(&events, &session_of(&events));
     assert_eq!(answer_text(&events), "tok0 tok1 tok2 tok3 ");
     assert_incremental(&arrivals, delay * 2);
+}
+
+/// Jobs under the emulator, invoked with the payload the template's schedule sends and with an
+/// EventBridge scheduled event: the changed session is summarized once, on DynamoDB.
+#[tokio::test(flavor = "multi_thread")]
+async fn jobs_summarizes_on_the_schedules_payload_and_on_a_scheduled_event() {
+    let llm = MockLlm::start(MockOptions::default()).await;
+    let emulator = Emulator::start(&[
+        "SAGE_DEFAULT_LLM_API_KEY=test-key".to_owned(),
+        format!("SAGE_DEFAULT_LLM_API_BASE_URL={}", llm.base_url),
+    ])
+    .await;
+    let store = dynamo_store(&emulator.table).await;
+    let mut session = sage_core::store::SessionRecord::new("lambda-job-1", "ada", "a title");
+    store.create_session(&session).await.unwrap();
+    let said = sage_core::wire::Event {
+        content: Some(Value::String("what is a summary".into())),
+        message_id: Some("m1".into()),
+        ..sage_core::wire::Event::new(
+            "lambda-job-1",
+            sage_core::wire::Role::User,
+            sage_core::wire::EventType::Normal,
+        )
+    };
+    store
+        .append_events(
+            "lambda-job-1",
+            &[sage_core::wire::StoredEvent {
+                seq: 1,
+                event: said,
+            }],
+        )
+        .await
+        .unwrap();
+    session.log_seq = 1;
+    store.update_session(&session).await.unwrap();
+
+    let raw = emulator.invoke("sage-jobs", "scheduled-summary.json").await;
+    let report: Value = serde_json::from_slice(&raw)
+        .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&raw)));
+    assert_eq!(report["job"], "summarize", "{report}");
+    assert_eq!(
+        report["summarized"],
+        serde_json::json!(["lambda-job-1"]),
+        "{report}"
+    );
+    let summary = store
+        .session_summary("lambda-job-1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(summary.summary, "Summary: what is a summary");
+    assert_eq!(summary.covers_seq, 1);
+
+    let raw = emulator
+        .invoke("sage-jobs", "eventbridge-scheduled-event.json")
+        .await;
+    let report: Value = serde_json::from_slice(&raw).unwrap();
+    assert_eq!(
+        report["summarized"],
+        serde_json::json!([]),
+        "nothing new: {report}"
+    );
 }
 
 /// The template function whose build produces `binary`, with Globals applied for one property.

@@ -19,6 +19,7 @@ mod store_conformance;
 mod stream_failures;
 mod stream_text;
 mod stream_tools;
+mod summary_job;
 mod summary_step;
 mod template;
 mod user_memory;

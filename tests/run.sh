@@ -112,7 +112,7 @@ cargo build --workspace --bins
 # One function per build: cargo unifies features across the packages of one build, and each
 # function must link only the backends it names (tests/lambda_build.rs checks the sizes).
 log "cargo lambda build --release: each function's bootstrap (tests/lambda_build.rs checks them)"
-for function in sage-health sage-session sage-mcp-admin sage-stream; do
+for function in sage-health sage-session sage-mcp-admin sage-stream sage-jobs; do
   cargo lambda build --release -p "$function"
 done
 

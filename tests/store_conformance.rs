@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::common::*;
 use sage_core::store::{
     IdempotencyRecord, McpServerRecord, MemoryStore, RunStatus, SessionQuery, SessionRecord,
-    SortBy, SqlStore, Store, StoreError, UserMemoryRecord, query_sessions,
+    SortBy, SqlStore, Store, StoreError, SummaryRecord, UserMemoryRecord, query_sessions,
 };
 use sage_core::wire::mcp::{McpServerConfig, ToolSpec};
 use sage_core::wire::{Event, EventType, StoredEvent};
@@ -410,6 +410,76 @@ async fn user_memories_are_kept_per_user_and_key(store: Arc<dyn Store>) {
     assert_eq!(store.user_memories("alice").await.unwrap().len(), 1);
 }
 
+async fn summaries_are_written_once_per_log_position(store: Arc<dyn Store>) {
+    for (id, log_seq) in [("s-a", 4), ("s-b", 0), ("s-c", 2)] {
+        let mut session = SessionRecord::new(id, "alice", id);
+        store.create_session(&session).await.unwrap();
+        session.log_seq = log_seq;
+        store.update_session(&session).await.unwrap();
+    }
+    let due = |store: Arc<dyn Store>, after: Option<&'static str>, limit| async move {
+        store
+            .sessions_due_for_summary(after, limit)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(session, covered)| (session.session_id, covered))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        due(store.clone(), None, 10).await,
+        [("s-a".to_owned(), 0), ("s-c".to_owned(), 0)],
+        "a session with an empty log is not due"
+    );
+    assert_eq!(
+        due(store.clone(), Some("s-a"), 10).await,
+        [("s-c".to_owned(), 0)]
+    );
+    assert_eq!(due(store.clone(), None, 1).await.len(), 1);
+
+    let first = SummaryRecord {
+        session_id: "s-a".into(),
+        summary: "asked about cats".into(),
+        covers_seq: 4,
+        created_at: 1.0,
+    };
+    assert!(store.put_session_summary(&first, 0).await.unwrap());
+    let rival = SummaryRecord {
+        summary: "a second opinion".into(),
+        ..first.clone()
+    };
+    assert!(
+        !store.put_session_summary(&rival, 0).await.unwrap(),
+        "the position moved: the second writer loses"
+    );
+    assert_eq!(
+        store.session_summary("s-a").await.unwrap(),
+        Some(first.clone())
+    );
+    assert_eq!(due(store.clone(), None, 10).await, [("s-c".to_owned(), 0)]);
+
+    let mut session = store.get_session("s-a").await.unwrap().unwrap();
+    session.log_seq = 9;
+    store.update_session(&session).await.unwrap();
+    assert_eq!(
+        due(store.clone(), None, 10).await,
+        [("s-a".to_owned(), 4), ("s-c".to_owned(), 0)]
+    );
+    let next = SummaryRecord {
+        summary: "cats, then dogs".into(),
+        covers_seq: 9,
+        ..first.clone()
+    };
+    assert!(!store.put_session_summary(&next, 0).await.unwrap());
+    assert!(store.put_session_summary(&next, 4).await.unwrap());
+    assert!(!store.put_session_summary(&next, 4).await.unwrap());
+    assert_eq!(store.session_summary("s-a").await.unwrap(), Some(next));
+
+    store.delete_session("s-a").await.unwrap();
+    assert_eq!(store.session_summary("s-a").await.unwrap(), None);
+    assert!(store.session_summary("s-b").await.unwrap().is_none());
+}
+
 async fn ping_answers(store: Arc<dyn Store>) {
     store.ping().await.unwrap();
 }
@@ -429,6 +499,7 @@ macro_rules! conformance {
             conformance!(@test $make, an_idempotency_key_binds_once);
             conformance!(@test $make, mcp_servers_are_kept_per_owner);
             conformance!(@test $make, user_memories_are_kept_per_user_and_key);
+            conformance!(@test $make, summaries_are_written_once_per_log_position);
             conformance!(@test $make, ping_answers);
         }
     };

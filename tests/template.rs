@@ -130,6 +130,17 @@ fn expected_functions() -> Vec<Expected> {
         search_grant(),
     ];
     session_grants.extend(key_grants());
+    let mut jobs_grants = vec![grant(
+        None,
+        &[
+            "dynamodb:GetItem",
+            "dynamodb:PutItem",
+            "dynamodb:Query",
+            "dynamodb:Scan",
+        ],
+        &[TABLE],
+    )];
+    jobs_grants.extend(key_grants());
     vec![
         Expected {
             logical_id: "StreamFunction",
@@ -171,6 +182,16 @@ fn expected_functions() -> Vec<Expected> {
             streams: false,
             grants: session_grants,
         },
+        Expected {
+            logical_id: "JobsFunction",
+            binary: "sage-jobs",
+            code_uri: "functions/jobs",
+            landed: true,
+            role: "JobsRole",
+            log_group: "JobsLogGroup",
+            streams: false,
+            grants: jobs_grants,
+        },
     ]
 }
 
@@ -204,6 +225,12 @@ const ROUTES: &[(&str, &str, &str)] = &[
     ),
     (
         "/api/sessions/{proxy+}",
+        "x-amazon-apigateway-any-method",
+        "SessionFunction",
+    ),
+    ("/api/memories", "get", "SessionFunction"),
+    (
+        "/api/memories/{proxy+}",
         "x-amazon-apigateway-any-method",
         "SessionFunction",
     ),
@@ -726,6 +753,61 @@ fn every_policy_grants_exactly_what_its_function_uses_without_wildcards() {
             "{id}: search"
         );
     }
+}
+
+/// The summary job runs on a schedule whose rate is a parameter, with retries and a dead-letter
+/// queue, through a role that may invoke Jobs and write to that queue only; its input is a job
+/// payload Jobs accepts.
+#[test]
+fn the_summary_job_is_scheduled_with_retries_and_a_dead_letter_queue() {
+    let template = template();
+    let schedule = resource(&template, "SummarySchedule");
+    assert_eq!(schedule["Type"], "AWS::Scheduler::Schedule");
+    let properties = &schedule["Properties"];
+    assert!(is_ref(
+        &properties["ScheduleExpression"],
+        "SummaryScheduleExpression"
+    ));
+    let expression = &template["Parameters"]["SummaryScheduleExpression"];
+    assert_eq!(expression["Default"], "rate(1 hour)");
+    let target = &properties["Target"];
+    assert_eq!(render(&target["Arn"]), "${JobsFunction.Arn}");
+    assert_eq!(render(&target["RoleArn"]), "${JobsScheduleRole.Arn}");
+    assert_eq!(
+        render(&target["DeadLetterConfig"]["Arn"]),
+        "${JobsDeadLetterQueue.Arn}"
+    );
+    assert!(
+        target["RetryPolicy"]["MaximumRetryAttempts"]
+            .as_u64()
+            .unwrap()
+            >= 1
+    );
+    assert_eq!(
+        resource(&template, "JobsDeadLetterQueue")["Type"],
+        "AWS::SQS::Queue"
+    );
+
+    let limit = template["Parameters"]["SummaryBatchLimit"]["Default"]
+        .as_u64()
+        .unwrap();
+    let input = render(&target["Input"]).replace("${SummaryBatchLimit}", &limit.to_string());
+    let payload: serde_json::Value = serde_json::from_str(&input).expect("the input is JSON");
+    let request = sage_core::jobs::JobRequest::parse(payload).expect("a payload Jobs accepts");
+    assert_eq!(request.job, "summarize");
+    assert_eq!(request.limit, Some(limit as usize));
+
+    let role = resource(&template, "JobsScheduleRole");
+    let trust = &role["Properties"]["AssumeRolePolicyDocument"]["Statement"];
+    assert_eq!(trust[0]["Principal"]["Service"], "scheduler.amazonaws.com");
+    let mut grants = role_grants(&template, "JobsScheduleRole");
+    grants.sort();
+    let mut expected = vec![
+        grant(None, &["lambda:InvokeFunction"], &["${JobsFunction.Arn}"]),
+        grant(None, &["sqs:SendMessage"], &["${JobsDeadLetterQueue.Arn}"]),
+    ];
+    expected.sort();
+    assert_eq!(grants, expected);
 }
 
 #[test]

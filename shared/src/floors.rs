@@ -16,6 +16,7 @@ const FLOORS: &[&str] = &[
     "context",
     "agent",
     "domain",
+    "jobs",
     "http",
     "app",
 ];

@@ -2,7 +2,7 @@
 //! build an [`App`] and serve one of the routers below.
 //!
 //! Floors, each importing only from the ones before it: `util`, `wire` → `config` → `store` →
-//! `llm`, `tools` → `context` → `agent` → `domain` → `http` → `app`.
+//! `llm`, `tools` → `context` → `agent` → `domain` → `jobs` → `http` → `app`.
 
 #[cfg(feature = "mcp")]
 pub mod agent;
@@ -11,7 +11,9 @@ pub mod config;
 pub mod context;
 pub mod domain;
 mod http;
-#[cfg(feature = "mcp")]
+#[cfg(feature = "llm")]
+pub mod jobs;
+#[cfg(feature = "llm")]
 pub mod llm;
 pub mod store;
 pub mod telemetry;

@@ -7,11 +7,12 @@ use std::time::Duration;
 use super::process::{ChildGuard, wait_for_port, workspace_root};
 
 /// Each function: its package (and binary) and its directory.
-pub const FUNCTIONS: [(&str, &str); 4] = [
+pub const FUNCTIONS: [(&str, &str); 5] = [
     ("sage-stream", "functions/stream"),
     ("sage-health", "functions/health"),
     ("sage-mcp-admin", "functions/mcp-admin"),
     ("sage-session", "functions/session"),
+    ("sage-jobs", "functions/jobs"),
 ];
 
 /// cargo-lambda, from the test venv or the PATH (`tests/run.sh` installs it).

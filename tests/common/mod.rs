@@ -17,4 +17,6 @@ pub use server::*;
 pub use stores::*;
 
 /// The store traits, so that a test can read what a backend holds.
-pub use sage_core::store::{EventLog, McpServerStore, RunControl, SessionStore, UserMemoryStore};
+pub use sage_core::store::{
+    EventLog, McpServerStore, RunControl, SessionStore, SummaryStore, UserMemoryStore,
+};

@@ -201,7 +201,12 @@ impl AppEnv {
 
     /// With `flags` added to the test configuration.
     pub async fn with_flags(flags: &[&str]) -> Self {
-        let llm = MockLlm::start(MockOptions::default()).await;
+        Self::with(MockOptions::default(), flags).await
+    }
+
+    /// A model scripted with `options`, and `flags` added to the test configuration.
+    pub async fn with(options: MockOptions, flags: &[&str]) -> Self {
+        let llm = MockLlm::start(options).await;
         let dir = tempfile::tempdir().unwrap();
         let app = App::new(test_config(&llm.base_url, dir.path(), flags)).await;
         Self { llm, app, dir }

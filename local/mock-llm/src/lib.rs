@@ -19,7 +19,9 @@
 //! `Summary: <every user message before it, joined by " / ">` and never a tool call. When the
 //! first message is a system message starting with `Extract long-term memories` (memory
 //! extraction), the answer is a fenced JSON array with one `preference` memory per `I prefer X`
-//! the transcript's user lines say (key `prefers_<first three words>`). Otherwise the
+//! the transcript's user lines say (key `prefers_<first three words>`). When it starts with
+//! `Summarize this conversation` (the summary job), the answer is `Summary: ` and the previous
+//! summary's points then each `user:` line of the transcript, joined by ` / `. Otherwise the
 //! answer is `--reply-words` tokens (default: a short fixed sentence). `GET /_mock/requests`
 //! returns the last 1,000 request bodies received.
 
@@ -226,6 +228,21 @@ fn extracted_memories(transcript: &str) -> String {
     format!("```json\n{}\n```", Value::Array(found))
 }
 
+/// The answer to a session-summary call: `Summary: ` then the previous summary's points and the
+/// transcript's user lines, joined by ` / `.
+fn summarized_session(transcript: &str) -> String {
+    let mut points: Vec<&str> = Vec::new();
+    for line in transcript.lines() {
+        if let Some(previous) = line.strip_prefix("Previous summary: ") {
+            let previous = previous.strip_prefix("Summary: ").unwrap_or(previous);
+            points.extend(previous.split(" / "));
+        } else if let Some(said) = line.strip_prefix("user: ") {
+            points.push(said);
+        }
+    }
+    format!("Summary: {}", points.join(" / "))
+}
+
 async fn completions(
     State(state): State<MockState>,
     headers: HeaderMap,
@@ -257,7 +274,10 @@ async fn completions(
     let extraction = messages.first().is_some_and(|m| {
         m["role"] == "system" && message_text(m).starts_with("Extract long-term memories")
     });
-    let script = if extraction {
+    let session_summary = messages.first().is_some_and(|m| {
+        m["role"] == "system" && message_text(m).starts_with("Summarize this conversation")
+    });
+    let script = if extraction || session_summary {
         Script::default()
     } else {
         parse_script(&last_user)
@@ -304,6 +324,8 @@ async fn completions(
         } else {
             let text = if extraction {
                 extracted_memories(&last_user)
+            } else if session_summary {
+                summarized_session(&last_user)
             } else if summary {
                 let asked: Vec<String> = messages
                     .iter()

@@ -1,18 +1,23 @@
+use std::ffi::OsString;
+use std::time::Duration;
+
 use sage_core::{App, Config};
 use tokio::net::TcpListener;
+
+/// `sage-local jobs <job>` runs one job and exits; it may take this long.
+const JOB_TIME: Duration = Duration::from_secs(3600);
 
 #[tokio::main]
 async fn main() {
     sage_core::telemetry::init_logging();
-    let config = Config::try_from_args(std::env::args_os()).unwrap_or_else(|error| error.exit());
+    let args: Vec<OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|arg| arg == "jobs") {
+        run_job(args).await;
+        return;
+    }
+    let config = Config::try_from_args(args).unwrap_or_else(|error| error.exit());
     let address = format!("{}:{}", config.server.host, config.server.port);
-    let state = App::from_config(config).await.unwrap_or_else(|error| {
-        eprintln!(
-            "sage-local: cannot start: {}",
-            sage_core::telemetry::chain(&error)
-        );
-        std::process::exit(1);
-    });
+    let state = start(config).await;
     let listener = TcpListener::bind(&address).await.unwrap_or_else(|error| {
         eprintln!("sage-local: cannot listen on {address}: {error}");
         std::process::exit(1);
@@ -22,6 +27,75 @@ async fn main() {
     if let Err(error) = sage_local::serve(listener, state, shutdown_signal()).await {
         eprintln!("sage-local: server failed: {error}");
         std::process::exit(1);
+    }
+}
+
+async fn start(config: Config) -> App {
+    App::from_config(config).await.unwrap_or_else(|error| {
+        eprintln!(
+            "sage-local: cannot start: {}",
+            sage_core::telemetry::chain(&error)
+        );
+        std::process::exit(1);
+    })
+}
+
+/// `sage-local jobs summarize [--session ID]... [--user_id ID] [--limit N] [settings...]`:
+/// the job's report on stdout as JSON.
+async fn run_job(args: Vec<OsString>) {
+    let usage = "usage: sage-local jobs summarize [--session ID]... [--user_id ID] [--limit N] \
+                 [any server setting]";
+    let Some(job) = args.get(2).and_then(|job| job.to_str()) else {
+        eprintln!("{usage}");
+        std::process::exit(2);
+    };
+    let mut payload = serde_json::json!({"job": job});
+    let mut sessions = Vec::new();
+    let mut settings = vec![args[0].clone()];
+    let mut rest = args.into_iter().skip(3);
+    while let Some(arg) = rest.next() {
+        let Some(name) = arg
+            .to_str()
+            .filter(|name| matches!(*name, "--session" | "--user_id" | "--limit"))
+        else {
+            settings.push(arg);
+            continue;
+        };
+        let Some(value) = rest.next().and_then(|value| value.into_string().ok()) else {
+            eprintln!("sage-local jobs: {name} needs a value\n{usage}");
+            std::process::exit(2);
+        };
+        match name {
+            "--session" => sessions.push(value),
+            "--user_id" => payload["user_id"] = value.into(),
+            _ => match value.parse::<u64>() {
+                Ok(limit) => payload["limit"] = limit.into(),
+                Err(_) => {
+                    eprintln!("sage-local jobs: --limit takes a number\n{usage}");
+                    std::process::exit(2);
+                }
+            },
+        }
+    }
+    if !sessions.is_empty() {
+        payload["session_ids"] = sessions.into();
+    }
+    let config = Config::try_from_args(settings).unwrap_or_else(|error| error.exit());
+    let app = start(config).await;
+    match app.run_job(payload, JOB_TIME).await {
+        Ok(report) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).expect("a report serializes")
+            );
+            if !report.failed.is_empty() {
+                std::process::exit(1);
+            }
+        }
+        Err(error) => {
+            eprintln!("sage-local jobs: {error}");
+            std::process::exit(2);
+        }
     }
 }
 

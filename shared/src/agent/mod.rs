@@ -42,6 +42,8 @@ pub struct RunSpec {
     /// The session's whole conversation, ending with the new messages; the run fits it to the
     /// window once its tools (and so their schemas' size) are known.
     pub history: Vec<PromptMessage>,
+    /// The summary job's latest summary of the session: first into the history budget.
+    pub summary: Option<String>,
     pub context: ContextSettings,
     /// End with a summary step even when the model ended on an answer.
     pub force_summary: bool,
@@ -211,7 +213,7 @@ impl Agent {
         );
         let plan = plan_history(
             std::mem::take(&mut self.spec.history),
-            None,
+            self.spec.summary.as_deref(),
             &self.spec.context,
             budgets,
         );

@@ -14,25 +14,37 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+#[cfg(feature = "llm")]
+use crate::domain::DomainError;
 use crate::domain::health::HealthCheck;
 use crate::domain::memory::Memories;
+#[cfg(feature = "llm")]
+use crate::domain::model::resolve_llm;
 #[cfg(feature = "mcp")]
 use crate::domain::presets::AgentPresets;
 use crate::domain::presets::PresetError;
 #[cfg(feature = "mcp")]
 use crate::domain::runs::{AfterRun, RunDefaults, RunStores, Runs};
 use crate::domain::sessions::Sessions;
+#[cfg(feature = "llm")]
+use crate::domain::summaries::Summaries;
 #[cfg(feature = "mcp")]
 use crate::domain::tools_admin::ToolsAdmin;
 use crate::http::routes;
 use crate::http::{Limits, with_middleware, with_timeout};
-#[cfg(feature = "mcp")]
-use crate::llm::OpenAiCompatible;
+#[cfg(feature = "llm")]
+use crate::jobs::{JobReport, JobRequest, SummaryJob};
+#[cfg(feature = "llm")]
+use crate::llm::{ChatModel, OpenAiCompatible};
 #[cfg(feature = "mcp")]
 use crate::store::EventSink;
 use crate::store::{Store, StoreError, open_store};
 #[cfg(feature = "mcp")]
 use crate::tools::{McpPolicy, McpPool};
+
+/// How long one timer-driven summary job may take (the next tick waits for it).
+#[cfg(feature = "llm")]
+const TIMER_JOB_TIME: Duration = Duration::from_secs(300);
 
 /// Every service of one process, built once; each function serves some of them.
 #[derive(Clone)]
@@ -46,6 +58,8 @@ pub struct App {
     tools: ToolsAdmin,
     #[cfg(feature = "mcp")]
     runs: Runs,
+    #[cfg(feature = "llm")]
+    summary_job: SummaryJob,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -54,7 +68,7 @@ pub struct App {
 pub enum StartupError {
     #[error("store")]
     Store(#[from] StoreError),
-    #[cfg(feature = "mcp")]
+    #[cfg(feature = "llm")]
     #[error("HTTP client")]
     Http(#[from] reqwest::Error),
     #[error("agent presets")]
@@ -111,6 +125,7 @@ impl App {
             store.clone(),
             store.clone(),
             store.clone(),
+            store.clone(),
             config.server.workspace.clone(),
         );
         let memories = Memories::new(store.clone());
@@ -120,6 +135,18 @@ impl App {
             config.llm.base_url.clone(),
             !config.llm.keys().is_empty() || config.llm.api_key_parameter.is_some(),
         );
+        #[cfg(feature = "llm")]
+        let llm: Arc<dyn ChatModel> = Arc::new(OpenAiCompatible::new(
+            config.llm.connect_timeout,
+            config.llm.idle_timeout,
+            config.llm.max_retries,
+        )?);
+        #[cfg(feature = "llm")]
+        let summary_job = SummaryJob {
+            sessions: store.clone(),
+            due: store.clone(),
+            summaries: Summaries::new(store.clone(), store.clone(), store.clone(), llm.clone()),
+        };
         #[cfg(feature = "mcp")]
         let (tools, runs) = {
             let pool = Arc::new(McpPool::new(config.tools.timeout));
@@ -134,16 +161,12 @@ impl App {
                 config.tools.timeout,
                 config.server.preset_mcp_config.clone(),
             );
-            let llm = OpenAiCompatible::new(
-                config.llm.connect_timeout,
-                config.llm.idle_timeout,
-                config.llm.max_retries,
-            )?;
             let runs = Runs::new(
                 RunStores {
                     sessions: store.clone(),
                     events: store.clone(),
                     control: store.clone(),
+                    summaries: store.clone(),
                     sink: EventSink::new(store.clone()),
                 },
                 RunDefaults {
@@ -166,7 +189,7 @@ impl App {
                     mcp_policy: policy,
                 },
                 Arc::new(AgentPresets::load(&config.server.preset_running_config)?),
-                Arc::new(llm),
+                llm,
                 pool,
                 tools.clone(),
                 sessions.clone(),
@@ -186,6 +209,8 @@ impl App {
             tools,
             #[cfg(feature = "mcp")]
             runs,
+            #[cfg(feature = "llm")]
+            summary_job,
             shutdown,
             tasks,
         })
@@ -200,7 +225,8 @@ impl App {
         self.store.clone()
     }
 
-    /// Work that goes on after start-up: registering the preset MCP servers.
+    /// Work that goes on after start-up: registering the preset MCP servers, and the summary
+    /// job on a timer when `--summary_interval_seconds` is set.
     pub fn start_background_tasks(&self) {
         #[cfg(feature = "mcp")]
         {
@@ -208,6 +234,63 @@ impl App {
             self.tasks
                 .spawn(async move { tools.register_presets().await });
         }
+        #[cfg(feature = "llm")]
+        if let Some(interval) = self.config.context.summary_interval() {
+            let app = self.clone();
+            self.tasks.spawn(async move {
+                let mut ticks = tokio::time::interval(interval);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                ticks.tick().await;
+                loop {
+                    tokio::select! {
+                        _ = app.shutdown.cancelled() => break,
+                        _ = ticks.tick() => {}
+                    }
+                    let request = JobRequest {
+                        job: "summarize".into(),
+                        ..JobRequest::default()
+                    };
+                    match app.run_job_request(&request, TIMER_JOB_TIME).await {
+                        Ok(report) if report.summarized.is_empty() && report.failed.is_empty() => {
+                            tracing::debug!(running = report.running.len(), "summary job: nothing to do")
+                        }
+                        Ok(report) => tracing::info!(
+                            summarized = report.summarized.len(),
+                            running = report.running.len(),
+                            failed = report.failed.len(),
+                            complete = report.complete,
+                            "summary job"
+                        ),
+                        Err(error) => tracing::warn!(error = %crate::telemetry::chain(&error), "summary job failed"),
+                    }
+                }
+            });
+        }
+    }
+
+    /// Runs the job a payload asks for (`jobs::JobRequest`), within `time_left`.
+    #[cfg(feature = "llm")]
+    pub async fn run_job(
+        &self,
+        payload: serde_json::Value,
+        time_left: Duration,
+    ) -> Result<JobReport, DomainError> {
+        let request = JobRequest::parse(payload)?;
+        self.run_job_request(&request, time_left).await
+    }
+
+    #[cfg(feature = "llm")]
+    async fn run_job_request(
+        &self,
+        request: &JobRequest,
+        time_left: Duration,
+    ) -> Result<JobReport, DomainError> {
+        let settings = resolve_llm(&self.config.llm, None)?;
+        // What one summary call usually needs; a call still going at the deadline is cut off.
+        let per_session = Duration::from_secs(10);
+        self.summary_job
+            .run(request, &settings, time_left, per_session)
+            .await
     }
 
     /// Stops this process's runs as an interrupt would (each ends with its tail), then waits up

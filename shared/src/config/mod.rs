@@ -235,10 +235,21 @@ pub struct ContextConfig {
     pub context_recent_turns: u32,
     #[arg(long, env = "SAGE_MEMORY_TYPE", value_enum, default_value_t = MemoryType::Session)]
     pub memory_type: MemoryType,
+    /// Run the summary job every this many seconds in `sage-local` (0: never; the cloud uses
+    /// the EventBridge schedule).
+    #[arg(long, env = "SAGE_SUMMARY_INTERVAL_SECONDS", default_value_t = 0)]
+    pub summary_interval_seconds: u64,
     /// Sage's directory of memory files; here memories live in the store (`--db_type`), so
     /// this is only warned about.
     #[arg(long, env = "MEMORY_ROOT_PATH")]
     pub memory_root: Option<PathBuf>,
+}
+
+impl ContextConfig {
+    pub fn summary_interval(&self) -> Option<std::time::Duration> {
+        (self.summary_interval_seconds > 0)
+            .then(|| std::time::Duration::from_secs(self.summary_interval_seconds))
+    }
 }
 
 #[derive(Debug, Clone, Args)]

@@ -4,10 +4,14 @@
 mod error;
 pub mod health;
 pub mod memory;
+#[cfg(feature = "llm")]
+pub mod model;
 pub mod presets;
 #[cfg(feature = "mcp")]
 pub mod runs;
 pub mod sessions;
+#[cfg(feature = "llm")]
+pub mod summaries;
 #[cfg(feature = "mcp")]
 pub mod tools_admin;
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::context::merge_events;
 use crate::domain::DomainError;
 use crate::store::{
-    EventLog, RunControl, SessionQuery, SessionRecord, SessionStore, query_sessions,
+    EventLog, RunControl, SessionQuery, SessionRecord, SessionStore, SummaryStore, query_sessions,
 };
 use crate::util::{SessionId, UserId, now_secs};
 use crate::wire::api::{
@@ -22,10 +22,11 @@ pub struct Sessions {
     sessions: Arc<dyn SessionStore>,
     events: Arc<dyn EventLog>,
     runs: Arc<dyn RunControl>,
+    summaries: Arc<dyn SummaryStore>,
     workspace: PathBuf,
 }
 
-pub fn summary(session: &SessionRecord) -> SessionSummary {
+pub fn summary(session: &SessionRecord, text: Option<String>) -> SessionSummary {
     SessionSummary {
         session_id: session.session_id.clone(),
         user_id: session.user_id.clone(),
@@ -38,6 +39,7 @@ pub fn summary(session: &SessionRecord) -> SessionSummary {
         created_at: session.created_at,
         updated_at: session.updated_at,
         status: session.status.as_str(),
+        summary: text,
     }
 }
 
@@ -46,12 +48,14 @@ impl Sessions {
         sessions: Arc<dyn SessionStore>,
         events: Arc<dyn EventLog>,
         runs: Arc<dyn RunControl>,
+        summaries: Arc<dyn SummaryStore>,
         workspace: PathBuf,
     ) -> Self {
         Self {
             sessions,
             events,
             runs,
+            summaries,
             workspace,
         }
     }
@@ -86,9 +90,16 @@ impl Sessions {
             )));
         }
         let page = query_sessions(self.sessions.as_ref(), query).await?;
+        let mut list = Vec::with_capacity(page.sessions.len());
+        for session in &page.sessions {
+            list.push(summary(
+                session,
+                self.summary_text(&session.session_id).await?,
+            ));
+        }
         let total_pages = page.total.div_ceil(query.page_size);
         Ok(SessionList {
-            list: page.sessions.iter().map(summary).collect(),
+            list,
             total: page.total,
             page: query.page,
             page_size: query.page_size,
@@ -118,8 +129,16 @@ impl Sessions {
             conversation_id: session_id.to_string(),
             message_count: merged.len(),
             messages: merged,
-            conversation_info: summary(&session),
+            conversation_info: summary(&session, self.summary_text(session_id.as_str()).await?),
         })
+    }
+
+    async fn summary_text(&self, session_id: &str) -> Result<Option<String>, DomainError> {
+        Ok(self
+            .summaries
+            .session_summary(session_id)
+            .await?
+            .map(|record| record.summary))
     }
 
     async fn is_running(&self, session_id: &SessionId) -> Result<bool, DomainError> {

@@ -110,6 +110,23 @@ pub trait ChatModel: Send + Sync + 'static {
     async fn stream_chat(&self, request: &ChatRequest) -> Result<DeltaStream, LlmError>;
 }
 
+/// The whole text of an answer (a call without tools), read to its end.
+pub async fn complete_text(
+    model: &dyn ChatModel,
+    request: &ChatRequest,
+) -> Result<String, LlmError> {
+    let mut stream = model.stream_chat(request).await?;
+    let mut answer = String::new();
+    while let Some(deltas) = stream.next().await {
+        for delta in deltas? {
+            if let ChatDelta::Text(text) = delta {
+                answer.push_str(&text);
+            }
+        }
+    }
+    Ok(answer)
+}
+
 pub struct OpenAiCompatible {
     http: reqwest::Client,
     key_cursor: AtomicUsize,

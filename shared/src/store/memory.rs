@@ -6,8 +6,8 @@ use async_trait::async_trait;
 
 use super::{
     EventLog, IdempotencyRecord, McpServerRecord, McpServerStore, RunControl, RunLock,
-    SessionRecord, SessionStore, Store, StoreError, UserMemoryRecord, UserMemoryStore,
-    lease_deadline,
+    SessionRecord, SessionStore, Store, StoreError, SummaryRecord, SummaryStore, UserMemoryRecord,
+    UserMemoryStore, lease_deadline,
 };
 use crate::util::now_secs;
 use crate::wire::StoredEvent;
@@ -26,6 +26,7 @@ struct Inner {
     mcp_servers: BTreeMap<(String, String), McpServerRecord>,
     idempotency: HashMap<String, IdempotencyRecord>,
     user_memories: BTreeMap<(String, String), UserMemoryRecord>,
+    summaries: HashMap<String, SummaryRecord>,
 }
 
 impl MemoryStore {
@@ -79,6 +80,7 @@ impl SessionStore for MemoryStore {
             inner.sessions.remove(session_id);
             inner.events.remove(session_id);
             inner.locks.remove(session_id);
+            inner.summaries.remove(session_id);
         });
         Ok(())
     }
@@ -319,6 +321,58 @@ impl UserMemoryStore for MemoryStore {
                 .user_memories
                 .remove(&(user_id.to_owned(), key.to_owned()))
                 .is_some()
+        }))
+    }
+}
+
+#[async_trait]
+impl SummaryStore for MemoryStore {
+    async fn session_summary(&self, session_id: &str) -> Result<Option<SummaryRecord>, StoreError> {
+        Ok(self.with(|inner| inner.summaries.get(session_id).cloned()))
+    }
+
+    async fn put_session_summary(
+        &self,
+        summary: &SummaryRecord,
+        previous_seq: u64,
+    ) -> Result<bool, StoreError> {
+        Ok(self.with(|inner| {
+            let covered = inner
+                .summaries
+                .get(&summary.session_id)
+                .map_or(0, |stored| stored.covers_seq);
+            if covered != previous_seq || !inner.sessions.contains_key(&summary.session_id) {
+                return false;
+            }
+            inner
+                .summaries
+                .insert(summary.session_id.clone(), summary.clone());
+            true
+        }))
+    }
+
+    async fn sessions_due_for_summary(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(SessionRecord, u64)>, StoreError> {
+        Ok(self.with(|inner| {
+            let mut due: Vec<(SessionRecord, u64)> = inner
+                .sessions
+                .values()
+                .filter(|session| after.is_none_or(|after| session.session_id.as_str() > after))
+                .map(|session| {
+                    let covered = inner
+                        .summaries
+                        .get(&session.session_id)
+                        .map_or(0, |stored| stored.covers_seq);
+                    (session.clone(), covered)
+                })
+                .filter(|(session, covered)| session.log_seq > *covered)
+                .collect();
+            due.sort_by(|a, b| a.0.session_id.cmp(&b.0.session_id));
+            due.truncate(limit);
+            due
         }))
     }
 }

@@ -1,5 +1,5 @@
 //! The store: one trait per aggregate (sessions, the per-session event log, run control, MCP
-//! servers, user memories), their records, and the backends that implement all of them: memory, SQL (SQLite,
+//! servers, user memories, summaries), their records, and the backends that implement all of them: memory, SQL (SQLite,
 //! MySQL/MariaDB) and DynamoDB. One conformance suite (`tests/store_conformance.rs`) runs on each.
 
 mod coalesce;
@@ -20,7 +20,8 @@ pub use coalesce::EventSink;
 pub use dynamodb::DynamoStore;
 pub use memory::MemoryStore;
 pub use records::{
-    IdempotencyRecord, McpServerRecord, RunLock, RunStatus, SessionRecord, UserMemoryRecord,
+    IdempotencyRecord, McpServerRecord, RunLock, RunStatus, SessionRecord, SummaryRecord,
+    UserMemoryRecord,
 };
 #[cfg(any(feature = "sqlite", feature = "mysql"))]
 pub use sql::SqlStore;
@@ -186,9 +187,31 @@ pub trait UserMemoryStore: Send + Sync + 'static {
     async fn delete_user_memory(&self, user_id: &str, key: &str) -> Result<bool, StoreError>;
 }
 
+/// Sessions' summaries, written by the summary job.
+#[async_trait]
+pub trait SummaryStore: Send + Sync + 'static {
+    async fn session_summary(&self, session_id: &str) -> Result<Option<SummaryRecord>, StoreError>;
+    /// Stores `summary` if the stored one still covers `previous_seq` (0: there is none yet);
+    /// false, and nothing written, when another writer got there first.
+    async fn put_session_summary(
+        &self,
+        summary: &SummaryRecord,
+        previous_seq: u64,
+    ) -> Result<bool, StoreError>;
+    /// Sessions whose log reaches past their summary, by id, after `after`, at most `limit`;
+    /// each with the sequence number its summary covers (0 without one).
+    async fn sessions_due_for_summary(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(SessionRecord, u64)>, StoreError>;
+}
+
 /// A whole backend: every aggregate's store on one database.
 #[async_trait]
-pub trait Store: SessionStore + EventLog + RunControl + McpServerStore + UserMemoryStore {
+pub trait Store:
+    SessionStore + EventLog + RunControl + McpServerStore + UserMemoryStore + SummaryStore
+{
     /// A cheap round trip, for readiness checks.
     async fn ping(&self) -> Result<(), StoreError>;
 }

@@ -49,6 +49,8 @@ pub struct SessionRecord {
     pub search_text: String,
     /// How the last run ended (`running` while one runs).
     pub status: RunStatus,
+    /// The sequence number of the log's last event when the last run ended.
+    pub log_seq: u64,
 }
 
 impl SessionRecord {
@@ -67,6 +69,7 @@ impl SessionRecord {
             agent_count: 0,
             search_text: String::new(),
             status: RunStatus::Idle,
+            log_seq: 0,
         }
     }
 }
@@ -120,4 +123,14 @@ pub struct UserMemoryRecord {
     pub tags: Vec<String>,
     pub created_at: f64,
     pub updated_at: f64,
+}
+
+/// A session's summary and how far into its event log it reaches.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SummaryRecord {
+    pub session_id: String,
+    pub summary: String,
+    /// The sequence number of the last event the summary covers.
+    pub covers_seq: u64,
+    pub created_at: f64,
 }

@@ -3,7 +3,7 @@
 
 /// reqwest (the model, MCP servers) takes the process-wide provider; installing it twice is a
 /// no-op.
-#[cfg(feature = "mcp")]
+#[cfg(feature = "llm")]
 pub fn install_crypto_provider() {
     let _already_installed = rustls::crypto::ring::default_provider().install_default();
 }

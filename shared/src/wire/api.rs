@@ -36,6 +36,9 @@ pub struct SessionSummary {
     pub created_at: f64,
     pub updated_at: f64,
     pub status: &'static str,
+    /// The summary job's latest summary of the conversation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
 }
 
 /// `GET /api/conversations`

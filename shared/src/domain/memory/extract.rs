@@ -1,13 +1,12 @@
 //! After a run with user memory: one model call reads the last turns and names what is worth
 //! remembering; new keys are stored, a known key is replaced only when its content changed.
 
-use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{Memories, NewMemory};
 use crate::domain::DomainError;
-use crate::llm::{ChatDelta, ChatModel, ChatRequest, LlmSettings};
+use crate::llm::{ChatModel, ChatRequest, LlmSettings, complete_text};
 use crate::util::UserId;
 
 /// The system message of the extraction call (`sage-mock-llm` recognises its first words).
@@ -103,18 +102,9 @@ impl Memories {
             ],
             tools: Vec::new(),
         };
-        let upstream = |error: crate::llm::LlmError| {
-            DomainError::Upstream(format!("memory extraction failed: {error}"))
-        };
-        let mut stream = llm.stream_chat(&request).await.map_err(upstream)?;
-        let mut answer = String::new();
-        while let Some(deltas) = stream.next().await {
-            for delta in deltas.map_err(upstream)? {
-                if let ChatDelta::Text(text) = delta {
-                    answer.push_str(&text);
-                }
-            }
-        }
+        let answer = complete_text(llm, &request)
+            .await
+            .map_err(|error| DomainError::Upstream(format!("memory extraction failed: {error}")))?;
         let mut stored = 0;
         for item in parse_answer(&answer) {
             let Ok(memory) = NewMemory::parse(

@@ -16,23 +16,24 @@ pub use follow::LogReader;
 pub use watch::RunWatch;
 
 use crate::agent::{Agent, RunOutcome, RunSpec};
-use crate::config::{LlmConfig, split_keys};
+use crate::config::LlmConfig;
 use crate::context::{ContextSettings, content_as_text, merge_events, to_model_messages};
 use crate::domain::DomainError;
 use crate::domain::memory::Memories;
+use crate::domain::model::resolve_llm;
 use crate::domain::presets::AgentPresets;
 use crate::domain::sessions::Sessions;
 use crate::domain::tools_admin::ToolsAdmin;
 use crate::llm::{ChatModel, LlmSettings};
 use crate::store::{
     EventLog, EventSink, IdempotencyRecord, RunControl, RunStatus, SEARCH_TEXT_LIMIT,
-    SessionRecord, SessionStore, StoreError,
+    SessionRecord, SessionStore, StoreError, SummaryStore,
 };
 use crate::tools::{McpPolicy, McpPool};
 use crate::util::{InputError, SessionId, UserId, new_id, now_secs};
 use crate::wire::{
-    ContextBudgetConfig, Event, EventStream, EventType, InputMessage, LlmModelConfig, MemoryType,
-    Role, StoredEvent, StreamRequest,
+    ContextBudgetConfig, Event, EventStream, EventType, InputMessage, MemoryType, Role,
+    StoredEvent, StreamRequest,
 };
 use follow::{follow, live_then_log};
 use watch::keep_lease;
@@ -100,6 +101,7 @@ pub struct RunStores {
     pub sessions: Arc<dyn SessionStore>,
     pub events: Arc<dyn EventLog>,
     pub control: Arc<dyn RunControl>,
+    pub summaries: Arc<dyn SummaryStore>,
     pub sink: EventSink,
 }
 
@@ -361,6 +363,11 @@ impl Runs {
             settings: settings.clone(),
             system_prompt,
             history: to_model_messages(&merge_events(log.iter().map(|stored| &stored.event))),
+            summary: stores
+                .summaries
+                .session_summary(session_id)
+                .await?
+                .map(|record| record.summary),
             context: context_settings(
                 self.defaults.context,
                 request.context_budget_config.as_ref(),
@@ -515,42 +522,6 @@ async fn extract_memories(
     }
 }
 
-/// The default provider overlaid with the request's `llm_model_config`; unavailable without a
-/// key.
-fn resolve_llm(
-    defaults: &LlmConfig,
-    overrides: Option<&LlmModelConfig>,
-) -> Result<LlmSettings, DomainError> {
-    let overrides = overrides.cloned().unwrap_or_default();
-    let api_keys = match overrides.api_key.as_deref().map(split_keys) {
-        Some(keys) if !keys.is_empty() => keys,
-        _ => defaults.keys(),
-    };
-    if api_keys.is_empty() {
-        return Err(DomainError::Unavailable(
-            "no LLM API key configured: set SAGE_DEFAULT_LLM_API_KEY (--default_llm_api_key) \
-             or send llm_model_config.api_key"
-                .into(),
-        ));
-    }
-    Ok(LlmSettings {
-        base_url: overrides
-            .base_url
-            .unwrap_or_else(|| defaults.base_url.clone()),
-        api_keys,
-        model: overrides
-            .model
-            .unwrap_or_else(|| defaults.model_name.clone()),
-        max_tokens: overrides.max_tokens.unwrap_or(defaults.max_tokens),
-        temperature: overrides.temperature.unwrap_or(defaults.temperature),
-        top_p: overrides.top_p.unwrap_or(defaults.top_p),
-        presence_penalty: overrides
-            .presence_penalty
-            .unwrap_or(defaults.presence_penalty),
-        max_model_len: overrides.max_model_len.unwrap_or(defaults.max_model_len),
-    })
-}
-
 /// The server's `--context_*` settings overlaid with the request's `context_budget_config`.
 fn context_settings(
     defaults: ContextSettings,
@@ -664,6 +635,7 @@ async fn finish_session(
         RunOutcome::Interrupted => RunStatus::Interrupted,
         RunOutcome::Failed => RunStatus::Error,
     };
+    session.log_seq = log.last().map_or(0, |stored| stored.seq);
     session.updated_at = now_secs();
     sessions.update_session(&session).await
 }

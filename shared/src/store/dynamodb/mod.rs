@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     EventLog, IdempotencyRecord, McpServerRecord, McpServerStore, RunControl, RunLock, RunStatus,
-    SessionRecord, SessionStore, Store, StoreError, UserMemoryRecord, UserMemoryStore,
-    lease_deadline,
+    SessionRecord, SessionStore, Store, StoreError, SummaryRecord, SummaryStore, UserMemoryRecord,
+    UserMemoryStore, lease_deadline,
 };
 use crate::config::StoreConfig;
 use crate::util::now_secs;
@@ -142,6 +142,8 @@ struct SessionItem {
     search_text: String,
     #[serde(default)]
     status: RunStatus,
+    #[serde(default)]
+    log_seq: u64,
     gsi1pk: String,
     gsi1sk: String,
 }
@@ -163,6 +165,7 @@ impl From<&SessionRecord> for SessionItem {
             agent_count: session.agent_count,
             search_text: session.search_text.clone(),
             status: session.status,
+            log_seq: session.log_seq,
             gsi1pk: format!("USER#{}", session.user_id),
             gsi1sk: format!("SESSION#{:020.6}", session.updated_at),
         }
@@ -184,6 +187,7 @@ impl From<SessionItem> for SessionRecord {
             agent_count: item.agent_count,
             search_text: item.search_text,
             status: item.status,
+            log_seq: item.log_seq,
         }
     }
 }
@@ -309,6 +313,27 @@ fn user_memory_from_item(item: Item) -> Result<UserMemoryRecord, StoreError> {
         tags: item.tags,
         created_at: item.created_at,
         updated_at: item.updated_at,
+    })
+}
+
+/// A session's summary: `SESSION#<id>` / `SUMMARY`.
+#[derive(Serialize, Deserialize)]
+struct SummaryItem {
+    pk: String,
+    sk: String,
+    session_id: String,
+    summary: String,
+    covers_seq: u64,
+    created_at: f64,
+}
+
+fn summary_from_item(item: Item) -> Result<SummaryRecord, StoreError> {
+    let item: SummaryItem = from_item(item)?;
+    Ok(SummaryRecord {
+        session_id: item.session_id,
+        summary: item.summary,
+        covers_seq: item.covers_seq,
+        created_at: item.created_at,
     })
 }
 
@@ -879,6 +904,90 @@ impl UserMemoryStore for DynamoStore {
             .await
             .map_err(dynamo_error)?;
         Ok(output.attributes.is_some_and(|old| !old.is_empty()))
+    }
+}
+
+#[async_trait]
+impl SummaryStore for DynamoStore {
+    async fn session_summary(&self, session_id: &str) -> Result<Option<SummaryRecord>, StoreError> {
+        self.get(session_pk(session_id), "SUMMARY")
+            .await?
+            .map(summary_from_item)
+            .transpose()
+    }
+
+    async fn put_session_summary(
+        &self,
+        summary: &SummaryRecord,
+        previous_seq: u64,
+    ) -> Result<bool, StoreError> {
+        let item = to_item(&SummaryItem {
+            pk: session_pk(&summary.session_id),
+            sk: "SUMMARY".into(),
+            session_id: summary.session_id.clone(),
+            summary: summary.summary.clone(),
+            covers_seq: summary.covers_seq,
+            created_at: summary.created_at,
+        })?;
+        check_size(&item)?;
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item));
+        let put = if previous_seq == 0 {
+            put.condition_expression("attribute_not_exists(pk)")
+        } else {
+            put.condition_expression("covers_seq = :previous")
+                .expression_attribute_values(":previous", n(previous_seq))
+        };
+        conditional(put.send().await)
+    }
+
+    /// A scan of the table (sessions' records and summaries only are kept): fine for a
+    /// scheduled job over a modest table; a sparse index would replace it at scale.
+    async fn sessions_due_for_summary(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(SessionRecord, u64)>, StoreError> {
+        let items: Vec<Item> = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .filter_expression("(sk = :meta AND log_seq > :zero) OR sk = :summary")
+            .expression_attribute_values(":meta", s("META"))
+            .expression_attribute_values(":summary", s("SUMMARY"))
+            .expression_attribute_values(":zero", n(0))
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(dynamo_error)?;
+        let mut sessions = Vec::new();
+        let mut covered = std::collections::HashMap::new();
+        for item in items {
+            if item.get("sk") == Some(&s("SUMMARY")) {
+                let summary = summary_from_item(item)?;
+                covered.insert(summary.session_id, summary.covers_seq);
+            } else {
+                sessions.push(session_from_item(item)?);
+            }
+        }
+        let mut due: Vec<(SessionRecord, u64)> = sessions
+            .into_iter()
+            .filter(|session| after.is_none_or(|after| session.session_id.as_str() > after))
+            .map(|session| {
+                let seq = covered.get(&session.session_id).copied().unwrap_or(0);
+                (session, seq)
+            })
+            .filter(|(session, seq)| session.log_seq > *seq)
+            .collect();
+        due.sort_by(|a, b| a.0.session_id.cmp(&b.0.session_id));
+        due.truncate(limit);
+        Ok(due)
     }
 }
 

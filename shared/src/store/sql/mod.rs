@@ -11,8 +11,8 @@ use sqlx::{AnyPool, Executor, QueryBuilder, Row};
 
 use super::{
     EventLog, IdempotencyRecord, McpServerRecord, McpServerStore, RunControl, RunLock, RunStatus,
-    SessionRecord, SessionStore, Store, StoreError, UserMemoryRecord, UserMemoryStore,
-    lease_deadline,
+    SessionRecord, SessionStore, Store, StoreError, SummaryRecord, SummaryStore, UserMemoryRecord,
+    UserMemoryStore, lease_deadline,
 };
 #[cfg(feature = "mysql")]
 use crate::config::StoreConfig;
@@ -181,6 +181,7 @@ fn session_from_row(row: &AnyRow) -> Result<SessionRecord, sqlx::Error> {
         agent_count: row.try_get::<i64, _>("agent_count")? as u64,
         search_text: row.try_get("search_text")?,
         status: RunStatus::parse(&status),
+        log_seq: row.try_get::<i64, _>("log_seq")? as u64,
     })
 }
 
@@ -229,7 +230,7 @@ fn is_unique_violation(error: &sqlx::Error) -> bool {
 }
 
 const SESSION_COLUMNS: &str = "session_id, user_id, agent_id, agent_name, title, created_at, \
-    updated_at, message_count, user_count, agent_count, search_text, status";
+    updated_at, message_count, user_count, agent_count, search_text, status, log_seq";
 
 #[async_trait]
 impl SessionStore for SqlStore {
@@ -243,7 +244,7 @@ impl SessionStore for SqlStore {
 
     async fn create_session(&self, session: &SessionRecord) -> Result<SessionRecord, StoreError> {
         let statement = format!(
-            "{} INTO sessions ({SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "{} INTO sessions ({SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             self.insert_ignore()
         );
         sqlx::query(sqlx::AssertSqlSafe(statement))
@@ -259,6 +260,7 @@ impl SessionStore for SqlStore {
             .bind(session.agent_count as i64)
             .bind(&session.search_text)
             .bind(session.status.as_str())
+            .bind(session.log_seq as i64)
             .execute(&self.pool)
             .await?;
         Ok(self
@@ -270,8 +272,8 @@ impl SessionStore for SqlStore {
     async fn update_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE sessions SET agent_id = ?, agent_name = ?, title = ?, updated_at = ?,
-             message_count = ?, user_count = ?, agent_count = ?, search_text = ?, status = ?
-             WHERE session_id = ?",
+             message_count = ?, user_count = ?, agent_count = ?, search_text = ?, status = ?,
+             log_seq = ? WHERE session_id = ?",
         )
         .bind(&session.agent_id)
         .bind(&session.agent_name)
@@ -282,6 +284,7 @@ impl SessionStore for SqlStore {
         .bind(session.agent_count as i64)
         .bind(&session.search_text)
         .bind(session.status.as_str())
+        .bind(session.log_seq as i64)
         .bind(&session.session_id)
         .execute(&self.pool)
         .await?;
@@ -304,6 +307,7 @@ impl SessionStore for SqlStore {
         for statement in [
             "DELETE FROM events WHERE session_id = ?",
             "DELETE FROM run_locks WHERE session_id = ?",
+            "DELETE FROM session_summaries WHERE session_id = ?",
             "DELETE FROM sessions WHERE session_id = ?",
         ] {
             sqlx::query(statement)
@@ -640,6 +644,82 @@ impl UserMemoryStore for SqlStore {
             .execute(&self.pool)
             .await?;
         Ok(result.rows_affected() == 1)
+    }
+}
+
+#[async_trait]
+impl SummaryStore for SqlStore {
+    async fn session_summary(&self, session_id: &str) -> Result<Option<SummaryRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM session_summaries WHERE session_id = ?")
+            .bind(session_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| {
+            Ok(SummaryRecord {
+                session_id: row.try_get("session_id")?,
+                summary: row.try_get("summary")?,
+                covers_seq: row.try_get::<i64, _>("covers_seq")? as u64,
+                created_at: row.try_get("created_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn put_session_summary(
+        &self,
+        summary: &SummaryRecord,
+        previous_seq: u64,
+    ) -> Result<bool, StoreError> {
+        let result = if previous_seq == 0 {
+            let statement = format!(
+                "{} INTO session_summaries (session_id, summary, covers_seq, created_at)
+                 SELECT session_id, ?, ?, ? FROM sessions WHERE session_id = ?",
+                self.insert_ignore()
+            );
+            sqlx::query(sqlx::AssertSqlSafe(statement))
+                .bind(&summary.summary)
+                .bind(summary.covers_seq as i64)
+                .bind(summary.created_at)
+                .bind(&summary.session_id)
+                .execute(&self.pool)
+                .await?
+        } else {
+            sqlx::query(
+                "UPDATE session_summaries SET summary = ?, covers_seq = ?, created_at = ?
+                 WHERE session_id = ? AND covers_seq = ?",
+            )
+            .bind(&summary.summary)
+            .bind(summary.covers_seq as i64)
+            .bind(summary.created_at)
+            .bind(&summary.session_id)
+            .bind(previous_seq as i64)
+            .execute(&self.pool)
+            .await?
+        };
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn sessions_due_for_summary(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(SessionRecord, u64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT s.*, COALESCE(m.covers_seq, 0) AS covered FROM sessions s
+             LEFT JOIN session_summaries m ON m.session_id = s.session_id
+             WHERE s.log_seq > COALESCE(m.covers_seq, 0) AND s.session_id > ?
+             ORDER BY s.session_id LIMIT ?",
+        )
+        .bind(after.unwrap_or(""))
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let covered = row.try_get::<i64, _>("covered")? as u64;
+                Ok((session_from_row(row)?, covered))
+            })
+            .collect()
     }
 }
 

@@ -1,11 +1,13 @@
 //! The budgets of one run and the history they let in (`context.md` steps 1–5): the active window
 //! of whole turns, and older messages recalled into a history block.
 
+use std::borrow::Cow;
+
 use serde_json::Value;
 
 use super::PromptMessage;
 use super::compress::{Compressed, compress};
-use super::history::content_as_text;
+use super::history::{content_as_text, content_text};
 use super::recall::rank;
 use super::tokens::{estimate_tokens, message_tokens};
 
@@ -91,16 +93,17 @@ pub fn plan_history(
     };
     turns.drain(..dropped_turns);
 
-    let sizes: Vec<u64> = turns
-        .iter()
-        .map(|turn| turn.iter().map(|m| message_tokens(&m.message)).sum())
-        .collect();
+    // Newest first, and only as far as the window can reach: older turns are never measured.
     let mut first_active = turns.len();
     let mut used = 0;
-    for (index, size) in sizes.iter().enumerate().rev() {
+    for (index, turn) in turns.iter().enumerate().rev() {
         let taken = turns.len() - index;
+        if taken > MAX_ACTIVE_TURNS {
+            break;
+        }
+        let size: u64 = turn.iter().map(|m| message_tokens(&m.message)).sum();
         let forced = taken <= MIN_ACTIVE_TURNS;
-        if taken > MAX_ACTIVE_TURNS || (!forced && used + size > budgets.active) {
+        if !forced && used + size > budgets.active {
             break;
         }
         used += size;
@@ -111,7 +114,8 @@ pub fn plan_history(
         .into_iter()
         .flatten()
         .collect();
-    let older: Vec<PromptMessage> = turns.iter().flatten().cloned().collect();
+    let older_turns = turns.len();
+    let older: Vec<PromptMessage> = turns.into_iter().flatten().collect();
 
     let mut room = budgets.history;
     let mut lines = Vec::new();
@@ -129,13 +133,13 @@ pub fn plan_history(
         .find(|m| m.message["role"] == "user")
         .map(|m| content_as_text(&m.message["content"]))
         .unwrap_or_default();
-    let candidates: Vec<(&PromptMessage, String)> = older
+    let candidates: Vec<(&PromptMessage, Cow<'_, str>)> = older
         .iter()
         .filter(|m| m.message["role"] != "system")
-        .map(|m| (m, content_as_text(&m.message["content"])))
+        .map(|m| (m, content_text(&m.message["content"])))
         .filter(|(_, text)| !text.trim().is_empty())
         .collect();
-    let texts: Vec<&str> = candidates.iter().map(|(_, text)| text.as_str()).collect();
+    let texts: Vec<&str> = candidates.iter().map(|(_, text)| text.as_ref()).collect();
     let mut recalled = 0;
     for index in rank(&query, &texts) {
         let (message, text) = &candidates[index];
@@ -157,7 +161,7 @@ pub fn plan_history(
         active,
         history_block: (!lines.is_empty()).then(|| lines.join("\n")),
         dropped_turns,
-        older_turns: turns.len(),
+        older_turns,
         recalled,
     }
 }

@@ -64,6 +64,14 @@ pub fn merge_events<'a>(events: impl IntoIterator<Item = &'a Event>) -> Vec<Merg
     merged
 }
 
+/// Like [`content_as_text`], borrowing the common case (plain text).
+pub fn content_text(content: &Value) -> std::borrow::Cow<'_, str> {
+    match content {
+        Value::String(text) => std::borrow::Cow::Borrowed(text),
+        other => std::borrow::Cow::Owned(content_as_text(other)),
+    }
+}
+
 pub fn content_as_text(content: &Value) -> String {
     match content {
         Value::String(text) => text.clone(),

@@ -1,8 +1,6 @@
 //! Recall of older messages: Okapi BM25 over the messages outside the active window, the query
 //! being the latest user message (`context.md` step 5).
 
-use std::collections::HashMap;
-
 const K1: f64 = 1.5;
 const B: f64 = 0.75;
 /// Messages scoring at or below this are left out, unless none scores above it.
@@ -12,72 +10,130 @@ const MIN_SCORE: f64 = 0.1;
 /// digits) kept when longer than one character.
 pub fn tokenize(text: &str) -> Vec<String> {
     let mut tokens = Vec::new();
-    let mut word = String::new();
-    let flush = |word: &mut String, tokens: &mut Vec<String>| {
-        if word.chars().nth(1).is_some() {
-            tokens.push(std::mem::take(word));
-        } else {
-            word.clear();
+    each_token(text, &mut String::new(), |token| {
+        tokens.push(token.to_owned())
+    });
+    tokens
+}
+
+/// Calls `found` with each token of `text` (as [`tokenize`] splits it), lowercased in `buffer`:
+/// no allocation per token.
+fn each_token(text: &str, buffer: &mut String, mut found: impl FnMut(&str)) {
+    if text.is_ascii() {
+        for word in text
+            .as_bytes()
+            .split(|byte| !byte.is_ascii_alphanumeric())
+            .filter(|word| word.len() > 1)
+            .filter_map(|word| std::str::from_utf8(word).ok())
+        {
+            if word.bytes().any(|byte| byte.is_ascii_uppercase()) {
+                buffer.clear();
+                buffer.push_str(word);
+                buffer.make_ascii_lowercase();
+                found(buffer);
+            } else {
+                found(word);
+            }
         }
+        return;
+    }
+    buffer.clear();
+    let mut letters = 0;
+    let flush = |buffer: &mut String, letters: &mut usize, found: &mut dyn FnMut(&str)| {
+        if *letters > 1 {
+            found(buffer);
+        }
+        buffer.clear();
+        *letters = 0;
     };
     for c in text.chars() {
         if ('\u{4E00}'..='\u{9FFF}').contains(&c) {
-            flush(&mut word, &mut tokens);
-            tokens.push(c.to_string());
+            flush(buffer, &mut letters, &mut found);
+            let mut bytes = [0u8; 4];
+            found(c.encode_utf8(&mut bytes));
         } else if c.is_alphanumeric() {
-            word.extend(c.to_lowercase());
+            if c.is_ascii() {
+                buffer.push(c.to_ascii_lowercase());
+            } else {
+                buffer.extend(c.to_lowercase());
+            }
+            letters += 1;
         } else {
-            flush(&mut word, &mut tokens);
+            flush(buffer, &mut letters, &mut found);
         }
     }
-    flush(&mut word, &mut tokens);
-    tokens
+    flush(buffer, &mut letters, &mut found);
 }
 
 /// The indices of `documents` worth recalling for `query`, best first: those scoring above
 /// 0.1, or all of them when none does. Ties keep the newer document first.
 pub fn rank(query: &str, documents: &[&str]) -> Vec<usize> {
-    let query: Vec<String> = {
-        let mut terms = tokenize(query);
-        terms.sort();
-        terms.dedup();
-        terms
-    };
-    let documents: Vec<Vec<String>> = documents.iter().map(|text| tokenize(text)).collect();
-    let count = documents.len() as f64;
     if documents.is_empty() {
         return Vec::new();
     }
-    let average_length = (documents.iter().map(Vec::len).sum::<usize>() as f64 / count).max(1.0);
-    let mut containing: HashMap<&str, f64> = HashMap::new();
-    for document in &documents {
-        let mut seen: Vec<&str> = document.iter().map(String::as_str).collect();
-        seen.sort_unstable();
-        seen.dedup();
-        for term in seen {
-            if query.binary_search_by(|q| q.as_str().cmp(term)).is_ok() {
-                *containing.entry(term).or_default() += 1.0;
-            }
-        }
+    let mut terms = tokenize(query);
+    terms.sort();
+    terms.dedup();
+    let count = documents.len() as f64;
+    // Which terms a token could be, by its length and first byte: most tokens of a document are
+    // ruled out by two lookups. Past 64 terms every token is compared with every term.
+    let mut by_length = [0u64; 64];
+    let mut by_first = [0u64; 256];
+    for (at, term) in terms.iter().enumerate().take(64) {
+        by_length[term.len().min(63)] |= 1 << at;
+        by_first[usize::from(term.as_bytes()[0])] |= 1 << at;
     }
-    let mut scored: Vec<(usize, f64)> = documents
+    let many_terms = terms.len() > 64;
+    // Per document: its length in tokens and how often each query term occurs in it.
+    let mut buffer = String::new();
+    let counted: Vec<(usize, Vec<u32>)> = documents
+        .iter()
+        .map(|text| {
+            let mut length = 0;
+            let mut frequencies = vec![0u32; terms.len()];
+            each_token(text, &mut buffer, |token| {
+                length += 1;
+                let bytes = token.as_bytes();
+                let mut maybe = by_length[bytes.len().min(63)] & by_first[usize::from(bytes[0])];
+                while maybe != 0 {
+                    let at = maybe.trailing_zeros() as usize;
+                    if terms[at] == token {
+                        frequencies[at] += 1;
+                        return;
+                    }
+                    maybe &= maybe - 1;
+                }
+                if many_terms && let Some(at) = terms.iter().skip(64).position(|term| term == token)
+                {
+                    frequencies[64 + at] += 1;
+                }
+            });
+            (length, frequencies)
+        })
+        .collect();
+    let average_length =
+        (counted.iter().map(|(length, _)| *length).sum::<usize>() as f64 / count).max(1.0);
+    let containing: Vec<f64> = (0..terms.len())
+        .map(|at| {
+            counted
+                .iter()
+                .filter(|(_, frequencies)| frequencies[at] > 0)
+                .count() as f64
+        })
+        .collect();
+    let mut scored: Vec<(usize, f64)> = counted
         .iter()
         .enumerate()
-        .map(|(index, document)| {
-            let length = document.len() as f64;
-            let mut frequencies: HashMap<&str, f64> = HashMap::new();
-            for term in document {
-                if containing.contains_key(term.as_str()) {
-                    *frequencies.entry(term.as_str()).or_default() += 1.0;
-                }
-            }
+        .map(|(index, (length, frequencies))| {
             let score = frequencies
                 .iter()
-                .map(|(term, frequency)| {
-                    let n = containing[term];
+                .zip(&containing)
+                .filter(|(frequency, _)| **frequency > 0)
+                .map(|(frequency, n)| {
+                    let frequency = f64::from(*frequency);
                     let idf = ((count - n + 0.5) / (n + 0.5) + 1.0).ln();
                     idf * frequency * (K1 + 1.0)
-                        / (frequency + K1 * (1.0 - B + B * length / average_length))
+                        / (frequency + K1 * (1.0 - B + B * *length as f64 / average_length))
                 })
                 .sum::<f64>();
             (index, score)
@@ -114,6 +170,14 @@ mod tests {
         assert_eq!(ranked[0], 1);
         assert!(ranked.contains(&2));
         assert!(!ranked.contains(&0) && !ranked.contains(&3), "{ranked:?}");
+    }
+
+    #[test]
+    fn a_query_of_more_than_64_terms_still_matches_each_of_them() {
+        let query: Vec<String> = (0..80).map(|n| format!("w{n:02}")).collect();
+        let query = query.join(" ");
+        let ranked = rank(&query, &["nothing", "only W79 here", "w00 and w79"]);
+        assert_eq!(ranked, vec![2, 1]);
     }
 
     #[test]

@@ -87,14 +87,18 @@ pub fn content_as_text(content: &Value) -> String {
 
 /// OpenAI-shaped messages. A tool call whose result never arrived (a run that died between the
 /// two) is left out, because providers reject an assistant tool call without its answer.
-pub fn to_model_messages(merged: &[MergedMessage]) -> Vec<PromptMessage> {
-    let answered: std::collections::HashSet<&str> = merged
+pub fn to_model_messages(merged: Vec<MergedMessage>) -> Vec<PromptMessage> {
+    let answered: std::collections::HashSet<String> = merged
         .iter()
-        .filter_map(|message| message.tool_call_id.as_deref())
+        .filter_map(|message| message.tool_call_id.clone())
         .collect();
-    let mut offered: std::collections::HashSet<&str> = Default::default();
+    let mut offered: std::collections::HashSet<String> = Default::default();
     let mut messages = Vec::with_capacity(merged.len());
     for message in merged {
+        let text = |content: Value| match content {
+            Value::String(text) => text,
+            other => content_as_text(&other),
+        };
         match message.role {
             Role::User | Role::System => messages.push(PromptMessage::new(
                 json!({
@@ -104,34 +108,34 @@ pub fn to_model_messages(merged: &[MergedMessage]) -> Vec<PromptMessage> {
                 message.timestamp,
             )),
             Role::Assistant => {
-                let calls: Vec<&ToolCall> = message
+                let calls: Vec<ToolCall> = message
                     .tool_calls
-                    .iter()
-                    .filter(|call| answered.contains(call.id.as_str()))
+                    .into_iter()
+                    .filter(|call| answered.contains(&call.id))
                     .collect();
-                let text = content_as_text(&message.content);
+                let text = text(message.content);
                 if calls.is_empty() && text.is_empty() {
                     continue;
                 }
                 let mut value = json!({"role": "assistant", "content": text});
                 if !calls.is_empty() {
-                    offered.extend(calls.iter().map(|call| call.id.as_str()));
+                    offered.extend(calls.iter().map(|call| call.id.clone()));
                     value["tool_calls"] = json!(calls);
                 }
                 messages.push(PromptMessage::new(value, message.timestamp));
             }
             Role::Tool => {
-                let Some(call_id) = message.tool_call_id.as_deref() else {
+                let Some(call_id) = message.tool_call_id else {
                     continue;
                 };
-                if !offered.contains(call_id) {
+                if !offered.contains(&call_id) {
                     continue;
                 }
                 messages.push(PromptMessage::new(
                     json!({
                         "role": "tool",
                         "tool_call_id": call_id,
-                        "content": content_as_text(&message.content),
+                        "content": text(message.content),
                     }),
                     message.timestamp,
                 ));
@@ -186,7 +190,7 @@ mod tests {
                 ..Event::new("s", Role::Assistant, EventType::ToolCall)
             },
         ];
-        let messages = to_model_messages(&merge_events(&events));
+        let messages = to_model_messages(merge_events(&events));
         assert_eq!(messages.len(), 1);
         assert_eq!(messages[0].message["role"], "user");
     }

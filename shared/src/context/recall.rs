@@ -11,26 +11,27 @@ const MIN_SCORE: f64 = 0.1;
 pub fn tokenize(text: &str) -> Vec<String> {
     let mut tokens = Vec::new();
     each_token(text, &mut String::new(), |token| {
-        tokens.push(token.to_owned())
+        tokens.push(String::from_utf8_lossy(token).into_owned())
     });
     tokens
 }
 
-/// Calls `found` with each token of `text` (as [`tokenize`] splits it), lowercased in `buffer`:
-/// no allocation per token.
-fn each_token(text: &str, buffer: &mut String, mut found: impl FnMut(&str)) {
+/// Calls `found` with the UTF-8 bytes of each token of `text` (as [`tokenize`] splits it),
+/// lowercased in `buffer`: no allocation per token.
+fn each_token(text: &str, buffer: &mut String, mut found: impl FnMut(&[u8])) {
     if text.is_ascii() {
         for word in text
             .as_bytes()
             .split(|byte| !byte.is_ascii_alphanumeric())
             .filter(|word| word.len() > 1)
-            .filter_map(|word| std::str::from_utf8(word).ok())
         {
-            if word.bytes().any(|byte| byte.is_ascii_uppercase()) {
+            if word.iter().any(u8::is_ascii_uppercase) {
                 buffer.clear();
-                buffer.push_str(word);
-                buffer.make_ascii_lowercase();
-                found(buffer);
+                buffer.extend(
+                    word.iter()
+                        .map(|byte| char::from(byte.to_ascii_lowercase())),
+                );
+                found(buffer.as_bytes());
             } else {
                 found(word);
             }
@@ -39,9 +40,9 @@ fn each_token(text: &str, buffer: &mut String, mut found: impl FnMut(&str)) {
     }
     buffer.clear();
     let mut letters = 0;
-    let flush = |buffer: &mut String, letters: &mut usize, found: &mut dyn FnMut(&str)| {
+    let flush = |buffer: &mut String, letters: &mut usize, found: &mut dyn FnMut(&[u8])| {
         if *letters > 1 {
-            found(buffer);
+            found(buffer.as_bytes());
         }
         buffer.clear();
         *letters = 0;
@@ -50,7 +51,7 @@ fn each_token(text: &str, buffer: &mut String, mut found: impl FnMut(&str)) {
         if ('\u{4E00}'..='\u{9FFF}').contains(&c) {
             flush(buffer, &mut letters, &mut found);
             let mut bytes = [0u8; 4];
-            found(c.encode_utf8(&mut bytes));
+            found(c.encode_utf8(&mut bytes).as_bytes());
         } else if c.is_alphanumeric() {
             if c.is_ascii() {
                 buffer.push(c.to_ascii_lowercase());
@@ -93,17 +94,21 @@ pub fn rank(query: &str, documents: &[&str]) -> Vec<usize> {
             let mut frequencies = vec![0u32; terms.len()];
             each_token(text, &mut buffer, |token| {
                 length += 1;
-                let bytes = token.as_bytes();
+                let bytes = token;
                 let mut maybe = by_length[bytes.len().min(63)] & by_first[usize::from(bytes[0])];
                 while maybe != 0 {
                     let at = maybe.trailing_zeros() as usize;
-                    if terms[at] == token {
+                    if terms[at].as_bytes() == token {
                         frequencies[at] += 1;
                         return;
                     }
                     maybe &= maybe - 1;
                 }
-                if many_terms && let Some(at) = terms.iter().skip(64).position(|term| term == token)
+                if many_terms
+                    && let Some(at) = terms
+                        .iter()
+                        .skip(64)
+                        .position(|term| term.as_bytes() == token)
                 {
                     frequencies[64 + at] += 1;
                 }

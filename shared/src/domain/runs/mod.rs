@@ -362,7 +362,7 @@ impl Runs {
             session_id: session_id.to_owned(),
             settings: settings.clone(),
             system_prompt,
-            history: to_model_messages(&merge_events(log.iter().map(|stored| &stored.event))),
+            history: to_model_messages(merge_events(log.iter().map(|stored| &stored.event))),
             summary: stores
                 .summaries
                 .session_summary(session_id)
@@ -507,7 +507,7 @@ async fn extract_memories(
             return;
         }
     };
-    let messages: Vec<Value> = to_model_messages(&merge_events(log.iter().map(|s| &s.event)))
+    let messages: Vec<Value> = to_model_messages(merge_events(log.iter().map(|s| &s.event)))
         .into_iter()
         .map(|prompt| prompt.message)
         .collect();

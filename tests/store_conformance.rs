@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use crate::common::*;
 use sage_core::store::{
-    IdempotencyRecord, McpServerRecord, MemoryStore, RunStatus, SessionQuery, SessionRecord,
-    SortBy, SqlStore, Store, StoreError, SummaryRecord, UserMemoryRecord, query_sessions,
+    AccountRecord, IdempotencyRecord, McpServerRecord, MemoryStore, RefreshTokenRecord, RunStatus,
+    SessionQuery, SessionRecord, SortBy, SqlStore, Store, StoreError, SummaryRecord,
+    UserMemoryRecord, query_sessions,
 };
 use sage_core::wire::mcp::{McpServerConfig, ToolSpec};
 use sage_core::wire::{Event, EventType, StoredEvent};
@@ -480,6 +481,122 @@ async fn summaries_are_written_once_per_log_position(store: Arc<dyn Store>) {
     assert!(store.session_summary("s-b").await.unwrap().is_none());
 }
 
+fn account(user_id: &str, username: &str, email: Option<&str>, created_at: f64) -> AccountRecord {
+    AccountRecord {
+        user_id: user_id.into(),
+        username: username.into(),
+        email: email.map(Into::into),
+        phonenum: Some("555-0100".into()),
+        role: "user".into(),
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+        token_generation: 0,
+        created_at,
+    }
+}
+
+async fn accounts_have_unique_login_names(store: Arc<dyn Store>) {
+    let alice = account("a1", "Alice", Some("alice@example.com"), 10.0);
+    assert!(store.insert_account(&alice).await.unwrap());
+    // The username and the email are each taken, whatever their case.
+    for taken in [
+        account("a2", "ALICE", None, 11.0),
+        account("a3", "someone", Some("Alice@Example.com"), 12.0),
+        account("a4", "alice@example.com", None, 13.0),
+    ] {
+        assert!(
+            !store.insert_account(&taken).await.unwrap(),
+            "{} was accepted",
+            taken.username
+        );
+        assert!(store.account(&taken.user_id).await.unwrap().is_none());
+    }
+    let bob = account("b1", "bob", None, 5.0);
+    assert!(store.insert_account(&bob).await.unwrap());
+    // A rejected insert left no login key behind.
+    assert!(store.account_by_login("someone").await.unwrap().is_none());
+
+    assert_eq!(store.account("a1").await.unwrap(), Some(alice.clone()));
+    for login in ["alice", "ALICE", "alice@EXAMPLE.com"] {
+        assert_eq!(
+            store
+                .account_by_login(login)
+                .await
+                .unwrap()
+                .map(|a| a.user_id),
+            Some("a1".to_string()),
+            "{login}"
+        );
+    }
+    let listed: Vec<String> = store
+        .list_accounts()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.user_id)
+        .collect();
+    assert_eq!(listed, ["b1", "a1"], "oldest first");
+}
+
+async fn accounts_are_updated_and_deleted(store: Arc<dyn Store>) {
+    let alice = account("a1", "alice", Some("alice@example.com"), 10.0);
+    assert!(store.insert_account(&alice).await.unwrap());
+    let changed = AccountRecord {
+        password_hash: "$argon2id$new".into(),
+        role: "admin".into(),
+        phonenum: None,
+        token_generation: 3,
+        ..alice.clone()
+    };
+    assert!(store.update_account(&changed).await.unwrap());
+    assert_eq!(store.account("a1").await.unwrap(), Some(changed.clone()));
+    assert_eq!(
+        store.account_by_login("alice").await.unwrap(),
+        Some(changed)
+    );
+    let nobody = account("zz", "nobody", None, 1.0);
+    assert!(!store.update_account(&nobody).await.unwrap());
+    assert!(store.account("zz").await.unwrap().is_none());
+
+    assert!(store.delete_account("a1").await.unwrap());
+    assert!(!store.delete_account("a1").await.unwrap());
+    assert!(store.account("a1").await.unwrap().is_none());
+    assert!(
+        store
+            .account_by_login("alice@example.com")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(store.list_accounts().await.unwrap().is_empty());
+    // Its names are free again.
+    assert!(
+        store
+            .insert_account(&account("a9", "Alice", Some("alice@example.com"), 20.0))
+            .await
+            .unwrap()
+    );
+}
+
+async fn a_refresh_token_is_taken_once(store: Arc<dyn Store>) {
+    let token = RefreshTokenRecord {
+        token_id: "t1".into(),
+        user_id: "a1".into(),
+        expires_at: 2_000_000_000.0,
+    };
+    store.put_refresh_token(&token).await.unwrap();
+    let (first, second) = tokio::join!(
+        store.take_refresh_token("t1"),
+        store.take_refresh_token("t1")
+    );
+    let taken: Vec<RefreshTokenRecord> = [first.unwrap(), second.unwrap()]
+        .into_iter()
+        .flatten()
+        .collect();
+    assert_eq!(taken, vec![token]);
+    assert!(store.take_refresh_token("t1").await.unwrap().is_none());
+    assert!(store.take_refresh_token("never").await.unwrap().is_none());
+}
+
 async fn ping_answers(store: Arc<dyn Store>) {
     store.ping().await.unwrap();
 }
@@ -500,6 +617,9 @@ macro_rules! conformance {
             conformance!(@test $make, mcp_servers_are_kept_per_owner);
             conformance!(@test $make, user_memories_are_kept_per_user_and_key);
             conformance!(@test $make, summaries_are_written_once_per_log_position);
+            conformance!(@test $make, accounts_have_unique_login_names);
+            conformance!(@test $make, accounts_are_updated_and_deleted);
+            conformance!(@test $make, a_refresh_token_is_taken_once);
             conformance!(@test $make, ping_answers);
         }
     };

@@ -5,9 +5,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{
-    EventLog, IdempotencyRecord, McpServerRecord, McpServerStore, RunControl, RunLock,
-    SessionRecord, SessionStore, Store, StoreError, SummaryRecord, SummaryStore, UserMemoryRecord,
-    UserMemoryStore, lease_deadline,
+    AccountRecord, AccountStore, EventLog, IdempotencyRecord, McpServerRecord, McpServerStore,
+    RefreshTokenRecord, RunControl, RunLock, SessionRecord, SessionStore, Store, StoreError,
+    SummaryRecord, SummaryStore, UserMemoryRecord, UserMemoryStore, lease_deadline,
 };
 use crate::util::now_secs;
 use crate::wire::StoredEvent;
@@ -27,6 +27,8 @@ struct Inner {
     idempotency: HashMap<String, IdempotencyRecord>,
     user_memories: BTreeMap<(String, String), UserMemoryRecord>,
     summaries: HashMap<String, SummaryRecord>,
+    accounts: BTreeMap<String, AccountRecord>,
+    refresh_tokens: HashMap<String, RefreshTokenRecord>,
 }
 
 impl MemoryStore {
@@ -381,5 +383,82 @@ impl SummaryStore for MemoryStore {
 impl Store for MemoryStore {
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+}
+
+#[async_trait]
+impl AccountStore for MemoryStore {
+    async fn insert_account(&self, account: &AccountRecord) -> Result<bool, StoreError> {
+        let keys = account.login_keys();
+        Ok(self.with(|inner| {
+            let taken = inner.accounts.contains_key(&account.user_id)
+                || inner
+                    .accounts
+                    .values()
+                    .any(|other| other.login_keys().iter().any(|key| keys.contains(key)));
+            if !taken {
+                inner
+                    .accounts
+                    .insert(account.user_id.clone(), account.clone());
+            }
+            !taken
+        }))
+    }
+
+    async fn account(&self, user_id: &str) -> Result<Option<AccountRecord>, StoreError> {
+        Ok(self.with(|inner| inner.accounts.get(user_id).cloned()))
+    }
+
+    async fn account_by_login(&self, login: &str) -> Result<Option<AccountRecord>, StoreError> {
+        let login = login.to_lowercase();
+        Ok(self.with(|inner| {
+            inner
+                .accounts
+                .values()
+                .find(|account| account.login_keys().contains(&login))
+                .cloned()
+        }))
+    }
+
+    async fn update_account(&self, account: &AccountRecord) -> Result<bool, StoreError> {
+        Ok(
+            self.with(|inner| match inner.accounts.get_mut(&account.user_id) {
+                Some(stored) => {
+                    stored.password_hash = account.password_hash.clone();
+                    stored.role = account.role.clone();
+                    stored.phonenum = account.phonenum.clone();
+                    stored.token_generation = account.token_generation;
+                    true
+                }
+                None => false,
+            }),
+        )
+    }
+
+    async fn list_accounts(&self) -> Result<Vec<AccountRecord>, StoreError> {
+        let mut accounts: Vec<AccountRecord> =
+            self.with(|inner| inner.accounts.values().cloned().collect());
+        accounts.sort_by(|a, b| a.created_at.total_cmp(&b.created_at));
+        Ok(accounts)
+    }
+
+    async fn delete_account(&self, user_id: &str) -> Result<bool, StoreError> {
+        Ok(self.with(|inner| inner.accounts.remove(user_id).is_some()))
+    }
+
+    async fn put_refresh_token(&self, token: &RefreshTokenRecord) -> Result<(), StoreError> {
+        self.with(|inner| {
+            inner
+                .refresh_tokens
+                .insert(token.token_id.clone(), token.clone())
+        });
+        Ok(())
+    }
+
+    async fn take_refresh_token(
+        &self,
+        token_id: &str,
+    ) -> Result<Option<RefreshTokenRecord>, StoreError> {
+        Ok(self.with(|inner| inner.refresh_tokens.remove(token_id)))
     }
 }

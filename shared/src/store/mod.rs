@@ -1,5 +1,5 @@
 //! The store: one trait per aggregate (sessions, the per-session event log, run control, MCP
-//! servers, user memories, summaries), their records, and the backends that implement all of them: memory, SQL (SQLite,
+//! servers, user memories, summaries, accounts), their records, and the backends that implement all of them: memory, SQL (SQLite,
 //! MySQL/MariaDB) and DynamoDB. One conformance suite (`tests/store_conformance.rs`) runs on each.
 
 mod coalesce;
@@ -20,8 +20,8 @@ pub use coalesce::EventSink;
 pub use dynamodb::DynamoStore;
 pub use memory::MemoryStore;
 pub use records::{
-    IdempotencyRecord, McpServerRecord, RunLock, RunStatus, SessionRecord, SummaryRecord,
-    UserMemoryRecord,
+    AccountRecord, IdempotencyRecord, McpServerRecord, RefreshTokenRecord, RunLock, RunStatus,
+    SessionRecord, SummaryRecord, UserMemoryRecord,
 };
 #[cfg(any(feature = "sqlite", feature = "mysql"))]
 pub use sql::SqlStore;
@@ -207,10 +207,41 @@ pub trait SummaryStore: Send + Sync + 'static {
     ) -> Result<Vec<(SessionRecord, u64)>, StoreError>;
 }
 
+/// Accounts, and the refresh tokens issued to them.
+#[async_trait]
+pub trait AccountStore: Send + Sync + 'static {
+    /// Inserts the account; false, and nothing written, when one of its login keys (username,
+    /// email) is taken.
+    async fn insert_account(&self, account: &AccountRecord) -> Result<bool, StoreError>;
+    async fn account(&self, user_id: &str) -> Result<Option<AccountRecord>, StoreError>;
+    /// The account whose username or email is `login`, case-insensitively.
+    async fn account_by_login(&self, login: &str) -> Result<Option<AccountRecord>, StoreError>;
+    /// Replaces an existing account's password hash, role, phone number and token generation
+    /// (its login keys never change); false when there is no such account.
+    async fn update_account(&self, account: &AccountRecord) -> Result<bool, StoreError>;
+    /// Every account, oldest first.
+    async fn list_accounts(&self) -> Result<Vec<AccountRecord>, StoreError>;
+    /// False when there was nothing to delete.
+    async fn delete_account(&self, user_id: &str) -> Result<bool, StoreError>;
+    async fn put_refresh_token(&self, token: &RefreshTokenRecord) -> Result<(), StoreError>;
+    /// Removes the token and returns it, once: a second take of the same id finds nothing,
+    /// even when two callers race.
+    async fn take_refresh_token(
+        &self,
+        token_id: &str,
+    ) -> Result<Option<RefreshTokenRecord>, StoreError>;
+}
+
 /// A whole backend: every aggregate's store on one database.
 #[async_trait]
 pub trait Store:
-    SessionStore + EventLog + RunControl + McpServerStore + UserMemoryStore + SummaryStore
+    SessionStore
+    + EventLog
+    + RunControl
+    + McpServerStore
+    + UserMemoryStore
+    + SummaryStore
+    + AccountStore
 {
     /// A cheap round trip, for readiness checks.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -134,3 +134,39 @@ pub struct SummaryRecord {
     pub covers_seq: u64,
     pub created_at: f64,
 }
+
+/// A person who can log in. `username` and `email` are unique across accounts, compared
+/// case-insensitively (the store keeps their lowercase forms as login keys).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccountRecord {
+    /// 32 lowercase hex digits.
+    pub user_id: String,
+    pub username: String,
+    pub email: Option<String>,
+    pub phonenum: Option<String>,
+    /// "admin" or "user" (validated by the domain).
+    pub role: String,
+    /// Argon2id, in the PHC string format.
+    pub password_hash: String,
+    /// Raised when the password or role changes: tokens issued before then stop working.
+    pub token_generation: u64,
+    pub created_at: f64,
+}
+
+impl AccountRecord {
+    /// The lowercase names the account can log in with.
+    pub fn login_keys(&self) -> Vec<String> {
+        std::iter::once(&self.username)
+            .chain(self.email.as_ref())
+            .map(|name| name.to_lowercase())
+            .collect()
+    }
+}
+
+/// An unused refresh token: each is accepted once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RefreshTokenRecord {
+    pub token_id: String,
+    pub user_id: String,
+    pub expires_at: f64,
+}

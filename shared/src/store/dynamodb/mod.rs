@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, DeleteRequest, GlobalSecondaryIndex,
+    AttributeDefinition, AttributeValue, BillingMode, Delete, DeleteRequest, GlobalSecondaryIndex,
     KeySchemaElement, KeyType, Projection, ProjectionType, Put, ScalarAttributeType,
     TimeToLiveSpecification, TransactWriteItem, WriteRequest,
 };
@@ -16,9 +16,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    EventLog, IdempotencyRecord, McpServerRecord, McpServerStore, RunControl, RunLock, RunStatus,
-    SessionRecord, SessionStore, Store, StoreError, SummaryRecord, SummaryStore, UserMemoryRecord,
-    UserMemoryStore, lease_deadline,
+    AccountRecord, AccountStore, EventLog, IdempotencyRecord, McpServerRecord, McpServerStore,
+    RefreshTokenRecord, RunControl, RunLock, RunStatus, SessionRecord, SessionStore, Store,
+    StoreError, SummaryRecord, SummaryStore, UserMemoryRecord, UserMemoryStore, lease_deadline,
 };
 use crate::config::StoreConfig;
 use crate::util::now_secs;
@@ -335,6 +335,79 @@ fn summary_from_item(item: Item) -> Result<SummaryRecord, StoreError> {
         covers_seq: item.covers_seq,
         created_at: item.created_at,
     })
+}
+
+/// An account: `ACCOUNT#<user_id>` / `ACCOUNT`, in the index under `gsi1pk = ACCOUNTS` so the
+/// admin's list is one query. Each login key (lowercase username, email) has its own item,
+/// `LOGIN#<key>` / `LOGIN`, written in the same transaction, which is what keeps them unique.
+#[derive(Serialize, Deserialize)]
+struct AccountItem {
+    pk: String,
+    sk: String,
+    gsi1pk: String,
+    gsi1sk: String,
+    user_id: String,
+    username: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    phonenum: Option<String>,
+    role: String,
+    password_hash: String,
+    token_generation: u64,
+    created_at: f64,
+}
+
+const ACCOUNTS: &str = "ACCOUNTS";
+
+fn account_pk(user_id: &str) -> String {
+    format!("ACCOUNT#{user_id}")
+}
+
+fn login_pk(login_key: &str) -> String {
+    format!("LOGIN#{login_key}")
+}
+
+fn account_item(account: &AccountRecord) -> Result<Item, StoreError> {
+    to_item(&AccountItem {
+        pk: account_pk(&account.user_id),
+        sk: "ACCOUNT".into(),
+        gsi1pk: ACCOUNTS.into(),
+        gsi1sk: format!("ACCOUNT#{:020.6}#{}", account.created_at, account.user_id),
+        user_id: account.user_id.clone(),
+        username: account.username.clone(),
+        email: account.email.clone(),
+        phonenum: account.phonenum.clone(),
+        role: account.role.clone(),
+        password_hash: account.password_hash.clone(),
+        token_generation: account.token_generation,
+        created_at: account.created_at,
+    })
+}
+
+fn account_from_item(item: Item) -> Result<AccountRecord, StoreError> {
+    let item: AccountItem = from_item(item)?;
+    Ok(AccountRecord {
+        user_id: item.user_id,
+        username: item.username,
+        email: item.email,
+        phonenum: item.phonenum,
+        role: item.role,
+        password_hash: item.password_hash,
+        token_generation: item.token_generation,
+        created_at: item.created_at,
+    })
+}
+
+/// An unused refresh token: `REFRESH#<token_id>` / `REFRESH`, removed by TTL after it expires.
+#[derive(Serialize, Deserialize)]
+struct RefreshTokenItem {
+    pk: String,
+    sk: String,
+    token_id: String,
+    user_id: String,
+    expires_at: f64,
+    ttl: u64,
 }
 
 fn key(pk: String, sk: &str) -> Item {
@@ -904,6 +977,162 @@ impl UserMemoryStore for DynamoStore {
             .await
             .map_err(dynamo_error)?;
         Ok(output.attributes.is_some_and(|old| !old.is_empty()))
+    }
+}
+
+impl DynamoStore {
+    /// Runs the writes as one transaction; false when one of their conditions failed.
+    async fn transact(&self, writes: Vec<TransactWriteItem>) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(writes))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(error)
+                if error
+                    .as_service_error()
+                    .is_some_and(|e| e.is_transaction_canceled_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(error) => Err(dynamo_error(error)),
+        }
+    }
+
+    fn put_new(&self, item: Item) -> Result<TransactWriteItem, StoreError> {
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(build_error)?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    fn delete_write(&self, pk: String, sk: &str) -> Result<TransactWriteItem, StoreError> {
+        let delete = Delete::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(pk, sk)))
+            .build()
+            .map_err(build_error)?;
+        Ok(TransactWriteItem::builder().delete(delete).build())
+    }
+}
+
+#[async_trait]
+impl AccountStore for DynamoStore {
+    async fn insert_account(&self, account: &AccountRecord) -> Result<bool, StoreError> {
+        let mut writes = vec![self.put_new(account_item(account)?)?];
+        for login_key in account.login_keys() {
+            let item = Item::from([
+                ("pk".into(), s(login_pk(&login_key))),
+                ("sk".into(), s("LOGIN")),
+                ("user_id".into(), s(&account.user_id)),
+            ]);
+            writes.push(self.put_new(item)?);
+        }
+        self.transact(writes).await
+    }
+
+    async fn account(&self, user_id: &str) -> Result<Option<AccountRecord>, StoreError> {
+        self.get(account_pk(user_id), "ACCOUNT")
+            .await?
+            .map(account_from_item)
+            .transpose()
+    }
+
+    async fn account_by_login(&self, login: &str) -> Result<Option<AccountRecord>, StoreError> {
+        let Some(login_item) = self.get(login_pk(&login.to_lowercase()), "LOGIN").await? else {
+            return Ok(None);
+        };
+        let Some(AttributeValue::S(user_id)) = login_item.get("user_id") else {
+            return Err(StoreError::Mapping("login item without user_id".into()));
+        };
+        self.account(user_id).await
+    }
+
+    async fn update_account(&self, account: &AccountRecord) -> Result<bool, StoreError> {
+        let Some(stored) = self.account(&account.user_id).await? else {
+            return Ok(false);
+        };
+        let updated = AccountRecord {
+            password_hash: account.password_hash.clone(),
+            role: account.role.clone(),
+            phonenum: account.phonenum.clone(),
+            token_generation: account.token_generation,
+            ..stored
+        };
+        self.put_when(account_item(&updated)?, "attribute_exists(pk)")
+            .await
+    }
+
+    async fn list_accounts(&self) -> Result<Vec<AccountRecord>, StoreError> {
+        let items: Vec<Item> = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(USER_INDEX)
+            .key_condition_expression("gsi1pk = :accounts")
+            .expression_attribute_values(":accounts", s(ACCOUNTS))
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(dynamo_error)?;
+        items.into_iter().map(account_from_item).collect()
+    }
+
+    async fn delete_account(&self, user_id: &str) -> Result<bool, StoreError> {
+        let Some(account) = self.account(user_id).await? else {
+            return Ok(false);
+        };
+        let mut writes = vec![self.delete_write(account_pk(user_id), "ACCOUNT")?];
+        for login_key in account.login_keys() {
+            writes.push(self.delete_write(login_pk(&login_key), "LOGIN")?);
+        }
+        self.transact(writes).await
+    }
+
+    async fn put_refresh_token(&self, token: &RefreshTokenRecord) -> Result<(), StoreError> {
+        self.put(to_item(&RefreshTokenItem {
+            pk: format!("REFRESH#{}", token.token_id),
+            sk: "REFRESH".into(),
+            token_id: token.token_id.clone(),
+            user_id: token.user_id.clone(),
+            expires_at: token.expires_at,
+            ttl: (token.expires_at + TTL_GRACE_SECS) as u64,
+        })?)
+        .await
+    }
+
+    async fn take_refresh_token(
+        &self,
+        token_id: &str,
+    ) -> Result<Option<RefreshTokenRecord>, StoreError> {
+        let output = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(format!("REFRESH#{token_id}"), "REFRESH")))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(dynamo_error)?;
+        match output.attributes.filter(|old| !old.is_empty()) {
+            None => Ok(None),
+            Some(old) => {
+                let item: RefreshTokenItem = from_item(old)?;
+                Ok(Some(RefreshTokenRecord {
+                    token_id: item.token_id,
+                    user_id: item.user_id,
+                    expires_at: item.expires_at,
+                }))
+            }
+        }
     }
 }
 

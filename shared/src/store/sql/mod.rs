@@ -10,9 +10,9 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, QueryBuilder, Row};
 
 use super::{
-    EventLog, IdempotencyRecord, McpServerRecord, McpServerStore, RunControl, RunLock, RunStatus,
-    SessionRecord, SessionStore, Store, StoreError, SummaryRecord, SummaryStore, UserMemoryRecord,
-    UserMemoryStore, lease_deadline,
+    AccountRecord, AccountStore, EventLog, IdempotencyRecord, McpServerRecord, McpServerStore,
+    RefreshTokenRecord, RunControl, RunLock, RunStatus, SessionRecord, SessionStore, Store,
+    StoreError, SummaryRecord, SummaryStore, UserMemoryRecord, UserMemoryStore, lease_deadline,
 };
 #[cfg(feature = "mysql")]
 use crate::config::StoreConfig;
@@ -208,6 +208,19 @@ fn user_memory_from_row(row: &AnyRow) -> Result<UserMemoryRecord, StoreError> {
         tags: serde_json::from_str(&tags)?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn account_from_row(row: &AnyRow) -> Result<AccountRecord, sqlx::Error> {
+    Ok(AccountRecord {
+        user_id: row.try_get("user_id")?,
+        username: row.try_get("username")?,
+        email: row.try_get("email")?,
+        phonenum: row.try_get("phonenum")?,
+        role: row.try_get("role")?,
+        password_hash: row.try_get("password_hash")?,
+        token_generation: row.try_get::<i64, _>("token_generation")? as u64,
+        created_at: row.try_get("created_at")?,
     })
 }
 
@@ -644,6 +657,143 @@ impl UserMemoryStore for SqlStore {
             .execute(&self.pool)
             .await?;
         Ok(result.rows_affected() == 1)
+    }
+}
+
+#[async_trait]
+impl AccountStore for SqlStore {
+    async fn insert_account(&self, account: &AccountRecord) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO accounts (user_id, username, email, phonenum, role, password_hash,
+             token_generation, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&account.user_id)
+        .bind(&account.username)
+        .bind(&account.email)
+        .bind(&account.phonenum)
+        .bind(&account.role)
+        .bind(&account.password_hash)
+        .bind(account.token_generation as i64)
+        .bind(account.created_at)
+        .execute(&mut *tx)
+        .await;
+        let mut result = inserted.map(|_| ());
+        for login_key in account.login_keys() {
+            if result.is_err() {
+                break;
+            }
+            result = sqlx::query("INSERT INTO account_logins (login_key, user_id) VALUES (?, ?)")
+                .bind(login_key)
+                .bind(&account.user_id)
+                .execute(&mut *tx)
+                .await
+                .map(|_| ());
+        }
+        match result {
+            Ok(()) => {
+                tx.commit().await?;
+                Ok(true)
+            }
+            // Dropping the transaction rolls it back.
+            Err(error) if is_unique_violation(&error) => Ok(false),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    async fn account(&self, user_id: &str) -> Result<Option<AccountRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM accounts WHERE user_id = ?")
+            .bind(user_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(account_from_row).transpose()?)
+    }
+
+    async fn account_by_login(&self, login: &str) -> Result<Option<AccountRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT accounts.* FROM account_logins
+             JOIN accounts ON accounts.user_id = account_logins.user_id
+             WHERE account_logins.login_key = ?",
+        )
+        .bind(login.to_lowercase())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(account_from_row).transpose()?)
+    }
+
+    async fn update_account(&self, account: &AccountRecord) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "UPDATE accounts SET password_hash = ?, role = ?, phonenum = ?, token_generation = ?
+             WHERE user_id = ?",
+        )
+        .bind(&account.password_hash)
+        .bind(&account.role)
+        .bind(&account.phonenum)
+        .bind(account.token_generation as i64)
+        .bind(&account.user_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn list_accounts(&self) -> Result<Vec<AccountRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM accounts ORDER BY created_at, user_id")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(account_from_row)
+            .collect::<Result<_, _>>()?)
+    }
+
+    async fn delete_account(&self, user_id: &str) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM account_logins WHERE user_id = ?")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        let result = sqlx::query("DELETE FROM accounts WHERE user_id = ?")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn put_refresh_token(&self, token: &RefreshTokenRecord) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO refresh_tokens (token_id, user_id, expires_at) VALUES (?, ?, ?)")
+            .bind(&token.token_id)
+            .bind(&token.user_id)
+            .bind(token.expires_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn take_refresh_token(
+        &self,
+        token_id: &str,
+    ) -> Result<Option<RefreshTokenRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM refresh_tokens WHERE token_id = ?")
+            .bind(token_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        // Whoever deletes the row took the token; a racing second caller deletes nothing.
+        let deleted = sqlx::query("DELETE FROM refresh_tokens WHERE token_id = ?")
+            .bind(token_id)
+            .execute(&self.pool)
+            .await?;
+        if deleted.rows_affected() != 1 {
+            return Ok(None);
+        }
+        Ok(Some(RefreshTokenRecord {
+            token_id: row.try_get("token_id")?,
+            user_id: row.try_get("user_id")?,
+            expires_at: row.try_get("expires_at")?,
+        }))
     }
 }
 

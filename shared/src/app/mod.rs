@@ -8,14 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-#[cfg(feature = "ssm")]
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
-#[cfg(feature = "llm")]
+use crate::config::{AuthConfig, Config};
 use crate::domain::DomainError;
+use crate::domain::accounts::{AccountPolicy, Accounts, TokenKeys};
 use crate::domain::health::HealthCheck;
 use crate::domain::memory::Memories;
 #[cfg(feature = "llm")]
@@ -53,6 +52,7 @@ pub struct App {
     store: Arc<dyn Store>,
     sessions: Sessions,
     memories: Memories,
+    accounts: Accounts,
     health: HealthCheck,
     #[cfg(feature = "mcp")]
     tools: ToolsAdmin,
@@ -73,6 +73,8 @@ pub enum StartupError {
     Http(#[from] reqwest::Error),
     #[error("agent presets")]
     Presets(#[from] PresetError),
+    #[error("cannot create the first admin account")]
+    Admin(#[source] DomainError),
     #[error("cannot read the LLM API key from SSM parameter `{name}`: {reason}")]
     KeyParameter { name: String, reason: String },
 }
@@ -91,7 +93,29 @@ impl App {
             config.llm.api_key = Some(read_key_parameter(&name).await?);
         }
         let store = open_store(&config.store).await?;
-        Self::with_store(config, store)
+        let app = Self::with_store(config, store)?;
+        app.ensure_admin().await?;
+        Ok(app)
+    }
+
+    /// Creates the first admin (`--admin_username`) unless it exists; a generated password is
+    /// logged this once.
+    pub async fn ensure_admin(&self) -> Result<(), StartupError> {
+        let auth = &self.config.auth;
+        let generated = self
+            .accounts
+            .ensure_admin(&auth.admin_username, auth.admin_password.as_ref())
+            .await
+            .map_err(StartupError::Admin)?;
+        if let Some(password) = generated {
+            tracing::warn!(
+                username = %auth.admin_username,
+                password = %secrecy::ExposeSecret::expose_secret(&password),
+                "created the first admin account with a generated password: log in and change \
+                 it (POST /api/user/change-password); it is not shown again"
+            );
+        }
+        Ok(())
     }
 
     /// Must be called inside a tokio runtime.
@@ -129,6 +153,7 @@ impl App {
             config.server.workspace.clone(),
         );
         let memories = Memories::new(store.clone());
+        let accounts = accounts(&config.auth, store.clone());
         let health = HealthCheck::new(
             store.clone(),
             format!("{:?}", config.store.db_type),
@@ -204,6 +229,7 @@ impl App {
             store,
             sessions,
             memories,
+            accounts,
             health,
             #[cfg(feature = "mcp")]
             tools,
@@ -327,10 +353,19 @@ impl App {
         }
     }
 
+    /// The routes, with what every `Caller` needs to check a token.
+    fn finish(&self, routes: Router) -> Router {
+        with_middleware(
+            routes.layer(axum::Extension(self.accounts.clone())),
+            self.limits(),
+        )
+    }
+
     fn session_routes(&self) -> Router {
         with_timeout(
             routes::session::router(self.sessions.clone())
-                .merge(routes::memory::router(self.memories.clone())),
+                .merge(routes::memory::router(self.memories.clone()))
+                .merge(routes::accounts::router(self.accounts.clone())),
             self.config.server.request_timeout,
         )
     }
@@ -356,6 +391,47 @@ impl App {
     }
 }
 
+/// The account service with its keys: the configured secrets, or with auth off and no
+/// `--jwt_key`, a secret made up for this process (tokens then end with it).
+fn accounts(auth: &AuthConfig, store: Arc<dyn crate::store::AccountStore>) -> Accounts {
+    if auth.no_auth {
+        tracing::warn!(
+            "authentication is OFF (--no_auth true, Sage's default): a request without a token \
+             acts as the user_id it names. Run with --no_auth false and --jwt_key for anything \
+             reachable by others"
+        );
+    }
+    let jwt_key = auth.jwt_key.clone().unwrap_or_else(|| {
+        tracing::warn!(
+            "no --jwt_key: tokens from /api/user/login are signed with a key made up for this \
+             process and stop working when it ends"
+        );
+        random_secret()
+    });
+    let refresh_key = auth
+        .refresh_token_secret
+        .clone()
+        .unwrap_or_else(|| jwt_key.clone());
+    let keys = TokenKeys::new(
+        &jwt_key,
+        &refresh_key,
+        auth.jwt_expire_hours,
+        auth.refresh_token_expire_hours,
+    );
+    let policy = AccountPolicy {
+        auth_required: !auth.no_auth,
+        allow_registration: auth.allow_registration,
+    };
+    Accounts::new(store, keys, policy)
+}
+
+fn random_secret() -> SecretString {
+    let bytes: String = (0..2)
+        .map(|_| uuid::Uuid::new_v4().simple().to_string())
+        .collect();
+    SecretString::from(bytes)
+}
+
 #[cfg(feature = "ssm")]
 async fn read_key_parameter(name: &str) -> Result<SecretString, StartupError> {
     ssm::read_parameter(name)
@@ -369,23 +445,23 @@ async fn read_key_parameter(name: &str) -> Result<SecretString, StartupError> {
 /// The Stream function: `/api/stream` and its aliases, and resume.
 #[cfg(feature = "mcp")]
 pub fn stream_router(app: App) -> Router {
-    with_middleware(app.stream_routes(), app.limits())
+    app.finish(app.stream_routes())
 }
 
 /// The MCP-admin function.
 #[cfg(feature = "mcp")]
 pub fn mcp_admin_router(app: App) -> Router {
-    with_middleware(app.mcp_admin_routes(), app.limits())
+    app.finish(app.mcp_admin_routes())
 }
 
 /// The Session function.
 pub fn session_router(app: App) -> Router {
-    with_middleware(app.session_routes(), app.limits())
+    app.finish(app.session_routes())
 }
 
 /// The Health function.
 pub fn health_router(app: App) -> Router {
-    with_middleware(app.health_routes(), app.limits())
+    app.finish(app.health_routes())
 }
 
 /// Every function on one router: what the local shim serves.
@@ -396,5 +472,5 @@ pub fn local_router(app: App) -> Router {
         .merge(app.mcp_admin_routes())
         .merge(app.session_routes())
         .merge(app.health_routes());
-    with_middleware(routes, app.limits())
+    app.finish(routes)
 }

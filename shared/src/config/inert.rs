@@ -63,8 +63,6 @@ const INERT: &[(&str, &str, &str)] = &[
         "SAGE_TRACE_JAEGER_URL",
     ),
     ("enable_trace", "enable_trace", "SAGE_ENABLE_TRACE"),
-    ("no_auth", "no_auth", "SAGE_NO_AUTH"),
-    ("jwt_key", "jwt_key", "SAGE_JWT_KEY"),
 ];
 
 /// The inert settings the caller gave explicitly, in declaration order.

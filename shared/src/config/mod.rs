@@ -47,6 +47,17 @@ fn seconds(value: &str) -> Result<Duration, String> {
     }
 }
 
+fn hours(value: &str) -> Result<Duration, String> {
+    let parsed: f64 = value
+        .parse()
+        .map_err(|_| format!("`{value}` is not a number"))?;
+    if parsed > 0.0 && parsed.is_finite() {
+        Duration::try_from_secs_f64(parsed * 3600.0).map_err(|error| format!("`{value}`: {error}"))
+    } else {
+        Err(format!("`{value}` must be a positive number of hours"))
+    }
+}
+
 fn secret(value: &str) -> Result<SecretString, Infallible> {
     Ok(SecretString::from(value))
 }
@@ -356,9 +367,58 @@ pub struct AuthConfig {
     /// Take the caller's identity from `user_id` instead of a verified token.
     #[arg(long, env = "SAGE_NO_AUTH", default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub no_auth: bool,
-    /// Secret for HS256 tokens when auth is on.
+    /// Secret that signs the HS256 access tokens: at least 32 bytes; required with
+    /// `--no_auth false`. Without it (and auth off) each process makes up its own, so tokens
+    /// last only as long as the process.
     #[arg(long, env = "SAGE_JWT_KEY", hide_env_values = true, value_parser = secret)]
     pub jwt_key: Option<SecretString>,
+    /// Hours an access token lives (fractions allowed).
+    #[arg(long, env = "SAGE_JWT_EXPIRE_HOURS", default_value = "24", value_parser = hours)]
+    pub jwt_expire_hours: Duration,
+    /// Secret that signs refresh tokens (at least 32 bytes); the JWT key when unset.
+    #[arg(long, env = "SAGE_REFRESH_TOKEN_SECRET", hide_env_values = true, value_parser = secret)]
+    pub refresh_token_secret: Option<SecretString>,
+    /// Hours a refresh token lives; each is accepted once.
+    #[arg(long, env = "SAGE_REFRESH_TOKEN_EXPIRE_HOURS", default_value = "168", value_parser = hours)]
+    pub refresh_token_expire_hours: Duration,
+    /// The first admin's username, created at start-up when no account has it.
+    #[arg(long, env = "SAGE_ADMIN_USERNAME", default_value = "admin")]
+    pub admin_username: String,
+    /// The first admin's password; when unset a random one is generated and logged once.
+    #[arg(long, env = "SAGE_ADMIN_PASSWORD", hide_env_values = true, value_parser = secret)]
+    pub admin_password: Option<SecretString>,
+    /// Let anyone create an account with `POST /api/user/register`.
+    #[arg(long, env = "SAGE_ALLOW_REGISTRATION", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub allow_registration: bool,
+}
+
+/// The shortest signing secret accepted: HS256 is only as strong as its key.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+impl AuthConfig {
+    /// Refuses what would make tokens forgeable or the admin unreachable.
+    fn validate(&self) -> Result<(), String> {
+        for (flag, secret) in [
+            ("jwt_key", &self.jwt_key),
+            ("refresh_token_secret", &self.refresh_token_secret),
+        ] {
+            if let Some(secret) = secret
+                && secret.expose_secret().len() < MIN_SECRET_BYTES
+            {
+                return Err(format!(
+                    "--{flag}: at least {MIN_SECRET_BYTES} bytes (e.g. `openssl rand -hex 32`)"
+                ));
+            }
+        }
+        if !self.no_auth && self.jwt_key.is_none() {
+            return Err(
+                "--jwt_key (SAGE_JWT_KEY) is required with --no_auth false: the secret that \
+                 signs access tokens, at least 32 bytes"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
 }
 
 /// Settings whose environment variable has an older name that Sage's code used.
@@ -390,6 +450,9 @@ impl Config {
         };
         let mut config = Self::from_arg_matches(&matches)?;
         config.inert = inert::explicitly_set(&matches);
+        config.auth.validate().map_err(|message| {
+            Self::command().error(clap::error::ErrorKind::ValueValidation, message)
+        })?;
         Ok(config)
     }
 

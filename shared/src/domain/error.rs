@@ -9,6 +9,9 @@ pub enum DomainError {
     Input(#[from] InputError),
     #[error("{0}")]
     NotFound(String),
+    /// The caller is not signed in, or their token no longer holds.
+    #[error("{0}")]
+    Unauthorized(String),
     #[error("{0}")]
     Forbidden(String),
     #[error("{0}")]

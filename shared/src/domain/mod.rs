@@ -1,6 +1,7 @@
 //! The services behind the routes and the jobs: each takes only the stores and clients it uses,
 //! returns typed values or a [`DomainError`], and knows nothing of HTTP.
 
+pub mod accounts;
 mod error;
 pub mod health;
 pub mod memory;

@@ -72,6 +72,7 @@ impl ApiError {
                 DomainError::Input(InputError::Invalid(_)) => StatusCode::BAD_REQUEST,
                 DomainError::Input(InputError::Schema { .. }) => StatusCode::UNPROCESSABLE_ENTITY,
                 DomainError::NotFound(_) => StatusCode::NOT_FOUND,
+                DomainError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
                 DomainError::Forbidden(_) => StatusCode::FORBIDDEN,
                 DomainError::Conflict(_) => StatusCode::CONFLICT,
                 DomainError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,

@@ -4,12 +4,14 @@
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use super::ApiError;
+use crate::domain::DomainError;
+use crate::domain::accounts::{Accounts, Identity, MAX_TOKEN_BYTES};
 use crate::util::{InputError, UserId};
 
 /// The raw body, within the configured limit (413 in the envelope beyond it).
@@ -101,9 +103,14 @@ fn parse_query<T: DeserializeOwned>(parts: &Parts) -> Result<T, ApiError> {
     })
 }
 
-/// Who the request acts for. Without authentication: the `user_id` a body names, else the one
-/// in the query, else Sage's `default_user`.
+/// Who the request acts for, decided here and nowhere else.
+///
+/// A request with `Authorization: Bearer <token>` acts as the token's account (checked against
+/// the store on every request); a `user_id` it names (body, else query) must be that account's
+/// unless the account is an admin. Without a token: with auth required, 401; with `--no_auth`,
+/// the named `user_id`, else Sage's `default_user`.
 pub struct Caller {
+    identity: Option<Identity>,
     query_user: Option<String>,
 }
 
@@ -116,22 +123,90 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let accounts = parts.extensions.get::<Accounts>().cloned();
+        let token = bearer_token(parts)?;
+        let identity = match (&accounts, token) {
+            (Some(accounts), Some(token)) => Some(accounts.verify(&token).await?),
+            (None, Some(_)) => {
+                return Err(DomainError::Unauthorized(
+                    "this function does not accept tokens".into(),
+                )
+                .into());
+            }
+            (Some(accounts), None) if accounts.auth_required() => {
+                return Err(DomainError::Unauthorized(
+                    "sign in first: send `Authorization: Bearer <access_token>` from \
+                     /api/user/login"
+                        .into(),
+                )
+                .into());
+            }
+            _ => None,
+        };
         let query: CallerQuery = parse_query(parts)?;
         Ok(Self {
+            identity,
             query_user: query.user_id,
         })
     }
 }
 
+fn bearer_token(parts: &Parts) -> Result<Option<String>, ApiError> {
+    let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let malformed = || {
+        ApiError::from(DomainError::Unauthorized(
+            "Authorization: expected `Bearer <access_token>`".into(),
+        ))
+    };
+    if value.len() > MAX_TOKEN_BYTES + 16 {
+        return Err(malformed());
+    }
+    let value = value.to_str().map_err(|_| malformed())?;
+    let (scheme, token) = value.trim().split_once(' ').ok_or_else(malformed)?;
+    let token = token.trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+        return Err(malformed());
+    }
+    Ok(Some(token.to_owned()))
+}
+
 impl Caller {
     /// For routes whose body carries no `user_id`.
-    pub fn user(&self) -> UserId {
+    pub fn user(&self) -> Result<UserId, ApiError> {
         self.with_body(None)
     }
 
-    /// For routes whose body may name the user: a non-empty body `user_id` wins.
-    pub fn with_body(&self, body_user: Option<&str>) -> UserId {
-        let body_user = body_user.filter(|id| !id.is_empty());
-        UserId::from_optional(body_user.or(self.query_user.as_deref()))
+    /// For routes whose body may name the user: a non-empty body `user_id` wins over the
+    /// query's.
+    pub fn with_body(&self, body_user: Option<&str>) -> Result<UserId, ApiError> {
+        let named = body_user
+            .filter(|id| !id.is_empty())
+            .or(self.query_user.as_deref().filter(|id| !id.is_empty()));
+        let Some(identity) = &self.identity else {
+            return Ok(UserId::from_optional(named));
+        };
+        match named {
+            None => Ok(identity.user_id.clone()),
+            Some(named) if named == identity.user_id.as_str() => Ok(identity.user_id.clone()),
+            Some(named) if identity.is_admin() => Ok(UserId::new(named)),
+            Some(_) => Err(DomainError::Forbidden(
+                "user_id: not the signed-in user's; only an admin may act for another user".into(),
+            )
+            .into()),
+        }
+    }
+
+    /// The signed-in account, for routes that need one whatever the auth mode (401 without a
+    /// token).
+    pub fn signed_in(&self) -> Result<&Identity, ApiError> {
+        self.identity.as_ref().ok_or_else(|| {
+            DomainError::Unauthorized(
+                "sign in first: send `Authorization: Bearer <access_token>` from /api/user/login"
+                    .into(),
+            )
+            .into()
+        })
     }
 }

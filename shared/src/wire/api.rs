@@ -213,3 +213,70 @@ pub struct UserMemoryList {
 pub struct MemoryForgotten {
     pub key: String,
 }
+
+/// `POST /api/user/login` and `/api/user/refresh`.
+#[derive(Debug, Serialize)]
+pub struct TokenPair {
+    pub access_token: String,
+    pub refresh_token: String,
+    /// Seconds the access token lives.
+    pub expires_in: u64,
+    pub token_type: &'static str,
+}
+
+/// The claims of an access token, as Sage's client keeps them (`userInfo`).
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct AccessClaims {
+    pub userid: String,
+    pub username: String,
+    pub email: String,
+    pub phonenum: String,
+    /// "admin" or "user".
+    pub role: String,
+    pub exp: u64,
+    pub iat: u64,
+}
+
+/// `GET /api/user/check_login`
+#[derive(Debug, Serialize)]
+pub struct LoginCheck {
+    pub user: AccessClaims,
+}
+
+/// `POST /api/user/register` and `/api/user/add`.
+#[derive(Debug, Serialize)]
+pub struct AccountCreated {
+    pub user_id: String,
+}
+
+/// One account in the admin's list (never its password hash).
+#[derive(Debug, Serialize)]
+pub struct AccountSummary {
+    pub user_id: String,
+    /// The same id again: Sage's client deletes by `id`.
+    pub id: String,
+    pub username: String,
+    pub email: String,
+    pub phonenum: String,
+    pub role: String,
+    /// ISO 8601, UTC.
+    pub created_at: String,
+}
+
+/// `GET /api/user/list`
+#[derive(Debug, Serialize)]
+pub struct AccountList {
+    pub items: Vec<AccountSummary>,
+    pub total: usize,
+}
+
+/// `GET /api/user/options`: one entry per account.
+#[derive(Debug, Serialize)]
+pub struct AccountOption {
+    pub label: String,
+    pub value: String,
+}
+
+/// An answer with nothing to say: `{}`.
+#[derive(Debug, Serialize)]
+pub struct Empty {}

@@ -44,7 +44,7 @@ async fn add(
     caller: Caller,
     ValidJson(request): ValidJson<AddRequest>,
 ) -> Answer<McpServerTools> {
-    let owner = caller.with_body(request.user_id.as_deref());
+    let owner = caller.with_body(request.user_id.as_deref())?;
     let record = admin
         .add_server(&owner, &request.name, request.config)
         .await?;
@@ -56,7 +56,7 @@ async fn add(
 }
 
 async fn list(State(admin): State<ToolsAdmin>, caller: Caller) -> Answer<McpServerList> {
-    let servers = admin.visible_servers(&caller.user()).await?;
+    let servers = admin.visible_servers(&caller.user()?).await?;
     Ok(ok(McpServerList {
         servers: servers.iter().map(server_summary).collect(),
     }))
@@ -67,7 +67,7 @@ async fn remove(
     Path(name): Path<String>,
     caller: Caller,
 ) -> Answer<McpServerRef> {
-    admin.delete_server(&caller.user(), &name).await?;
+    admin.delete_server(&caller.user()?, &name).await?;
     Ok(ok(McpServerRef { server_name: name }))
 }
 
@@ -76,7 +76,7 @@ async fn refresh(
     Path(name): Path<String>,
     caller: Caller,
 ) -> Answer<McpServerTools> {
-    let record = admin.refresh_server(&caller.user(), &name).await?;
+    let record = admin.refresh_server(&caller.user()?, &name).await?;
     Ok(ok(McpServerTools {
         status: if record.config.disabled {
             "disabled"
@@ -100,7 +100,7 @@ async fn toggle(
     caller: Caller,
     ValidJson(request): ValidJson<ToggleRequest>,
 ) -> Answer<McpServerToggled> {
-    let owner = caller.with_body(request.user_id.as_deref());
+    let owner = caller.with_body(request.user_id.as_deref())?;
     admin.toggle_server(&owner, &name, request.disabled).await?;
     Ok(ok(McpServerToggled {
         server_name: name,
@@ -120,7 +120,7 @@ async fn tools(
     ValidQuery(query): ValidQuery<ToolsQuery>,
 ) -> Answer<ToolList> {
     let tools = match query.kind.as_deref() {
-        None | Some("") | Some("mcp") => admin.list_tools(&caller.user()).await?,
+        None | Some("") | Some("mcp") => admin.list_tools(&caller.user()?).await?,
         Some("basic") => Vec::new(),
         Some(other) => {
             return Err(
@@ -144,7 +144,7 @@ async fn exec(
     caller: Caller,
     ValidJson(request): ValidJson<ExecRequest>,
 ) -> Answer<Value> {
-    let owner = caller.with_body(request.user_id.as_deref());
+    let owner = caller.with_body(request.user_id.as_deref())?;
     let result = admin
         .exec_tool(&owner, &request.tool_name, request.tool_params)
         .await?;

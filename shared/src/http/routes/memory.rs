@@ -19,7 +19,7 @@ pub fn router(memories: Memories) -> Router {
 }
 
 async fn list(State(memories): State<Memories>, caller: Caller) -> Answer<UserMemoryList> {
-    Ok(ok(memories.list(&caller.user()).await?))
+    Ok(ok(memories.list(&caller.user()?).await?))
 }
 
 async fn forget(
@@ -27,5 +27,5 @@ async fn forget(
     Path(key): Path<String>,
     caller: Caller,
 ) -> Answer<MemoryForgotten> {
-    Ok(ok(memories.forget(&caller.user(), &key).await?))
+    Ok(ok(memories.forget(&caller.user()?, &key).await?))
 }

@@ -1,5 +1,6 @@
 //! HTTP handlers: they parse, call a domain service, map the error. One file per function.
 
+pub mod accounts;
 pub mod health;
 #[cfg(feature = "mcp")]
 pub mod mcp_admin;

@@ -61,7 +61,7 @@ async fn list(
     ValidQuery(params): ValidQuery<ListParams>,
 ) -> Answer<SessionList> {
     let query = SessionQuery {
-        user_id: caller.user().to_string(),
+        user_id: caller.user()?.to_string(),
         page: params.page.unwrap_or(1),
         page_size: params.page_size.unwrap_or(10),
         search: params.search,
@@ -77,7 +77,7 @@ async fn messages(
     caller: Caller,
 ) -> Answer<Conversation> {
     let id = session_id(&id)?;
-    Ok(ok(sessions.messages(&id, Some(&caller.user())).await?))
+    Ok(ok(sessions.messages(&id, Some(&caller.user()?)).await?))
 }
 
 async fn shared_messages(
@@ -93,7 +93,7 @@ async fn remove(
     caller: Caller,
 ) -> Answer<SessionRef> {
     let id = session_id(&id)?;
-    sessions.delete(&caller.user(), &id).await?;
+    sessions.delete(&caller.user()?, &id).await?;
     Ok(ok(SessionRef {
         session_id: id.to_string(),
     }))
@@ -112,7 +112,7 @@ async fn rename(
     ValidJson(request): ValidJson<TitleRequest>,
 ) -> Answer<Renamed> {
     let id = session_id(&id)?;
-    let user = caller.with_body(request.user_id.as_deref());
+    let user = caller.with_body(request.user_id.as_deref())?;
     let title = sessions.rename(&user, &id, &request.title).await?;
     Ok(ok(Renamed {
         session_id: id.to_string(),
@@ -140,7 +140,7 @@ async fn interrupt(
     } else {
         parse_json(&body)?
     };
-    let user = caller.with_body(request.user_id.as_deref());
+    let user = caller.with_body(request.user_id.as_deref())?;
     let interrupted = sessions.interrupt(&user, &id).await?;
     Ok(ok(Interrupted {
         session_id: id.to_string(),
@@ -155,7 +155,7 @@ async fn status(
     caller: Caller,
 ) -> Answer<TaskStatus> {
     let id = session_id(&id)?;
-    Ok(ok(sessions.status(&caller.user(), &id).await?))
+    Ok(ok(sessions.status(&caller.user()?, &id).await?))
 }
 
 async fn files(
@@ -164,7 +164,7 @@ async fn files(
     caller: Caller,
 ) -> Answer<FileList> {
     let id = session_id(&id)?;
-    let files = sessions.list_files(&caller.user(), &id).await?;
+    let files = sessions.list_files(&caller.user()?, &id).await?;
     Ok(ok(FileList {
         session_id: id.to_string(),
         files,
@@ -184,7 +184,7 @@ async fn download(
 ) -> Result<Response, ApiError> {
     let id = session_id(&id)?;
     let file = sessions
-        .download(&caller.user(), &id, &params.file_path)
+        .download(&caller.user()?, &id, &params.file_path)
         .await?;
     let name = file.name.replace('"', "");
     let disposition = HeaderValue::from_str(&format!("attachment; filename=\"{name}\""))

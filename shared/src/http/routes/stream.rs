@@ -45,10 +45,12 @@ fn idempotency(headers: &HeaderMap, body: &[u8]) -> Result<Option<Idempotency>, 
 
 async fn stream(
     State(state): State<StreamState>,
+    caller: Caller,
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
-    let request: StreamRequest = parse_json(&body)?;
+    let mut request: StreamRequest = parse_json(&body)?;
+    request.user_id = Some(caller.with_body(request.user_id.as_deref())?.to_string());
     let idempotency = idempotency(&headers, &body)?;
     let run = state.runs.start(request, idempotency).await?;
     let mut response = event_response(&headers, run.events, state.sse_ping);
@@ -86,7 +88,7 @@ async fn resume(
     let after = params.last_index.or(last_event_id).unwrap_or(0);
     let events = state
         .runs
-        .resume(&caller.user(), &session_id, after)
+        .resume(&caller.user()?, &session_id, after)
         .await?;
     Ok(event_response(&headers, events, state.sse_ping))
 }

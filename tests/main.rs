@@ -3,6 +3,7 @@
 
 mod common;
 
+mod accounts;
 mod config_flags;
 mod context_budget;
 mod health;

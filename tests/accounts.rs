@@ -44,8 +44,8 @@ impl Api {
         let status = response.status().as_u16();
         let text = response.text().await.unwrap();
         // A JSON answer, or a stream: its NDJSON events as an array.
-        let body = serde_json::from_str(&text)
-            .unwrap_or_else(|_| Value::Array(ndjson_events(&text)));
+        let body =
+            serde_json::from_str(&text).unwrap_or_else(|_| Value::Array(ndjson_events(&text)));
         (status, body)
     }
 

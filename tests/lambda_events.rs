@@ -170,6 +170,61 @@ async fn mcp_admin_and_session_answer_rest_v1_http_v2_and_function_url_events() 
     }
 }
 
+/// The status and the envelope of a buffered function's answer.
+fn status_and_envelope(raw: &[u8], fixture_name: &str) -> (u64, Value) {
+    let response: Value = serde_json::from_slice(raw)
+        .unwrap_or_else(|_| panic!("{fixture_name}: not JSON: {}", String::from_utf8_lossy(raw)));
+    let body = response["body"].as_str().expect("a text body");
+    let envelope = serde_json::from_str(body).expect("the body is the JSON envelope");
+    (response["statusCode"].as_u64().unwrap(), envelope)
+}
+
+/// With auth on, the identity an API Gateway authorizer put in the request context decides who
+/// calls: Cognito claims (REST), JWT authorizer claims (HTTP API), an IAM signer acting for the
+/// user it names. The Authorization header is then the gateway's, not a token of ours.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_auth_on_the_session_function_trusts_the_authorizers_identity() {
+    let emulator = Emulator::start(&[
+        "SAGE_NO_AUTH=false".to_owned(),
+        "SAGE_JWT_KEY=lambda-test-jwt-key-0123456789abcdef".to_owned(),
+    ])
+    .await;
+    let store = dynamo_store(&emulator.table).await;
+    use sage_core::store::SessionStore;
+    let session = sage_core::store::SessionRecord::new(
+        "s-cognito",
+        "cognito-user-1",
+        "from the identity provider",
+    );
+    store.create_session(&session).await.unwrap();
+
+    let name = "apigw-rest-conversations.json";
+    let (status, envelope) =
+        status_and_envelope(&emulator.invoke("sage-session", name).await, name);
+    assert_eq!(
+        (status, &envelope["code"]),
+        (401, &Value::from(401)),
+        "{name}: {envelope}"
+    );
+
+    for name in [
+        "apigw-rest-conversations-cognito.json",
+        "apigw-http-conversations-jwt.json",
+        "apigw-rest-conversations-iam.json",
+    ] {
+        let (status, envelope) =
+            status_and_envelope(&emulator.invoke("sage-session", name).await, name);
+        assert_eq!(status, 200, "{name}: {envelope}");
+        let listed: Vec<&str> = envelope["data"]["list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["session_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(listed, ["s-cognito"], "{name}: {envelope}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn stream_answers_the_function_url_event_incrementally() {
     let delay = Duration::from_millis(150);

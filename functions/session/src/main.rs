@@ -1,4 +1,5 @@
-//! The Session function: `/api/conversations*`, `/api/share/*`, `/api/sessions/*`.
+//! The Session function: `/api/conversations*`, `/api/share/*`, `/api/sessions/*`,
+//! `/api/memories*`, `/api/user/*`.
 
 use sage_core::telemetry::exit_on_error;
 use sage_core::{App, Config, session_router};
@@ -8,5 +9,6 @@ async fn main() -> Result<(), lambda_http::Error> {
     sage_core::telemetry::init_logging();
     let config = exit_on_error("configuration", Config::from_env());
     let app = exit_on_error("start-up", App::from_config(config).await);
+    exit_on_error("the first admin", app.ensure_admin().await);
     lambda_http::run(session_router(app)).await
 }

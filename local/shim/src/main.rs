@@ -31,7 +31,11 @@ async fn main() {
 }
 
 async fn start(config: Config) -> App {
-    App::from_config(config).await.unwrap_or_else(|error| {
+    let started = match App::from_config(config).await {
+        Ok(app) => app.ensure_admin().await.map(|()| app),
+        Err(error) => Err(error),
+    };
+    started.unwrap_or_else(|error| {
         eprintln!(
             "sage-local: cannot start: {}",
             sage_core::telemetry::chain(&error)

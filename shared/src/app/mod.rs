@@ -75,7 +75,7 @@ pub enum StartupError {
     Presets(#[from] PresetError),
     #[error("cannot create the first admin account")]
     Admin(#[source] DomainError),
-    #[error("cannot read the LLM API key from SSM parameter `{name}`: {reason}")]
+    #[error("cannot read the key in SSM parameter `{name}`: {reason}")]
     KeyParameter { name: String, reason: String },
 }
 
@@ -92,14 +92,22 @@ impl App {
         {
             config.llm.api_key = Some(read_key_parameter(&name).await?);
         }
+        #[cfg(feature = "ssm")]
+        if config.auth.jwt_key.is_none()
+            && let Some(name) = config.auth.jwt_key_parameter.clone()
+        {
+            let key = read_key_parameter(&name).await?;
+            config
+                .auth
+                .set_jwt_key(key)
+                .map_err(|reason| StartupError::KeyParameter { name, reason })?;
+        }
         let store = open_store(&config.store).await?;
-        let app = Self::with_store(config, store)?;
-        app.ensure_admin().await?;
-        Ok(app)
+        Self::with_store(config, store)
     }
 
     /// Creates the first admin (`--admin_username`) unless it exists; a generated password is
-    /// logged this once.
+    /// logged this once. Called by what serves the account routes (sage-local, Session).
     pub async fn ensure_admin(&self) -> Result<(), StartupError> {
         let auth = &self.config.auth;
         let generated = self
@@ -355,10 +363,12 @@ impl App {
 
     /// The routes, with what every `Caller` needs to check a token.
     fn finish(&self, routes: Router) -> Router {
-        with_middleware(
-            routes.layer(axum::Extension(self.accounts.clone())),
-            self.limits(),
-        )
+        let routes = routes.layer(axum::Extension(self.accounts.clone()));
+        #[cfg(feature = "lambda")]
+        let routes = routes.layer(axum::middleware::from_fn(
+            crate::http::gateway::gateway_identity,
+        ));
+        with_middleware(routes, self.limits())
     }
 
     fn session_routes(&self) -> Router {
@@ -402,10 +412,14 @@ fn accounts(auth: &AuthConfig, store: Arc<dyn crate::store::AccountStore>) -> Ac
         );
     }
     let jwt_key = auth.jwt_key.clone().unwrap_or_else(|| {
-        tracing::warn!(
-            "no --jwt_key: tokens from /api/user/login are signed with a key made up for this \
-             process and stop working when it ends"
-        );
+        // A build that does not read SSM names the parameter only because every function
+        // shares one environment; it serves no route that takes a token.
+        if auth.jwt_key_parameter.is_none() {
+            tracing::warn!(
+                "no --jwt_key: tokens from /api/user/login are signed with a key made up for \
+                 this process and stop working when it ends"
+            );
+        }
         random_secret()
     });
     let refresh_key = auth

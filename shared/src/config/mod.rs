@@ -372,6 +372,11 @@ pub struct AuthConfig {
     /// last only as long as the process.
     #[arg(long, env = "SAGE_JWT_KEY", hide_env_values = true, value_parser = secret)]
     pub jwt_key: Option<SecretString>,
+    /// Name of an SSM SecureString parameter holding the JWT key, read at start-up by the
+    /// builds that check tokens and read SSM (Stream, MCP-admin, Session, sage-local): how the
+    /// Lambda functions get it. Ignored when `--jwt_key` is set.
+    #[arg(long, env = "SAGE_JWT_KEY_PARAMETER")]
+    pub jwt_key_parameter: Option<String>,
     /// Hours an access token lives (fractions allowed).
     #[arg(long, env = "SAGE_JWT_EXPIRE_HOURS", default_value = "24", value_parser = hours)]
     pub jwt_expire_hours: Duration,
@@ -410,13 +415,24 @@ impl AuthConfig {
                 ));
             }
         }
-        if !self.no_auth && self.jwt_key.is_none() {
+        if !self.no_auth && self.jwt_key.is_none() && self.jwt_key_parameter.is_none() {
             return Err(
-                "--jwt_key (SAGE_JWT_KEY) is required with --no_auth false: the secret that \
-                 signs access tokens, at least 32 bytes"
+                "--jwt_key (SAGE_JWT_KEY) or --jwt_key_parameter is required with --no_auth \
+                 false: the secret that signs access tokens, at least 32 bytes"
                     .into(),
             );
         }
+        Ok(())
+    }
+
+    /// The JWT key as read from its parameter, checked like one given directly.
+    pub fn set_jwt_key(&mut self, key: SecretString) -> Result<(), String> {
+        if key.expose_secret().len() < MIN_SECRET_BYTES {
+            return Err(format!(
+                "the JWT key parameter's value: at least {MIN_SECRET_BYTES} bytes"
+            ));
+        }
+        self.jwt_key = Some(key);
         Ok(())
     }
 }

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 
 use super::ApiError;
 use crate::domain::DomainError;
-use crate::domain::accounts::{Accounts, Identity, MAX_TOKEN_BYTES};
+use crate::domain::accounts::{Accounts, GatewayIdentity, Identity, MAX_TOKEN_BYTES};
 use crate::util::{InputError, UserId};
 
 /// The raw body, within the configured limit (413 in the envelope beyond it).
@@ -105,7 +105,8 @@ fn parse_query<T: DeserializeOwned>(parts: &Parts) -> Result<T, ApiError> {
 
 /// Who the request acts for, decided here and nowhere else.
 ///
-/// A request with `Authorization: Bearer <token>` acts as the token's account (checked against
+/// In Lambda, an identity an API Gateway authorizer vouched for comes first. Otherwise a
+/// request with `Authorization: Bearer <token>` acts as the token's account (checked against
 /// the store on every request); a `user_id` it names (body, else query) must be that account's
 /// unless the account is an admin. Without a token: with auth required, 401; with `--no_auth`,
 /// the named `user_id`, else Sage's `default_user`.
@@ -123,6 +124,15 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let query: CallerQuery = parse_query(parts)?;
+        // An API Gateway authorizer checked the caller already; the Authorization header then
+        // holds its credentials (a SigV4 signature, an identity provider's token), not ours.
+        if let Some(GatewayIdentity(identity)) = parts.extensions.get::<GatewayIdentity>() {
+            return Ok(Self {
+                identity: Some(identity.clone()),
+                query_user: query.user_id,
+            });
+        }
         let accounts = parts.extensions.get::<Accounts>().cloned();
         let token = bearer_token(parts)?;
         let identity = match (&accounts, token) {
@@ -143,7 +153,6 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
             }
             _ => None,
         };
-        let query: CallerQuery = parse_query(parts)?;
         Ok(Self {
             identity,
             query_user: query.user_id,

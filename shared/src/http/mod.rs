@@ -5,6 +5,8 @@ mod error;
 mod extract;
 #[cfg(feature = "mcp")]
 mod framing;
+#[cfg(feature = "lambda")]
+pub mod gateway;
 mod middleware;
 pub mod routes;
 

@@ -65,6 +65,40 @@ impl Identity {
     }
 }
 
+/// A caller an API Gateway authorizer vouched for (Cognito, a JWT or Lambda authorizer, or an
+/// IAM signature): trusted without a token of ours.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatewayIdentity(pub Identity);
+
+impl GatewayIdentity {
+    /// From an authorizer's claims: the user is `userid` (our tokens' claim), else `sub`, else
+    /// `principalId`; an admin when `role` is "admin" or the `cognito:groups` include "admin".
+    pub fn from_claims(claim: impl Fn(&str) -> Option<String>) -> Option<Self> {
+        let user_id = ["userid", "sub", "principalId"]
+            .into_iter()
+            .find_map(|name| claim(name).filter(|id| !id.is_empty()))?;
+        let groups = claim("cognito:groups").unwrap_or_default();
+        let admin = claim("role").as_deref() == Some("admin")
+            || groups
+                .trim_matches(|c| c == '[' || c == ']')
+                .split([',', ' '])
+                .any(|group| group.trim_matches('"') == "admin");
+        Some(Self(Identity {
+            user_id: UserId::new(user_id),
+            role: if admin { Role::Admin } else { Role::User },
+        }))
+    }
+
+    /// A request signed with AWS credentials that may call the API (`EndpointAuth` AWS_IAM): a
+    /// trusted service, which may name the user it acts for.
+    pub fn signer(user_arn: String) -> Self {
+        Self(Identity {
+            user_id: UserId::new(user_arn),
+            role: Role::Admin,
+        })
+    }
+}
+
 /// An account to create, checked: a username of 3 to 64 letters, digits, '_', '-', '.'; an
 /// optional email with an '@'; a password of 8 to 1,024 characters.
 pub struct NewAccount {
@@ -216,7 +250,7 @@ impl Accounts {
             || DomainError::Unauthorized("refresh_token: invalid, expired or used".into());
         let token = self.keys.open_refresh(refresh_token).ok_or_else(refused)?;
         let taken = self.store.take_refresh_token(&token.jti).await?;
-        if !taken.is_some_and(|taken| taken.user_id == token.uid) {
+        if taken.is_none_or(|taken| taken.user_id != token.uid) {
             return Err(refused());
         }
         let account = self
@@ -454,4 +488,38 @@ fn iso_time(secs: f64) -> String {
         .ok()
         .and_then(|at| at.format(&format).ok())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn from(claims: &[(&str, &str)]) -> Option<GatewayIdentity> {
+        let claims: HashMap<&str, &str> = claims.iter().copied().collect();
+        GatewayIdentity::from_claims(|name| claims.get(name).map(|value| value.to_string()))
+    }
+
+    #[test]
+    fn authorizer_claims_name_the_user_and_the_admin_group() {
+        let reader = from(&[("sub", "u-1"), ("cognito:groups", "readers")]).unwrap();
+        assert_eq!(
+            (reader.0.user_id.as_str(), reader.0.role),
+            ("u-1", Role::User)
+        );
+        let admin = from(&[("sub", "u-2"), ("cognito:groups", "[admin readers]")]).unwrap();
+        assert_eq!(admin.0.role, Role::Admin);
+        let ours = from(&[("userid", "u-3"), ("sub", "ignored"), ("role", "admin")]).unwrap();
+        assert_eq!((ours.0.user_id.as_str(), ours.0.role), ("u-3", Role::Admin));
+        let lambda = from(&[("principalId", "u-4")]).unwrap();
+        assert_eq!(lambda.0.user_id.as_str(), "u-4");
+        assert!(
+            from(&[("cognito:groups", "admin")]).is_none(),
+            "no user, no identity"
+        );
+        assert!(from(&[("sub", "")]).is_none());
+        let almost = from(&[("sub", "u-5"), ("cognito:groups", "administrators")]).unwrap();
+        assert_eq!(almost.0.role, Role::User);
+    }
 }

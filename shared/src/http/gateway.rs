@@ -1,0 +1,70 @@
+//! In Lambda: the caller an API Gateway authorizer already checked. A Cognito or JWT authorizer
+//! leaves the token's claims in the request context, a Lambda authorizer its context, IAM
+//! authorization the signer's ARN; lambda_http keeps the context in the request's extensions.
+//! Nobody but API Gateway or the Lambda service writes it, so it is trusted as it is.
+
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::Response;
+use lambda_http::RequestExt;
+use lambda_http::request::RequestContext;
+use serde_json::Value;
+
+use crate::domain::accounts::GatewayIdentity;
+
+/// Adds the authorizer's identity to the request, when there is one.
+pub async fn gateway_identity(mut request: Request, next: Next) -> Response {
+    if let Some(identity) = request.request_context_ref().and_then(identity_of) {
+        request.extensions_mut().insert(identity);
+    }
+    next.run(request).await
+}
+
+fn identity_of(context: &RequestContext) -> Option<GatewayIdentity> {
+    match context {
+        RequestContext::ApiGatewayV1(context) => {
+            let fields = &context.authorizer.fields;
+            let claims = fields.get("claims").and_then(Value::as_object);
+            claims
+                .and_then(|claims| GatewayIdentity::from_claims(|name| text(claims.get(name))))
+                .or_else(|| GatewayIdentity::from_claims(|name| text(fields.get(name))))
+                .or_else(|| {
+                    context
+                        .identity
+                        .user_arn
+                        .clone()
+                        .map(GatewayIdentity::signer)
+                })
+        }
+        RequestContext::ApiGatewayV2(context) => {
+            let authorizer = context.authorizer.as_ref()?;
+            authorizer
+                .jwt
+                .as_ref()
+                .and_then(|jwt| GatewayIdentity::from_claims(|name| jwt.claims.get(name).cloned()))
+                .or_else(|| GatewayIdentity::from_claims(|name| text(authorizer.fields.get(name))))
+                .or_else(|| {
+                    authorizer
+                        .iam
+                        .as_ref()
+                        .and_then(|iam| iam.user_arn.clone())
+                        .map(GatewayIdentity::signer)
+                })
+        }
+        _ => None,
+    }
+}
+
+fn text(value: Option<&Value>) -> Option<String> {
+    match value? {
+        Value::String(text) => Some(text.clone()),
+        Value::Array(items) => Some(
+            items
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+        other => Some(other.to_string()),
+    }
+}

@@ -33,6 +33,8 @@ const TABLE: &str = "${Table.Arn}";
 const TABLE_INDEXES: &str = "${Table.Arn}/index/*";
 const KEY_PARAMETER_ARN: &str =
     "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter${LlmApiKeyParameterName}";
+const JWT_PARAMETER_ARN: &str =
+    "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter${JwtKeyParameterName}";
 const SEARCH_ACTIONS: &[&str] = &[
     "es:ESHttpGet",
     "es:ESHttpHead",
@@ -94,6 +96,18 @@ fn key_grants() -> Vec<Grant> {
     ]
 }
 
+/// The functions that check tokens and read SSM at start-up read the JWT key parameter.
+fn jwt_grants() -> Vec<Grant> {
+    vec![
+        grant(None, &["ssm:GetParameter"], &[JWT_PARAMETER_ARN]),
+        grant(
+            Some("HasJwtKeyKmsKey"),
+            &["kms:Decrypt"],
+            &["${JwtKeyKmsKeyArn}"],
+        ),
+    ]
+}
+
 fn search_grant() -> Grant {
     grant(
         Some("CreateSearch"),
@@ -117,6 +131,7 @@ fn expected_functions() -> Vec<Expected> {
         search_grant(),
     ];
     stream_grants.extend(key_grants());
+    stream_grants.extend(jwt_grants());
     let mut health_grants = vec![grant(None, &["dynamodb:GetItem"], &[TABLE])];
     health_grants.extend(key_grants());
     let mut session_grants = vec![
@@ -130,6 +145,7 @@ fn expected_functions() -> Vec<Expected> {
         search_grant(),
     ];
     session_grants.extend(key_grants());
+    session_grants.extend(jwt_grants());
     let mut jobs_grants = vec![grant(
         None,
         &[
@@ -141,6 +157,7 @@ fn expected_functions() -> Vec<Expected> {
         &[TABLE],
     )];
     jobs_grants.extend(key_grants());
+    jobs_grants.extend(jwt_grants());
     vec![
         Expected {
             logical_id: "StreamFunction",
@@ -170,7 +187,11 @@ fn expected_functions() -> Vec<Expected> {
             role: "McpAdminRole",
             log_group: "McpAdminLogGroup",
             streams: false,
-            grants: vec![grant(None, STORE_ACTIONS, &[TABLE, TABLE_INDEXES])],
+            grants: [
+                vec![grant(None, STORE_ACTIONS, &[TABLE, TABLE_INDEXES])],
+                jwt_grants(),
+            ]
+            .concat(),
         },
         Expected {
             logical_id: "SessionFunction",
@@ -231,6 +252,11 @@ const ROUTES: &[(&str, &str, &str)] = &[
     ("/api/memories", "get", "SessionFunction"),
     (
         "/api/memories/{proxy+}",
+        "x-amazon-apigateway-any-method",
+        "SessionFunction",
+    ),
+    (
+        "/api/user/{proxy+}",
         "x-amazon-apigateway-any-method",
         "SessionFunction",
     ),
@@ -652,6 +678,15 @@ fn every_environment_variable_is_a_real_setting_and_the_key_comes_from_ssm() {
         if let Some(parameter) = vars.get(KEY_PARAMETER_VAR) {
             assert!(is_ref(parameter, "LlmApiKeyParameterName"), "{id}");
         }
+        assert_eq!(vars["SAGE_NO_AUTH"], "false", "{id}: authentication is on everywhere");
+        assert!(
+            is_ref(&vars["SAGE_JWT_KEY_PARAMETER"], "JwtKeyParameterName"),
+            "{id}: the JWT key comes from SSM"
+        );
+        assert!(
+            !vars.contains_key("SAGE_JWT_KEY") && !vars.contains_key("SAGE_ADMIN_PASSWORD"),
+            "{id}: no secret is a plain variable"
+        );
         for (name, value) in &vars {
             if name.starts_with("SAGE_") && tagged(value).is_none() {
                 // A literal value must be one the configuration accepts.
@@ -662,7 +697,8 @@ fn every_environment_variable_is_a_real_setting_and_the_key_comes_from_ssm() {
                         format!("--{}={}", arg.get_long().unwrap(), value.as_str().unwrap())
                     });
                 if let Some(flag) = flag {
-                    Config::try_from_args(["sage", flag.as_str()])
+                    // Auth on needs a key source; the template names the parameter.
+                    Config::try_from_args(["sage", flag.as_str(), "--jwt_key_parameter=/sage/k"])
                         .unwrap_or_else(|error| panic!("{id}: {name}: {error}"));
                 }
             }
@@ -750,9 +786,10 @@ fn every_policy_grants_exactly_what_its_function_uses_without_wildcards() {
                 .iter()
                 .any(|g| g.actions.iter().any(|a| a.starts_with(prefix)))
         };
+        let reads = |arn: &str| actual.iter().any(|g| g.resources.contains(arn));
         assert_eq!(
             vars.contains_key(KEY_PARAMETER_VAR),
-            has("ssm:"),
+            reads(KEY_PARAMETER_ARN),
             "{id}: key parameter"
         );
         assert_eq!(

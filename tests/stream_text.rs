@@ -250,3 +250,58 @@ async fn a_quiet_sse_stream_sends_ping_comments() {
     let frames = body.split("\n\n").filter(|f| f.contains("data:")).count();
     assert!(frames >= 4, "the events still arrive: {body}");
 }
+
+/// Sage's client sends `agent_mode` simple, multi, fibre or auto: each is accepted; the modes not
+/// run yet say so in a `normal` event first, then the simple tool loop answers.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_agent_mode_is_accepted_and_the_ones_not_run_yet_say_so() {
+    let env = TestEnv::new().await;
+    let notices = |events: &[Value]| -> Vec<String> {
+        of_type(events, "normal")
+            .iter()
+            .filter_map(|event| event["content"].as_str().map(str::to_owned))
+            .collect()
+    };
+    for (fields, expected) in [
+        (json!({"agent_mode": "simple"}), vec![]),
+        (json!({"agent_mode": "auto"}), vec![]),
+        (
+            json!({"agent_mode": "multi"}),
+            vec!["agent_mode `multi` is not available yet: this run uses the simple tool loop"],
+        ),
+        (
+            json!({"agent_mode": "fibre", "more_suggest": true}),
+            vec![
+                "agent_mode `fibre` is not available yet: this run uses the simple tool loop",
+                "more_suggest is not available yet: this run ends without follow-up suggestions",
+            ],
+        ),
+        (
+            json!({"multi_agent": true}),
+            vec!["agent_mode `multi` is not available yet: this run uses the simple tool loop"],
+        ),
+    ] {
+        let mut body = user_message("hi");
+        for (name, value) in fields.as_object().unwrap() {
+            body[name] = value.clone();
+        }
+        let events = post_ndjson(&env.stream_url(), &body).await;
+        assert_eq!(answer_text(&events), ANSWER, "{fields}");
+        assert_eq!(notices(&events), expected, "{fields}");
+        assert_tail(&events, &session_of(&events));
+    }
+    let (status, body) = send_json(
+        reqwest::Method::POST,
+        &env.stream_url(),
+        &json!({"agent_mode": "swarm", "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error_detail"]
+            .as_str()
+            .unwrap()
+            .contains("agent_mode"),
+        "{body}"
+    );
+}

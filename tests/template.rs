@@ -678,7 +678,10 @@ fn every_environment_variable_is_a_real_setting_and_the_key_comes_from_ssm() {
         if let Some(parameter) = vars.get(KEY_PARAMETER_VAR) {
             assert!(is_ref(parameter, "LlmApiKeyParameterName"), "{id}");
         }
-        assert_eq!(vars["SAGE_NO_AUTH"], "false", "{id}: authentication is on everywhere");
+        assert_eq!(
+            vars["SAGE_NO_AUTH"], "false",
+            "{id}: authentication is on everywhere"
+        );
         assert!(
             is_ref(&vars["SAGE_JWT_KEY_PARAMETER"], "JwtKeyParameterName"),
             "{id}: the JWT key comes from SSM"

@@ -58,6 +58,8 @@ pub struct RunSpec {
     pub builtin_tools: Vec<Arc<dyn BuiltinTools>>,
     pub mcp_policy: McpPolicy,
     pub tool_timeout: Duration,
+    /// Said first, as `normal` events: what the request asked for that this run cannot do.
+    pub notices: Vec<String>,
 }
 
 #[derive(Default)]
@@ -179,6 +181,10 @@ impl Agent {
         .await;
         for builtin in &self.spec.builtin_tools {
             tools.add_builtin(builtin.clone());
+        }
+        for notice in std::mem::take(&mut self.spec.notices) {
+            self.emit_text(EventType::Normal, EXECUTION_AGENT, &new_id(), notice)
+                .await;
         }
         let mut outcome = match self.execute(&tools).await {
             Ok(()) => RunOutcome::Completed,

@@ -71,6 +71,46 @@ impl ContextBudgetConfig {
 pub enum AgentMode {
     Simple,
     Multi,
+    Fibre,
+    /// Sage runs it as simple.
+    Auto,
+}
+
+impl AgentMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Simple => "simple",
+            Self::Multi => "multi",
+            Self::Fibre => "fibre",
+            Self::Auto => "auto",
+        }
+    }
+}
+
+impl StreamRequest {
+    /// What the request asks for that this service does not run yet, each as a sentence for a
+    /// `normal` event at the start of the run: the run goes on as the simple tool loop.
+    pub fn unsupported_options(&self) -> Vec<String> {
+        let mode = match (self.agent_mode, self.multi_agent) {
+            (Some(mode @ (AgentMode::Multi | AgentMode::Fibre)), _) => Some(mode),
+            (None, Some(true)) => Some(AgentMode::Multi),
+            _ => None,
+        };
+        let mut notices = Vec::new();
+        if let Some(mode) = mode {
+            notices.push(format!(
+                "agent_mode `{}` is not available yet: this run uses the simple tool loop",
+                mode.as_str()
+            ));
+        }
+        if self.more_suggest == Some(true) {
+            notices.push(
+                "more_suggest is not available yet: this run ends without follow-up suggestions"
+                    .into(),
+            );
+        }
+        notices
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

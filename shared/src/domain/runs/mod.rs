@@ -381,6 +381,7 @@ impl Runs {
             builtin_tools,
             mcp_policy: self.defaults.mcp_policy,
             tool_timeout: self.defaults.tool_timeout,
+            notices: request.unsupported_options(),
         };
         Ok((spec, seq))
     }

@@ -730,3 +730,173 @@ async fn the_first_start_creates_an_admin_with_a_password_shown_once() {
     assert_eq!(status, 200, "{body}");
     assert!(body["data"]["expires_in"].as_u64().unwrap() > 0);
 }
+
+/// Every route that acts for a caller × who calls: the owner, another user, an admin (acting as
+/// themselves), nobody, and three bad tokens. The expected status for each, and afterwards the
+/// proof that nothing crossed over.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_isolation_matrix_over_every_route() {
+    let env = auth_on(&[]).await;
+    let api = Api::new(&env);
+    let admin = api.login("admin", ADMIN_PASSWORD).await;
+    api.add_user(&admin.access, "alice", "alice-password").await;
+    api.add_user(&admin.access, "bob", "bob-password").await;
+    let alice = api.login("alice", "alice-password").await;
+    let bob = api.login("bob", "bob-password").await;
+    let (status, _) = api
+        .stream(
+            Some(&alice.access),
+            &json!({"session_id": "iso-1", "messages": [{"role": "user", "content": "private words"}]}),
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    let alice_claims = jsonwebtoken::decode::<Value>(
+        &alice.access,
+        &jsonwebtoken::DecodingKey::from_secret(JWT_KEY.as_bytes()),
+        &{
+            let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+            validation.set_audience(&["sage-access"]);
+            validation
+        },
+    )
+    .unwrap()
+    .claims;
+    let sign = |key: &str, claims: &Value| {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            claims,
+            &jsonwebtoken::EncodingKey::from_secret(key.as_bytes()),
+        )
+        .unwrap()
+    };
+    let mut claims = alice_claims.clone();
+    claims["exp"] = json!(1_000_000_000u64);
+    let expired = sign(JWT_KEY, &claims);
+    let mut claims = alice_claims.clone();
+    claims["role"] = json!("admin");
+    let other_key = sign("someone-elses-key-0123456789abcdef0123", &claims);
+    let tampered = {
+        let parts: Vec<&str> = alice.access.split('.').collect();
+        let bob_parts: Vec<&str> = bob.access.split('.').collect();
+        // Alice's claims with Bob's signature.
+        format!("{}.{}.{}", parts[0], parts[1], bob_parts[2])
+    };
+
+    // (method, path, body, owner's status, another user's status)
+    let routes: Vec<(Method, &str, Option<Value>, u16, u16)> = vec![
+        (Method::GET, "/api/conversations", None, 200, 200),
+        (
+            Method::GET,
+            "/api/conversations/iso-1/messages",
+            None,
+            200,
+            403,
+        ),
+        (
+            Method::GET,
+            "/api/stream/resume/iso-1?last_index=0",
+            None,
+            200,
+            403,
+        ),
+        (
+            Method::POST,
+            "/api/sessions/iso-1/tasks_status",
+            Some(json!({})),
+            200,
+            403,
+        ),
+        (
+            Method::POST,
+            "/api/sessions/iso-1/file_workspace",
+            Some(json!({})),
+            200,
+            403,
+        ),
+        (
+            Method::GET,
+            "/api/sessions/iso-1/file_workspace/download?file_path=a.txt",
+            None,
+            404,
+            403,
+        ),
+        (
+            Method::POST,
+            "/api/sessions/iso-1/interrupt",
+            Some(json!({})),
+            200,
+            403,
+        ),
+        (
+            Method::PUT,
+            "/api/conversations/iso-1/title",
+            Some(json!({"title": "renamed"})),
+            200,
+            403,
+        ),
+        (
+            Method::POST,
+            "/api/stream",
+            Some(json!({"session_id": "iso-1", "messages": [{"role": "user", "content": "more"}]})),
+            200,
+            403,
+        ),
+        (Method::GET, "/api/memories", None, 200, 200),
+        (Method::DELETE, "/api/memories/no-such-key", None, 404, 404),
+        (Method::GET, "/api/mcp/list", None, 200, 200),
+        (Method::GET, "/api/tools", None, 200, 200),
+        (Method::DELETE, "/api/mcp/nothing-here", None, 404, 404),
+        (Method::POST, "/api/mcp/nothing-here/refresh", Some(json!({})), 404, 404),
+        (
+            Method::PUT,
+            "/api/mcp/nothing-here/toggle",
+            Some(json!({"disabled": true})),
+            404,
+            404,
+        ),
+        (Method::GET, "/api/user/check_login", None, 200, 200),
+        (Method::GET, "/api/user/options", None, 200, 200),
+        (Method::DELETE, "/api/conversations/iso-1", None, 200, 403),
+    ];
+    let bad_tokens: [(&str, Option<&str>); 4] = [
+        ("anonymous", None),
+        ("expired", Some(&expired)),
+        ("signed with another key", Some(&other_key)),
+        ("tampered", Some(&tampered)),
+    ];
+    for (method, path, body, owner_status, other_status) in &routes {
+        for (who, token) in &bad_tokens {
+            let (status, answer) = api.call(method.clone(), path, *token, body.as_ref()).await;
+            assert_eq!(status, 401, "{who} {method} {path}: {answer}");
+            assert_eq!(answer["code"], 401, "{who} {method} {path}: {answer}");
+        }
+        for (who, token) in [("bob", &bob.access), ("the admin", &admin.access)] {
+            let (status, answer) = api
+                .call(method.clone(), path, Some(token), body.as_ref())
+                .await;
+            assert_eq!(status, *other_status, "{who} {method} {path}: {answer}");
+            assert!(
+                !answer.to_string().contains("private words"),
+                "{who} {method} {path} read alice's words: {answer}"
+            );
+        }
+        if *path == "/api/conversations/iso-1/messages" {
+            let (_, answer) = api.get(path, Some(&alice.access)).await;
+            assert_eq!(
+                answer["data"]["message_count"], 2,
+                "nobody else wrote: {answer}"
+            );
+        }
+        if *path == "/api/conversations" {
+            for token in [&bob.access, &admin.access] {
+                let (_, answer) = api.get(path, Some(token)).await;
+                assert_eq!(answer["data"]["total"], 0, "{answer}");
+            }
+        }
+        let (status, answer) = api
+            .call(method.clone(), path, Some(&alice.access), body.as_ref())
+            .await;
+        assert_eq!(status, *owner_status, "alice {method} {path}: {answer}");
+    }
+}

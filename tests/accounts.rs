@@ -847,7 +847,13 @@ async fn the_isolation_matrix_over_every_route() {
         (Method::GET, "/api/mcp/list", None, 200, 200),
         (Method::GET, "/api/tools", None, 200, 200),
         (Method::DELETE, "/api/mcp/nothing-here", None, 404, 404),
-        (Method::POST, "/api/mcp/nothing-here/refresh", Some(json!({})), 404, 404),
+        (
+            Method::POST,
+            "/api/mcp/nothing-here/refresh",
+            Some(json!({})),
+            404,
+            404,
+        ),
         (
             Method::PUT,
             "/api/mcp/nothing-here/toggle",

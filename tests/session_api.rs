@@ -61,7 +61,15 @@ async fn conversations_are_listed_paged_sorted_and_searched_with_true_counts() {
     assert_eq!(apple["user_count"], 2);
     assert_eq!(apple["agent_count"], 2);
     assert_eq!(apple["message_count"], 4);
-    assert!(apple["updated_at"].as_f64().unwrap() > apple["created_at"].as_f64().unwrap());
+    // ISO 8601 with offset, which Sage's client reads with `new Date()`; same format, so the
+    // strings order as the times do.
+    let created = apple["created_at"].as_str().unwrap();
+    let updated = apple["updated_at"].as_str().unwrap();
+    assert!(
+        created.starts_with("20") && created.ends_with("+00:00"),
+        "{created}"
+    );
+    assert!(updated > created, "{created} {updated}");
 
     let (_, by_messages) = env
         .app

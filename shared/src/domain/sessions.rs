@@ -8,7 +8,7 @@ use crate::domain::DomainError;
 use crate::store::{
     EventLog, RunControl, SessionQuery, SessionRecord, SessionStore, SummaryStore, query_sessions,
 };
-use crate::util::{SessionId, UserId, now_secs};
+use crate::util::{SessionId, UserId, iso_time, now_secs};
 use crate::wire::api::{
     Conversation, FileDownload, FileEntry, SessionList, SessionSummary, TaskStatus,
 };
@@ -36,8 +36,8 @@ pub fn summary(session: &SessionRecord, text: Option<String>) -> SessionSummary 
         message_count: session.message_count,
         user_count: session.user_count,
         agent_count: session.agent_count,
-        created_at: session.created_at,
-        updated_at: session.updated_at,
+        created_at: iso_time(session.created_at),
+        updated_at: iso_time(session.updated_at),
         status: session.status.as_str(),
         summary: text,
     }

@@ -33,8 +33,9 @@ pub struct SessionSummary {
     pub message_count: u64,
     pub user_count: u64,
     pub agent_count: u64,
-    pub created_at: f64,
-    pub updated_at: f64,
+    /// ISO 8601 with offset (Sage's client reads them with `new Date()`).
+    pub created_at: String,
+    pub updated_at: String,
     pub status: &'static str,
     /// The summary job's latest summary of the conversation.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -14,7 +14,7 @@ pub use tokens::{MAX_TOKEN_BYTES, TokenKeys};
 
 use crate::domain::DomainError;
 use crate::store::{AccountRecord, AccountStore, RefreshTokenRecord};
-use crate::util::{InputError, UserId, now_secs};
+use crate::util::{InputError, UserId, iso_time, now_secs};
 use crate::wire::api::{
     AccessClaims, AccountCreated, AccountList, AccountOption, AccountSummary, TokenPair,
 };
@@ -478,16 +478,6 @@ fn require_admin(caller: &Identity) -> Result<(), DomainError> {
     } else {
         Err(DomainError::Forbidden("only an admin may do this".into()))
     }
-}
-
-/// `2026-12-04T06:44:49Z`
-fn iso_time(secs: f64) -> String {
-    let format =
-        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
-    time::OffsetDateTime::from_unix_timestamp(secs as i64)
-        .ok()
-        .and_then(|at| at.format(&format).ok())
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -906,3 +906,120 @@ async fn the_isolation_matrix_over_every_route() {
         assert_eq!(status, *owner_status, "alice {method} {path}: {answer}");
     }
 }
+
+/// sage-local at `debug`, auth on, put through logins (right and wrong), token use, forged
+/// tokens, a password change and a stream: its whole log holds none of the secrets used.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_secret_reaches_the_log() {
+    let llm = crate::common::MockLlm::start(sage_mock_llm::MockOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("data").display().to_string();
+    let port = free_port();
+    let log = tempfile::NamedTempFile::new().unwrap();
+    const LLM_KEY: &str = "sk-provider-secret-4f9a1c";
+    let shim = ChildGuard(
+        std::process::Command::new(workspace_binary("sage-local"))
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--db_type", "file", "--db_path", &db])
+            .args(["--no_auth", "false", "--jwt_key", JWT_KEY])
+            .args(["--admin_password", ADMIN_PASSWORD])
+            .args(["--default_llm_api_base_url", &llm.base_url])
+            .args(["--preset_running_config", "/nonexistent/agent_setting.json"])
+            .args(["--preset_mcp_config", "/nonexistent/mcp_setting.json"])
+            .env("SAGE_DEFAULT_LLM_API_KEY", LLM_KEY)
+            .env("RUST_LOG", "debug")
+            .current_dir(dir.path())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log.reopen().unwrap())
+            .spawn()
+            .expect("sage-local starts"),
+    );
+    wait_for_port(port, Duration::from_secs(30)).await;
+    let url = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let post = |path: &str, token: Option<&str>, body: Value| {
+        let mut request = client.post(format!("{url}{path}")).json(&body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.text().await.unwrap())
+        }
+    };
+    let (status, text) = post(
+        "/api/user/login",
+        None,
+        json!({"username_or_email": "admin", "password": ADMIN_PASSWORD}),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let tokens: Value = serde_json::from_str(&text).unwrap();
+    let access = tokens["data"]["access_token"].as_str().unwrap().to_owned();
+    let refresh = tokens["data"]["refresh_token"].as_str().unwrap().to_owned();
+    let (status, _) = post(
+        "/api/user/login",
+        None,
+        json!({"username_or_email": "admin", "password": "wrong-password-77"}),
+    )
+    .await;
+    assert_eq!(status, 401);
+    let (status, _) = post(
+        "/api/user/add",
+        Some(&access),
+        json!({"username": "erin", "password": "erin-password-55"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, text) = post(
+        "/api/stream",
+        Some(&access),
+        json!({"messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    assert!(!text.contains(LLM_KEY));
+    let (status, _) = post("/api/user/refresh", None, json!({"refresh_token": refresh})).await;
+    assert_eq!(status, 200);
+    let (status, _) = post("/api/user/refresh", None, json!({"refresh_token": refresh})).await;
+    assert_eq!(status, 401);
+    let (status, _) = post(
+        "/api/stream",
+        Some(&format!("{access}x")),
+        json!({"messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(status, 401);
+    let (status, _) = post(
+        "/api/user/change-password",
+        Some(&access),
+        json!({"old_password": ADMIN_PASSWORD, "new_password": "admin-password-2"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    drop(shim);
+
+    let logged = std::fs::read_to_string(log.path()).unwrap();
+    assert!(
+        logged.contains("request refused"),
+        "the refusals were logged:\n{logged}"
+    );
+    for secret in [
+        JWT_KEY,
+        ADMIN_PASSWORD,
+        "wrong-password-77",
+        "erin-password-55",
+        "admin-password-2",
+        LLM_KEY,
+        &access,
+        &refresh,
+        "$argon2id$",
+    ] {
+        assert!(
+            !logged.contains(secret),
+            "the log holds {secret:?}:\n{logged}"
+        );
+    }
+}

@@ -1023,3 +1023,70 @@ async fn no_secret_reaches_the_log() {
         );
     }
 }
+
+/// `GET /api/system/info` is public; the admin opens and closes registration at run time.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_admin_opens_and_closes_registration() {
+    let env = auth_on(&[]).await;
+    let api = Api::new(&env);
+    let (status, info) = api.get("/api/system/info", None).await;
+    assert_eq!(status, 200, "{info}");
+    assert_eq!(info["data"]["allow_registration"], false);
+    assert_eq!(info["data"]["auth_required"], true);
+    assert!(
+        info["data"]["version"]
+            .as_str()
+            .is_some_and(|v| !v.is_empty())
+    );
+
+    let admin = api.login("admin", ADMIN_PASSWORD).await;
+    api.add_user(&admin.access, "frank", "frank-password").await;
+    let frank = api.login("frank", "frank-password").await;
+    let open = json!({"allow_registration": true});
+    let (status, body) = api.post("/api/system/update_settings", None, &open).await;
+    assert_refused(status, &body, 401);
+    let (status, body) = api
+        .post("/api/system/update_settings", Some(&frank.access), &open)
+        .await;
+    assert_refused(status, &body, 403);
+    let (status, body) = api
+        .post(
+            "/api/system/update_settings",
+            Some(&admin.access),
+            &json!({"allow_registration": "yes"}),
+        )
+        .await;
+    assert_refused(status, &body, 422);
+    let (_, info) = api.get("/api/system/info", None).await;
+    assert_eq!(
+        info["data"]["allow_registration"], false,
+        "refused changes changed nothing"
+    );
+
+    let (status, body) = api
+        .post("/api/system/update_settings", Some(&admin.access), &open)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, info) = api.get("/api/system/info", None).await;
+    assert_eq!(info["data"]["allow_registration"], true);
+    let newcomer = json!({"username": "grace", "password": "grace-password"});
+    let (status, body) = api.post("/api/user/register", None, &newcomer).await;
+    assert_eq!(status, 200, "{body}");
+
+    let (status, _) = api
+        .post(
+            "/api/system/update_settings",
+            Some(&admin.access),
+            &json!({"allow_registration": false}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, body) = api
+        .post(
+            "/api/user/register",
+            None,
+            &json!({"username": "heidi", "password": "heidi-password"}),
+        )
+        .await;
+    assert_refused(status, &body, 403);
+}

@@ -8,7 +8,7 @@ use crate::common::*;
 use sage_core::store::{
     AccountRecord, IdempotencyRecord, McpServerRecord, MemoryStore, RefreshTokenRecord, RunStatus,
     SessionQuery, SessionRecord, SortBy, SqlStore, Store, StoreError, SummaryRecord,
-    UserMemoryRecord, query_sessions,
+    SystemSettingsRecord, UserMemoryRecord, query_sessions,
 };
 use sage_core::wire::mcp::{McpServerConfig, ToolSpec};
 use sage_core::wire::{Event, EventType, StoredEvent};
@@ -597,6 +597,22 @@ async fn a_refresh_token_is_taken_once(store: Arc<dyn Store>) {
     assert!(store.take_refresh_token("never").await.unwrap().is_none());
 }
 
+async fn system_settings_are_kept_and_replaced(store: Arc<dyn Store>) {
+    assert!(store.system_settings().await.unwrap().is_none());
+    let open = SystemSettingsRecord {
+        allow_registration: Some(true),
+        updated_at: 10.0,
+    };
+    store.put_system_settings(&open).await.unwrap();
+    assert_eq!(store.system_settings().await.unwrap(), Some(open));
+    let closed = SystemSettingsRecord {
+        allow_registration: Some(false),
+        updated_at: 11.0,
+    };
+    store.put_system_settings(&closed).await.unwrap();
+    assert_eq!(store.system_settings().await.unwrap(), Some(closed));
+}
+
 async fn ping_answers(store: Arc<dyn Store>) {
     store.ping().await.unwrap();
 }
@@ -620,6 +636,7 @@ macro_rules! conformance {
             conformance!(@test $make, accounts_have_unique_login_names);
             conformance!(@test $make, accounts_are_updated_and_deleted);
             conformance!(@test $make, a_refresh_token_is_taken_once);
+            conformance!(@test $make, system_settings_are_kept_and_replaced);
             conformance!(@test $make, ping_answers);
         }
     };

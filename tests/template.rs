@@ -260,6 +260,11 @@ const ROUTES: &[(&str, &str, &str)] = &[
         "x-amazon-apigateway-any-method",
         "SessionFunction",
     ),
+    (
+        "/api/system/{proxy+}",
+        "x-amazon-apigateway-any-method",
+        "SessionFunction",
+    ),
 ];
 
 // ------------------------------------------------------------------ reading YAML

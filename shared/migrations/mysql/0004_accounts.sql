@@ -14,3 +14,7 @@ CREATE TABLE IF NOT EXISTS refresh_tokens (
         token_id VARCHAR(64) PRIMARY KEY, user_id VARCHAR(64) NOT NULL,
         expires_at DOUBLE NOT NULL
     ) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;
+
+CREATE TABLE IF NOT EXISTS system_settings (
+        id VARCHAR(32) PRIMARY KEY, body TEXT NOT NULL
+    ) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;

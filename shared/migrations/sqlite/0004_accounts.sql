@@ -9,3 +9,5 @@ CREATE TABLE IF NOT EXISTS account_logins (
 
 CREATE TABLE IF NOT EXISTS refresh_tokens (
     token_id TEXT PRIMARY KEY, user_id TEXT NOT NULL, expires_at REAL NOT NULL);
+
+CREATE TABLE IF NOT EXISTS system_settings (id TEXT PRIMARY KEY, body TEXT NOT NULL);

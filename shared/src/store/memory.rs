@@ -7,7 +7,8 @@ use async_trait::async_trait;
 use super::{
     AccountRecord, AccountStore, EventLog, IdempotencyRecord, McpServerRecord, McpServerStore,
     RefreshTokenRecord, RunControl, RunLock, SessionRecord, SessionStore, Store, StoreError,
-    SummaryRecord, SummaryStore, UserMemoryRecord, UserMemoryStore, lease_deadline,
+    SummaryRecord, SummaryStore, SystemSettingsRecord, UserMemoryRecord, UserMemoryStore,
+    lease_deadline,
 };
 use crate::util::now_secs;
 use crate::wire::StoredEvent;
@@ -29,6 +30,7 @@ struct Inner {
     summaries: HashMap<String, SummaryRecord>,
     accounts: BTreeMap<String, AccountRecord>,
     refresh_tokens: HashMap<String, RefreshTokenRecord>,
+    system_settings: Option<SystemSettingsRecord>,
 }
 
 impl MemoryStore {
@@ -460,5 +462,14 @@ impl AccountStore for MemoryStore {
         token_id: &str,
     ) -> Result<Option<RefreshTokenRecord>, StoreError> {
         Ok(self.with(|inner| inner.refresh_tokens.remove(token_id)))
+    }
+
+    async fn system_settings(&self) -> Result<Option<SystemSettingsRecord>, StoreError> {
+        Ok(self.with(|inner| inner.system_settings.clone()))
+    }
+
+    async fn put_system_settings(&self, settings: &SystemSettingsRecord) -> Result<(), StoreError> {
+        self.with(|inner| inner.system_settings = Some(settings.clone()));
+        Ok(())
     }
 }

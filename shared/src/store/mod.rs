@@ -21,7 +21,7 @@ pub use dynamodb::DynamoStore;
 pub use memory::MemoryStore;
 pub use records::{
     AccountRecord, IdempotencyRecord, McpServerRecord, RefreshTokenRecord, RunLock, RunStatus,
-    SessionRecord, SummaryRecord, UserMemoryRecord,
+    SessionRecord, SummaryRecord, SystemSettingsRecord, UserMemoryRecord,
 };
 #[cfg(any(feature = "sqlite", feature = "mysql"))]
 pub use sql::SqlStore;
@@ -230,6 +230,9 @@ pub trait AccountStore: Send + Sync + 'static {
         &self,
         token_id: &str,
     ) -> Result<Option<RefreshTokenRecord>, StoreError>;
+    /// The admin's run-time settings, when any were saved.
+    async fn system_settings(&self) -> Result<Option<SystemSettingsRecord>, StoreError>;
+    async fn put_system_settings(&self, settings: &SystemSettingsRecord) -> Result<(), StoreError>;
 }
 
 /// A whole backend: every aggregate's store on one database.

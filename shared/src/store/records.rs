@@ -170,3 +170,11 @@ pub struct RefreshTokenRecord {
     pub user_id: String,
     pub expires_at: f64,
 }
+
+/// Settings an admin changes at run time (`POST /api/system/update_settings`); unset fields
+/// fall back to the configuration.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SystemSettingsRecord {
+    pub allow_registration: Option<bool>,
+    pub updated_at: f64,
+}

@@ -281,3 +281,12 @@ pub struct AccountOption {
 /// An answer with nothing to say: `{}`.
 #[derive(Debug, Serialize)]
 pub struct Empty {}
+
+/// `GET /api/system/info` (public).
+#[derive(Debug, Serialize)]
+pub struct SystemInfo {
+    pub allow_registration: bool,
+    /// Every route but the public ones needs a token.
+    pub auth_required: bool,
+    pub version: &'static str,
+}

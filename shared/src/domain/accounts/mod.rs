@@ -13,10 +13,10 @@ use secrecy::{ExposeSecret, SecretString};
 pub use tokens::{MAX_TOKEN_BYTES, TokenKeys};
 
 use crate::domain::DomainError;
-use crate::store::{AccountRecord, AccountStore, RefreshTokenRecord};
+use crate::store::{AccountRecord, AccountStore, RefreshTokenRecord, SystemSettingsRecord};
 use crate::util::{InputError, UserId, iso_time, now_secs};
 use crate::wire::api::{
-    AccessClaims, AccountCreated, AccountList, AccountOption, AccountSummary, TokenPair,
+    AccessClaims, AccountCreated, AccountList, AccountOption, AccountSummary, SystemInfo, TokenPair,
 };
 use tokens::{AccessToken, RefreshToken};
 
@@ -262,8 +262,40 @@ impl Accounts {
         self.issue(&account).await
     }
 
+    /// Whether anyone may register: the admin's saved setting, else `--allow_registration`.
+    async fn registration_open(&self) -> Result<bool, DomainError> {
+        Ok(self
+            .store
+            .system_settings()
+            .await?
+            .and_then(|settings| settings.allow_registration)
+            .unwrap_or(self.policy.allow_registration))
+    }
+
+    pub async fn system_info(&self) -> Result<SystemInfo, DomainError> {
+        Ok(SystemInfo {
+            allow_registration: self.registration_open().await?,
+            auth_required: self.policy.auth_required,
+            version: env!("CARGO_PKG_VERSION"),
+        })
+    }
+
+    /// The admin opens or closes registration for every instance.
+    pub async fn update_settings(
+        &self,
+        caller: &Identity,
+        allow_registration: bool,
+    ) -> Result<(), DomainError> {
+        require_admin(caller)?;
+        let settings = SystemSettingsRecord {
+            allow_registration: Some(allow_registration),
+            updated_at: now_secs(),
+        };
+        Ok(self.store.put_system_settings(&settings).await?)
+    }
+
     pub async fn register(&self, account: NewAccount) -> Result<AccountCreated, DomainError> {
-        if !self.policy.allow_registration {
+        if !self.registration_open().await? {
             return Err(DomainError::Forbidden(
                 "registration is closed: an admin adds accounts".into(),
             ));

@@ -1,5 +1,5 @@
-//! Accounts (`/api/user/*`, served by the Session function): log in, refresh, register, the
-//! signed-in user's own account, and the admin's routes.
+//! Accounts (`/api/user/*`) and the system settings (`/api/system/*`), served by the Session
+//! function: log in, refresh, register, the signed-in user's own account, the admin's routes.
 
 use axum::extract::State;
 use axum::routing::{get, post};
@@ -10,7 +10,9 @@ use serde::Deserialize;
 use crate::domain::accounts::{Accounts, NewAccount};
 use crate::http::extract::{Caller, ValidJson, ValidQuery};
 use crate::http::{ApiError, Envelope, ok};
-use crate::wire::api::{AccountCreated, AccountList, AccountOption, Empty, LoginCheck, TokenPair};
+use crate::wire::api::{
+    AccountCreated, AccountList, AccountOption, Empty, LoginCheck, SystemInfo, TokenPair,
+};
 
 type Answer<T> = Result<Json<Envelope<T>>, ApiError>;
 
@@ -25,6 +27,8 @@ pub fn router(accounts: Accounts) -> Router {
         .route("/api/user/add", post(add))
         .route("/api/user/delete", post(delete))
         .route("/api/user/options", get(options))
+        .route("/api/system/info", get(system_info))
+        .route("/api/system/update_settings", post(update_settings))
         .with_state(accounts)
 }
 
@@ -154,4 +158,25 @@ async fn delete(
 
 async fn options(State(accounts): State<Accounts>, caller: Caller) -> Answer<Vec<AccountOption>> {
     Ok(ok(accounts.options(caller.signed_in()?).await?))
+}
+
+async fn system_info(State(accounts): State<Accounts>) -> Answer<SystemInfo> {
+    Ok(ok(accounts.system_info().await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SettingsBody {
+    allow_registration: bool,
+}
+
+async fn update_settings(
+    State(accounts): State<Accounts>,
+    caller: Caller,
+    ValidJson(body): ValidJson<SettingsBody>,
+) -> Answer<Empty> {
+    accounts
+        .update_settings(caller.signed_in()?, body.allow_registration)
+        .await?;
+    Ok(ok(Empty {}))
 }

@@ -18,7 +18,8 @@ use serde::{Deserialize, Serialize};
 use super::{
     AccountRecord, AccountStore, EventLog, IdempotencyRecord, McpServerRecord, McpServerStore,
     RefreshTokenRecord, RunControl, RunLock, RunStatus, SessionRecord, SessionStore, Store,
-    StoreError, SummaryRecord, SummaryStore, UserMemoryRecord, UserMemoryStore, lease_deadline,
+    StoreError, SummaryRecord, SummaryStore, SystemSettingsRecord, UserMemoryRecord,
+    UserMemoryStore, lease_deadline,
 };
 use crate::config::StoreConfig;
 use crate::util::now_secs;
@@ -1133,6 +1134,25 @@ impl AccountStore for DynamoStore {
                 }))
             }
         }
+    }
+
+    async fn system_settings(&self) -> Result<Option<SystemSettingsRecord>, StoreError> {
+        let Some(item) = self.get("SYSTEM".into(), "SETTINGS").await? else {
+            return Ok(None);
+        };
+        match item.get("body") {
+            Some(AttributeValue::S(body)) => Ok(Some(serde_json::from_str(body)?)),
+            _ => Err(StoreError::Mapping("settings item without body".into())),
+        }
+    }
+
+    async fn put_system_settings(&self, settings: &SystemSettingsRecord) -> Result<(), StoreError> {
+        self.put(Item::from([
+            ("pk".into(), s("SYSTEM")),
+            ("sk".into(), s("SETTINGS")),
+            ("body".into(), s(serde_json::to_string(settings)?)),
+        ]))
+        .await
     }
 }
 

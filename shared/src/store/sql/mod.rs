@@ -12,7 +12,8 @@ use sqlx::{AnyPool, Executor, QueryBuilder, Row};
 use super::{
     AccountRecord, AccountStore, EventLog, IdempotencyRecord, McpServerRecord, McpServerStore,
     RefreshTokenRecord, RunControl, RunLock, RunStatus, SessionRecord, SessionStore, Store,
-    StoreError, SummaryRecord, SummaryStore, UserMemoryRecord, UserMemoryStore, lease_deadline,
+    StoreError, SummaryRecord, SummaryStore, SystemSettingsRecord, UserMemoryRecord,
+    UserMemoryStore, lease_deadline,
 };
 #[cfg(feature = "mysql")]
 use crate::config::StoreConfig;
@@ -794,6 +795,25 @@ impl AccountStore for SqlStore {
             user_id: row.try_get("user_id")?,
             expires_at: row.try_get("expires_at")?,
         }))
+    }
+
+    async fn system_settings(&self) -> Result<Option<SystemSettingsRecord>, StoreError> {
+        let row = sqlx::query("SELECT body FROM system_settings WHERE id = 'system'")
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| {
+            let body: String = row.try_get("body")?;
+            Ok(serde_json::from_str(&body)?)
+        })
+        .transpose()
+    }
+
+    async fn put_system_settings(&self, settings: &SystemSettingsRecord) -> Result<(), StoreError> {
+        sqlx::query("REPLACE INTO system_settings (id, body) VALUES ('system', ?)")
+            .bind(serde_json::to_string(settings)?)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 }
 

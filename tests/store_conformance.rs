@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use crate::common::*;
 use sage_core::store::{
-    AccountRecord, IdempotencyRecord, McpServerRecord, MemoryStore, RefreshTokenRecord, RunStatus,
-    SessionQuery, SessionRecord, SortBy, SqlStore, Store, StoreError, SummaryRecord,
-    SystemSettingsRecord, UserMemoryRecord, query_sessions,
+    AccountRecord, AgentRecord, IdempotencyRecord, McpServerRecord, MemoryStore,
+    RefreshTokenRecord, RunStatus, SessionQuery, SessionRecord, SortBy, SqlStore, Store,
+    StoreError, SummaryRecord, SystemSettingsRecord, UserMemoryRecord, query_sessions,
 };
 use sage_core::wire::mcp::{McpServerConfig, ToolSpec};
 use sage_core::wire::{Event, EventType, StoredEvent};
@@ -613,6 +613,101 @@ async fn system_settings_are_kept_and_replaced(store: Arc<dyn Store>) {
     assert_eq!(store.system_settings().await.unwrap(), Some(closed));
 }
 
+fn agent(agent_id: &str, owner: &str, name: &str) -> AgentRecord {
+    AgentRecord {
+        agent_id: agent_id.into(),
+        owner: owner.into(),
+        name: name.into(),
+        config: json!({"name": name, "systemPrefix": "You help.", "availableTools": ["echo"]}),
+        created_at: 1.0,
+        updated_at: 1.0,
+    }
+}
+
+async fn agents_have_names_unique_per_owner(store: Arc<dyn Store>) {
+    let writer = agent("agent_0001", "alice", "Writer");
+    assert!(store.insert_agent(&writer).await.unwrap());
+    assert!(
+        !store
+            .insert_agent(&agent("agent_0002", "alice", "Writer"))
+            .await
+            .unwrap(),
+        "alice has a Writer"
+    );
+    assert!(store.agent("agent_0002").await.unwrap().is_none());
+    assert!(
+        store
+            .insert_agent(&agent("agent_0003", "bob", "Writer"))
+            .await
+            .unwrap(),
+        "bob's names are his own"
+    );
+    assert!(
+        store
+            .insert_agent(&agent("agent_0004", "alice", "Analyst"))
+            .await
+            .unwrap()
+    );
+    // An owner whose id extends another's with '#' does not mix with it.
+    assert!(
+        store
+            .insert_agent(&agent("agent_0005", "alice#x", "Zed"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.agent("agent_0001").await.unwrap(),
+        Some(writer.clone())
+    );
+    let names = |agents: Vec<AgentRecord>| -> Vec<String> {
+        agents
+            .into_iter()
+            .map(|a| format!("{}/{}", a.owner, a.name))
+            .collect()
+    };
+    assert_eq!(
+        names(store.owner_agents("alice").await.unwrap()),
+        ["alice/Analyst", "alice/Writer"]
+    );
+    assert_eq!(names(store.all_agents().await.unwrap()).len(), 4);
+
+    // Renaming onto a taken name fails; onto a free one frees the old.
+    let clash = AgentRecord {
+        name: "Analyst".into(),
+        ..writer.clone()
+    };
+    assert!(!store.replace_agent(&clash).await.unwrap());
+    assert_eq!(
+        store.agent("agent_0001").await.unwrap(),
+        Some(writer.clone())
+    );
+    let renamed = AgentRecord {
+        name: "Editor".into(),
+        config: json!({"name": "Editor"}),
+        updated_at: 2.0,
+        ..writer.clone()
+    };
+    assert!(store.replace_agent(&renamed).await.unwrap());
+    assert_eq!(store.agent("agent_0001").await.unwrap(), Some(renamed));
+    assert!(
+        store
+            .insert_agent(&agent("agent_0006", "alice", "Writer"))
+            .await
+            .unwrap(),
+        "the old name is free again"
+    );
+
+    assert!(store.delete_agent("agent_0006").await.unwrap());
+    assert!(!store.delete_agent("agent_0006").await.unwrap());
+    assert!(
+        store
+            .insert_agent(&agent("agent_0007", "alice", "Writer"))
+            .await
+            .unwrap(),
+        "a deleted agent's name is free"
+    );
+}
+
 async fn ping_answers(store: Arc<dyn Store>) {
     store.ping().await.unwrap();
 }
@@ -637,6 +732,7 @@ macro_rules! conformance {
             conformance!(@test $make, accounts_are_updated_and_deleted);
             conformance!(@test $make, a_refresh_token_is_taken_once);
             conformance!(@test $make, system_settings_are_kept_and_replaced);
+            conformance!(@test $make, agents_have_names_unique_per_owner);
             conformance!(@test $make, ping_answers);
         }
     };

@@ -5,10 +5,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{
-    AccountRecord, AccountStore, EventLog, IdempotencyRecord, McpServerRecord, McpServerStore,
-    RefreshTokenRecord, RunControl, RunLock, SessionRecord, SessionStore, Store, StoreError,
-    SummaryRecord, SummaryStore, SystemSettingsRecord, UserMemoryRecord, UserMemoryStore,
-    lease_deadline,
+    AccountRecord, AccountStore, AgentRecord, AgentStore, EventLog, IdempotencyRecord,
+    McpServerRecord, McpServerStore, RefreshTokenRecord, RunControl, RunLock, SessionRecord,
+    SessionStore, Store, StoreError, SummaryRecord, SummaryStore, SystemSettingsRecord,
+    UserMemoryRecord, UserMemoryStore, lease_deadline,
 };
 use crate::util::now_secs;
 use crate::wire::StoredEvent;
@@ -31,6 +31,7 @@ struct Inner {
     accounts: BTreeMap<String, AccountRecord>,
     refresh_tokens: HashMap<String, RefreshTokenRecord>,
     system_settings: Option<SystemSettingsRecord>,
+    agents: BTreeMap<String, AgentRecord>,
 }
 
 impl MemoryStore {
@@ -471,5 +472,64 @@ impl AccountStore for MemoryStore {
     async fn put_system_settings(&self, settings: &SystemSettingsRecord) -> Result<(), StoreError> {
         self.with(|inner| inner.system_settings = Some(settings.clone()));
         Ok(())
+    }
+}
+
+#[async_trait]
+impl AgentStore for MemoryStore {
+    async fn insert_agent(&self, agent: &AgentRecord) -> Result<bool, StoreError> {
+        Ok(self.with(|inner| {
+            let taken = inner.agents.contains_key(&agent.agent_id)
+                || inner
+                    .agents
+                    .values()
+                    .any(|other| other.owner == agent.owner && other.name == agent.name);
+            if !taken {
+                inner.agents.insert(agent.agent_id.clone(), agent.clone());
+            }
+            !taken
+        }))
+    }
+
+    async fn replace_agent(&self, agent: &AgentRecord) -> Result<bool, StoreError> {
+        Ok(self.with(|inner| {
+            let taken = inner.agents.values().any(|other| {
+                other.owner == agent.owner
+                    && other.name == agent.name
+                    && other.agent_id != agent.agent_id
+            });
+            if !taken {
+                inner.agents.insert(agent.agent_id.clone(), agent.clone());
+            }
+            !taken
+        }))
+    }
+
+    async fn agent(&self, agent_id: &str) -> Result<Option<AgentRecord>, StoreError> {
+        Ok(self.with(|inner| inner.agents.get(agent_id).cloned()))
+    }
+
+    async fn owner_agents(&self, owner: &str) -> Result<Vec<AgentRecord>, StoreError> {
+        let mut agents: Vec<AgentRecord> = self.with(|inner| {
+            inner
+                .agents
+                .values()
+                .filter(|agent| agent.owner == owner)
+                .cloned()
+                .collect()
+        });
+        agents.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(agents)
+    }
+
+    async fn all_agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
+        let mut agents: Vec<AgentRecord> =
+            self.with(|inner| inner.agents.values().cloned().collect());
+        agents.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(agents)
+    }
+
+    async fn delete_agent(&self, agent_id: &str) -> Result<bool, StoreError> {
+        Ok(self.with(|inner| inner.agents.remove(agent_id).is_some()))
     }
 }

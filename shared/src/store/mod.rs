@@ -20,8 +20,8 @@ pub use coalesce::EventSink;
 pub use dynamodb::DynamoStore;
 pub use memory::MemoryStore;
 pub use records::{
-    AccountRecord, IdempotencyRecord, McpServerRecord, RefreshTokenRecord, RunLock, RunStatus,
-    SessionRecord, SummaryRecord, SystemSettingsRecord, UserMemoryRecord,
+    AccountRecord, AgentRecord, IdempotencyRecord, McpServerRecord, RefreshTokenRecord, RunLock,
+    RunStatus, SessionRecord, SummaryRecord, SystemSettingsRecord, UserMemoryRecord,
 };
 #[cfg(any(feature = "sqlite", feature = "mysql"))]
 pub use sql::SqlStore;
@@ -235,6 +235,23 @@ pub trait AccountStore: Send + Sync + 'static {
     async fn put_system_settings(&self, settings: &SystemSettingsRecord) -> Result<(), StoreError>;
 }
 
+/// Agents users saved, per owner, with names unique per owner.
+#[async_trait]
+pub trait AgentStore: Send + Sync + 'static {
+    /// Inserts the agent; false, and nothing written, when its owner has one of that name.
+    async fn insert_agent(&self, agent: &AgentRecord) -> Result<bool, StoreError>;
+    /// Replaces the stored agent with the same id and owner (a new name included); false when
+    /// the new name is another of the owner's agents'. The agent must exist.
+    async fn replace_agent(&self, agent: &AgentRecord) -> Result<bool, StoreError>;
+    async fn agent(&self, agent_id: &str) -> Result<Option<AgentRecord>, StoreError>;
+    /// The owner's agents, by name.
+    async fn owner_agents(&self, owner: &str) -> Result<Vec<AgentRecord>, StoreError>;
+    /// Every saved agent (for an admin), by name.
+    async fn all_agents(&self) -> Result<Vec<AgentRecord>, StoreError>;
+    /// False when there was nothing to delete.
+    async fn delete_agent(&self, agent_id: &str) -> Result<bool, StoreError>;
+}
+
 /// A whole backend: every aggregate's store on one database.
 #[async_trait]
 pub trait Store:
@@ -245,6 +262,7 @@ pub trait Store:
     + UserMemoryStore
     + SummaryStore
     + AccountStore
+    + AgentStore
 {
     /// A cheap round trip, for readiness checks.
     async fn ping(&self) -> Result<(), StoreError>;

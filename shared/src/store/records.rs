@@ -178,3 +178,16 @@ pub struct SystemSettingsRecord {
     pub allow_registration: Option<bool>,
     pub updated_at: f64,
 }
+
+/// An agent a user saved: its settings as the client edits them, kept whole as JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentRecord {
+    /// `agent_` and 8 hex digits.
+    pub agent_id: String,
+    pub owner: String,
+    /// Unique per owner.
+    pub name: String,
+    pub config: serde_json::Value,
+    pub created_at: f64,
+    pub updated_at: f64,
+}

@@ -16,10 +16,10 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    AccountRecord, AccountStore, EventLog, IdempotencyRecord, McpServerRecord, McpServerStore,
-    RefreshTokenRecord, RunControl, RunLock, RunStatus, SessionRecord, SessionStore, Store,
-    StoreError, SummaryRecord, SummaryStore, SystemSettingsRecord, UserMemoryRecord,
-    UserMemoryStore, lease_deadline,
+    AccountRecord, AccountStore, AgentRecord, AgentStore, EventLog, IdempotencyRecord,
+    McpServerRecord, McpServerStore, RefreshTokenRecord, RunControl, RunLock, RunStatus,
+    SessionRecord, SessionStore, Store, StoreError, SummaryRecord, SummaryStore,
+    SystemSettingsRecord, UserMemoryRecord, UserMemoryStore, lease_deadline,
 };
 use crate::config::StoreConfig;
 use crate::util::now_secs;
@@ -397,6 +397,59 @@ fn account_from_item(item: Item) -> Result<AccountRecord, StoreError> {
         password_hash: item.password_hash,
         token_generation: item.token_generation,
         created_at: item.created_at,
+    })
+}
+
+/// A saved agent: `AGENT#<agent_id>` / `AGENT`, in the index under `gsi1pk = AGENTS` and
+/// `gsi1sk = <owner>#<name>#<agent_id>` (an owner's agents are one prefix query, all of them
+/// one query); its name is held by `AGENTNAME#<owner>#<name>` / `AGENTNAME`, written in
+/// the same transaction, which keeps names unique per owner. `config` is the client's JSON.
+#[derive(Serialize, Deserialize)]
+struct AgentItem {
+    pk: String,
+    sk: String,
+    gsi1pk: String,
+    gsi1sk: String,
+    agent_id: String,
+    owner: String,
+    name: String,
+    config: String,
+    created_at: f64,
+    updated_at: f64,
+}
+
+fn agent_pk(agent_id: &str) -> String {
+    format!("AGENT#{agent_id}")
+}
+
+fn agent_name_pk(owner: &str, name: &str) -> String {
+    format!("AGENTNAME#{owner}#{name}")
+}
+
+fn agent_item(agent: &AgentRecord) -> Result<Item, StoreError> {
+    to_item(&AgentItem {
+        pk: agent_pk(&agent.agent_id),
+        sk: "AGENT".into(),
+        gsi1pk: "AGENTS".into(),
+        gsi1sk: format!("{}#{}#{}", agent.owner, agent.name, agent.agent_id),
+        agent_id: agent.agent_id.clone(),
+        owner: agent.owner.clone(),
+        name: agent.name.clone(),
+        config: serde_json::to_string(&agent.config)?,
+        created_at: agent.created_at,
+        updated_at: agent.updated_at,
+    })
+}
+
+fn agent_from_item(item: Item) -> Result<AgentRecord, StoreError> {
+    let item: AgentItem = from_item(item)?;
+    Ok(AgentRecord {
+        agent_id: item.agent_id,
+        owner: item.owner,
+        name: item.name,
+        config: serde_json::from_str(&item.config)?,
+        created_at: item.created_at,
+        updated_at: item.updated_at,
     })
 }
 
@@ -1244,5 +1297,109 @@ impl SummaryStore for DynamoStore {
 impl Store for DynamoStore {
     async fn ping(&self) -> Result<(), StoreError> {
         self.get("PING".into(), "PING").await.map(|_| ())
+    }
+}
+
+impl DynamoStore {
+    fn agent_name_item(agent: &AgentRecord) -> Item {
+        Item::from([
+            ("pk".into(), s(agent_name_pk(&agent.owner, &agent.name))),
+            ("sk".into(), s("AGENTNAME")),
+            ("agent_id".into(), s(&agent.agent_id)),
+        ])
+    }
+
+    /// Agents in the index, those whose sort key starts with `prefix` when there is one.
+    async fn agents_with_prefix(
+        &self,
+        prefix: Option<&str>,
+    ) -> Result<Vec<AgentRecord>, StoreError> {
+        let query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(USER_INDEX)
+            .expression_attribute_values(":agents", s("AGENTS"));
+        let query = match prefix {
+            Some(prefix) => query
+                .key_condition_expression("gsi1pk = :agents AND begins_with(gsi1sk, :prefix)")
+                .expression_attribute_values(":prefix", s(prefix)),
+            None => query.key_condition_expression("gsi1pk = :agents"),
+        };
+        let items: Vec<Item> = query
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(dynamo_error)?;
+        let mut agents = items
+            .into_iter()
+            .map(agent_from_item)
+            .collect::<Result<Vec<_>, _>>()?;
+        agents.sort_by(|a, b| a.name.cmp(&b.name).then(a.agent_id.cmp(&b.agent_id)));
+        Ok(agents)
+    }
+}
+
+#[async_trait]
+impl AgentStore for DynamoStore {
+    async fn insert_agent(&self, agent: &AgentRecord) -> Result<bool, StoreError> {
+        let writes = vec![
+            self.put_new(agent_item(agent)?)?,
+            self.put_new(Self::agent_name_item(agent))?,
+        ];
+        self.transact(writes).await
+    }
+
+    async fn replace_agent(&self, agent: &AgentRecord) -> Result<bool, StoreError> {
+        let Some(stored) = self.agent(&agent.agent_id).await? else {
+            return Ok(false);
+        };
+        if stored.owner != agent.owner {
+            return Ok(false);
+        }
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(agent_item(agent)?))
+            .condition_expression("attribute_exists(pk)")
+            .build()
+            .map_err(build_error)?;
+        let mut writes = vec![TransactWriteItem::builder().put(put).build()];
+        if stored.name != agent.name {
+            writes.push(self.put_new(Self::agent_name_item(agent))?);
+            writes
+                .push(self.delete_write(agent_name_pk(&stored.owner, &stored.name), "AGENTNAME")?);
+        }
+        self.transact(writes).await
+    }
+
+    async fn agent(&self, agent_id: &str) -> Result<Option<AgentRecord>, StoreError> {
+        self.get(agent_pk(agent_id), "AGENT")
+            .await?
+            .map(agent_from_item)
+            .transpose()
+    }
+
+    async fn owner_agents(&self, owner: &str) -> Result<Vec<AgentRecord>, StoreError> {
+        // The prefix also matches owners whose id continues past a '#'.
+        let mut agents = self.agents_with_prefix(Some(&format!("{owner}#"))).await?;
+        agents.retain(|agent| agent.owner == owner);
+        Ok(agents)
+    }
+
+    async fn all_agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
+        self.agents_with_prefix(None).await
+    }
+
+    async fn delete_agent(&self, agent_id: &str) -> Result<bool, StoreError> {
+        let Some(agent) = self.agent(agent_id).await? else {
+            return Ok(false);
+        };
+        let writes = vec![
+            self.delete_write(agent_pk(agent_id), "AGENT")?,
+            self.delete_write(agent_name_pk(&agent.owner, &agent.name), "AGENTNAME")?,
+        ];
+        self.transact(writes).await
     }
 }

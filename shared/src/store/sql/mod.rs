@@ -10,10 +10,10 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, QueryBuilder, Row};
 
 use super::{
-    AccountRecord, AccountStore, EventLog, IdempotencyRecord, McpServerRecord, McpServerStore,
-    RefreshTokenRecord, RunControl, RunLock, RunStatus, SessionRecord, SessionStore, Store,
-    StoreError, SummaryRecord, SummaryStore, SystemSettingsRecord, UserMemoryRecord,
-    UserMemoryStore, lease_deadline,
+    AccountRecord, AccountStore, AgentRecord, AgentStore, EventLog, IdempotencyRecord,
+    McpServerRecord, McpServerStore, RefreshTokenRecord, RunControl, RunLock, RunStatus,
+    SessionRecord, SessionStore, Store, StoreError, SummaryRecord, SummaryStore,
+    SystemSettingsRecord, UserMemoryRecord, UserMemoryStore, lease_deadline,
 };
 #[cfg(feature = "mysql")]
 use crate::config::StoreConfig;
@@ -222,6 +222,18 @@ fn account_from_row(row: &AnyRow) -> Result<AccountRecord, sqlx::Error> {
         password_hash: row.try_get("password_hash")?,
         token_generation: row.try_get::<i64, _>("token_generation")? as u64,
         created_at: row.try_get("created_at")?,
+    })
+}
+
+fn agent_from_row(row: &AnyRow) -> Result<AgentRecord, StoreError> {
+    let config: String = row.try_get("config")?;
+    Ok(AgentRecord {
+        agent_id: row.try_get("agent_id")?,
+        owner: row.try_get("owner")?,
+        name: row.try_get("name")?,
+        config: serde_json::from_str(&config)?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
     })
 }
 
@@ -898,5 +910,78 @@ impl Store for SqlStore {
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+}
+
+#[async_trait]
+impl AgentStore for SqlStore {
+    async fn insert_agent(&self, agent: &AgentRecord) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "INSERT INTO agents (agent_id, owner, name, config, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&agent.agent_id)
+        .bind(&agent.owner)
+        .bind(&agent.name)
+        .bind(serde_json::to_string(&agent.config)?)
+        .bind(agent.created_at)
+        .bind(agent.updated_at)
+        .execute(&self.pool)
+        .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(error) if is_unique_violation(&error) => Ok(false),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    async fn replace_agent(&self, agent: &AgentRecord) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "UPDATE agents SET name = ?, config = ?, updated_at = ?
+             WHERE agent_id = ? AND owner = ?",
+        )
+        .bind(&agent.name)
+        .bind(serde_json::to_string(&agent.config)?)
+        .bind(agent.updated_at)
+        .bind(&agent.agent_id)
+        .bind(&agent.owner)
+        .execute(&self.pool)
+        .await;
+        match result {
+            Ok(done) => Ok(done.rows_affected() == 1),
+            Err(error) if is_unique_violation(&error) => Ok(false),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    async fn agent(&self, agent_id: &str) -> Result<Option<AgentRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM agents WHERE agent_id = ?")
+            .bind(agent_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(agent_from_row).transpose()
+    }
+
+    async fn owner_agents(&self, owner: &str) -> Result<Vec<AgentRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM agents WHERE owner = ? ORDER BY name")
+            .bind(owner)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(agent_from_row).collect()
+    }
+
+    async fn all_agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM agents ORDER BY name, agent_id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(agent_from_row).collect()
+    }
+
+    async fn delete_agent(&self, agent_id: &str) -> Result<bool, StoreError> {
+        let result = sqlx::query("DELETE FROM agents WHERE agent_id = ?")
+            .bind(agent_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected() == 1)
     }
 }

@@ -4,6 +4,7 @@
 mod common;
 
 mod accounts;
+mod agents;
 mod config_flags;
 mod context_budget;
 mod health;

@@ -265,6 +265,11 @@ const ROUTES: &[(&str, &str, &str)] = &[
         "x-amazon-apigateway-any-method",
         "SessionFunction",
     ),
+    (
+        "/api/agent/{proxy+}",
+        "x-amazon-apigateway-any-method",
+        "SessionFunction",
+    ),
 ];
 
 // ------------------------------------------------------------------ reading YAML

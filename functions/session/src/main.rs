@@ -1,5 +1,5 @@
 //! The Session function: `/api/conversations*`, `/api/share/*`, `/api/sessions/*`,
-//! `/api/memories*`, `/api/user/*`, `/api/system/*`.
+//! `/api/memories*`, `/api/user/*`, `/api/system/*`, `/api/agent/*`.
 
 use sage_core::telemetry::exit_on_error;
 use sage_core::{App, Config, session_router};

@@ -15,11 +15,11 @@ use tokio_util::task::TaskTracker;
 use crate::config::{AuthConfig, Config};
 use crate::domain::DomainError;
 use crate::domain::accounts::{AccountPolicy, Accounts, TokenKeys};
+use crate::domain::agents::Agents;
 use crate::domain::health::HealthCheck;
 use crate::domain::memory::Memories;
 #[cfg(feature = "llm")]
 use crate::domain::model::resolve_llm;
-#[cfg(feature = "mcp")]
 use crate::domain::presets::AgentPresets;
 use crate::domain::presets::PresetError;
 #[cfg(feature = "mcp")]
@@ -53,6 +53,7 @@ pub struct App {
     sessions: Sessions,
     memories: Memories,
     accounts: Accounts,
+    agents: Agents,
     health: HealthCheck,
     #[cfg(feature = "mcp")]
     tools: ToolsAdmin,
@@ -162,6 +163,10 @@ impl App {
         );
         let memories = Memories::new(store.clone());
         let accounts = accounts(&config.auth, store.clone());
+        let agents = Agents::new(
+            store.clone(),
+            Arc::new(AgentPresets::load(&config.server.preset_running_config)?),
+        );
         let health = HealthCheck::new(
             store.clone(),
             format!("{:?}", config.store.db_type),
@@ -221,7 +226,7 @@ impl App {
                     tool_timeout: config.tools.timeout,
                     mcp_policy: policy,
                 },
-                Arc::new(AgentPresets::load(&config.server.preset_running_config)?),
+                agents.clone(),
                 llm,
                 pool,
                 tools.clone(),
@@ -238,6 +243,7 @@ impl App {
             sessions,
             memories,
             accounts,
+            agents,
             health,
             #[cfg(feature = "mcp")]
             tools,
@@ -375,7 +381,8 @@ impl App {
         with_timeout(
             routes::session::router(self.sessions.clone())
                 .merge(routes::memory::router(self.memories.clone()))
-                .merge(routes::accounts::router(self.accounts.clone())),
+                .merge(routes::accounts::router(self.accounts.clone()))
+                .merge(routes::agents::router(self.agents.clone())),
             self.config.server.request_timeout,
         )
     }

@@ -2,6 +2,7 @@
 //! returns typed values or a [`DomainError`], and knows nothing of HTTP.
 
 pub mod accounts;
+pub mod agents;
 mod error;
 pub mod health;
 pub mod memory;

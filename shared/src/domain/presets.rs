@@ -1,4 +1,4 @@
-//! Agent presets (`--preset_running_config`): an `agent_id` in a request fills its unset fields.
+//! Agent presets (`--preset_running_config`): shared, read-only agents (`domain::agents`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::wire::MemoryType;
-use crate::wire::{AgentMode, LlmModelConfig, StreamRequest};
+use crate::wire::{AgentMode, LlmModelConfig};
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -84,27 +84,11 @@ impl AgentPresets {
         Ok(Self { agents })
     }
 
-    /// Fills the fields the request left unset from its agent's preset.
-    pub fn apply(&self, request: &mut StreamRequest) {
-        let Some(preset) = request.agent_id.as_ref().and_then(|id| self.agents.get(id)) else {
-            return;
-        };
-        let preset = preset.clone();
-        fill(&mut request.agent_name, preset.name);
-        fill(&mut request.system_prefix, preset.system_prefix);
-        fill(&mut request.system_context, preset.system_context);
-        fill(&mut request.available_tools, preset.available_tools);
-        fill(&mut request.available_workflows, preset.available_workflows);
-        fill(&mut request.memory_type, preset.memory_type);
-        fill(&mut request.deep_thinking, preset.deep_thinking);
-        fill(&mut request.agent_mode, preset.agent_mode);
-        fill(&mut request.max_loop_count, preset.max_loop_count);
-        fill(&mut request.llm_model_config, preset.llm_model_config);
+    pub fn get(&self, agent_id: &str) -> Option<&AgentPreset> {
+        self.agents.get(agent_id)
     }
-}
 
-fn fill<T>(slot: &mut Option<T>, preset: Option<T>) {
-    if slot.is_none() {
-        *slot = preset;
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &AgentPreset)> {
+        self.agents.iter()
     }
 }

@@ -207,6 +207,11 @@ impl Caller {
         }
     }
 
+    /// A signed-in admin (never without a token).
+    pub fn is_admin(&self) -> bool {
+        self.identity.as_ref().is_some_and(Identity::is_admin)
+    }
+
     /// The signed-in account, for routes that need one whatever the auth mode (401 without a
     /// token).
     pub fn signed_in(&self) -> Result<&Identity, ApiError> {

@@ -1,5 +1,6 @@
 //! Sage's formats, with no I/O: the stream request, the event object, MCP server configuration.
 
+pub mod agent;
 pub mod api;
 pub mod event;
 pub mod mcp;

@@ -19,9 +19,9 @@ use crate::agent::{Agent, RunOutcome, RunSpec};
 use crate::config::LlmConfig;
 use crate::context::{ContextSettings, content_as_text, merge_events, to_model_messages};
 use crate::domain::DomainError;
+use crate::domain::agents::Agents;
 use crate::domain::memory::Memories;
 use crate::domain::model::resolve_llm;
-use crate::domain::presets::AgentPresets;
 use crate::domain::sessions::Sessions;
 use crate::domain::tools_admin::ToolsAdmin;
 use crate::llm::{ChatModel, LlmSettings};
@@ -110,7 +110,7 @@ pub struct RunStores {
 pub struct Runs {
     stores: RunStores,
     defaults: Arc<RunDefaults>,
-    presets: Arc<AgentPresets>,
+    agents: Agents,
     llm: Arc<dyn ChatModel>,
     pool: Arc<McpPool>,
     tools: ToolsAdmin,
@@ -125,7 +125,7 @@ impl Runs {
     pub fn new(
         stores: RunStores,
         defaults: RunDefaults,
-        presets: Arc<AgentPresets>,
+        agents: Agents,
         llm: Arc<dyn ChatModel>,
         pool: Arc<McpPool>,
         tools: ToolsAdmin,
@@ -138,7 +138,7 @@ impl Runs {
         Self {
             stores,
             defaults: Arc::new(defaults),
-            presets,
+            agents,
             llm,
             pool,
             tools,
@@ -169,9 +169,9 @@ impl Runs {
         idempotency: Option<Idempotency>,
     ) -> Result<StartedRun, DomainError> {
         request.validate()?;
-        self.presets.apply(&mut request);
-        let settings = resolve_llm(&self.defaults.llm, request.llm_model_config.as_ref())?;
         let user = UserId::from_optional(request.user_id.as_deref());
+        self.agents.apply(&user, &mut request).await?;
+        let settings = resolve_llm(&self.defaults.llm, request.llm_model_config.as_ref())?;
         let session_id = match request.session_id.as_deref().filter(|id| !id.is_empty()) {
             Some(id) => SessionId::parse(id)?,
             None => SessionId::generate(),

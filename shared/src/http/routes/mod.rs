@@ -1,6 +1,7 @@
 //! HTTP handlers: they parse, call a domain service, map the error. One file per function.
 
 pub mod accounts;
+pub mod agents;
 pub mod health;
 #[cfg(feature = "mcp")]
 pub mod mcp_admin;

@@ -8,6 +8,7 @@ mod agents;
 mod config_flags;
 mod context_budget;
 mod health;
+mod jwks;
 mod lambda_build;
 mod lambda_events;
 mod lambda_watch;

@@ -74,6 +74,8 @@ pub enum StartupError {
     Http(#[from] reqwest::Error),
     #[error("agent presets")]
     Presets(#[from] PresetError),
+    #[error("{0}")]
+    Unsupported(String),
     #[error("cannot create the first admin account")]
     Admin(#[source] DomainError),
     #[error("cannot read the key in SSM parameter `{name}`: {reason}")]
@@ -162,7 +164,7 @@ impl App {
             config.server.workspace.clone(),
         );
         let memories = Memories::new(store.clone());
-        let accounts = accounts(&config.auth, store.clone());
+        let accounts = accounts(&config.auth, store.clone())?;
         let agents = Agents::new(
             store.clone(),
             Arc::new(AgentPresets::load(&config.server.preset_running_config)?),
@@ -410,7 +412,10 @@ impl App {
 
 /// The account service with its keys: the configured secrets, or with auth off and no
 /// `--jwt_key`, a secret made up for this process (tokens then end with it).
-fn accounts(auth: &AuthConfig, store: Arc<dyn crate::store::AccountStore>) -> Accounts {
+fn accounts(
+    auth: &AuthConfig,
+    store: Arc<dyn crate::store::AccountStore>,
+) -> Result<Accounts, StartupError> {
     if auth.no_auth {
         tracing::warn!(
             "authentication is OFF (--no_auth true, Sage's default): a request without a token \
@@ -443,7 +448,25 @@ fn accounts(auth: &AuthConfig, store: Arc<dyn crate::store::AccountStore>) -> Ac
         auth_required: !auth.no_auth,
         allow_registration: auth.allow_registration,
     };
-    Accounts::new(store, keys, policy)
+    let accounts = Accounts::new(store, keys, policy);
+    let Some(url) = auth.jwt_jwks_url.clone() else {
+        return Ok(accounts);
+    };
+    #[cfg(feature = "llm")]
+    {
+        let verifier =
+            crate::domain::accounts::JwksVerifier::new(url, auth.jwt_jwks_issuer.clone())?;
+        Ok(accounts.with_identity_provider(verifier))
+    }
+    #[cfg(not(feature = "llm"))]
+    {
+        let _ = (url, accounts);
+        Err(StartupError::Unsupported(
+            "--jwt_jwks_url: this function has no HTTP client to read the keys with; behind API \
+             Gateway use its Cognito or JWT authorizer (the functions trust its claims)"
+                .into(),
+        ))
+    }
 }
 
 fn random_secret() -> SecretString {

@@ -377,6 +377,16 @@ pub struct AuthConfig {
     /// Lambda functions get it. Ignored when `--jwt_key` is set.
     #[arg(long, env = "SAGE_JWT_KEY_PARAMETER")]
     pub jwt_key_parameter: Option<String>,
+    /// An identity provider's JWKS URL (e.g. a Cognito user pool's
+    /// `https://cognito-idp.<region>.amazonaws.com/<pool>/.well-known/jwks.json`): its RS256 and
+    /// ES256 tokens are accepted too; the user is `sub`, an admin when `cognito:groups` has
+    /// `admin`. Builds with an HTTP client only (sage-local, Stream, MCP-admin); behind API
+    /// Gateway use its Cognito or JWT authorizer instead.
+    #[arg(long, env = "SAGE_JWT_JWKS_URL")]
+    pub jwt_jwks_url: Option<String>,
+    /// The `iss` the identity provider's tokens must carry (unchecked when unset).
+    #[arg(long, env = "SAGE_JWT_JWKS_ISSUER")]
+    pub jwt_jwks_issuer: Option<String>,
     /// Hours an access token lives (fractions allowed).
     #[arg(long, env = "SAGE_JWT_EXPIRE_HOURS", default_value = "24", value_parser = hours)]
     pub jwt_expire_hours: Duration,
@@ -414,6 +424,14 @@ impl AuthConfig {
                     "--{flag}: at least {MIN_SECRET_BYTES} bytes (e.g. `openssl rand -hex 32`)"
                 ));
             }
+        }
+        if self.jwt_jwks_issuer.is_some() && self.jwt_jwks_url.is_none() {
+            return Err("--jwt_jwks_issuer needs --jwt_jwks_url".into());
+        }
+        if let Some(url) = &self.jwt_jwks_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return Err("--jwt_jwks_url: an http(s) URL".into());
         }
         if !self.no_auth && self.jwt_key.is_none() && self.jwt_key_parameter.is_none() {
             return Err(

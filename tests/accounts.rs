@@ -1090,3 +1090,47 @@ async fn the_admin_opens_and_closes_registration() {
         .await;
     assert_refused(status, &body, 403);
 }
+
+/// A page of another origin (Sage's web client served elsewhere) can call the API: preflights
+/// are answered, and every answer, a 401 included, carries the CORS headers.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_answer_carries_cors_headers_a_401_included() {
+    let env = auth_on(&[]).await;
+    let client = reqwest::Client::new();
+    let preflight = client
+        .request(Method::OPTIONS, format!("{}/api/stream", env.server.url))
+        .header("origin", "http://localhost:5173")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization,content-type",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(preflight.status().is_success(), "{}", preflight.status());
+    let headers = preflight.headers();
+    assert_eq!(headers["access-control-allow-origin"], "*");
+    let allowed = headers["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_lowercase();
+    assert!(
+        allowed.contains("authorization") || allowed == "*",
+        "{allowed}"
+    );
+
+    let refused = client
+        .get(format!("{}/api/conversations", env.server.url))
+        .header("origin", "http://localhost:5173")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 401);
+    assert_eq!(refused.headers()["access-control-allow-origin"], "*");
+    let exposed = refused.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .to_lowercase();
+    assert!(exposed.contains("x-request-id"), "{exposed}");
+}

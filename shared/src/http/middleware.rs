@@ -10,6 +10,7 @@ use axum::http::{HeaderName, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use tower::ServiceBuilder;
+use tower_http::cors::{Any, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
@@ -38,32 +39,48 @@ pub fn with_timeout<S: Clone + Send + Sync + 'static>(
     )
 }
 
-/// Wraps a finished router in the stack, outermost first: request id, trace span, error log,
-/// limits.
+/// Any origin may call: credentials travel as a bearer token, never as a cookie, so a page of
+/// another origin gains nothing it could not do with the token itself. Outermost, so that every
+/// answer carries the headers: a 401 without them reaches a browser page as a network error, and
+/// Sage's client would never reopen its login.
+fn cors() -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods(Any)
+        .allow_headers(Any)
+        .expose_headers([REQUEST_ID, HeaderName::from_static("x-sage-first-seq")])
+        .max_age(Duration::from_secs(600))
+}
+
+/// Wraps a finished router in the stack, outermost first: CORS, request id, trace span, error
+/// log, limits.
 pub fn with_middleware(router: Router, limits: Limits) -> Router {
-    router.fallback(|| async { ApiError::NoRoute }).layer(
-        ServiceBuilder::new()
-            .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-            .layer(
-                TraceLayer::new_for_http().make_span_with(|request: &Request| {
-                    let request_id = request
-                        .headers()
-                        .get(REQUEST_ID)
-                        .and_then(|value| value.to_str().ok())
-                        .unwrap_or_default();
-                    tracing::info_span!(
-                        "request",
-                        method = %request.method(),
-                        path = %request.uri().path(),
-                        request_id,
-                    )
-                }),
-            )
-            .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-            .layer(middleware::from_fn(log_errors))
-            .layer(axum::Extension(limits))
-            .layer(DefaultBodyLimit::max(limits.max_body_bytes)),
-    )
+    router
+        .fallback(|| async { ApiError::NoRoute })
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+                .layer(
+                    TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                        let request_id = request
+                            .headers()
+                            .get(REQUEST_ID)
+                            .and_then(|value| value.to_str().ok())
+                            .unwrap_or_default();
+                        tracing::info_span!(
+                            "request",
+                            method = %request.method(),
+                            path = %request.uri().path(),
+                            request_id,
+                        )
+                    }),
+                )
+                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+                .layer(middleware::from_fn(log_errors))
+                .layer(axum::Extension(limits))
+                .layer(DefaultBodyLimit::max(limits.max_body_bytes)),
+        )
+        .layer(cors())
 }
 
 /// Logs a failed request once, with its source chain; an internal error's body gets the

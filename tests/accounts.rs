@@ -543,27 +543,7 @@ async fn forged_expired_and_malformed_tokens_are_refused() {
     no_audience.as_object_mut().unwrap().remove("aud");
     let mut unknown_user = full.clone();
     unknown_user["userid"] = json!("0".repeat(32));
-    let b64 = |text: &str| {
-        use std::fmt::Write;
-        // base64url without padding, by hand: the test needs no base64 crate.
-        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-        let bytes = text.as_bytes();
-        let mut out = String::new();
-        for chunk in bytes.chunks(3) {
-            let n = chunk
-                .iter()
-                .enumerate()
-                .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
-            for i in 0..=chunk.len() {
-                let _ = write!(
-                    out,
-                    "{}",
-                    ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char
-                );
-            }
-        }
-        out
-    };
+    let b64 = |text: &str| base64url(text.as_bytes());
     let parts: Vec<&str> = admin.access.split('.').collect();
     let mut tampered_claims = full.clone();
     tampered_claims["userid"] = json!("someone-else");

@@ -15,21 +15,6 @@ use crate::common::*;
 const JWT_KEY: &str = "jwks-test-jwt-key-0123456789abcdef0123";
 const ISSUER: &str = "https://idp.example.test/pool-1";
 
-fn base64url(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
-        for i in 0..=chunk.len() {
-            out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-        }
-    }
-    out
-}
-
 fn openssl(args: &[&str]) -> Vec<u8> {
     let output = Command::new("openssl")
         .args(args)

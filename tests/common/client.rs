@@ -217,3 +217,19 @@ pub fn session_of(events: &[Value]) -> String {
 pub fn user_message(text: &str) -> Value {
     json!({"messages": [{"role": "user", "content": text}]})
 }
+
+/// Base64url without padding (JWT segments, JWK numbers): the tests need no base64 crate.
+pub fn base64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}

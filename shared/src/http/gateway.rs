@@ -10,7 +10,7 @@ use lambda_http::RequestExt;
 use lambda_http::request::RequestContext;
 use serde_json::Value;
 
-use crate::domain::accounts::GatewayIdentity;
+use crate::domain::accounts::{GatewayIdentity, claim_text as text};
 
 /// Adds the authorizer's identity to the request, when there is one.
 pub async fn gateway_identity(mut request: Request, next: Next) -> Response {
@@ -52,19 +52,5 @@ fn identity_of(context: &RequestContext) -> Option<GatewayIdentity> {
                 })
         }
         _ => None,
-    }
-}
-
-fn text(value: Option<&Value>) -> Option<String> {
-    match value? {
-        Value::String(text) => Some(text.clone()),
-        Value::Array(items) => Some(
-            items
-                .iter()
-                .filter_map(Value::as_str)
-                .collect::<Vec<_>>()
-                .join(","),
-        ),
-        other => Some(other.to_string()),
     }
 }

@@ -9,7 +9,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
 use tokio::sync::Mutex;
 
-use super::{GatewayIdentity, Identity};
+use super::{GatewayIdentity, Identity, claim_text};
 use crate::domain::DomainError;
 
 const KEEP: Duration = Duration::from_secs(3600);
@@ -63,17 +63,7 @@ impl JwksVerifier {
         let claims = jsonwebtoken::decode::<Map<String, Value>>(token, &key, &validation)
             .map_err(|_| refused())?
             .claims;
-        let claim = |name: &str| match claims.get(name)? {
-            Value::String(text) => Some(text.clone()),
-            Value::Array(items) => Some(
-                items
-                    .iter()
-                    .filter_map(Value::as_str)
-                    .collect::<Vec<_>>()
-                    .join(","),
-            ),
-            other => Some(other.to_string()),
-        };
+        let claim = |name: &str| claim_text(claims.get(name));
         GatewayIdentity::from_claims(claim)
             .map(|GatewayIdentity(identity)| identity)
             .ok_or_else(|| DomainError::Unauthorized("the token names no user (sub)".into()))

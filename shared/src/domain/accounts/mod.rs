@@ -103,6 +103,22 @@ impl GatewayIdentity {
     }
 }
 
+/// A claim as text: strings as they are, lists joined with commas (`cognito:groups`), anything
+/// else as its JSON.
+pub fn claim_text(value: Option<&serde_json::Value>) -> Option<String> {
+    match value? {
+        serde_json::Value::String(text) => Some(text.clone()),
+        serde_json::Value::Array(items) => Some(
+            items
+                .iter()
+                .filter_map(serde_json::Value::as_str)
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+        other => Some(other.to_string()),
+    }
+}
+
 /// An account to create, checked: a username of 3 to 64 letters, digits, '_', '-', '.'; an
 /// optional email with an '@'; a password of 8 to 1,024 characters.
 pub struct NewAccount {

@@ -843,6 +843,15 @@ async fn the_isolation_matrix_over_every_route() {
         ),
         (Method::GET, "/api/user/check_login", None, 200, 200),
         (Method::GET, "/api/user/options", None, 200, 200),
+        (Method::GET, "/api/agent/list", None, 200, 200),
+        (Method::GET, "/api/llm-provider/list", None, 200, 200),
+        (
+            Method::DELETE,
+            "/api/llm-provider/delete/provider_none",
+            None,
+            404,
+            404,
+        ),
         (Method::DELETE, "/api/conversations/iso-1", None, 200, 403),
     ];
     let bad_tokens: [(&str, Option<&str>); 4] = [
@@ -972,6 +981,13 @@ async fn no_secret_reaches_the_log() {
     )
     .await;
     assert_eq!(status, 401);
+    let (status, text) = post(
+        "/api/llm-provider/create",
+        Some(&access),
+        json!({"name": "p", "base_url": "https://api.example.test/v1", "api_keys": ["sk-stored-provider-7777"], "model": "m"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
     let (status, _) = post(
         "/api/user/change-password",
         Some(&access),
@@ -993,6 +1009,7 @@ async fn no_secret_reaches_the_log() {
         "erin-password-55",
         "admin-password-2",
         LLM_KEY,
+        "sk-stored-provider-7777",
         &access,
         &refresh,
         "$argon2id$",

@@ -265,7 +265,7 @@ async fn an_agent_is_saved_listed_used_changed_and_deleted_by_its_owner_only() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn agent_settings_this_service_cannot_act_on_are_refused_by_name() {
+async fn bad_agent_settings_and_ones_this_service_cannot_act_on_are_refused_by_name() {
     let env = start().await;
     for (change, field, status) in [
         (json!({"name": ""}), "name", 400),
@@ -284,7 +284,7 @@ async fn agent_settings_this_service_cannot_act_on_are_refused_by_name() {
         (
             json!({"llm_provider_id": "provider-1"}),
             "llm_provider_id",
-            400,
+            404,
         ),
         (json!({"maxLoopCount": 0}), "maxLoopCount", 400),
         (json!({"agentMode": "swarm"}), "agentMode", 422),

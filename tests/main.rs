@@ -14,6 +14,7 @@ mod lambda_events;
 mod lambda_watch;
 mod mcp_admin;
 mod mcp_transports;
+mod providers;
 mod request_errors;
 mod robustness;
 mod run_control;

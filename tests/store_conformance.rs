@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::common::*;
 use sage_core::store::{
-    AccountRecord, AgentRecord, IdempotencyRecord, McpServerRecord, MemoryStore,
+    AccountRecord, AgentRecord, IdempotencyRecord, McpServerRecord, MemoryStore, ProviderRecord,
     RefreshTokenRecord, RunStatus, SessionQuery, SessionRecord, SortBy, SqlStore, Store,
     StoreError, SummaryRecord, SystemSettingsRecord, UserMemoryRecord, query_sessions,
 };
@@ -708,6 +708,51 @@ async fn agents_have_names_unique_per_owner(store: Arc<dyn Store>) {
     );
 }
 
+async fn providers_are_kept_per_owner(store: Arc<dyn Store>) {
+    let provider = |owner: &str, id: &str, created_at: f64| ProviderRecord {
+        provider_id: id.into(),
+        owner: owner.into(),
+        config: json!({"name": id, "model": "m"}),
+        sealed_keys: "00ff".into(),
+        created_at,
+        updated_at: created_at,
+    };
+    store
+        .put_provider(&provider("alice", "p2", 2.0))
+        .await
+        .unwrap();
+    store
+        .put_provider(&provider("alice", "p1", 1.0))
+        .await
+        .unwrap();
+    store
+        .put_provider(&provider("bob", "p1", 3.0))
+        .await
+        .unwrap();
+    let ids = |providers: Vec<ProviderRecord>| -> Vec<String> {
+        providers.into_iter().map(|p| p.provider_id).collect()
+    };
+    assert_eq!(
+        ids(store.owner_providers("alice").await.unwrap()),
+        ["p1", "p2"]
+    );
+    assert_eq!(ids(store.owner_providers("bob").await.unwrap()), ["p1"]);
+    assert!(store.provider("bob", "p2").await.unwrap().is_none());
+    let mut changed = provider("alice", "p1", 1.0);
+    changed.sealed_keys = "abcd".into();
+    changed.updated_at = 5.0;
+    store.put_provider(&changed).await.unwrap();
+    assert_eq!(store.provider("alice", "p1").await.unwrap(), Some(changed));
+    assert!(!store.delete_provider("bob", "p2").await.unwrap());
+    assert!(store.delete_provider("alice", "p1").await.unwrap());
+    assert!(!store.delete_provider("alice", "p1").await.unwrap());
+    assert_eq!(ids(store.owner_providers("alice").await.unwrap()), ["p2"]);
+    assert!(
+        store.provider("bob", "p1").await.unwrap().is_some(),
+        "bob's p1 is his"
+    );
+}
+
 async fn ping_answers(store: Arc<dyn Store>) {
     store.ping().await.unwrap();
 }
@@ -733,6 +778,7 @@ macro_rules! conformance {
             conformance!(@test $make, a_refresh_token_is_taken_once);
             conformance!(@test $make, system_settings_are_kept_and_replaced);
             conformance!(@test $make, agents_have_names_unique_per_owner);
+            conformance!(@test $make, providers_are_kept_per_owner);
             conformance!(@test $make, ping_answers);
         }
     };

@@ -270,6 +270,11 @@ const ROUTES: &[(&str, &str, &str)] = &[
         "x-amazon-apigateway-any-method",
         "SessionFunction",
     ),
+    (
+        "/api/llm-provider/{proxy+}",
+        "x-amazon-apigateway-any-method",
+        "SessionFunction",
+    ),
 ];
 
 // ------------------------------------------------------------------ reading YAML

@@ -1,5 +1,5 @@
 //! The Session function: `/api/conversations*`, `/api/share/*`, `/api/sessions/*`,
-//! `/api/memories*`, `/api/user/*`, `/api/system/*`, `/api/agent/*`.
+//! `/api/memories*`, `/api/user/*`, `/api/system/*`, `/api/agent/*`, `/api/llm-provider/*`.
 
 use sage_core::telemetry::exit_on_error;
 use sage_core::{App, Config, session_router};

@@ -22,6 +22,7 @@ use crate::domain::memory::Memories;
 use crate::domain::model::resolve_llm;
 use crate::domain::presets::AgentPresets;
 use crate::domain::presets::PresetError;
+use crate::domain::providers::{KeySealer, Providers};
 #[cfg(feature = "mcp")]
 use crate::domain::runs::{AfterRun, RunDefaults, RunStores, Runs};
 use crate::domain::sessions::Sessions;
@@ -54,6 +55,7 @@ pub struct App {
     memories: Memories,
     accounts: Accounts,
     agents: Agents,
+    providers: Providers,
     health: HealthCheck,
     #[cfg(feature = "mcp")]
     tools: ToolsAdmin,
@@ -165,9 +167,14 @@ impl App {
         );
         let memories = Memories::new(store.clone());
         let accounts = accounts(&config.auth, store.clone())?;
+        let providers = Providers::new(
+            store.clone(),
+            config.auth.jwt_key.as_ref().map(KeySealer::new),
+        );
         let agents = Agents::new(
             store.clone(),
             Arc::new(AgentPresets::load(&config.server.preset_running_config)?),
+            providers.clone(),
         );
         let health = HealthCheck::new(
             store.clone(),
@@ -229,6 +236,7 @@ impl App {
                     mcp_policy: policy,
                 },
                 agents.clone(),
+                providers.clone(),
                 llm,
                 pool,
                 tools.clone(),
@@ -246,6 +254,7 @@ impl App {
             memories,
             accounts,
             agents,
+            providers,
             health,
             #[cfg(feature = "mcp")]
             tools,
@@ -384,7 +393,8 @@ impl App {
             routes::session::router(self.sessions.clone())
                 .merge(routes::memory::router(self.memories.clone()))
                 .merge(routes::accounts::router(self.accounts.clone()))
-                .merge(routes::agents::router(self.agents.clone())),
+                .merge(routes::agents::router(self.agents.clone()))
+                .merge(routes::providers::router(self.providers.clone())),
             self.config.server.request_timeout,
         )
     }

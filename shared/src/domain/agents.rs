@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::domain::DomainError;
 use crate::domain::presets::{AgentPreset, AgentPresets};
+use crate::domain::providers::Providers;
 use crate::store::{AgentRecord, AgentStore};
 use crate::util::{InputError, UserId, iso_time, now_secs};
 use crate::wire::StreamRequest;
@@ -24,7 +25,7 @@ use the tools you are given when they help, and answer clearly and concisely in 
 language.";
 
 /// Agent settings, checked: a name of 1 to 64 characters, bounded texts and lists, and nothing
-/// this service cannot act on yet (skills, knowledge bases, sub-agents, stored providers).
+/// this service cannot act on yet (skills, knowledge bases, sub-agents).
 #[derive(Debug, Clone)]
 pub struct ValidAgent(AgentConfig);
 
@@ -68,17 +69,7 @@ impl ValidAgent {
                 )));
             }
         }
-        if config
-            .llm_provider_id
-            .as_deref()
-            .is_some_and(|id| !id.is_empty())
-        {
-            return invalid(
-                "llm_provider_id: stored providers are not available yet; leave it null (the \
-                 default provider) or send llm_model_config with the stream request",
-            );
-        }
-        config.llm_provider_id = None;
+        config.llm_provider_id = config.llm_provider_id.filter(|id| !id.is_empty());
         Ok(Self(config))
     }
 }
@@ -87,11 +78,32 @@ impl ValidAgent {
 pub struct Agents {
     store: Arc<dyn AgentStore>,
     presets: Arc<AgentPresets>,
+    providers: Providers,
 }
 
 impl Agents {
-    pub fn new(store: Arc<dyn AgentStore>, presets: Arc<AgentPresets>) -> Self {
-        Self { store, presets }
+    pub fn new(
+        store: Arc<dyn AgentStore>,
+        presets: Arc<AgentPresets>,
+        providers: Providers,
+    ) -> Self {
+        Self {
+            store,
+            presets,
+            providers,
+        }
+    }
+
+    /// An agent may name only one of its owner's providers.
+    async fn check_provider(&self, owner: &UserId, agent: &ValidAgent) -> Result<(), DomainError> {
+        match agent.0.llm_provider_id.as_deref() {
+            Some(provider_id) if !self.providers.exists(owner, provider_id).await? => {
+                Err(DomainError::NotFound(format!(
+                    "llm_provider_id: you have no provider {provider_id}"
+                )))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The presets, then the caller's own agents (an admin's list has everyone's), by name.
@@ -124,6 +136,7 @@ impl Agents {
         owner: &UserId,
         agent: ValidAgent,
     ) -> Result<AgentSaved, DomainError> {
+        self.check_provider(owner, &agent).await?;
         let now = now_secs();
         let record = AgentRecord {
             agent_id: format!("agent_{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
@@ -151,6 +164,8 @@ impl Agents {
         agent: ValidAgent,
     ) -> Result<AgentSaved, DomainError> {
         let stored = self.editable(caller, admin, agent_id).await?;
+        self.check_provider(&UserId::new(stored.owner.clone()), &agent)
+            .await?;
         let record = AgentRecord {
             name: agent.0.name.clone(),
             config: serde_json::to_value(&agent.0).map_err(crate::store::StoreError::from)?,
@@ -295,6 +310,7 @@ fn apply_config(config: AgentConfig, request: &mut StreamRequest) {
     fill(&mut request.agent_mode, config.agent_mode);
     fill(&mut request.more_suggest, config.more_suggest);
     fill(&mut request.max_loop_count, config.max_loop_count);
+    fill(&mut request.llm_provider_id, config.llm_provider_id);
 }
 
 /// The agent's setting wins where it has one.

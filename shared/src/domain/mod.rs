@@ -9,6 +9,7 @@ pub mod memory;
 #[cfg(feature = "llm")]
 pub mod model;
 pub mod presets;
+pub mod providers;
 #[cfg(feature = "mcp")]
 pub mod runs;
 pub mod sessions;

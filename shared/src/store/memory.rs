@@ -6,9 +6,9 @@ use async_trait::async_trait;
 
 use super::{
     AccountRecord, AccountStore, AgentRecord, AgentStore, EventLog, IdempotencyRecord,
-    McpServerRecord, McpServerStore, RefreshTokenRecord, RunControl, RunLock, SessionRecord,
-    SessionStore, Store, StoreError, SummaryRecord, SummaryStore, SystemSettingsRecord,
-    UserMemoryRecord, UserMemoryStore, lease_deadline,
+    McpServerRecord, McpServerStore, ProviderRecord, ProviderStore, RefreshTokenRecord, RunControl,
+    RunLock, SessionRecord, SessionStore, Store, StoreError, SummaryRecord, SummaryStore,
+    SystemSettingsRecord, UserMemoryRecord, UserMemoryStore, lease_deadline,
 };
 use crate::util::now_secs;
 use crate::wire::StoredEvent;
@@ -32,6 +32,7 @@ struct Inner {
     refresh_tokens: HashMap<String, RefreshTokenRecord>,
     system_settings: Option<SystemSettingsRecord>,
     agents: BTreeMap<String, AgentRecord>,
+    providers: BTreeMap<(String, String), ProviderRecord>,
 }
 
 impl MemoryStore {
@@ -531,5 +532,53 @@ impl AgentStore for MemoryStore {
 
     async fn delete_agent(&self, agent_id: &str) -> Result<bool, StoreError> {
         Ok(self.with(|inner| inner.agents.remove(agent_id).is_some()))
+    }
+}
+
+#[async_trait]
+impl ProviderStore for MemoryStore {
+    async fn put_provider(&self, provider: &ProviderRecord) -> Result<(), StoreError> {
+        self.with(|inner| {
+            inner.providers.insert(
+                (provider.owner.clone(), provider.provider_id.clone()),
+                provider.clone(),
+            )
+        });
+        Ok(())
+    }
+
+    async fn provider(
+        &self,
+        owner: &str,
+        provider_id: &str,
+    ) -> Result<Option<ProviderRecord>, StoreError> {
+        Ok(self.with(|inner| {
+            inner
+                .providers
+                .get(&(owner.to_owned(), provider_id.to_owned()))
+                .cloned()
+        }))
+    }
+
+    async fn owner_providers(&self, owner: &str) -> Result<Vec<ProviderRecord>, StoreError> {
+        let mut providers: Vec<ProviderRecord> = self.with(|inner| {
+            inner
+                .providers
+                .values()
+                .filter(|provider| provider.owner == owner)
+                .cloned()
+                .collect()
+        });
+        providers.sort_by(|a, b| a.created_at.total_cmp(&b.created_at));
+        Ok(providers)
+    }
+
+    async fn delete_provider(&self, owner: &str, provider_id: &str) -> Result<bool, StoreError> {
+        Ok(self.with(|inner| {
+            inner
+                .providers
+                .remove(&(owner.to_owned(), provider_id.to_owned()))
+                .is_some()
+        }))
     }
 }

@@ -20,8 +20,9 @@ pub use coalesce::EventSink;
 pub use dynamodb::DynamoStore;
 pub use memory::MemoryStore;
 pub use records::{
-    AccountRecord, AgentRecord, IdempotencyRecord, McpServerRecord, RefreshTokenRecord, RunLock,
-    RunStatus, SessionRecord, SummaryRecord, SystemSettingsRecord, UserMemoryRecord,
+    AccountRecord, AgentRecord, IdempotencyRecord, McpServerRecord, ProviderRecord,
+    RefreshTokenRecord, RunLock, RunStatus, SessionRecord, SummaryRecord, SystemSettingsRecord,
+    UserMemoryRecord,
 };
 #[cfg(any(feature = "sqlite", feature = "mysql"))]
 pub use sql::SqlStore;
@@ -252,6 +253,22 @@ pub trait AgentStore: Send + Sync + 'static {
     async fn delete_agent(&self, agent_id: &str) -> Result<bool, StoreError>;
 }
 
+/// Users' own LLM providers, per owner.
+#[async_trait]
+pub trait ProviderStore: Send + Sync + 'static {
+    /// Inserts or replaces the owner's provider with that id.
+    async fn put_provider(&self, provider: &ProviderRecord) -> Result<(), StoreError>;
+    async fn provider(
+        &self,
+        owner: &str,
+        provider_id: &str,
+    ) -> Result<Option<ProviderRecord>, StoreError>;
+    /// The owner's providers, oldest first.
+    async fn owner_providers(&self, owner: &str) -> Result<Vec<ProviderRecord>, StoreError>;
+    /// False when there was nothing to delete.
+    async fn delete_provider(&self, owner: &str, provider_id: &str) -> Result<bool, StoreError>;
+}
+
 /// A whole backend: every aggregate's store on one database.
 #[async_trait]
 pub trait Store:
@@ -263,6 +280,7 @@ pub trait Store:
     + SummaryStore
     + AccountStore
     + AgentStore
+    + ProviderStore
 {
     /// A cheap round trip, for readiness checks.
     async fn ping(&self) -> Result<(), StoreError>;

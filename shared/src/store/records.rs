@@ -191,3 +191,15 @@ pub struct AgentRecord {
     pub created_at: f64,
     pub updated_at: f64,
 }
+
+/// A user's own LLM provider. Its API keys are kept sealed (encrypted by the domain); the rest
+/// of its settings as the client sent them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProviderRecord {
+    pub provider_id: String,
+    pub owner: String,
+    pub config: serde_json::Value,
+    pub sealed_keys: String,
+    pub created_at: f64,
+    pub updated_at: f64,
+}

@@ -4,6 +4,7 @@ pub mod agent;
 pub mod api;
 pub mod event;
 pub mod mcp;
+pub mod provider;
 pub mod request;
 
 pub use api::MergedMessage;

@@ -124,6 +124,9 @@ pub struct StreamRequest {
     pub system_context: Option<serde_json::Map<String, Value>>,
     pub available_tools: Option<Vec<String>>,
     pub llm_model_config: Option<LlmModelConfig>,
+    /// One of the caller's stored providers (`/api/llm-provider`), when `llm_model_config` is
+    /// not given.
+    pub llm_provider_id: Option<String>,
     pub max_loop_count: Option<u32>,
     pub deep_thinking: Option<bool>,
     pub agent_mode: Option<AgentMode>,

@@ -22,6 +22,7 @@ use crate::domain::DomainError;
 use crate::domain::agents::Agents;
 use crate::domain::memory::Memories;
 use crate::domain::model::resolve_llm;
+use crate::domain::providers::Providers;
 use crate::domain::sessions::Sessions;
 use crate::domain::tools_admin::ToolsAdmin;
 use crate::llm::{ChatModel, LlmSettings};
@@ -111,6 +112,7 @@ pub struct Runs {
     stores: RunStores,
     defaults: Arc<RunDefaults>,
     agents: Agents,
+    providers: Providers,
     llm: Arc<dyn ChatModel>,
     pool: Arc<McpPool>,
     tools: ToolsAdmin,
@@ -126,6 +128,7 @@ impl Runs {
         stores: RunStores,
         defaults: RunDefaults,
         agents: Agents,
+        providers: Providers,
         llm: Arc<dyn ChatModel>,
         pool: Arc<McpPool>,
         tools: ToolsAdmin,
@@ -139,6 +142,7 @@ impl Runs {
             stores,
             defaults: Arc::new(defaults),
             agents,
+            providers,
             llm,
             pool,
             tools,
@@ -171,6 +175,12 @@ impl Runs {
         request.validate()?;
         let user = UserId::from_optional(request.user_id.as_deref());
         self.agents.apply(&user, &mut request).await?;
+        if request.llm_model_config.is_none() {
+            request.llm_model_config = self
+                .providers
+                .for_run(&user, request.llm_provider_id.as_deref())
+                .await?;
+        }
         let settings = resolve_llm(&self.defaults.llm, request.llm_model_config.as_ref())?;
         let session_id = match request.session_id.as_deref().filter(|id| !id.is_empty()) {
             Some(id) => SessionId::parse(id)?,

@@ -6,6 +6,7 @@ pub mod health;
 #[cfg(feature = "mcp")]
 pub mod mcp_admin;
 pub mod memory;
+pub mod providers;
 pub mod session;
 #[cfg(feature = "mcp")]
 pub mod stream;

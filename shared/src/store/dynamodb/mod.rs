@@ -17,9 +17,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     AccountRecord, AccountStore, AgentRecord, AgentStore, EventLog, IdempotencyRecord,
-    McpServerRecord, McpServerStore, RefreshTokenRecord, RunControl, RunLock, RunStatus,
-    SessionRecord, SessionStore, Store, StoreError, SummaryRecord, SummaryStore,
-    SystemSettingsRecord, UserMemoryRecord, UserMemoryStore, lease_deadline,
+    McpServerRecord, McpServerStore, ProviderRecord, ProviderStore, RefreshTokenRecord, RunControl,
+    RunLock, RunStatus, SessionRecord, SessionStore, Store, StoreError, SummaryRecord,
+    SummaryStore, SystemSettingsRecord, UserMemoryRecord, UserMemoryStore, lease_deadline,
 };
 use crate::config::StoreConfig;
 use crate::util::now_secs;
@@ -448,6 +448,32 @@ fn agent_from_item(item: Item) -> Result<AgentRecord, StoreError> {
         owner: item.owner,
         name: item.name,
         config: serde_json::from_str(&item.config)?,
+        created_at: item.created_at,
+        updated_at: item.updated_at,
+    })
+}
+
+/// A user's LLM provider: `USER#<owner>` / `PROVIDER#<provider_id>`; `config` is the client's
+/// JSON without the keys, `sealed_keys` the encrypted keys.
+#[derive(Serialize, Deserialize)]
+struct ProviderItem {
+    pk: String,
+    sk: String,
+    provider_id: String,
+    owner: String,
+    config: String,
+    sealed_keys: String,
+    created_at: f64,
+    updated_at: f64,
+}
+
+fn provider_from_item(item: Item) -> Result<ProviderRecord, StoreError> {
+    let item: ProviderItem = from_item(item)?;
+    Ok(ProviderRecord {
+        provider_id: item.provider_id,
+        owner: item.owner,
+        config: serde_json::from_str(&item.config)?,
+        sealed_keys: item.sealed_keys,
         created_at: item.created_at,
         updated_at: item.updated_at,
     })
@@ -1401,5 +1427,60 @@ impl AgentStore for DynamoStore {
             self.delete_write(agent_name_pk(&agent.owner, &agent.name), "AGENTNAME")?,
         ];
         self.transact(writes).await
+    }
+}
+
+#[async_trait]
+impl ProviderStore for DynamoStore {
+    async fn put_provider(&self, provider: &ProviderRecord) -> Result<(), StoreError> {
+        self.put(to_item(&ProviderItem {
+            pk: format!("USER#{}", provider.owner),
+            sk: format!("PROVIDER#{}", provider.provider_id),
+            provider_id: provider.provider_id.clone(),
+            owner: provider.owner.clone(),
+            config: serde_json::to_string(&provider.config)?,
+            sealed_keys: provider.sealed_keys.clone(),
+            created_at: provider.created_at,
+            updated_at: provider.updated_at,
+        })?)
+        .await
+    }
+
+    async fn provider(
+        &self,
+        owner: &str,
+        provider_id: &str,
+    ) -> Result<Option<ProviderRecord>, StoreError> {
+        self.get(format!("USER#{owner}"), &format!("PROVIDER#{provider_id}"))
+            .await?
+            .map(provider_from_item)
+            .transpose()
+    }
+
+    async fn owner_providers(&self, owner: &str) -> Result<Vec<ProviderRecord>, StoreError> {
+        let mut providers = self
+            .query_prefix(format!("USER#{owner}"), "PROVIDER#")
+            .await?
+            .into_iter()
+            .map(provider_from_item)
+            .collect::<Result<Vec<_>, _>>()?;
+        providers.sort_by(|a, b| a.created_at.total_cmp(&b.created_at));
+        Ok(providers)
+    }
+
+    async fn delete_provider(&self, owner: &str, provider_id: &str) -> Result<bool, StoreError> {
+        let output = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(
+                format!("USER#{owner}"),
+                &format!("PROVIDER#{provider_id}"),
+            )))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(dynamo_error)?;
+        Ok(output.attributes.is_some_and(|old| !old.is_empty()))
     }
 }

@@ -11,9 +11,9 @@ use sqlx::{AnyPool, Executor, QueryBuilder, Row};
 
 use super::{
     AccountRecord, AccountStore, AgentRecord, AgentStore, EventLog, IdempotencyRecord,
-    McpServerRecord, McpServerStore, RefreshTokenRecord, RunControl, RunLock, RunStatus,
-    SessionRecord, SessionStore, Store, StoreError, SummaryRecord, SummaryStore,
-    SystemSettingsRecord, UserMemoryRecord, UserMemoryStore, lease_deadline,
+    McpServerRecord, McpServerStore, ProviderRecord, ProviderStore, RefreshTokenRecord, RunControl,
+    RunLock, RunStatus, SessionRecord, SessionStore, Store, StoreError, SummaryRecord,
+    SummaryStore, SystemSettingsRecord, UserMemoryRecord, UserMemoryStore, lease_deadline,
 };
 #[cfg(feature = "mysql")]
 use crate::config::StoreConfig;
@@ -232,6 +232,18 @@ fn agent_from_row(row: &AnyRow) -> Result<AgentRecord, StoreError> {
         owner: row.try_get("owner")?,
         name: row.try_get("name")?,
         config: serde_json::from_str(&config)?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn provider_from_row(row: &AnyRow) -> Result<ProviderRecord, StoreError> {
+    let config: String = row.try_get("config")?;
+    Ok(ProviderRecord {
+        provider_id: row.try_get("provider_id")?,
+        owner: row.try_get("owner")?,
+        config: serde_json::from_str(&config)?,
+        sealed_keys: row.try_get("sealed_keys")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
@@ -980,6 +992,58 @@ impl AgentStore for SqlStore {
     async fn delete_agent(&self, agent_id: &str) -> Result<bool, StoreError> {
         let result = sqlx::query("DELETE FROM agents WHERE agent_id = ?")
             .bind(agent_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected() == 1)
+    }
+}
+
+#[async_trait]
+impl ProviderStore for SqlStore {
+    async fn put_provider(&self, provider: &ProviderRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "REPLACE INTO llm_providers
+             (owner, provider_id, config, sealed_keys, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&provider.owner)
+        .bind(&provider.provider_id)
+        .bind(serde_json::to_string(&provider.config)?)
+        .bind(&provider.sealed_keys)
+        .bind(provider.created_at)
+        .bind(provider.updated_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn provider(
+        &self,
+        owner: &str,
+        provider_id: &str,
+    ) -> Result<Option<ProviderRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM llm_providers WHERE owner = ? AND provider_id = ?")
+            .bind(owner)
+            .bind(provider_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(provider_from_row).transpose()
+    }
+
+    async fn owner_providers(&self, owner: &str) -> Result<Vec<ProviderRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM llm_providers WHERE owner = ? ORDER BY created_at, provider_id",
+        )
+        .bind(owner)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(provider_from_row).collect()
+    }
+
+    async fn delete_provider(&self, owner: &str, provider_id: &str) -> Result<bool, StoreError> {
+        let result = sqlx::query("DELETE FROM llm_providers WHERE owner = ? AND provider_id = ?")
+            .bind(owner)
+            .bind(provider_id)
             .execute(&self.pool)
             .await?;
         Ok(result.rows_affected() == 1)

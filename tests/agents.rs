@@ -310,3 +310,33 @@ async fn bad_agent_settings_and_ones_this_service_cannot_act_on_are_refused_by_n
         "nothing was saved: {list}"
     );
 }
+
+/// Without a preset file the list still has an agent (Sage's client shows no input box
+/// without one), and a stream can name it.
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_preset_file_one_built_in_agent_is_offered() {
+    let env = TestEnv::new().await;
+    let (status, list) = get_json(&format!("{}/api/agent/list?user_id=lee", env.server.url)).await;
+    assert_eq!(status, 200, "{list}");
+    let agents = list["data"].as_array().unwrap();
+    assert_eq!(agents.len(), 1, "{list}");
+    assert_eq!(
+        (
+            agents[0]["id"].as_str(),
+            agents[0]["name"].as_str(),
+            agents[0]["user_id"].as_str()
+        ),
+        (Some("default"), Some("Sage"), Some(""))
+    );
+    let events = post_ndjson(
+        &env.stream_url(),
+        &json!({"user_id": "lee", "agent_id": "default", "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert!(!answer_text(&events).is_empty());
+    let request = env.llm.requests().await.pop().unwrap();
+    let system = request["messages"][0]["content"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(system.contains("You are a helpful assistant."), "{system}");
+}

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use crate::domain::DomainError;
-use crate::domain::presets::{AgentPreset, AgentPresets};
+use crate::domain::presets::{AgentPreset, AgentPresets, DEFAULT_SYSTEM_PROMPT};
 use crate::domain::providers::Providers;
 use crate::store::{AgentRecord, AgentStore};
 use crate::util::{InputError, UserId, iso_time, now_secs};
@@ -18,11 +18,6 @@ const MAX_DESCRIPTION_CHARS: usize = 2_000;
 const MAX_PROMPT_CHARS: usize = 100_000;
 const MAX_TOOLS: usize = 500;
 const MAX_LOOP_COUNT: u32 = 1_000;
-
-/// The system prompt a new agent starts from.
-pub const DEFAULT_SYSTEM_PROMPT: &str = "You are a helpful assistant. Think through the task, \
-use the tools you are given when they help, and answer clearly and concisely in the user's \
-language.";
 
 /// Agent settings, checked: a name of 1 to 64 characters, bounded texts and lists, and nothing
 /// this service cannot act on yet (skills, knowledge bases, sub-agents).

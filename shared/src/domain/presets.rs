@@ -9,6 +9,14 @@ use serde_json::Value;
 use crate::wire::MemoryType;
 use crate::wire::{AgentMode, LlmModelConfig};
 
+/// The id of the agent offered when there is no preset file.
+pub const BUILTIN_AGENT_ID: &str = "default";
+
+/// The system prompt of the built-in agent, and the one a new agent starts from.
+pub const DEFAULT_SYSTEM_PROMPT: &str = "You are a helpful assistant. Think through the task, \
+use the tools you are given when they help, and answer clearly and concisely in the user's \
+language.";
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AgentPreset {
@@ -47,13 +55,17 @@ pub struct AgentPresets {
 }
 
 impl AgentPresets {
-    /// A missing file means no presets (a log line, not an error); a malformed one is an error.
+    /// A missing file means one built-in agent (a log line, not an error): Sage's client shows no
+    /// input box without an agent to pick. A malformed file is an error.
     pub fn load(path: &Path) -> Result<Self, PresetError> {
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                tracing::info!(path = %path.display(), "no agent preset file; running without presets");
-                return Ok(Self::default());
+                tracing::info!(
+                    path = %path.display(),
+                    "no agent preset file; offering the built-in agent `{BUILTIN_AGENT_ID}`"
+                );
+                return Ok(Self::builtin());
             }
             Err(source) => {
                 return Err(PresetError::Read {
@@ -66,6 +78,18 @@ impl AgentPresets {
             path: path.display().to_string(),
             source,
         })
+    }
+
+    /// The one agent offered when there is no preset file.
+    pub fn builtin() -> Self {
+        let agent = AgentPreset {
+            name: Some("Sage".into()),
+            system_prefix: Some(DEFAULT_SYSTEM_PROMPT.into()),
+            ..AgentPreset::default()
+        };
+        Self {
+            agents: HashMap::from([(BUILTIN_AGENT_ID.to_owned(), agent)]),
+        }
     }
 
     pub fn parse(text: &str) -> Result<Self, serde_json::Error> {

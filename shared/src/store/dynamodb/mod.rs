@@ -604,6 +604,21 @@ impl DynamoStore {
         Ok(output.item)
     }
 
+    /// Deletes the item and returns what it held; `None` when there was none. Of two callers
+    /// racing to delete the same item, only one gets it.
+    async fn delete_returning(&self, pk: String, sk: &str) -> Result<Option<Item>, StoreError> {
+        let output = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(pk, sk)))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(dynamo_error)?;
+        Ok(output.attributes.filter(|old| !old.is_empty()))
+    }
+
     /// Every item under one partition key whose sort key starts with `prefix`.
     async fn query_prefix(&self, pk: String, prefix: &str) -> Result<Vec<Item>, StoreError> {
         let mut query = self.client.query().table_name(&self.table);
@@ -1017,16 +1032,10 @@ impl McpServerStore for DynamoStore {
     }
 
     async fn delete_mcp_server(&self, owner: &str, name: &str) -> Result<bool, StoreError> {
-        let output = self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .set_key(Some(key(format!("USER#{owner}"), &format!("MCP#{name}"))))
-            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
-            .send()
-            .await
-            .map_err(dynamo_error)?;
-        Ok(output.attributes.is_some_and(|old| !old.is_empty()))
+        Ok(self
+            .delete_returning(format!("USER#{owner}"), &format!("MCP#{name}"))
+            .await?
+            .is_some())
     }
 }
 
@@ -1044,19 +1053,10 @@ impl UserMemoryStore for DynamoStore {
     }
 
     async fn delete_user_memory(&self, user_id: &str, key_text: &str) -> Result<bool, StoreError> {
-        let output = self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .set_key(Some(key(
-                format!("USER#{user_id}"),
-                &format!("MEMORY#{key_text}"),
-            )))
-            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
-            .send()
-            .await
-            .map_err(dynamo_error)?;
-        Ok(output.attributes.is_some_and(|old| !old.is_empty()))
+        Ok(self
+            .delete_returning(format!("USER#{user_id}"), &format!("MEMORY#{key_text}"))
+            .await?
+            .is_some())
     }
 }
 
@@ -1193,16 +1193,10 @@ impl AccountStore for DynamoStore {
         &self,
         token_id: &str,
     ) -> Result<Option<RefreshTokenRecord>, StoreError> {
-        let output = self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .set_key(Some(key(format!("REFRESH#{token_id}"), "REFRESH")))
-            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
-            .send()
-            .await
-            .map_err(dynamo_error)?;
-        match output.attributes.filter(|old| !old.is_empty()) {
+        match self
+            .delete_returning(format!("REFRESH#{token_id}"), "REFRESH")
+            .await?
+        {
             None => Ok(None),
             Some(old) => {
                 let item: RefreshTokenItem = from_item(old)?;
@@ -1469,18 +1463,9 @@ impl ProviderStore for DynamoStore {
     }
 
     async fn delete_provider(&self, owner: &str, provider_id: &str) -> Result<bool, StoreError> {
-        let output = self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .set_key(Some(key(
-                format!("USER#{owner}"),
-                &format!("PROVIDER#{provider_id}"),
-            )))
-            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
-            .send()
-            .await
-            .map_err(dynamo_error)?;
-        Ok(output.attributes.is_some_and(|old| !old.is_empty()))
+        Ok(self
+            .delete_returning(format!("USER#{owner}"), &format!("PROVIDER#{provider_id}"))
+            .await?
+            .is_some())
     }
 }

@@ -13,7 +13,7 @@ BIN=$ROOT/target/release
 mkdir -p "$OUT"
 rm -f "$OUT"/*.json "$OUT"/*.jsonl
 QUICK=${QUICK:-0}
-SECTIONS=${SECTIONS:-overhead throughput hold cold store}
+SECTIONS=${SECTIONS:-overhead throughput traces hold cold store}
 section() { [[ " $SECTIONS " == *" $1 "* ]]; }
 ulimit -n "$(ulimit -Hn)" || true
 
@@ -71,6 +71,27 @@ start_pair 0
   --message words:40 --json >"$OUT/throughput-direct.json"
 "$BIN/sage-load" stream --url "http://127.0.0.1:$SHIM_PORT" -c 100 -n 2000 --message words:40 \
   --server-pid "$SHIM_PID" --json >"$OUT/throughput-server.json"
+stop_pair
+fi
+
+# 2b. The cost of traces: the same throughput run with spans exported over OTLP/HTTP to a sink
+#     that accepts every batch (a few lines of Python answering 200).
+if section traces; then
+log "throughput with traces on"
+SINK_PORT=$(free_port)
+python3 -c '
+import http.server, sys
+class Sink(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        self.send_response(200); self.send_header("content-length", "0"); self.end_headers()
+    def log_message(self, *args): pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Sink).serve_forever()
+' "$SINK_PORT" &
+PIDS+=("$!"); wait_port "$SINK_PORT"
+SAGE_TRACE_JAEGER_URL="http://127.0.0.1:$SINK_PORT" start_pair 0
+"$BIN/sage-load" stream --url "http://127.0.0.1:$SHIM_PORT" -c 100 -n 2000 --message words:40 \
+  --server-pid "$SHIM_PID" --json >"$OUT/throughput-server-traced.json"
 stop_pair
 fi
 

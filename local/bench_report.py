@@ -41,6 +41,15 @@ if direct and server:
           f"**{cpu['cpu_ms_per_1000_events']:.1f} ms of CPU per 1,000 streamed events**; "
           f"1,000 streams at 20 tokens/s need {cpu['cpu_ms_per_1000_events'] * 20 / 1000:.2f} cores.")
 
+traced = load("throughput-server-traced.json")
+if server and traced:
+    off, on = server["server_cpu"][0], traced["server_cpu"][0]
+    print("\n### Traces (the same run, spans exported over OTLP/HTTP)\n")
+    print("| traces | events/s | server CPU ms per 1,000 events |")
+    print("|---|---|---|")
+    print(f"| off | {server['events_per_s']:,.0f} | {off['cpu_ms_per_1000_events']:.1f} |")
+    print(f"| on | {traced['events_per_s']:,.0f} | {on['cpu_ms_per_1000_events']:.1f} |")
+
 print("\n### Open streams and memory (sage-local, SQLite store)\n")
 print("| streams requested | opened | open at end | RSS before | RSS with the streams | RSS per open stream |")
 print("|---|---|---|---|---|---|")

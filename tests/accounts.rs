@@ -730,6 +730,19 @@ async fn the_isolation_matrix_over_every_route() {
         )
         .await;
     assert_eq!(status, 200);
+    let (status, _) = upload_skill(
+        &api.url,
+        "",
+        Some(&alice.access),
+        skill_zip(
+            "alice-notes",
+            "private words skill",
+            "private words inside",
+            &[],
+        ),
+    )
+    .await;
+    assert_eq!(status, 200);
 
     let alice_claims = jsonwebtoken::decode::<Value>(
         &alice.access,
@@ -851,6 +864,36 @@ async fn the_isolation_matrix_over_every_route() {
             None,
             404,
             404,
+        ),
+        (Method::GET, "/api/skills", None, 200, 200),
+        (
+            Method::GET,
+            "/api/skills/content?name=alice-notes",
+            None,
+            200,
+            404,
+        ),
+        (
+            Method::PUT,
+            "/api/skills/content",
+            Some(json!({"name": "alice-notes",
+                        "content": "---\nname: alice-notes\ndescription: private words skill\n---\nprivate words, v2"})),
+            200,
+            404,
+        ),
+        (
+            Method::DELETE,
+            "/api/skills?name=alice-notes",
+            None,
+            200,
+            404,
+        ),
+        (
+            Method::POST,
+            "/api/agent/system-prompt/optimize",
+            Some(json!({"original_prompt": "be brief say:Be brief."})),
+            200,
+            200,
         ),
         (Method::DELETE, "/api/conversations/iso-1", None, 200, 403),
     ];

@@ -51,19 +51,7 @@ async fn start() -> Env {
 
 impl Env {
     async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let url = format!("{}{path}", self.server.url);
-        match body {
-            Some(body) => send_json(method, &url, &body).await,
-            None => {
-                let response = reqwest::Client::new()
-                    .request(method, &url)
-                    .send()
-                    .await
-                    .unwrap();
-                let status = response.status().as_u16();
-                (status, response.json().await.unwrap())
-            }
-        }
+        call_json(method, &format!("{}{path}", self.server.url), body.as_ref()).await
     }
 
     async fn stream(&self, user: &str, agent_id: &str) -> (u16, Vec<Value>) {
@@ -270,7 +258,7 @@ async fn bad_agent_settings_and_ones_this_service_cannot_act_on_are_refused_by_n
     for (change, field, status) in [
         (json!({"name": ""}), "name", 400),
         (json!({"name": "x".repeat(65)}), "name", 400),
-        (json!({"availableSkills": ["pdf"]}), "availableSkills", 400),
+        (json!({"availableSkills": ["pdf"]}), "availableSkills", 404),
         (
             json!({"availableKnowledgeBases": ["kb1"]}),
             "availableKnowledgeBases",
@@ -339,4 +327,112 @@ async fn without_a_preset_file_one_built_in_agent_is_offered() {
         .as_str()
         .unwrap_or_default();
     assert!(system.contains("You are a helpful assistant."), "{system}");
+}
+
+/// `auto-generate` drafts an agent in one model call (only offered tools survive, nothing is
+/// saved); `system-prompt/optimize` rewrites a prompt in one call; a model answer that is not
+/// an agent is a clear 502, and bad input a 400 naming the field.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_model_drafts_an_agent_and_improves_a_prompt() {
+    let env = start().await;
+    let draft = json!({"name": "Reviewer", "description": "Reviews pull requests.",
+                       "systemPrefix": "You review code. DRAFT-PROMPT-3",
+                       "availableTools": ["read_diff", "rm_rf"]});
+    let (status, answer) = env
+        .call(
+            Method::POST,
+            "/api/agent/auto-generate?user_id=lee",
+            Some(
+                json!({"agent_description": format!("a code reviewer say:```json\n{draft}\n```"),
+                        "available_tools": ["read_diff", "post_comment"]}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let agent = &answer["data"]["agent"];
+    assert_eq!(
+        (
+            agent["id"].as_str(),
+            agent["name"].as_str(),
+            agent["systemPrefix"].as_str(),
+            &agent["availableTools"]
+        ),
+        (
+            Some(""),
+            Some("Reviewer"),
+            Some("You review code. DRAFT-PROMPT-3"),
+            &json!(["read_diff"])
+        ),
+        "{answer}"
+    );
+    let asked = env.llm.requests().await.pop().unwrap();
+    let question = asked["messages"][1]["content"].as_str().unwrap();
+    assert!(
+        question.contains("read_diff, post_comment") && question.contains("a code reviewer"),
+        "the model is told the description and the tools: {question}"
+    );
+    let (_, list) = env
+        .call(Method::GET, "/api/agent/list?user_id=lee", None)
+        .await;
+    assert!(
+        list["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|agent| agent["name"] != "Reviewer"),
+        "a draft is not saved: {list}"
+    );
+
+    let (status, answer) = env
+        .call(
+            Method::POST,
+            "/api/agent/system-prompt/optimize?user_id=lee",
+            Some(
+                json!({"original_prompt": "be helpful say:You are a precise, helpful assistant.",
+                        "optimization_goal": "clarity"}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer["data"]["optimized_prompt"],
+        "You are a precise, helpful assistant."
+    );
+    let asked = env.llm.requests().await.pop().unwrap();
+    assert!(
+        asked["messages"][1]["content"]
+            .as_str()
+            .unwrap()
+            .contains("Optimization goal: clarity"),
+        "{asked}"
+    );
+
+    let (status, answer) = env
+        .call(
+            Method::POST,
+            "/api/agent/auto-generate?user_id=lee",
+            Some(json!({"agent_description": "anything say:I would rather not."})),
+        )
+        .await;
+    assert_eq!(status, 502, "{answer}");
+    assert!(answer["message"].as_str().unwrap().contains("not an agent"));
+    for (path, body, field) in [
+        (
+            "/api/agent/auto-generate?user_id=lee",
+            json!({"agent_description": "  "}),
+            "agent_description",
+        ),
+        (
+            "/api/agent/system-prompt/optimize?user_id=lee",
+            json!({"original_prompt": ""}),
+            "original_prompt",
+        ),
+    ] {
+        let (status, answer) = env.call(Method::POST, path, Some(body)).await;
+        assert_eq!(status, 400, "{answer}");
+        assert!(
+            answer["message"].as_str().unwrap().contains(field),
+            "{answer}"
+        );
+    }
 }

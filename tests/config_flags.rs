@@ -218,6 +218,7 @@ async fn a_setting_accepted_but_not_acted_on_is_named_in_a_start_up_warning() {
         ],
         &[
             ("SAGE_ELASTICSEARCH_URL", "http://127.0.0.1:9"),
+            ("SAGE_EMBEDDING_MODEL", "text-embedding-3-small"),
             ("RUST_LOG", "warn"),
         ],
     )
@@ -226,7 +227,7 @@ async fn a_setting_accepted_but_not_acted_on_is_named_in_a_start_up_warning() {
         .lines()
         .filter(|line| line.contains(NOT_ACTED_ON))
         .collect();
-    for flag in ["--enable_trace", "--memory_root", "--es_url"] {
+    for flag in ["--embedding_model", "--memory_root", "--es_url"] {
         let naming: Vec<&str> = warnings
             .iter()
             .copied()

@@ -13,7 +13,7 @@ use crate::common::*;
 use clap::CommandFactory;
 use sage_core::Config;
 use sage_mock_llm::MockOptions;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 fn fixture(name: &str) -> PathBuf {
     let path = workspace_root().join("tests/fixtures").join(name);
@@ -68,6 +68,9 @@ impl Emulator {
             "SAGE_DB_TYPE=dynamodb".to_owned(),
             format!("SAGE_DYNAMODB_ENDPOINT={}", dynamodb_endpoint()),
             format!("SAGE_DYNAMODB_TABLE={table}"),
+            // Files in an S3 bucket, as in the cloud (moto serves S3 beside DynamoDB).
+            format!("SAGE_MINIO_ENDPOINT={}", dynamodb_endpoint()),
+            format!("SAGE_MINIO_BUCKET_NAME={table}"),
             "SAGE_PRESET_RUNNING_CONFIG_PATH=/nonexistent/agent_setting.json".to_owned(),
             "SAGE_MCP_CONFIG_PATH=/nonexistent/mcp_setting.json".to_owned(),
         ];
@@ -88,10 +91,27 @@ impl Emulator {
 
     /// `cargo lambda invoke FUNCTION --data-file FIXTURE`: the function's raw answer.
     async fn invoke(&self, function: &str, fixture_name: &str) -> Vec<u8> {
+        self.invoke_file(function, &fixture(fixture_name), fixture_name)
+            .await
+    }
+
+    /// Invokes with `event`, written to a file first.
+    async fn invoke_event(&self, function: &str, event: &Value, label: &str) -> Vec<u8> {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), event.to_string()).unwrap();
+        self.invoke_file(function, file.path(), label).await
+    }
+
+    async fn invoke_file(
+        &self,
+        function: &str,
+        data: &std::path::Path,
+        fixture_name: &str,
+    ) -> Vec<u8> {
         let mut command = tokio::process::Command::new(cargo_lambda());
         command
             .args(["lambda", "invoke", function, "--data-file"])
-            .arg(fixture(fixture_name))
+            .arg(data)
             .args([
                 "--invoke-address",
                 "127.0.0.1",
@@ -223,6 +243,87 @@ async fn with_auth_on_the_session_function_trusts_the_authorizers_identity() {
             .collect();
         assert_eq!(listed, ["s-cognito"], "{name}: {envelope}");
     }
+
+    // A sample of the isolation matrix, as a Cognito user of the REST API: another user's
+    // conversations, messages and skill stay out of reach; their own lists answer.
+    let other = sage_core::store::SessionRecord::new("s-other", "other-user", "other's words");
+    store.create_session(&other).await.unwrap();
+    use sage_core::store::SkillStore;
+    store
+        .put_skill(&sage_core::store::SkillRecord {
+            name: "other-skill".into(),
+            owner: "other-user".into(),
+            description: "other's words".into(),
+            package: json!({"instructions": "other's words", "files": []}),
+            created_at: 1.0,
+            updated_at: 1.0,
+        })
+        .await
+        .unwrap();
+    let cognito: Value = serde_json::from_slice(
+        &std::fs::read(fixture("apigw-rest-conversations-cognito.json")).unwrap(),
+    )
+    .unwrap();
+    type Query<'a> = &'a [(&'a str, &'a str)];
+    let cases: [(&str, &str, Query, u64); 6] = [
+        (
+            "GET",
+            "/api/conversations",
+            &[("user_id", "other-user")],
+            403,
+        ),
+        ("GET", "/api/conversations/s-other/messages", &[], 403),
+        (
+            "GET",
+            "/api/skills/content",
+            &[("name", "other-skill")],
+            404,
+        ),
+        ("DELETE", "/api/skills", &[("name", "other-skill")], 404),
+        ("GET", "/api/skills", &[], 200),
+        ("GET", "/api/agent/list", &[], 200),
+    ];
+    for (method, path, query, expected) in cases {
+        let mut event = cognito.clone();
+        event["httpMethod"] = json!(method);
+        event["path"] = json!(path);
+        event["resource"] = json!("/api/{proxy+}");
+        event["requestContext"]["httpMethod"] = json!(method);
+        event["requestContext"]["path"] = json!(format!("/prod{path}"));
+        event["requestContext"]["resourcePath"] = json!("/api/{proxy+}");
+        let single: serde_json::Map<String, Value> = query
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect();
+        let multi: serde_json::Map<String, Value> = query
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!([v])))
+            .collect();
+        event["queryStringParameters"] = if query.is_empty() {
+            Value::Null
+        } else {
+            Value::Object(single)
+        };
+        event["multiValueQueryStringParameters"] = if query.is_empty() {
+            Value::Null
+        } else {
+            Value::Object(multi)
+        };
+        let label = format!("{method} {path}");
+        let (status, envelope) = status_and_envelope(
+            &emulator.invoke_event("sage-session", &event, &label).await,
+            &label,
+        );
+        assert_eq!(status, expected, "{label}: {envelope}");
+        assert!(
+            !envelope.to_string().contains("other's words"),
+            "{label}: {envelope}"
+        );
+    }
+    assert!(
+        store.skill("other-skill").await.unwrap().is_some(),
+        "the other user's skill is still there"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -438,4 +539,30 @@ fn cargo_lambda_deploy_uses_each_functions_metadata_and_agrees_with_the_template
         }
         assert!(Path::new(&scratch.path().join("bootstrap.zip")).exists());
     }
+}
+
+/// With `SAGE_TRACE_JAEGER_URL`, a buffered function sends the request's spans before its
+/// invocation returns: the batch timer is set to a minute, so only the flush can have sent them.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_functions_spans_arrive_before_its_invocation_returns() {
+    let (otlp_url, spans) = crate::traces::receiver().await;
+    let emulator = Emulator::start(&[
+        format!("SAGE_TRACE_JAEGER_URL={otlp_url}"),
+        "OTEL_BSP_SCHEDULE_DELAY=60000".to_owned(),
+    ])
+    .await;
+    let name = "apigw-rest-conversations.json";
+    let (status, envelope) =
+        status_and_envelope(&emulator.invoke("sage-session", name).await, name);
+    assert_eq!(status, 200, "{envelope}");
+    let received = spans.lock().unwrap().clone();
+    let request = received
+        .iter()
+        .find(|span| span.name == "request")
+        .unwrap_or_else(|| panic!("the request span arrived with the answer: {received:#?}"));
+    assert_eq!(
+        request.attributes["path"], "/api/conversations",
+        "{request:?}"
+    );
+    assert_eq!(request.service, "sage-session");
 }

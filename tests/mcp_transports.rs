@@ -39,7 +39,15 @@ fn tool_names(body: &Value) -> Vec<String> {
         .collect()
 }
 
-const PYTHON_TOOLS: [&str; 6] = ["add", "die", "echo", "fail", "rendezvous", "sleep"];
+const PYTHON_TOOLS: [&str; 7] = [
+    "add",
+    "die",
+    "echo",
+    "fail",
+    "rendezvous",
+    "repeat",
+    "sleep",
+];
 
 fn assert_python_tools(body: &Value) {
     let mut names = tool_names(body);

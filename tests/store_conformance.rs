@@ -7,8 +7,8 @@ use std::time::Duration;
 use crate::common::*;
 use sage_core::store::{
     AccountRecord, AgentRecord, IdempotencyRecord, McpServerRecord, MemoryStore, ProviderRecord,
-    RefreshTokenRecord, RunStatus, SessionQuery, SessionRecord, SortBy, SqlStore, Store,
-    StoreError, SummaryRecord, SystemSettingsRecord, UserMemoryRecord, query_sessions,
+    RefreshTokenRecord, RunStatus, SessionQuery, SessionRecord, SkillRecord, SortBy, SqlStore,
+    Store, StoreError, SummaryRecord, SystemSettingsRecord, UserMemoryRecord, query_sessions,
 };
 use sage_core::wire::mcp::{McpServerConfig, ToolSpec};
 use sage_core::wire::{Event, EventType, StoredEvent};
@@ -753,6 +753,73 @@ async fn providers_are_kept_per_owner(store: Arc<dyn Store>) {
     );
 }
 
+async fn skill_names_are_unique_across_owners(store: Arc<dyn Store>) {
+    let skill = |name: &str, owner: &str, text: &str, at: f64| SkillRecord {
+        name: name.into(),
+        owner: owner.into(),
+        description: format!("{name} by {owner}"),
+        package: json!({"instructions": text, "files": []}),
+        created_at: at,
+        updated_at: at,
+    };
+    assert!(
+        store
+            .put_skill(&skill("csv", "alice", "v1", 1.0))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .put_skill(&skill("pdf", "alice", "p", 2.0))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .put_skill(&skill("base", "", "sys", 3.0))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .put_skill(&skill("csv", "bob", "hijack", 4.0))
+            .await
+            .unwrap(),
+        "another owner's name is refused"
+    );
+    assert_eq!(
+        store.skill("csv").await.unwrap(),
+        Some(skill("csv", "alice", "v1", 1.0)),
+        "and the refused write changed nothing"
+    );
+    let mut changed = skill("csv", "alice", "v2", 1.0);
+    changed.updated_at = 5.0;
+    assert!(
+        store.put_skill(&changed).await.unwrap(),
+        "the owner replaces"
+    );
+    assert_eq!(store.skill("csv").await.unwrap(), Some(changed));
+    let names = |skills: Vec<SkillRecord>| -> Vec<String> {
+        skills.into_iter().map(|skill| skill.name).collect()
+    };
+    assert_eq!(
+        names(store.owner_skills("alice").await.unwrap()),
+        ["csv", "pdf"]
+    );
+    assert_eq!(names(store.owner_skills("").await.unwrap()), ["base"]);
+    assert!(store.owner_skills("bob").await.unwrap().is_empty());
+    assert!(store.delete_skill("csv").await.unwrap());
+    assert!(!store.delete_skill("csv").await.unwrap());
+    assert!(store.skill("csv").await.unwrap().is_none());
+    assert!(
+        store
+            .put_skill(&skill("csv", "bob", "mine now", 6.0))
+            .await
+            .unwrap(),
+        "a deleted skill's name is free"
+    );
+}
+
 async fn ping_answers(store: Arc<dyn Store>) {
     store.ping().await.unwrap();
 }
@@ -779,6 +846,7 @@ macro_rules! conformance {
             conformance!(@test $make, system_settings_are_kept_and_replaced);
             conformance!(@test $make, agents_have_names_unique_per_owner);
             conformance!(@test $make, providers_are_kept_per_owner);
+            conformance!(@test $make, skill_names_are_unique_across_owners);
             conformance!(@test $make, ping_answers);
         }
     };

@@ -270,10 +270,11 @@ async fn every_agent_mode_is_accepted_and_the_ones_not_run_yet_say_so() {
             vec!["agent_mode `multi` is not available yet: this run uses the simple tool loop"],
         ),
         (
-            json!({"agent_mode": "fibre", "more_suggest": true}),
+            json!({"agent_mode": "fibre", "available_knowledge_bases": ["kb"]}),
             vec![
                 "agent_mode `fibre` is not available yet: this run uses the simple tool loop",
-                "more_suggest is not available yet: this run ends without follow-up suggestions",
+                "available_knowledge_bases is not available yet: this run has no knowledge-base \
+                 retrieval or sub-agents",
             ],
         ),
         (
@@ -304,4 +305,114 @@ async fn every_agent_mode_is_accepted_and_the_ones_not_run_yet_say_so() {
             .contains("agent_mode"),
         "{body}"
     );
+}
+
+/// `more_suggest` ends the run with one more model call, streamed as `query_suggest` events
+/// before the tail, and counted in the usage.
+#[tokio::test(flavor = "multi_thread")]
+async fn more_suggest_ends_the_run_with_follow_up_suggestions() {
+    let env = TestEnv::new().await;
+    let mut body = user_message("plan my trip to Lisbon");
+    body["more_suggest"] = json!(true);
+    let events = post_ndjson(&env.stream_url(), &body).await;
+    assert_tail(&events, &session_of(&events));
+    assert_eq!(answer_text(&events), ANSWER);
+    let suggested: String = of_type(&events, "query_suggest")
+        .iter()
+        .map(|event| event["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        suggested,
+        "\n- More about plan my trip?\n- Can you give an example?"
+    );
+    let first_suggestion = events
+        .iter()
+        .position(|event| event["type"] == "query_suggest")
+        .unwrap();
+    let last_answer = events
+        .iter()
+        .rposition(|event| event["type"] == "do_subtask_result")
+        .unwrap();
+    assert!(
+        last_answer < first_suggestion,
+        "suggestions come after the answer"
+    );
+    let usage = &of_type(&events, "token_usage")[0]["metadata"]["token_usage"];
+    let steps: Vec<&str> = usage["per_step_info"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|step| step["step_name"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, ["direct_execution", "query_suggest"]);
+
+    let plain = post_ndjson(&env.stream_url(), &user_message("no suggestions")).await;
+    assert!(of_type(&plain, "query_suggest").is_empty());
+}
+
+/// Up to five workflows go into the prompt whole; with more, one model call picks the one that
+/// fits the request and only it is in the prompt (none when none fits).
+#[tokio::test(flavor = "multi_thread")]
+async fn workflows_guide_the_model_and_past_five_one_is_picked() {
+    let env = TestEnv::new().await;
+    let workflows = |count: usize| -> Value {
+        (0..count)
+            .map(|i| {
+                (
+                    format!("flow{i}"),
+                    json!([format!("step A of flow{i}"), format!("step B of flow{i}")]),
+                )
+            })
+            .collect::<serde_json::Map<String, Value>>()
+            .into()
+    };
+    let system_of_last_call = || async {
+        let requests = env.llm.requests().await;
+        let last = requests.last().unwrap();
+        last["messages"][0]["content"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+
+    let mut body = user_message("hello");
+    body["available_workflows"] = workflows(3);
+    post_ndjson(&env.stream_url(), &body).await;
+    let system = system_of_last_call().await;
+    for i in 0..3 {
+        assert!(
+            system.contains(&format!("flow{i}:\n  1. step A of flow{i}")),
+            "{system}"
+        );
+    }
+
+    let mut body = user_message("please run flow4 on the data");
+    body["available_workflows"] = workflows(7);
+    let events = post_ndjson(&env.stream_url(), &body).await;
+    let system = system_of_last_call().await;
+    assert!(
+        system.contains("flow4:\n  1. step A of flow4\n  2. step B of flow4"),
+        "{system}"
+    );
+    assert!(
+        !system.contains("flow1:") && !system.contains("flow6:"),
+        "{system}"
+    );
+    let requests = env.llm.requests().await;
+    let choice = &requests[requests.len() - 2];
+    assert!(
+        choice["messages"][0]["content"]
+            .as_str()
+            .unwrap()
+            .starts_with("Pick the one workflow"),
+        "one call picks: {choice}"
+    );
+    let usage = &of_type(&events, "token_usage")[0]["metadata"]["token_usage"];
+    assert_eq!(usage["per_step_info"][0]["step_name"], "workflow_selection");
+
+    let mut body = user_message("just chat");
+    body["available_workflows"] = workflows(7);
+    post_ndjson(&env.stream_url(), &body).await;
+    let system = system_of_last_call().await;
+    assert!(!system.contains("Workflows you can follow"), "{system}");
 }

@@ -132,7 +132,10 @@ fn expected_functions() -> Vec<Expected> {
     ];
     stream_grants.extend(key_grants());
     stream_grants.extend(jwt_grants());
-    let mut health_grants = vec![grant(None, &["dynamodb:GetItem"], &[TABLE])];
+    let mut health_grants = vec![
+        grant(None, &["dynamodb:GetItem"], &[TABLE]),
+        grant(None, &["s3:ListBucket"], &["${Bucket.Arn}"]),
+    ];
     health_grants.extend(key_grants());
     let mut session_grants = vec![
         grant(None, STORE_ACTIONS, &[TABLE, TABLE_INDEXES]),
@@ -156,6 +159,7 @@ fn expected_functions() -> Vec<Expected> {
         ],
         &[TABLE],
     )];
+    jobs_grants.push(grant(None, &["s3:GetObject"], &["${Bucket.Arn}/.events/*"]));
     jobs_grants.extend(key_grants());
     jobs_grants.extend(jwt_grants());
     vec![
@@ -272,6 +276,21 @@ const ROUTES: &[(&str, &str, &str)] = &[
     ),
     (
         "/api/llm-provider/{proxy+}",
+        "x-amazon-apigateway-any-method",
+        "SessionFunction",
+    ),
+    (
+        "/api/skills",
+        "x-amazon-apigateway-any-method",
+        "SessionFunction",
+    ),
+    (
+        "/api/skills/{proxy+}",
+        "x-amazon-apigateway-any-method",
+        "SessionFunction",
+    ),
+    (
+        "/api/oss/{proxy+}",
         "x-amazon-apigateway-any-method",
         "SessionFunction",
     ),
@@ -556,6 +575,11 @@ fn stream_is_served_with_response_streaming_and_the_others_buffered() {
     assert_eq!(
         paths, routed,
         "the REST API serves exactly the contract's routes"
+    );
+    assert_eq!(
+        strings(&body["x-amazon-apigateway-binary-media-types"]),
+        ["multipart/form-data"],
+        "a skill's zip reaches the Session function as bytes"
     );
 
     for (path, method, function) in ROUTES {

@@ -10,6 +10,7 @@ const FLOORS: &[&str] = &[
     "telemetry",
     "wire",
     "config",
+    "blob",
     "store",
     "llm",
     "tools",

@@ -86,6 +86,17 @@ pub async fn send_json(method: reqwest::Method, url: &str, body: &Value) -> (u16
     (status, response.json().await.unwrap())
 }
 
+/// `method` on `url`, with `body` as JSON when there is one; status and JSON answer.
+pub async fn call_json(method: reqwest::Method, url: &str, body: Option<&Value>) -> (u16, Value) {
+    let mut request = reqwest::Client::new().request(method, url);
+    if let Some(body) = body {
+        request = request.json(body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
 type ByteStream =
     std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<axum::body::Bytes>> + Send>>;
 
@@ -232,4 +243,45 @@ pub fn base64url(bytes: &[u8]) -> String {
         }
     }
     out
+}
+
+/// A skill archive: `SKILL.md` with `name` and `description`, its `body`, and `files` beside it,
+/// all in one folder as people zip them.
+pub fn skill_zip(name: &str, description: &str, body: &str, files: &[(&str, &str)]) -> Vec<u8> {
+    use std::io::Write;
+    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = zip::write::SimpleFileOptions::default();
+    let skill_md = format!("---\nname: {name}\ndescription: {description}\n---\n{body}\n");
+    let mut entries = vec![("SKILL.md", skill_md.as_str())];
+    entries.extend_from_slice(files);
+    for (path, content) in entries {
+        writer
+            .start_file(format!("{name}/{path}"), options)
+            .unwrap();
+        writer.write_all(content.as_bytes()).unwrap();
+    }
+    writer.finish().unwrap().into_inner()
+}
+
+/// `POST /api/skills/upload{query}` with the archive as the multipart field `file`.
+pub async fn upload_skill(
+    url: &str,
+    query: &str,
+    token: Option<&str>,
+    archive: Vec<u8>,
+) -> (u16, Value) {
+    let part = reqwest::multipart::Part::bytes(archive)
+        .file_name("skill.zip")
+        .mime_str("application/zip")
+        .unwrap();
+    let form = reqwest::multipart::Form::new().part("file", part);
+    let mut request = reqwest::Client::new()
+        .post(format!("{url}/api/skills/upload{query}"))
+        .multipart(form);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
 }

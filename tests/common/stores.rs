@@ -77,3 +77,26 @@ pub async fn dynamo_store(table: &str) -> sage_core::store::DynamoStore {
     });
     store
 }
+
+/// The object store on moto's S3 (`SAGE_TEST_DYNAMODB_ENDPOINT` serves S3 too), in `bucket`
+/// (created when missing), as the server reaches it with `--minio_*`.
+pub async fn s3_objects(bucket: &str, public_base_url: Option<&str>) -> sage_core::blob::S3Objects {
+    let endpoint = dynamodb_endpoint();
+    let config = sage_core::Config::try_from_args([
+        "sage",
+        "--minio_endpoint",
+        &endpoint,
+        "--minio_bucket_name",
+        bucket,
+        "--minio_access_key",
+        "testing",
+        "--minio_secret_key",
+        "testing",
+    ])
+    .unwrap();
+    let mut blob = config.blob.clone();
+    blob.s3_public_base_url = public_base_url.map(str::to_owned);
+    sage_core::blob::S3Objects::connect(&blob)
+        .await
+        .unwrap_or_else(|error| panic!("moto's S3 at {endpoint}: {error}"))
+}

@@ -23,6 +23,12 @@ def echo(text: str) -> str:
 
 
 @mcp.tool(structured_output=False)
+def repeat(text: str, times: int) -> str:
+    """Returns the text repeated `times` times (a large result on demand)."""
+    return text * times
+
+
+@mcp.tool(structured_output=False)
 def add(a: int, b: int) -> str:
     """Adds two integers and returns {"sum": a + b} as JSON text."""
     return '{"sum": %d}' % (a + b)

@@ -15,8 +15,8 @@ const YEAR_2000: Duration = Duration::from_secs(946_684_800);
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    sage_core::telemetry::init_logging();
     let config = exit_on_error("configuration", Config::from_env());
+    exit_on_error("telemetry", sage_core::init_telemetry(&config));
     let app = exit_on_error("start-up", App::from_config(config).await);
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
         let app = app.clone();

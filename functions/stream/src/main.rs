@@ -5,8 +5,8 @@ use sage_core::{App, Config, stream_router};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    sage_core::telemetry::init_logging();
     let config = exit_on_error("configuration", Config::from_env());
+    exit_on_error("telemetry", sage_core::init_telemetry(&config));
     let app = exit_on_error("start-up", App::from_config(config).await);
     lambda_http::run_with_streaming_response(stream_router(app)).await
 }

@@ -10,6 +10,7 @@
 //! | `call-forever:NAME` | like `call:`, and keeps calling after tool results (loop-limit tests) |
 //! | `think:` | DeepSeek-style `reasoning_content` deltas before the answer |
 //! | `words:N` | the text answer is N tokens long |
+//! | `say:TEXT` | the text answer is TEXT, everything after `say:` verbatim (no directive in it counts) |
 //! | `fail:NNN` | HTTP status NNN with an OpenAI error body, before any streaming |
 //! | `fail:drop` | streams a few tokens, then drops the connection |
 //!
@@ -21,7 +22,11 @@
 //! extraction), the answer is a fenced JSON array with one `preference` memory per `I prefer X`
 //! the transcript's user lines say (key `prefers_<first three words>`). When it starts with
 //! `Summarize this conversation` (the summary job), the answer is `Summary: ` and the previous
-//! summary's points then each `user:` line of the transcript, joined by ` / `. Otherwise the
+//! summary's points then each `user:` line of the transcript, joined by ` / `. When the last
+//! message is a system message starting with `Suggest follow-up questions` (the suggestion step),
+//! the answer is `\n- More about <the user's first three words>?\n- Can you give an example?`.
+//! When the first is a system message starting with `Pick the one workflow`, the answer is the
+//! first listed workflow whose name the user's request contains, else `none`. Otherwise the
 //! answer is `--reply-words` tokens (default: a short fixed sentence). `GET /_mock/requests`
 //! returns the last 1,000 request bodies received.
 
@@ -120,8 +125,23 @@ struct Script {
     call_forever: bool,
     think: bool,
     words: Option<usize>,
+    say: Option<String>,
     fail_status: Option<u16>,
     drop_connection: bool,
+}
+
+/// The workflow choice: the first listed workflow (`- name: ...` lines) whose name the user's
+/// request mentions, else `none`.
+fn chosen_workflow(listing: &str) -> String {
+    let (list, request) = listing
+        .split_once("The user's request:")
+        .unwrap_or((listing, ""));
+    list.lines()
+        .filter_map(|line| line.strip_prefix("- "))
+        .filter_map(|line| line.split_once(':').map(|(name, _)| name.trim()))
+        .find(|name| request.contains(name))
+        .unwrap_or("none")
+        .to_owned()
 }
 
 fn find_after<'a>(text: &'a str, marker: &str) -> Option<&'a str> {
@@ -129,7 +149,12 @@ fn find_after<'a>(text: &'a str, marker: &str) -> Option<&'a str> {
 }
 
 fn parse_script(text: &str) -> Script {
+    let (text, say) = match text.find("say:") {
+        Some(at) => (&text[..at], Some(text[at + "say:".len()..].to_owned())),
+        None => (text, None),
+    };
     let mut script = Script {
+        say,
         think: text.contains("think:"),
         drop_connection: text.contains("fail:drop"),
         fail_status: find_after(text, "fail:").and_then(|rest| rest.get(..3)?.parse().ok()),
@@ -277,7 +302,10 @@ async fn completions(
     let session_summary = messages.first().is_some_and(|m| {
         m["role"] == "system" && message_text(m).starts_with("Summarize this conversation")
     });
-    let script = if extraction || session_summary {
+    let workflow_choice = messages.first().is_some_and(|m| {
+        m["role"] == "system" && message_text(m).starts_with("Pick the one workflow")
+    });
+    let script = if extraction || session_summary || workflow_choice {
         Script::default()
     } else {
         parse_script(&last_user)
@@ -291,6 +319,9 @@ async fn completions(
     let summary = messages
         .last()
         .is_some_and(|m| m["role"] == "system" && message_text(m).starts_with("Summarize"));
+    let suggestions = messages.last().is_some_and(|m| {
+        m["role"] == "system" && message_text(m).starts_with("Suggest follow-up questions")
+    });
     let prompt_tokens: usize = messages.iter().map(|m| message_text(m).len() / 4).sum();
 
     let mut chunks: Vec<Value> = Vec::new();
@@ -300,65 +331,78 @@ async fn completions(
             chunks.push(json!({"reasoning_content": token}));
         }
     }
-    let finish_reason =
-        if !summary && !script.calls.is_empty() && (!after_tool || script.call_forever) {
-            for (index, (name, arguments)) in script.calls.iter().enumerate() {
-                let id = format!("call_{}_{}", messages.len(), index);
-                chunks.push(
-                    json!({"tool_calls": [{"index": index, "id": id, "type": "function",
+    let finish_reason = if !summary
+        && !suggestions
+        && !script.calls.is_empty()
+        && (!after_tool || script.call_forever)
+    {
+        for (index, (name, arguments)) in script.calls.iter().enumerate() {
+            let id = format!("call_{}_{}", messages.len(), index);
+            chunks.push(
+                json!({"tool_calls": [{"index": index, "id": id, "type": "function",
                 "function": {"name": name, "arguments": ""}}]}),
+            );
+            let split = arguments.len() / 2;
+            let split = (0..=split)
+                .rev()
+                .find(|i| arguments.is_char_boundary(*i))
+                .unwrap_or(0);
+            for part in [&arguments[..split], &arguments[split..]] {
+                chunks.push(
+                    json!({"tool_calls": [{"index": index, "function": {"arguments": part}}]}),
                 );
-                let split = arguments.len() / 2;
-                let split = (0..=split)
-                    .rev()
-                    .find(|i| arguments.is_char_boundary(*i))
-                    .unwrap_or(0);
-                for part in [&arguments[..split], &arguments[split..]] {
-                    chunks.push(
-                        json!({"tool_calls": [{"index": index, "function": {"arguments": part}}]}),
-                    );
-                }
-                completion_tokens += 1 + arguments.len() / 4;
             }
-            "tool_calls"
+            completion_tokens += 1 + arguments.len() / 4;
+        }
+        "tool_calls"
+    } else {
+        let text = if extraction {
+            extracted_memories(&last_user)
+        } else if workflow_choice {
+            chosen_workflow(&last_user)
+        } else if suggestions {
+            let topic: Vec<&str> = last_user.split_whitespace().take(3).collect();
+            format!(
+                "\n- More about {}?\n- Can you give an example?",
+                topic.join(" ")
+            )
+        } else if session_summary {
+            summarized_session(&last_user)
+        } else if summary {
+            let asked: Vec<String> = messages
+                .iter()
+                .filter(|m| m["role"] == "user")
+                .map(message_text)
+                .collect();
+            format!("Summary: {}", asked.join(" / "))
+        } else if after_tool {
+            let results: Vec<String> = messages
+                .iter()
+                .rev()
+                .take_while(|m| m["role"] == "tool")
+                .map(message_text)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            format!("Tool results: {}", results.join(" | "))
+        } else if let Some(said) = &script.say {
+            said.clone()
         } else {
-            let text = if extraction {
-                extracted_memories(&last_user)
-            } else if session_summary {
-                summarized_session(&last_user)
-            } else if summary {
-                let asked: Vec<String> = messages
-                    .iter()
-                    .filter(|m| m["role"] == "user")
-                    .map(message_text)
-                    .collect();
-                format!("Summary: {}", asked.join(" / "))
-            } else if after_tool {
-                let results: Vec<String> = messages
-                    .iter()
-                    .rev()
-                    .take_while(|m| m["role"] == "tool")
-                    .map(message_text)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                    .collect();
-                format!("Tool results: {}", results.join(" | "))
-            } else {
-                match script
-                    .words
-                    .or(Some(state.options.reply_words).filter(|n| *n > 0))
-                {
-                    Some(count) => (0..count).map(|i| format!("tok{i} ")).collect(),
-                    None => DEFAULT_REPLY.to_owned(),
-                }
-            };
-            for token in tokens(&text) {
-                completion_tokens += 1;
-                chunks.push(json!({"content": token}));
+            match script
+                .words
+                .or(Some(state.options.reply_words).filter(|n| *n > 0))
+            {
+                Some(count) => (0..count).map(|i| format!("tok{i} ")).collect(),
+                None => DEFAULT_REPLY.to_owned(),
             }
-            "stop"
         };
+        for token in tokens(&text) {
+            completion_tokens += 1;
+            chunks.push(json!({"content": token}));
+        }
+        "stop"
+    };
 
     let created = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -455,5 +499,8 @@ mod tests {
         assert!(parse_script("fail:drop").drop_connection);
         assert!(parse_script("call-forever:echo").call_forever);
         assert_eq!(parse_script("hello").calls, vec![]);
+        let said = parse_script(r#"draft say:{"name": "call:x words:3"}"#);
+        assert_eq!(said.say.as_deref(), Some(r#"{"name": "call:x words:3"}"#));
+        assert_eq!((said.calls, said.words), (vec![], None));
     }
 }

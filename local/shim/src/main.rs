@@ -9,13 +9,13 @@ const JOB_TIME: Duration = Duration::from_secs(3600);
 
 #[tokio::main]
 async fn main() {
-    sage_core::telemetry::init_logging();
     let args: Vec<OsString> = std::env::args_os().collect();
     if args.get(1).is_some_and(|arg| arg == "jobs") {
         run_job(args).await;
         return;
     }
     let config = Config::try_from_args(args).unwrap_or_else(|error| error.exit());
+    telemetry(&config);
     let address = format!("{}:{}", config.server.host, config.server.port);
     let state = start(config).await;
     let listener = TcpListener::bind(&address).await.unwrap_or_else(|error| {
@@ -26,6 +26,16 @@ async fn main() {
     tracing::info!(%address, "sage-local serving every function");
     if let Err(error) = sage_local::serve(listener, state, shutdown_signal()).await {
         eprintln!("sage-local: server failed: {error}");
+        std::process::exit(1);
+    }
+}
+
+fn telemetry(config: &Config) {
+    if let Err(error) = sage_core::init_telemetry(config) {
+        eprintln!(
+            "sage-local: cannot start: {}",
+            sage_core::telemetry::chain(&error)
+        );
         std::process::exit(1);
     }
 }
@@ -85,6 +95,7 @@ async fn run_job(args: Vec<OsString>) {
         payload["session_ids"] = sessions.into();
     }
     let config = Config::try_from_args(settings).unwrap_or_else(|error| error.exit());
+    telemetry(&config);
     let app = start(config).await;
     match app.run_job(payload, JOB_TIME).await {
         Ok(report) => {

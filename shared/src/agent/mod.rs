@@ -8,6 +8,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use serde_json::{Value, json};
+use tracing::Instrument;
 
 mod emitter;
 
@@ -32,6 +33,45 @@ const ANALYSIS_PROMPT: &str = "Before anyone answers, analyse the user's task: t
 /// The last message of the summary step (`sage-mock-llm` recognises its first words).
 pub const SUMMARY_INSTRUCTION: &str = "Summarize the work above for the user: what was asked, \
     what was done and found, and the answer. Reply in the user's language, without calling tools.";
+
+/// A model call's span; its usage and time to first token are recorded when it ends.
+fn llm_span(request: &ChatRequest, step: &str) -> tracing::Span {
+    tracing::info_span!(
+        "llm.call",
+        step,
+        model = %request.settings.model,
+        prompt_tokens = tracing::field::Empty,
+        completion_tokens = tracing::field::Empty,
+        time_to_first_token_ms = tracing::field::Empty,
+        error = tracing::field::Empty
+    )
+}
+
+fn record_llm_span(
+    span: &tracing::Span,
+    usage: Option<&Usage>,
+    first_chunk: Option<Duration>,
+    error: Option<&LlmError>,
+) {
+    if let Some(usage) = usage {
+        span.record("prompt_tokens", usage.prompt_tokens);
+        span.record("completion_tokens", usage.completion_tokens);
+    }
+    if let Some(first_chunk) = first_chunk {
+        span.record("time_to_first_token_ms", first_chunk.as_millis() as u64);
+    }
+    if let Some(error) = error {
+        span.record("error", tracing::field::display(error));
+    }
+}
+
+/// The last message of the suggestion step (`sage-mock-llm` recognises its first words).
+pub const SUGGEST_INSTRUCTION: &str = "Suggest follow-up questions the user may ask next: at     most three, each on its own line starting with \"- \", in the user's language, nothing else.";
+/// The system message of the workflow choice (`sage-mock-llm` recognises its first words).
+pub const WORKFLOW_INSTRUCTION: &str = "Pick the one workflow below that fits the user's request.     Answer with its name exactly as written, or with none when no workflow fits.";
+/// Up to this many workflows go into the prompt whole; more, and one model call picks one.
+const MAX_PROMPT_WORKFLOWS: usize = 5;
+const SUGGEST_AGENT: &str = "QuerySuggestAgent";
 
 /// Everything a run needs, resolved from the request, the presets and the server defaults.
 #[derive(Clone)]
@@ -60,6 +100,10 @@ pub struct RunSpec {
     pub tool_timeout: Duration,
     /// Said first, as `normal` events: what the request asked for that this run cannot do.
     pub notices: Vec<String>,
+    /// `available_workflows`: guidance for the model (see [`MAX_PROMPT_WORKFLOWS`]).
+    pub workflows: BTreeMap<String, Vec<Value>>,
+    /// `more_suggest`: end with follow-up suggestions (`query_suggest` events).
+    pub suggest: bool,
 }
 
 #[derive(Default)]
@@ -212,6 +256,9 @@ impl Agent {
         let definitions = tools.definitions();
         let schema_tokens = tool_tokens(&definitions);
         let mut system = self.spec.system_prompt.clone().unwrap_or_default();
+        if let Some(guidance) = self.workflow_guidance().await? {
+            system = format!("{system}\n\n{guidance}").trim().to_owned();
+        }
         let budgets = Budgets::new(
             &self.spec.context,
             u64::from(self.spec.settings.max_model_len),
@@ -330,7 +377,115 @@ impl Agent {
         if (self.spec.force_summary || ended_on_tool_result) && !self.emitter.is_aborted() {
             self.summarize(&mut prompt).await?;
         }
+        if self.spec.suggest && !self.emitter.is_aborted() {
+            self.suggest(&mut prompt).await?;
+        }
         Ok(())
+    }
+
+    /// The suggestion step: no tools; the answer streams as `query_suggest`.
+    async fn suggest(&mut self, prompt: &mut Prompt) -> Result<(), LlmError> {
+        prompt.push(json!({"role": "system", "content": SUGGEST_INSTRUCTION}));
+        let request = ChatRequest {
+            settings: self.spec.settings.clone(),
+            messages: prompt.fit("query_suggest", 0),
+            tools: Vec::new(),
+        };
+        self.stream_turn(
+            &request,
+            EventType::QuerySuggest,
+            SUGGEST_AGENT,
+            "query_suggest",
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The workflows as prompt text: all of them up to five; past that, the one a model call
+    /// picks for the latest request (none when it names none).
+    async fn workflow_guidance(&mut self) -> Result<Option<String>, LlmError> {
+        let workflows = std::mem::take(&mut self.spec.workflows);
+        if workflows.is_empty() {
+            return Ok(None);
+        }
+        let chosen: Vec<(&String, &Vec<Value>)> = if workflows.len() <= MAX_PROMPT_WORKFLOWS {
+            workflows.iter().collect()
+        } else {
+            let request_text = self
+                .spec
+                .history
+                .iter()
+                .rev()
+                .find(|m| m.message["role"] == "user")
+                .map(|m| content_as_text(&m.message["content"]))
+                .unwrap_or_default();
+            let mut listed = String::from("Workflows:");
+            for (name, steps) in &workflows {
+                let first = steps.first().map(content_as_text).unwrap_or_default();
+                listed.push_str(&format!("\n- {name}: {first}"));
+            }
+            listed.push_str(&format!("\n\nThe user's request:\n{request_text}"));
+            let request = ChatRequest {
+                settings: self.spec.settings.clone(),
+                messages: vec![
+                    json!({"role": "system", "content": WORKFLOW_INSTRUCTION}),
+                    json!({"role": "user", "content": listed}),
+                ],
+                tools: Vec::new(),
+            };
+            let answer = self.ask_silently(&request, "workflow_selection").await?;
+            let answer = answer
+                .trim()
+                .trim_matches(|c| c == '"' || c == '`' || c == '.');
+            tracing::debug!(session_id = %self.spec.session_id, chosen = answer, "workflow chosen");
+            workflows
+                .iter()
+                .filter(|(name, _)| name.as_str() == answer)
+                .collect()
+        };
+        if chosen.is_empty() {
+            return Ok(None);
+        }
+        let mut guidance = String::from("Workflows you can follow:");
+        for (name, steps) in chosen {
+            guidance.push_str(&format!("\n{name}:"));
+            for (index, step) in steps.iter().enumerate() {
+                guidance.push_str(&format!("\n  {}. {}", index + 1, content_as_text(step)));
+            }
+        }
+        Ok(Some(guidance))
+    }
+
+    /// A model call whose answer is read, not streamed to the client; its usage is counted.
+    async fn ask_silently(
+        &mut self,
+        request: &ChatRequest,
+        step: &str,
+    ) -> Result<String, LlmError> {
+        let mut answer = String::new();
+        let mut usage = None;
+        let span = llm_span(request, step);
+        let started = std::time::Instant::now();
+        let mut first_chunk: Option<Duration> = None;
+        let result = async {
+            let mut stream = self.llm.stream_chat(request).await?;
+            while let Some(deltas) = stream.next().await {
+                first_chunk.get_or_insert_with(|| started.elapsed());
+                for delta in deltas? {
+                    match delta {
+                        ChatDelta::Text(text) => answer.push_str(&text),
+                        ChatDelta::Usage(reported) => usage = Some(reported),
+                        _ => {}
+                    }
+                }
+            }
+            Ok::<(), LlmError>(())
+        }
+        .instrument(span.clone())
+        .await;
+        record_llm_span(&span, usage.as_ref(), first_chunk, result.as_ref().err());
+        self.usage.record(step, usage);
+        result.map(|()| answer)
     }
 
     /// The summary step: the conversation so far and one instruction, no tools; the answer
@@ -384,6 +539,9 @@ impl Agent {
         let mut text = String::new();
         let mut assembler = ToolCallAssembler::default();
         let mut usage = None;
+        let span = llm_span(request, step);
+        let started = std::time::Instant::now();
+        let mut first_chunk: Option<Duration> = None;
         let result = async {
             let mut stream = tokio::select! {
                 biased;
@@ -397,6 +555,7 @@ impl Agent {
                     next = stream.next() => next,
                 };
                 let Some(deltas) = next else { break };
+                first_chunk.get_or_insert_with(|| started.elapsed());
                 for delta in deltas? {
                     match delta {
                         ChatDelta::Text(chunk) => {
@@ -424,7 +583,9 @@ impl Agent {
             }
             Ok(())
         }
+        .instrument(span.clone())
         .await;
+        record_llm_span(&span, usage.as_ref(), first_chunk, result.as_ref().err());
         self.usage.record(step, usage);
         result.map(|()| TurnOutput {
             message_id,
@@ -438,11 +599,31 @@ impl Agent {
         let mut pending: FuturesUnordered<_> = calls
             .iter()
             .enumerate()
-            .map(|(index, call)| async move {
-                let outcome = tools
-                    .call(&call.function.name, &call.function.arguments)
-                    .await;
-                (index, outcome)
+            .map(|(index, call)| {
+                let span = tracing::info_span!(
+                    "tool.call",
+                    tool = %call.function.name,
+                    server = tracing::field::Empty,
+                    outcome = tracing::field::Empty
+                );
+                async move {
+                    let outcome = tools
+                        .call(&call.function.name, &call.function.arguments)
+                        .await;
+                    let current = tracing::Span::current();
+                    if let Some(server) = tools.server_of(&call.function.name) {
+                        current.record("server", server);
+                    }
+                    current.record(
+                        "outcome",
+                        match &outcome {
+                            Ok(_) => "ok",
+                            Err(error) => error.kind(),
+                        },
+                    );
+                    (index, outcome)
+                }
+                .instrument(span)
             })
             .collect();
         let mut results = vec![Value::Null; calls.len()];

@@ -12,10 +12,14 @@ use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::blob::{BlobError, ObjectStore, open_objects};
 use crate::config::{AuthConfig, Config};
 use crate::domain::DomainError;
 use crate::domain::accounts::{AccountPolicy, Accounts, TokenKeys};
+#[cfg(feature = "llm")]
+use crate::domain::agent_drafts::AgentDrafts;
 use crate::domain::agents::Agents;
+use crate::domain::files::Files;
 use crate::domain::health::HealthCheck;
 use crate::domain::memory::Memories;
 #[cfg(feature = "llm")]
@@ -26,6 +30,7 @@ use crate::domain::providers::{KeySealer, Providers};
 #[cfg(feature = "mcp")]
 use crate::domain::runs::{AfterRun, RunDefaults, RunStores, Runs};
 use crate::domain::sessions::Sessions;
+use crate::domain::skills::Skills;
 #[cfg(feature = "llm")]
 use crate::domain::summaries::Summaries;
 #[cfg(feature = "mcp")]
@@ -53,6 +58,8 @@ pub struct App {
     store: Arc<dyn Store>,
     sessions: Sessions,
     memories: Memories,
+    skills: Skills,
+    files: Files,
     accounts: Accounts,
     agents: Agents,
     providers: Providers,
@@ -63,6 +70,8 @@ pub struct App {
     runs: Runs,
     #[cfg(feature = "llm")]
     summary_job: SummaryJob,
+    #[cfg(feature = "llm")]
+    drafts: AgentDrafts,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -71,6 +80,11 @@ pub struct App {
 pub enum StartupError {
     #[error("store")]
     Store(#[from] StoreError),
+    #[error("object storage")]
+    Objects(#[from] BlobError),
+    #[cfg(feature = "otel")]
+    #[error("traces")]
+    Traces(#[from] crate::telemetry::TraceError),
     #[cfg(feature = "llm")]
     #[error("HTTP client")]
     Http(#[from] reqwest::Error),
@@ -107,8 +121,9 @@ impl App {
                 .set_jwt_key(key)
                 .map_err(|reason| StartupError::KeyParameter { name, reason })?;
         }
-        let store = open_store(&config.store).await?;
-        Self::with_store(config, store)
+        let objects = open_objects(&config.blob, &config.server.workspace).await?;
+        let store = open_store(&config.store, objects.clone()).await?;
+        Self::with_store(config, store, objects)
     }
 
     /// Creates the first admin (`--admin_username`) unless it exists; a generated password is
@@ -132,7 +147,11 @@ impl App {
     }
 
     /// Must be called inside a tokio runtime.
-    pub fn with_store(config: Config, store: Arc<dyn Store>) -> Result<Self, StartupError> {
+    pub fn with_store(
+        config: Config,
+        store: Arc<dyn Store>,
+        objects: Arc<dyn ObjectStore>,
+    ) -> Result<Self, StartupError> {
         #[cfg(feature = "mcp")]
         crate::util::tls::install_crypto_provider();
         for setting in &config.inert {
@@ -158,14 +177,16 @@ impl App {
         }
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
+        let files = Files::new(objects.clone());
         let sessions = Sessions::new(
             store.clone(),
             store.clone(),
             store.clone(),
             store.clone(),
-            config.server.workspace.clone(),
+            files.clone(),
         );
         let memories = Memories::new(store.clone());
+        let skills = Skills::new(store.clone());
         let accounts = accounts(&config.auth, store.clone())?;
         let providers = Providers::new(
             store.clone(),
@@ -175,10 +196,12 @@ impl App {
             store.clone(),
             Arc::new(AgentPresets::load(&config.server.preset_running_config)?),
             providers.clone(),
+            skills.clone(),
         );
         let health = HealthCheck::new(
             store.clone(),
             format!("{:?}", config.store.db_type),
+            objects.clone(),
             config.llm.base_url.clone(),
             !config.llm.keys().is_empty() || config.llm.api_key_parameter.is_some(),
         );
@@ -188,6 +211,8 @@ impl App {
             config.llm.idle_timeout,
             config.llm.max_retries,
         )?);
+        #[cfg(feature = "llm")]
+        let drafts = AgentDrafts::new(llm.clone(), config.llm.clone(), providers.clone());
         #[cfg(feature = "llm")]
         let summary_job = SummaryJob {
             sessions: store.clone(),
@@ -242,6 +267,7 @@ impl App {
                 tools.clone(),
                 sessions.clone(),
                 memories.clone(),
+                skills.clone(),
                 shutdown.clone(),
                 tasks.clone(),
             );
@@ -252,6 +278,8 @@ impl App {
             store,
             sessions,
             memories,
+            skills,
+            files,
             accounts,
             agents,
             providers,
@@ -262,6 +290,8 @@ impl App {
             runs,
             #[cfg(feature = "llm")]
             summary_job,
+            #[cfg(feature = "llm")]
+            drafts,
             shutdown,
             tasks,
         })
@@ -326,8 +356,14 @@ impl App {
         payload: serde_json::Value,
         time_left: Duration,
     ) -> Result<JobReport, DomainError> {
+        use tracing::Instrument;
         let request = JobRequest::parse(payload)?;
-        self.run_job_request(&request, time_left).await
+        let report = self
+            .run_job_request(&request, time_left)
+            .instrument(tracing::info_span!("job"))
+            .await;
+        crate::telemetry::flush_traces().await;
+        report
     }
 
     #[cfg(feature = "llm")]
@@ -358,6 +394,7 @@ impl App {
                 "background work still running at the end of the grace period"
             );
         }
+        crate::telemetry::flush_traces().await;
     }
 
     /// The first half of [`App::shut_down`]: interrupts the runs and stops the watchers.
@@ -385,18 +422,31 @@ impl App {
         let routes = routes.layer(axum::middleware::from_fn(
             crate::http::gateway::gateway_identity,
         ));
-        with_middleware(routes, self.limits())
+        let routes = with_middleware(routes, self.limits());
+        // Outermost, so that the request's own span has ended when the spans are sent; only in
+        // Lambda, where a process is frozen between invocations.
+        #[cfg(feature = "lambda")]
+        let routes = if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
+            routes.layer(axum::middleware::from_fn(
+                crate::http::gateway::flush_traces_after,
+            ))
+        } else {
+            routes
+        };
+        routes
     }
 
     fn session_routes(&self) -> Router {
-        with_timeout(
-            routes::session::router(self.sessions.clone())
-                .merge(routes::memory::router(self.memories.clone()))
-                .merge(routes::accounts::router(self.accounts.clone()))
-                .merge(routes::agents::router(self.agents.clone()))
-                .merge(routes::providers::router(self.providers.clone())),
-            self.config.server.request_timeout,
-        )
+        let routes = routes::session::router(self.sessions.clone())
+            .merge(routes::memory::router(self.memories.clone()))
+            .merge(routes::accounts::router(self.accounts.clone()))
+            .merge(routes::agents::router(self.agents.clone()))
+            .merge(routes::providers::router(self.providers.clone()))
+            .merge(routes::skills::router(self.skills.clone()))
+            .merge(routes::files::router(self.files.clone()));
+        #[cfg(feature = "llm")]
+        let routes = routes.merge(routes::agents::drafts_router(self.drafts.clone()));
+        with_timeout(routes, self.config.server.request_timeout)
     }
 
     fn health_routes(&self) -> Router {
@@ -477,6 +527,37 @@ fn accounts(
                 .into(),
         ))
     }
+}
+
+/// Sets up logging, and span export to `--trace_jaeger_url` unless `--enable_trace false`; a
+/// function built without traces (Health) says so instead. Call once, from within the tokio
+/// runtime, before [`App::from_config`].
+pub fn init_telemetry(config: &Config) -> Result<(), StartupError> {
+    let url = config
+        .trace
+        .trace_jaeger_url
+        .as_deref()
+        .filter(|_| config.trace.enable_trace);
+    let Some(url) = url else {
+        crate::telemetry::init_logging();
+        return Ok(());
+    };
+    #[cfg(feature = "otel")]
+    {
+        let service =
+            std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "sage-local".into());
+        crate::telemetry::init_logging_with_traces(url, &service)?;
+        tracing::info!(url, service, "sending traces over OTLP/HTTP");
+    }
+    #[cfg(not(feature = "otel"))]
+    {
+        crate::telemetry::init_logging();
+        tracing::warn!(
+            url,
+            "this function is built without traces: --trace_jaeger_url is not used here"
+        );
+    }
+    Ok(())
 }
 
 fn random_secret() -> SecretString {

@@ -40,29 +40,6 @@ const INERT: &[(&str, &str, &str)] = &[
     ("es_api_key", "es_api_key", "SAGE_ELASTICSEARCH_API_KEY"),
     ("es_username", "es_username", "SAGE_ELASTICSEARCH_USERNAME"),
     ("es_password", "es_password", "SAGE_ELASTICSEARCH_PASSWORD"),
-    ("minio_endpoint", "minio_endpoint", "SAGE_MINIO_ENDPOINT"),
-    (
-        "minio_access_key",
-        "minio_access_key",
-        "SAGE_MINIO_ACCESS_KEY",
-    ),
-    (
-        "minio_secret_key",
-        "minio_secret_key",
-        "SAGE_MINIO_SECRET_KEY",
-    ),
-    (
-        "minio_bucket_name",
-        "minio_bucket_name",
-        "SAGE_MINIO_BUCKET_NAME",
-    ),
-    ("minio_secure", "minio_secure", "SAGE_MINIO_SECURE"),
-    (
-        "trace_jaeger_url",
-        "trace_jaeger_url",
-        "SAGE_TRACE_JAEGER_URL",
-    ),
-    ("enable_trace", "enable_trace", "SAGE_ENABLE_TRACE"),
 ];
 
 /// The inert settings the caller gave explicitly, in declaration order.

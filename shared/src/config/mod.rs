@@ -349,6 +349,10 @@ pub struct BlobConfig {
     pub minio_bucket_name: Option<String>,
     #[arg(long, alias = "s3_secure", env = "SAGE_MINIO_SECURE", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub minio_secure: bool,
+    /// The base of the URLs handed out for stored files (a CDN or a public bucket); without
+    /// it, S3 URLs are presigned and local files are served by `/api/oss/file/`.
+    #[arg(long, env = "SAGE_S3_PUBLIC_BASE_URL")]
+    pub s3_public_base_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

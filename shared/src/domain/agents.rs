@@ -8,6 +8,7 @@ use std::sync::Arc;
 use crate::domain::DomainError;
 use crate::domain::presets::{AgentPreset, AgentPresets, DEFAULT_SYSTEM_PROMPT};
 use crate::domain::providers::Providers;
+use crate::domain::skills::Skills;
 use crate::store::{AgentRecord, AgentStore};
 use crate::util::{InputError, UserId, iso_time, now_secs};
 use crate::wire::StreamRequest;
@@ -18,9 +19,10 @@ const MAX_DESCRIPTION_CHARS: usize = 2_000;
 const MAX_PROMPT_CHARS: usize = 100_000;
 const MAX_TOOLS: usize = 500;
 const MAX_LOOP_COUNT: u32 = 1_000;
+const MAX_SKILLS: usize = 50;
 
 /// Agent settings, checked: a name of 1 to 64 characters, bounded texts and lists, and nothing
-/// this service cannot act on yet (skills, knowledge bases, sub-agents).
+/// this service cannot act on yet (knowledge bases, sub-agents).
 #[derive(Debug, Clone)]
 pub struct ValidAgent(AgentConfig);
 
@@ -53,8 +55,10 @@ impl ValidAgent {
         {
             return invalid("maxLoopCount: 1 to 1,000");
         }
+        if config.available_skills.len() > MAX_SKILLS {
+            return invalid("availableSkills: at most 50 names");
+        }
         for (field, list) in [
-            ("availableSkills", &config.available_skills),
             ("availableKnowledgeBases", &config.available_knowledge_bases),
             ("availableSubAgentIds", &config.available_sub_agent_ids),
         ] {
@@ -74,6 +78,7 @@ pub struct Agents {
     store: Arc<dyn AgentStore>,
     presets: Arc<AgentPresets>,
     providers: Providers,
+    skills: Skills,
 }
 
 impl Agents {
@@ -81,16 +86,25 @@ impl Agents {
         store: Arc<dyn AgentStore>,
         presets: Arc<AgentPresets>,
         providers: Providers,
+        skills: Skills,
     ) -> Self {
         Self {
             store,
             presets,
             providers,
+            skills,
         }
     }
 
-    /// An agent may name only one of its owner's providers.
-    async fn check_provider(&self, owner: &UserId, agent: &ValidAgent) -> Result<(), DomainError> {
+    /// An agent may name only its owner's providers, and skills the owner can load.
+    async fn check_references(
+        &self,
+        owner: &UserId,
+        agent: &ValidAgent,
+    ) -> Result<(), DomainError> {
+        self.skills
+            .check_reachable(owner, &agent.0.available_skills, "availableSkills")
+            .await?;
         match agent.0.llm_provider_id.as_deref() {
             Some(provider_id) if !self.providers.exists(owner, provider_id).await? => {
                 Err(DomainError::NotFound(format!(
@@ -131,7 +145,7 @@ impl Agents {
         owner: &UserId,
         agent: ValidAgent,
     ) -> Result<AgentSaved, DomainError> {
-        self.check_provider(owner, &agent).await?;
+        self.check_references(owner, &agent).await?;
         let now = now_secs();
         let record = AgentRecord {
             agent_id: format!("agent_{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
@@ -159,7 +173,7 @@ impl Agents {
         agent: ValidAgent,
     ) -> Result<AgentSaved, DomainError> {
         let stored = self.editable(caller, admin, agent_id).await?;
-        self.check_provider(&UserId::new(stored.owner.clone()), &agent)
+        self.check_references(&UserId::new(stored.owner.clone()), &agent)
             .await?;
         let record = AgentRecord {
             name: agent.0.name.clone(),
@@ -299,6 +313,7 @@ fn apply_config(config: AgentConfig, request: &mut StreamRequest) {
     replace(&mut request.system_prefix, config.system_prefix);
     replace(&mut request.system_context, config.system_context);
     request.available_tools = Some(config.available_tools);
+    request.available_skills = Some(config.available_skills);
     replace(&mut request.available_workflows, config.available_workflows);
     replace(&mut request.memory_type, config.memory_type);
     fill(&mut request.deep_thinking, config.deep_thinking);

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::blob::ObjectStore;
 use crate::store::Store;
 use crate::wire::api::Readiness;
 
@@ -12,6 +13,7 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 pub struct HealthCheck {
     store: Arc<dyn Store>,
     store_label: String,
+    objects: Arc<dyn ObjectStore>,
     llm_base_url: String,
     llm_has_key: bool,
 }
@@ -20,12 +22,14 @@ impl HealthCheck {
     pub fn new(
         store: Arc<dyn Store>,
         store_label: String,
+        objects: Arc<dyn ObjectStore>,
         llm_base_url: String,
         llm_has_key: bool,
     ) -> Self {
         Self {
             store,
             store_label,
+            objects,
             llm_base_url,
             llm_has_key,
         }
@@ -41,6 +45,19 @@ impl HealthCheck {
                 ready = false;
                 tracing::warn!(error = %crate::telemetry::chain(&error), "store readiness check failed");
                 checks.push(format!("store ({label}): unreachable"));
+            }
+        }
+        let files = self.objects.describe();
+        match tokio::time::timeout(CHECK_TIMEOUT, self.objects.ping()).await {
+            Ok(Ok(())) => checks.push(format!("files ({files}): ok")),
+            Ok(Err(error)) => {
+                ready = false;
+                tracing::warn!(error = %crate::telemetry::chain(&error), "object storage readiness check failed");
+                checks.push(format!("files ({files}): unreachable"));
+            }
+            Err(_) => {
+                ready = false;
+                checks.push(format!("files ({files}): no answer within 3 s"));
             }
         }
         let llm = &self.llm_base_url;

@@ -2,8 +2,11 @@
 //! returns typed values or a [`DomainError`], and knows nothing of HTTP.
 
 pub mod accounts;
+#[cfg(feature = "llm")]
+pub mod agent_drafts;
 pub mod agents;
 mod error;
+pub mod files;
 pub mod health;
 pub mod memory;
 #[cfg(feature = "llm")]
@@ -13,6 +16,7 @@ pub mod providers;
 #[cfg(feature = "mcp")]
 pub mod runs;
 pub mod sessions;
+pub mod skills;
 #[cfg(feature = "llm")]
 pub mod summaries;
 #[cfg(feature = "mcp")]

@@ -1,17 +1,15 @@
 //! Conversations (`api.md` §4): list, read, share, rename, delete, interrupt, status, files.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::context::merge_events;
 use crate::domain::DomainError;
+use crate::domain::files::{FileDownload, Files};
 use crate::store::{
     EventLog, RunControl, SessionQuery, SessionRecord, SessionStore, SummaryStore, query_sessions,
 };
 use crate::util::{SessionId, UserId, iso_time, now_secs};
-use crate::wire::api::{
-    Conversation, FileDownload, FileEntry, SessionList, SessionSummary, TaskStatus,
-};
+use crate::wire::api::{Conversation, FileEntry, SessionList, SessionSummary, TaskStatus};
 
 pub const MAX_PAGE_SIZE: u64 = 100;
 const MAX_TITLE_CHARS: usize = 200;
@@ -23,7 +21,7 @@ pub struct Sessions {
     events: Arc<dyn EventLog>,
     runs: Arc<dyn RunControl>,
     summaries: Arc<dyn SummaryStore>,
-    workspace: PathBuf,
+    files: Files,
 }
 
 pub fn summary(session: &SessionRecord, text: Option<String>) -> SessionSummary {
@@ -49,14 +47,14 @@ impl Sessions {
         events: Arc<dyn EventLog>,
         runs: Arc<dyn RunControl>,
         summaries: Arc<dyn SummaryStore>,
-        workspace: PathBuf,
+        files: Files,
     ) -> Self {
         Self {
             sessions,
             events,
             runs,
             summaries,
-            workspace,
+            files,
         }
     }
 
@@ -158,12 +156,8 @@ impl Sessions {
             )));
         }
         self.sessions.delete_session(session_id.as_str()).await?;
-        match tokio::fs::remove_dir_all(self.folder(session_id)).await {
-            Ok(()) => {}
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-            Err(error) => {
-                tracing::warn!(%session_id, %error, "could not delete the conversation's files")
-            }
+        if let Err(error) = self.files.delete_session_files(session_id).await {
+            tracing::warn!(%session_id, %error, "could not delete the conversation's files");
         }
         Ok(())
     }
@@ -218,33 +212,16 @@ impl Sessions {
         })
     }
 
-    fn folder(&self, session_id: &SessionId) -> PathBuf {
-        self.workspace.join(session_id.as_str())
-    }
-
     pub async fn list_files(
         &self,
         user: &UserId,
         session_id: &SessionId,
     ) -> Result<Vec<FileEntry>, DomainError> {
         self.owned(user, session_id).await?;
-        let root = self.folder(session_id);
-        let mut entries = Vec::new();
-        match walk(&root, &root, &mut entries) {
-            Ok(()) => {}
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-            Err(error) => {
-                tracing::warn!(%session_id, %error, "cannot list the conversation's files");
-                return Err(DomainError::Unavailable(
-                    "the file workspace cannot be read".into(),
-                ));
-            }
-        }
-        entries.sort_by(|a, b| a.path.cmp(&b.path));
-        Ok(entries)
+        self.files.list(session_id).await
     }
 
-    /// A file inside the session's folder; a path that leaves the folder is refused.
+    /// A file of the session's workspace, or a folder of it as a zip.
     pub async fn download(
         &self,
         user: &UserId,
@@ -252,58 +229,6 @@ impl Sessions {
         file_path: &str,
     ) -> Result<FileDownload, DomainError> {
         self.owned(user, session_id).await?;
-        let escape =
-            || DomainError::invalid("file_path: must stay inside the conversation's folder");
-        let requested = Path::new(file_path);
-        if requested.is_absolute()
-            || requested
-                .components()
-                .any(|part| matches!(part, std::path::Component::ParentDir))
-        {
-            return Err(escape());
-        }
-        let not_found = || DomainError::NotFound(format!("no file {file_path}"));
-        let root = tokio::fs::canonicalize(self.folder(session_id))
-            .await
-            .map_err(|_| not_found())?;
-        let target = tokio::fs::canonicalize(root.join(requested))
-            .await
-            .map_err(|_| not_found())?;
-        if !target.starts_with(&root) {
-            return Err(escape());
-        }
-        if !target.is_file() {
-            return Err(not_found());
-        }
-        let bytes = tokio::fs::read(&target).await.map_err(|_| not_found())?;
-        let name = target
-            .file_name()
-            .map(|name| name.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        Ok(FileDownload { name, bytes })
+        self.files.open(session_id, file_path).await
     }
-}
-
-fn walk(root: &Path, dir: &Path, entries: &mut Vec<FileEntry>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let metadata = entry.metadata()?;
-        let path = entry.path();
-        let relative = path.strip_prefix(root).unwrap_or(&path);
-        entries.push(FileEntry {
-            name: entry.file_name().to_string_lossy().into_owned(),
-            path: relative.to_string_lossy().into_owned(),
-            size: metadata.len(),
-            modified_time: metadata
-                .modified()
-                .ok()
-                .and_then(|time| time.duration_since(std::time::UNIX_EPOCH).ok())
-                .map_or(0.0, |elapsed| elapsed.as_secs_f64()),
-            is_directory: metadata.is_dir(),
-        });
-        if metadata.is_dir() {
-            walk(root, &path, entries)?;
-        }
-    }
-    Ok(())
 }

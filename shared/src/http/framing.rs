@@ -22,13 +22,19 @@ pub fn wants_sse(headers: &HeaderMap) -> bool {
         .is_some_and(|accept| accept.contains("text/event-stream"))
 }
 
+/// Marks a response whose body is a run's events, sent as they happen: nothing may buffer it.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamedEvents;
+
 /// The framing the client asked for.
 pub fn event_response(headers: &HeaderMap, events: EventStream, ping: Duration) -> Response {
-    if wants_sse(headers) {
+    let mut response = if wants_sse(headers) {
         sse_response(events, ping)
     } else {
         ndjson_response(events)
-    }
+    };
+    response.extensions_mut().insert(StreamedEvents);
+    response
 }
 
 fn to_json(stored: &StoredEvent) -> String {

@@ -5,7 +5,7 @@
 
 use axum::extract::Request;
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use lambda_http::RequestExt;
 use lambda_http::request::RequestContext;
 use serde_json::Value;
@@ -18,6 +18,34 @@ pub async fn gateway_identity(mut request: Request, next: Next) -> Response {
         request.extensions_mut().insert(identity);
     }
     next.run(request).await
+}
+
+/// Sends the request's spans before the invocation ends: Lambda freezes the process once the
+/// response is out. The body is read first (lambda_http buffers it anyway), which ends the
+/// request's span. A streamed run sends its own spans when it ends.
+pub async fn flush_traces_after(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    // Only a function with the agent (Stream) serves event streams.
+    #[cfg(feature = "mcp")]
+    let streamed = response
+        .extensions()
+        .get::<super::framing::StreamedEvents>()
+        .is_some();
+    #[cfg(not(feature = "mcp"))]
+    let streamed = false;
+    if streamed || !crate::telemetry::traces_on() {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let bytes = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            tracing::error!(%error, "could not read the response body");
+            return axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
+    };
+    crate::telemetry::flush_traces().await;
+    Response::from_parts(parts, axum::body::Body::from(bytes))
 }
 
 fn identity_of(context: &RequestContext) -> Option<GatewayIdentity> {

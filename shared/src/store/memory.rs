@@ -7,8 +7,9 @@ use async_trait::async_trait;
 use super::{
     AccountRecord, AccountStore, AgentRecord, AgentStore, EventLog, IdempotencyRecord,
     McpServerRecord, McpServerStore, ProviderRecord, ProviderStore, RefreshTokenRecord, RunControl,
-    RunLock, SessionRecord, SessionStore, Store, StoreError, SummaryRecord, SummaryStore,
-    SystemSettingsRecord, UserMemoryRecord, UserMemoryStore, lease_deadline,
+    RunLock, SessionRecord, SessionStore, SkillRecord, SkillStore, Store, StoreError,
+    SummaryRecord, SummaryStore, SystemSettingsRecord, UserMemoryRecord, UserMemoryStore,
+    lease_deadline,
 };
 use crate::util::now_secs;
 use crate::wire::StoredEvent;
@@ -33,6 +34,7 @@ struct Inner {
     system_settings: Option<SystemSettingsRecord>,
     agents: BTreeMap<String, AgentRecord>,
     providers: BTreeMap<(String, String), ProviderRecord>,
+    skills: BTreeMap<String, SkillRecord>,
 }
 
 impl MemoryStore {
@@ -580,5 +582,37 @@ impl ProviderStore for MemoryStore {
                 .remove(&(owner.to_owned(), provider_id.to_owned()))
                 .is_some()
         }))
+    }
+}
+
+#[async_trait]
+impl SkillStore for MemoryStore {
+    async fn put_skill(&self, skill: &SkillRecord) -> Result<bool, StoreError> {
+        Ok(self.with(|inner| match inner.skills.get(&skill.name) {
+            Some(stored) if stored.owner != skill.owner => false,
+            _ => {
+                inner.skills.insert(skill.name.clone(), skill.clone());
+                true
+            }
+        }))
+    }
+
+    async fn skill(&self, name: &str) -> Result<Option<SkillRecord>, StoreError> {
+        Ok(self.with(|inner| inner.skills.get(name).cloned()))
+    }
+
+    async fn owner_skills(&self, owner: &str) -> Result<Vec<SkillRecord>, StoreError> {
+        Ok(self.with(|inner| {
+            inner
+                .skills
+                .values()
+                .filter(|skill| skill.owner == owner)
+                .cloned()
+                .collect()
+        }))
+    }
+
+    async fn delete_skill(&self, name: &str) -> Result<bool, StoreError> {
+        Ok(self.with(|inner| inner.skills.remove(name).is_some()))
     }
 }

@@ -21,8 +21,8 @@ pub use dynamodb::DynamoStore;
 pub use memory::MemoryStore;
 pub use records::{
     AccountRecord, AgentRecord, IdempotencyRecord, McpServerRecord, ProviderRecord,
-    RefreshTokenRecord, RunLock, RunStatus, SessionRecord, SummaryRecord, SystemSettingsRecord,
-    UserMemoryRecord,
+    RefreshTokenRecord, RunLock, RunStatus, SessionRecord, SkillRecord, SummaryRecord,
+    SystemSettingsRecord, UserMemoryRecord,
 };
 #[cfg(any(feature = "sqlite", feature = "mysql"))]
 pub use sql::SqlStore;
@@ -56,6 +56,8 @@ pub enum StoreError {
     ItemTooLarge { size: usize, limit: usize },
     #[error("the event writer stopped")]
     WriterStopped,
+    #[error("object storage failed")]
+    Objects(#[from] crate::blob::BlobError),
 }
 
 /// Conversations: one record per session, listed per user.
@@ -269,6 +271,19 @@ pub trait ProviderStore: Send + Sync + 'static {
     async fn delete_provider(&self, owner: &str, provider_id: &str) -> Result<bool, StoreError>;
 }
 
+/// Skills, by name across every owner.
+#[async_trait]
+pub trait SkillStore: Send + Sync + 'static {
+    /// Inserts the skill, or replaces it when its owner already has one of that name; false,
+    /// and nothing written, when the name is another owner's.
+    async fn put_skill(&self, skill: &SkillRecord) -> Result<bool, StoreError>;
+    async fn skill(&self, name: &str) -> Result<Option<SkillRecord>, StoreError>;
+    /// The owner's skills ("" = the system's), by name.
+    async fn owner_skills(&self, owner: &str) -> Result<Vec<SkillRecord>, StoreError>;
+    /// False when there was nothing to delete.
+    async fn delete_skill(&self, name: &str) -> Result<bool, StoreError>;
+}
+
 /// A whole backend: every aggregate's store on one database.
 #[async_trait]
 pub trait Store:
@@ -281,13 +296,18 @@ pub trait Store:
     + AccountStore
     + AgentStore
     + ProviderStore
+    + SkillStore
 {
     /// A cheap round trip, for readiness checks.
     async fn ping(&self) -> Result<(), StoreError>;
 }
 
 /// The backend `--db_type` names; a backend this build was compiled without is a clear error.
-pub async fn open_store(config: &StoreConfig) -> Result<Arc<dyn Store>, StoreError> {
+/// `objects` takes the events too large for a DynamoDB item.
+pub async fn open_store(
+    config: &StoreConfig,
+    #[allow(unused_variables)] objects: Arc<dyn crate::blob::ObjectStore>,
+) -> Result<Arc<dyn Store>, StoreError> {
     #[allow(unused_variables)]
     let missing = |feature: &str| {
         StoreError::Config(format!(
@@ -306,7 +326,9 @@ pub async fn open_store(config: &StoreConfig) -> Result<Arc<dyn Store>, StoreErr
         #[cfg(not(feature = "mysql"))]
         DbType::Mysql => Err(missing("mysql")),
         #[cfg(feature = "dynamodb")]
-        DbType::Dynamodb => Ok(Arc::new(DynamoStore::connect(config).await?)),
+        DbType::Dynamodb => Ok(Arc::new(
+            DynamoStore::connect(config).await?.with_spill(objects),
+        )),
         #[cfg(not(feature = "dynamodb"))]
         DbType::Dynamodb => Err(missing("dynamodb")),
     }

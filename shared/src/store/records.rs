@@ -192,6 +192,19 @@ pub struct AgentRecord {
     pub updated_at: f64,
 }
 
+/// A skill: a named package of instructions (and files) an agent can load. Names are unique
+/// across all owners; owner "" is a system skill.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SkillRecord {
+    pub name: String,
+    pub owner: String,
+    pub description: String,
+    /// The instructions and files, kept whole as JSON.
+    pub package: serde_json::Value,
+    pub created_at: f64,
+    pub updated_at: f64,
+}
+
 /// A user's own LLM provider. Its API keys are kept sealed (encrypted by the domain); the rest
 /// of its settings as the client sent them.
 #[derive(Debug, Clone, PartialEq)]

@@ -155,6 +155,15 @@ impl ToolBox {
         }
     }
 
+    /// Which server serves `tool`: its MCP server's name, or `builtin`.
+    pub fn server_of(&self, tool: &str) -> Option<&str> {
+        Some(match &self.by_name.get(tool)?.source {
+            ToolSource::Builtin(_) => "builtin",
+            ToolSource::Request(connection) => connection.name.as_str(),
+            ToolSource::Registered(server) => server.name.as_str(),
+        })
+    }
+
     pub async fn close(self) {
         drop(self.by_name);
         for connection in self.request_connections {

@@ -9,7 +9,7 @@ pub fn install_crypto_provider() {
 }
 
 /// `aws_config::defaults` with the SDKs' HTTPS client on ring.
-#[cfg(any(feature = "dynamodb", feature = "ssm"))]
+#[cfg(any(feature = "dynamodb", feature = "ssm", feature = "s3"))]
 pub fn aws_config_loader() -> aws_config::ConfigLoader {
     use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
     let https = aws_smithy_http_client::Builder::new()

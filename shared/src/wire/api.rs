@@ -107,11 +107,10 @@ pub struct FileList {
     pub files: Vec<FileEntry>,
 }
 
-/// A file handed out by the file workspace.
-#[derive(Debug)]
-pub struct FileDownload {
-    pub name: String,
-    pub bytes: Vec<u8>,
+/// `POST /api/oss/upload`: where the stored file can be fetched.
+#[derive(Debug, Serialize)]
+pub struct Uploaded {
+    pub url: String,
 }
 
 /// An MCP server as `/api/mcp/list` shows it; its `api_key` masked.

@@ -6,6 +6,7 @@ pub mod event;
 pub mod mcp;
 pub mod provider;
 pub mod request;
+pub mod skill;
 
 pub use api::MergedMessage;
 pub use event::{Event, EventStream, EventType, FunctionCall, Role, StoredEvent, ToolCall};

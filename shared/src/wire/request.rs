@@ -103,11 +103,16 @@ impl StreamRequest {
                 mode.as_str()
             ));
         }
-        if self.more_suggest == Some(true) {
-            notices.push(
-                "more_suggest is not available yet: this run ends without follow-up suggestions"
-                    .into(),
-            );
+        for (field, list) in [
+            ("available_knowledge_bases", &self.available_knowledge_bases),
+            ("available_sub_agent_ids", &self.available_sub_agent_ids),
+        ] {
+            if list.as_ref().is_some_and(|names| !names.is_empty()) {
+                notices.push(format!(
+                    "{field} is not available yet: this run has no knowledge-base retrieval or \
+                     sub-agents"
+                ));
+            }
         }
         notices
     }
@@ -123,6 +128,10 @@ pub struct StreamRequest {
     pub system_prefix: Option<String>,
     pub system_context: Option<serde_json::Map<String, Value>>,
     pub available_tools: Option<Vec<String>>,
+    /// Skills (`/api/skills`) the model may load.
+    pub available_skills: Option<Vec<String>>,
+    pub available_knowledge_bases: Option<Vec<String>>,
+    pub available_sub_agent_ids: Option<Vec<String>>,
     pub llm_model_config: Option<LlmModelConfig>,
     /// One of the caller's stored providers (`/api/llm-provider`), when `llm_model_config` is
     /// not given.

@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 pub use follow::LogReader;
 pub use watch::RunWatch;
@@ -24,6 +25,9 @@ use crate::domain::memory::Memories;
 use crate::domain::model::resolve_llm;
 use crate::domain::providers::Providers;
 use crate::domain::sessions::Sessions;
+use crate::domain::skills::{
+    RunSkill, Skills, prompt_block as skill_prompt_block, requested_skill, skill_tools,
+};
 use crate::domain::tools_admin::ToolsAdmin;
 use crate::llm::{ChatModel, LlmSettings};
 use crate::store::{
@@ -118,6 +122,7 @@ pub struct Runs {
     tools: ToolsAdmin,
     sessions: Sessions,
     memories: Memories,
+    skills: Skills,
     watch: Arc<RunWatch>,
     tasks: TaskTracker,
 }
@@ -134,6 +139,7 @@ impl Runs {
         tools: ToolsAdmin,
         sessions: Sessions,
         memories: Memories,
+        skills: Skills,
         shutdown: CancellationToken,
         tasks: TaskTracker,
     ) -> Self {
@@ -148,6 +154,7 @@ impl Runs {
             tools,
             sessions,
             memories,
+            skills,
             watch,
             tasks,
         }
@@ -182,13 +189,14 @@ impl Runs {
                 .await?;
         }
         let settings = resolve_llm(&self.defaults.llm, request.llm_model_config.as_ref())?;
+        let skills = self.run_skills(&user, &request).await?;
         let session_id = match request.session_id.as_deref().filter(|id| !id.is_empty()) {
             Some(id) => SessionId::parse(id)?,
             None => SessionId::generate(),
         };
         let Some(idempotency) = idempotency else {
             return self
-                .begin(&request, &settings, &user, &session_id, None)
+                .begin(&request, &settings, &skills, &user, &session_id, None)
                 .await;
         };
         let record = IdempotencyRecord {
@@ -208,7 +216,14 @@ impl Runs {
             return self.reattach(existing).await;
         }
         let started = self
-            .begin(&request, &settings, &user, &session_id, Some(&record.key))
+            .begin(
+                &request,
+                &settings,
+                &skills,
+                &user,
+                &session_id,
+                Some(&record.key),
+            )
             .await;
         if started.is_err() {
             let _ = control.release_idempotency_key(&record.key).await;
@@ -274,6 +289,7 @@ impl Runs {
         &self,
         request: &StreamRequest,
         settings: &LlmSettings,
+        skills: &[RunSkill],
         user: &UserId,
         session_id: &SessionId,
         idempotency_key: Option<&str>,
@@ -297,7 +313,9 @@ impl Runs {
             )));
         }
         let prepared = async {
-            let (spec, after_seq) = self.prepare(request, settings, session_id, user).await?;
+            let (spec, after_seq) = self
+                .prepare(request, settings, skills, session_id, user)
+                .await?;
             if let Some(key) = idempotency_key {
                 stores
                     .control
@@ -330,6 +348,7 @@ impl Runs {
         &self,
         request: &StreamRequest,
         settings: &LlmSettings,
+        skills: &[RunSkill],
         session_id: &SessionId,
         user: &UserId,
     ) -> Result<(RunSpec, u64), DomainError> {
@@ -368,6 +387,22 @@ impl Runs {
             }
             builtin_tools.push(self.memories.tools(user));
         }
+        if !skills.is_empty() {
+            let prompt = system_prompt.get_or_insert_with(String::new);
+            if !prompt.is_empty() {
+                prompt.push_str("\n\n");
+            }
+            prompt.push_str(&skill_prompt_block(skills));
+            if let Some(asked) = tagged_skill(request)
+                .and_then(|name| skills.iter().find(|skill| skill.name == name))
+            {
+                prompt.push_str(&format!(
+                    "\n\nThe user asked for the skill {}. Its instructions:\n{}",
+                    asked.name, asked.package.instructions
+                ));
+            }
+            builtin_tools.push(skill_tools(skills.to_vec()));
+        }
         let spec = RunSpec {
             session_id: session_id.to_owned(),
             settings: settings.clone(),
@@ -392,8 +427,25 @@ impl Runs {
             mcp_policy: self.defaults.mcp_policy,
             tool_timeout: self.defaults.tool_timeout,
             notices: request.unsupported_options(),
+            workflows: request.available_workflows.clone().unwrap_or_default(),
+            suggest: request.more_suggest.unwrap_or(false),
         };
         Ok((spec, seq))
+    }
+
+    /// The skills the request (or its agent) names, and the one its message asks for.
+    async fn run_skills(
+        &self,
+        user: &UserId,
+        request: &StreamRequest,
+    ) -> Result<Vec<RunSkill>, DomainError> {
+        let mut names = request.available_skills.clone().unwrap_or_default();
+        if let Some(asked) = tagged_skill(request)
+            && !names.iter().any(|name| name == asked)
+        {
+            names.push(asked.to_owned());
+        }
+        self.skills.for_run(user, &names).await
     }
 
     fn uses_user_memory(&self, request: &StreamRequest) -> bool {
@@ -420,47 +472,66 @@ impl Runs {
         let llm = self.llm.clone();
         let pool = self.pool.clone();
         let lease = self.defaults.lease;
+        // One trace per run: its model calls, tool calls and log writes are spans inside it.
+        let span = tracing::info_span!(
+            "run",
+            session_id = %session_id,
+            run_id = %run_id,
+            trace_id = tracing::field::Empty
+        );
+        let trace_id = crate::telemetry::trace_id(&span);
+        if let Some(trace_id) = &trace_id {
+            span.record("trace_id", trace_id.as_str());
+        }
         self.tasks.spawn(async move {
             let cancel = CancellationToken::new();
-            let (emitter, writer) = spawn_writer(
-                stores.sink.clone(),
-                session_id.clone(),
-                after_seq,
-                feed,
-                cancel.clone(),
-            );
-            watch.register(&session_id, &run_id, cancel);
-            let supervisor = tokio::spawn(keep_lease(
-                stores.control.clone(),
-                session_id.clone(),
-                run_id.clone(),
-                lease,
-            ));
-            let fallback = emitter.clone();
-            let agent = Agent::new(spec, llm.clone(), pool, emitter);
-            let outcome = match tokio::spawn(agent.run()).await {
-                Ok(outcome) => outcome,
-                Err(panic) => {
-                    tracing::error!(%session_id, error = %panic, "agent run panicked");
-                    fallback
-                        .emit(Event {
-                            content: Some(Value::String("The agent failed unexpectedly.".into())),
-                            message_id: Some(new_id()),
-                            ..Event::new(&session_id, Role::Assistant, EventType::Error)
-                        })
-                        .await;
-                    fallback.emit(Event::empty_token_usage(&session_id)).await;
-                    RunOutcome::Failed
-                }
-            };
-            drop(fallback);
-            let (end, mut feed) = match writer.await {
-                Ok(finished) => finished,
-                Err(error) => {
-                    tracing::error!(%session_id, %error, "event writer failed");
-                    (None, LiveFeed::closed())
-                }
-            };
+            let driven = async {
+                let (emitter, writer) = spawn_writer(
+                    stores.sink.clone(),
+                    session_id.clone(),
+                    after_seq,
+                    feed,
+                    cancel.clone(),
+                    trace_id,
+                );
+                watch.register(&session_id, &run_id, cancel);
+                let supervisor = tokio::spawn(keep_lease(
+                    stores.control.clone(),
+                    session_id.clone(),
+                    run_id.clone(),
+                    lease,
+                ));
+                let fallback = emitter.clone();
+                let agent = Agent::new(spec, llm.clone(), pool, emitter);
+                let outcome = match tokio::spawn(agent.run().in_current_span()).await {
+                    Ok(outcome) => outcome,
+                    Err(panic) => {
+                        tracing::error!(%session_id, error = %panic, "agent run panicked");
+                        fallback
+                            .emit(Event {
+                                content: Some(Value::String(
+                                    "The agent failed unexpectedly.".into(),
+                                )),
+                                message_id: Some(new_id()),
+                                ..Event::new(&session_id, Role::Assistant, EventType::Error)
+                            })
+                            .await;
+                        fallback.emit(Event::empty_token_usage(&session_id)).await;
+                        RunOutcome::Failed
+                    }
+                };
+                drop(fallback);
+                let (end, feed) = match writer.await {
+                    Ok(finished) => finished,
+                    Err(error) => {
+                        tracing::error!(%session_id, %error, "event writer failed");
+                        (None, LiveFeed::closed())
+                    }
+                };
+                (outcome, end, feed, supervisor)
+            }
+            .instrument(span);
+            let (outcome, end, mut feed, supervisor) = driven.await;
             supervisor.abort();
             watch.unregister(&session_id, &run_id);
             if let Err(error) = finish_session(
@@ -482,8 +553,12 @@ impl Runs {
                 extract_memories(memories, user, llm, settings, stores.events, session_id)
             });
             match (extraction, after_run) {
-                (Some(extraction), AfterRun::BeforeStreamEnd) => {
-                    extraction.await;
+                (extraction, AfterRun::BeforeStreamEnd) => {
+                    if let Some(extraction) = extraction {
+                        extraction.await;
+                    }
+                    // The run's spans leave before the response ends and the process freezes.
+                    crate::telemetry::flush_traces().await;
                     if let Some(end) = end {
                         feed.send(end);
                     }
@@ -563,19 +638,6 @@ fn system_prompt(request: &StreamRequest) -> Option<String> {
             prompt.push_str(&format!("\n- {key}: {value}"));
         }
     }
-    if let Some(workflows) = request
-        .available_workflows
-        .as_ref()
-        .filter(|w| !w.is_empty())
-    {
-        prompt.push_str("\n\nWorkflows you can follow:");
-        for (name, steps) in workflows {
-            prompt.push_str(&format!("\n{name}:"));
-            for (index, step) in steps.iter().enumerate() {
-                prompt.push_str(&format!("\n  {}. {}", index + 1, content_as_text(step)));
-            }
-        }
-    }
     let prompt = prompt.trim().to_owned();
     (!prompt.is_empty()).then_some(prompt)
 }
@@ -649,4 +711,15 @@ async fn finish_session(
     session.log_seq = log.last().map_or(0, |stored| stored.seq);
     session.updated_at = now_secs();
     sessions.update_session(&session).await
+}
+
+/// `<skill>NAME</skill>` at the start of the newest user message.
+fn tagged_skill(request: &StreamRequest) -> Option<&str> {
+    request
+        .messages
+        .iter()
+        .rev()
+        .find(|message| message.role == "user")
+        .and_then(|message| message.content.as_str())
+        .and_then(requested_skill)
 }

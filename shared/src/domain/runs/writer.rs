@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::agent::Emitter;
 use crate::store::EventSink;
@@ -72,6 +73,7 @@ pub fn spawn_writer(
     after_seq: u64,
     mut client: LiveFeed,
     cancel: CancellationToken,
+    trace_id: Option<String>,
 ) -> (Emitter, JoinHandle<(Option<StoredEvent>, LiveFeed)>) {
     let (events, mut incoming) = mpsc::channel::<Event>(EMIT_CAPACITY);
     let aborted = Arc::new(AtomicBool::new(false));
@@ -88,7 +90,8 @@ pub fn spawn_writer(
                     StoredEvent { seq, event }
                 })
                 .collect();
-            let stored = match sink.append(&session_id, stored).await {
+            let span = tracing::info_span!("store.append", events = stored.len());
+            let stored = match sink.append(&session_id, stored).instrument(span).await {
                 Ok(stored) => stored,
                 Err(error) => {
                     tracing::error!(%session_id, error = %crate::telemetry::chain(&error), "event log write failed; ending the run");
@@ -103,9 +106,13 @@ pub fn spawn_writer(
                 client.send(event);
             }
         }
+        let mut end_event = Event::stream_end(&session_id, sent);
+        if let Some(trace_id) = trace_id {
+            end_event.metadata = Some(serde_json::json!({"trace_id": trace_id}));
+        }
         let end = StoredEvent {
             seq: seq + 1,
-            event: Event::stream_end(&session_id, sent),
+            event: end_event,
         };
         let end = match sink.append(&session_id, vec![end.clone()]).await {
             Ok(mut stored) => stored.pop(),
@@ -115,7 +122,7 @@ pub fn spawn_writer(
             }
         };
         (end, client)
-    });
+    }.in_current_span());
     (emitter, writer)
 }
 

@@ -2,11 +2,13 @@
 
 pub mod accounts;
 pub mod agents;
+pub mod files;
 pub mod health;
 #[cfg(feature = "mcp")]
 pub mod mcp_admin;
 pub mod memory;
 pub mod providers;
 pub mod session;
+pub mod skills;
 #[cfg(feature = "mcp")]
 pub mod stream;

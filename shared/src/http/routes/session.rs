@@ -1,9 +1,8 @@
 //! The Session function's routes (`api.md` §4).
 
-use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, header};
-use axum::response::{IntoResponse, Response};
+
+use axum::response::Response;
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -186,18 +185,5 @@ async fn download(
     let file = sessions
         .download(&caller.user()?, &id, &params.file_path)
         .await?;
-    let name = file.name.replace('"', "");
-    let disposition = HeaderValue::from_str(&format!("attachment; filename=\"{name}\""))
-        .unwrap_or_else(|_| HeaderValue::from_static("attachment"));
-    Ok((
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/octet-stream"),
-            ),
-            (header::CONTENT_DISPOSITION, disposition),
-        ],
-        Body::from(file.bytes),
-    )
-        .into_response())
+    Ok(super::files::file_response(file))
 }

@@ -2,6 +2,7 @@
 //! attribute `ttl`. The item layout is written down in infra/dynamodb.md.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -12,15 +13,18 @@ use aws_sdk_dynamodb::types::{
     KeySchemaElement, KeyType, Projection, ProjectionType, Put, ScalarAttributeType,
     TimeToLiveSpecification, TransactWriteItem, WriteRequest,
 };
+use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::{
     AccountRecord, AccountStore, AgentRecord, AgentStore, EventLog, IdempotencyRecord,
     McpServerRecord, McpServerStore, ProviderRecord, ProviderStore, RefreshTokenRecord, RunControl,
-    RunLock, RunStatus, SessionRecord, SessionStore, Store, StoreError, SummaryRecord,
-    SummaryStore, SystemSettingsRecord, UserMemoryRecord, UserMemoryStore, lease_deadline,
+    RunLock, RunStatus, SessionRecord, SessionStore, SkillRecord, SkillStore, Store, StoreError,
+    SummaryRecord, SummaryStore, SystemSettingsRecord, UserMemoryRecord, UserMemoryStore,
+    lease_deadline,
 };
+use crate::blob::{ObjectKey, ObjectStore};
 use crate::config::StoreConfig;
 use crate::util::now_secs;
 use crate::wire::StoredEvent;
@@ -207,8 +211,22 @@ struct EventItem {
     pk: String,
     sk: String,
     seq: u64,
-    /// The event as the wire carries it, so a replay is byte-identical.
+    /// The event as the wire carries it, so a replay is byte-identical; empty when `body_key`
+    /// holds it.
+    #[serde(default)]
     body: String,
+    /// An event too large for an item: the object store key of its body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    body_key: Option<String>,
+}
+
+/// Bodies above this go to the object store: an item's other attributes and its key stay well
+/// under DynamoDB's 400 KB limit.
+const SPILL_BYTES: usize = 350 * 1024;
+
+/// Where a session's spilled event bodies live: no session id starts with a dot.
+fn spill_folder(session_id: &str) -> Result<ObjectKey, StoreError> {
+    Ok(ObjectKey::parse(&format!(".events/{session_id}"))?)
 }
 
 /// A session's run lock: `SESSION#<id>` / `LOCK`.
@@ -453,6 +471,38 @@ fn agent_from_item(item: Item) -> Result<AgentRecord, StoreError> {
     })
 }
 
+/// A skill: `SKILL#<name>` / `SKILL` (names are unique across owners), listed per owner by
+/// `gsi1pk` `SKILLS#<owner>`; `package` is the instructions and files as JSON.
+#[derive(Serialize, Deserialize)]
+struct SkillItem {
+    pk: String,
+    sk: String,
+    gsi1pk: String,
+    gsi1sk: String,
+    name: String,
+    owner: String,
+    description: String,
+    package: String,
+    created_at: f64,
+    updated_at: f64,
+}
+
+fn skill_pk(name: &str) -> String {
+    format!("SKILL#{name}")
+}
+
+fn skill_from_item(item: Item) -> Result<SkillRecord, StoreError> {
+    let item: SkillItem = from_item(item)?;
+    Ok(SkillRecord {
+        name: item.name,
+        owner: item.owner,
+        description: item.description,
+        package: serde_json::from_str(&item.package)?,
+        created_at: item.created_at,
+        updated_at: item.updated_at,
+    })
+}
+
 /// A user's LLM provider: `USER#<owner>` / `PROVIDER#<provider_id>`; `config` is the client's
 /// JSON without the keys, `sealed_keys` the encrypted keys.
 #[derive(Serialize, Deserialize)]
@@ -497,6 +547,7 @@ fn key(pk: String, sk: &str) -> Item {
 pub struct DynamoStore {
     client: Client,
     table: String,
+    spill: Option<Arc<dyn ObjectStore>>,
 }
 
 impl DynamoStore {
@@ -521,7 +572,53 @@ impl DynamoStore {
         Self {
             client,
             table: table.to_owned(),
+            spill: None,
         }
+    }
+
+    /// Events too large for an item are kept in `objects`, the item holding their key.
+    pub fn with_spill(mut self, objects: Arc<dyn ObjectStore>) -> Self {
+        self.spill = Some(objects);
+        self
+    }
+
+    /// The event's body, or its key once the body is in the object store.
+    async fn event_body(
+        &self,
+        session_id: &str,
+        stored: &StoredEvent,
+    ) -> Result<(String, Option<String>), StoreError> {
+        let body = serde_json::to_string(&stored.event)?;
+        let Some(objects) = self.spill.as_ref().filter(|_| body.len() > SPILL_BYTES) else {
+            return Ok((body, None));
+        };
+        // A unique key: a batch that loses its sequence numbers to another writer leaves an
+        // orphan, never overwrites the winner's body.
+        let key = spill_folder(session_id)?.join(&format!(
+            "{:012}-{}.json",
+            stored.seq,
+            uuid::Uuid::new_v4().simple()
+        ))?;
+        objects.put(&key, body.into()).await?;
+        Ok((String::new(), Some(key.to_string())))
+    }
+
+    async fn read_spilled(&self, key: &str) -> Result<String, StoreError> {
+        let objects = self.spill.as_ref().ok_or_else(|| {
+            StoreError::Config(format!(
+                "event body {key} is in the object store, which this store was not given"
+            ))
+        })?;
+        let key = ObjectKey::parse(key)?;
+        let read = objects.get(&key).await?.ok_or_else(|| {
+            StoreError::Mapping(format!("the event body {key} is missing").into())
+        })?;
+        let mut bytes = Vec::with_capacity(read.info.size as usize);
+        let mut body = read.body;
+        while let Some(chunk) = body.next().await {
+            bytes.extend_from_slice(&chunk?);
+        }
+        String::from_utf8(bytes).map_err(|error| StoreError::Mapping(Box::new(error)))
     }
 
     /// Creates the table as template.yaml declares it; an existing table is left alone.
@@ -712,6 +809,9 @@ impl SessionStore for DynamoStore {
     }
 
     async fn delete_session(&self, session_id: &str) -> Result<(), StoreError> {
+        if let Some(objects) = &self.spill {
+            objects.delete_prefix(&spill_folder(session_id)?).await?;
+        }
         let items = self.query_prefix(session_pk(session_id), "").await?;
         for chunk in items.chunks(25) {
             let deletes = chunk
@@ -756,11 +856,13 @@ impl EventLog for DynamoStore {
         for chunk in events.chunks(100) {
             let mut writes = Vec::with_capacity(chunk.len());
             for stored in chunk {
+                let (body, body_key) = self.event_body(session_id, stored).await?;
                 let item = to_item(&EventItem {
                     pk: session_pk(session_id),
                     sk: event_sk(stored.seq),
                     seq: stored.seq,
-                    body: serde_json::to_string(&stored.event)?,
+                    body,
+                    body_key,
                 })?;
                 let put = Put::builder()
                     .table_name(&self.table)
@@ -814,16 +916,19 @@ impl EventLog for DynamoStore {
             .try_collect()
             .await
             .map_err(dynamo_error)?;
-        items
-            .into_iter()
-            .map(|item| {
-                let item: EventItem = from_item(item)?;
-                Ok(StoredEvent {
-                    seq: item.seq,
-                    event: serde_json::from_str(&item.body)?,
-                })
-            })
-            .collect()
+        let mut events = Vec::with_capacity(items.len());
+        for item in items {
+            let item: EventItem = from_item(item)?;
+            let body = match &item.body_key {
+                Some(key) => self.read_spilled(key).await?,
+                None => item.body,
+            };
+            events.push(StoredEvent {
+                seq: item.seq,
+                event: serde_json::from_str(&body)?,
+            });
+        }
+        Ok(events)
     }
 
     async fn last_seq(&self, session_id: &str) -> Result<u64, StoreError> {
@@ -1465,6 +1570,66 @@ impl ProviderStore for DynamoStore {
     async fn delete_provider(&self, owner: &str, provider_id: &str) -> Result<bool, StoreError> {
         Ok(self
             .delete_returning(format!("USER#{owner}"), &format!("PROVIDER#{provider_id}"))
+            .await?
+            .is_some())
+    }
+}
+
+#[async_trait]
+impl SkillStore for DynamoStore {
+    async fn put_skill(&self, skill: &SkillRecord) -> Result<bool, StoreError> {
+        let item = to_item(&SkillItem {
+            pk: skill_pk(&skill.name),
+            sk: "SKILL".into(),
+            gsi1pk: format!("SKILLS#{}", skill.owner),
+            gsi1sk: skill.name.clone(),
+            name: skill.name.clone(),
+            owner: skill.owner.clone(),
+            description: skill.description.clone(),
+            package: serde_json::to_string(&skill.package)?,
+            created_at: skill.created_at,
+            updated_at: skill.updated_at,
+        })?;
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk) OR #owner = :owner")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":owner", s(&skill.owner))
+            .send()
+            .await;
+        conditional(result)
+    }
+
+    async fn skill(&self, name: &str) -> Result<Option<SkillRecord>, StoreError> {
+        self.get(skill_pk(name), "SKILL")
+            .await?
+            .map(skill_from_item)
+            .transpose()
+    }
+
+    async fn owner_skills(&self, owner: &str) -> Result<Vec<SkillRecord>, StoreError> {
+        let items: Vec<Item> = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(USER_INDEX)
+            .key_condition_expression("gsi1pk = :owner")
+            .expression_attribute_values(":owner", s(format!("SKILLS#{owner}")))
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(dynamo_error)?;
+        items.into_iter().map(skill_from_item).collect()
+    }
+
+    async fn delete_skill(&self, name: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .delete_returning(skill_pk(name), "SKILL")
             .await?
             .is_some())
     }

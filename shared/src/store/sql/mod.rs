@@ -12,8 +12,9 @@ use sqlx::{AnyPool, Executor, QueryBuilder, Row};
 use super::{
     AccountRecord, AccountStore, AgentRecord, AgentStore, EventLog, IdempotencyRecord,
     McpServerRecord, McpServerStore, ProviderRecord, ProviderStore, RefreshTokenRecord, RunControl,
-    RunLock, RunStatus, SessionRecord, SessionStore, Store, StoreError, SummaryRecord,
-    SummaryStore, SystemSettingsRecord, UserMemoryRecord, UserMemoryStore, lease_deadline,
+    RunLock, RunStatus, SessionRecord, SessionStore, SkillRecord, SkillStore, Store, StoreError,
+    SummaryRecord, SummaryStore, SystemSettingsRecord, UserMemoryRecord, UserMemoryStore,
+    lease_deadline,
 };
 #[cfg(feature = "mysql")]
 use crate::config::StoreConfig;
@@ -232,6 +233,18 @@ fn agent_from_row(row: &AnyRow) -> Result<AgentRecord, StoreError> {
         owner: row.try_get("owner")?,
         name: row.try_get("name")?,
         config: serde_json::from_str(&config)?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn skill_from_row(row: &AnyRow) -> Result<SkillRecord, StoreError> {
+    let package: String = row.try_get("package")?;
+    Ok(SkillRecord {
+        name: row.try_get("name")?,
+        owner: row.try_get("owner")?,
+        description: row.try_get("description")?,
+        package: serde_json::from_str(&package)?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
@@ -1044,6 +1057,73 @@ impl ProviderStore for SqlStore {
         let result = sqlx::query("DELETE FROM llm_providers WHERE owner = ? AND provider_id = ?")
             .bind(owner)
             .bind(provider_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected() == 1)
+    }
+}
+
+#[async_trait]
+impl SkillStore for SqlStore {
+    async fn put_skill(&self, skill: &SkillRecord) -> Result<bool, StoreError> {
+        let package = serde_json::to_string(&skill.package)?;
+        // The owner's own skill changes in place; a new name is inserted, and a name another
+        // owner holds fails the insert. Twice, for an insert that loses a race to the owner.
+        for _ in 0..2 {
+            let updated = sqlx::query(
+                "UPDATE skills SET description = ?, package = ?, updated_at = ?
+                 WHERE name = ? AND owner = ?",
+            )
+            .bind(&skill.description)
+            .bind(&package)
+            .bind(skill.updated_at)
+            .bind(&skill.name)
+            .bind(&skill.owner)
+            .execute(&self.pool)
+            .await?;
+            if updated.rows_affected() == 1 {
+                return Ok(true);
+            }
+            let inserted = sqlx::query(
+                "INSERT INTO skills (name, owner, description, package, created_at, updated_at)
+                 VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&skill.name)
+            .bind(&skill.owner)
+            .bind(&skill.description)
+            .bind(&package)
+            .bind(skill.created_at)
+            .bind(skill.updated_at)
+            .execute(&self.pool)
+            .await;
+            match inserted {
+                Ok(_) => return Ok(true),
+                Err(error) if is_unique_violation(&error) => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Ok(false)
+    }
+
+    async fn skill(&self, name: &str) -> Result<Option<SkillRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM skills WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(skill_from_row).transpose()
+    }
+
+    async fn owner_skills(&self, owner: &str) -> Result<Vec<SkillRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM skills WHERE owner = ? ORDER BY name")
+            .bind(owner)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(skill_from_row).collect()
+    }
+
+    async fn delete_skill(&self, name: &str) -> Result<bool, StoreError> {
+        let result = sqlx::query("DELETE FROM skills WHERE name = ?")
+            .bind(name)
             .execute(&self.pool)
             .await?;
         Ok(result.rows_affected() == 1)

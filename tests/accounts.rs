@@ -743,6 +743,19 @@ async fn the_isolation_matrix_over_every_route() {
     )
     .await;
     assert_eq!(status, 200);
+    let (status, created) = api
+        .call(
+            Method::POST,
+            "/api/knowledge-base/add",
+            Some(&alice.access),
+            Some(&json!({"name": "private words base", "type": "document"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{created}");
+    let kdb_id = created["data"]["kdb_id"].as_str().unwrap().to_owned();
+    let kb_info = format!("/api/knowledge-base/info?kdb_id={kdb_id}");
+    let kb_documents = format!("/api/knowledge-base/doc/list?kdb_id={kdb_id}");
+    let kb_delete = format!("/api/knowledge-base/delete/{kdb_id}");
 
     let alice_claims = jsonwebtoken::decode::<Value>(
         &alice.access,
@@ -895,6 +908,31 @@ async fn the_isolation_matrix_over_every_route() {
             200,
             200,
         ),
+        (Method::GET, "/api/knowledge-base/list", None, 200, 200),
+        (Method::GET, &kb_info, None, 200, 404),
+        (Method::GET, &kb_documents, None, 200, 404),
+        (
+            Method::POST,
+            "/api/knowledge-base/update",
+            Some(json!({"kdb_id": kdb_id, "intro": "private words intro"})),
+            200,
+            404,
+        ),
+        (
+            Method::POST,
+            "/api/knowledge-base/retrieve",
+            Some(json!({"kdb_id": kdb_id, "query": "private words"})),
+            200,
+            404,
+        ),
+        (
+            Method::POST,
+            "/api/knowledge-base/clear",
+            Some(json!({"kdb_id": kdb_id})),
+            200,
+            404,
+        ),
+        (Method::DELETE, &kb_delete, None, 200, 404),
         (Method::DELETE, "/api/conversations/iso-1", None, 200, 403),
     ];
     let bad_tokens: [(&str, Option<&str>); 4] = [

@@ -262,7 +262,7 @@ async fn bad_agent_settings_and_ones_this_service_cannot_act_on_are_refused_by_n
         (
             json!({"availableKnowledgeBases": ["kb1"]}),
             "availableKnowledgeBases",
-            400,
+            404,
         ),
         (
             json!({"availableSubAgentIds": ["agent_1"]}),

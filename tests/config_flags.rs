@@ -217,7 +217,7 @@ async fn a_setting_accepted_but_not_acted_on_is_named_in_a_start_up_warning() {
             "/srv/sage/memories",
         ],
         &[
-            ("SAGE_ELASTICSEARCH_URL", "http://127.0.0.1:9"),
+            ("SAGE_LOGS_DIR_PATH", "/srv/sage/logs"),
             ("SAGE_EMBEDDING_MODEL", "text-embedding-3-small"),
             ("RUST_LOG", "warn"),
         ],
@@ -227,7 +227,7 @@ async fn a_setting_accepted_but_not_acted_on_is_named_in_a_start_up_warning() {
         .lines()
         .filter(|line| line.contains(NOT_ACTED_ON))
         .collect();
-    for flag in ["--embedding_model", "--memory_root", "--es_url"] {
+    for flag in ["--memory_root", "--logs-dir"] {
         let naming: Vec<&str> = warnings
             .iter()
             .copied()
@@ -238,7 +238,7 @@ async fn a_setting_accepted_but_not_acted_on_is_named_in_a_start_up_warning() {
     }
     assert_eq!(
         warnings.len(),
-        3,
+        2,
         "no warning for a setting that acts:\n{logged}"
     );
 

@@ -90,6 +90,25 @@ moto_server() {
   export SAGE_TEST_DYNAMODB_ENDPOINT=http://127.0.0.1:$port
 }
 
+osmem_server() {
+  if ! "$VENV/bin/python" -c 'import osmem_server' 2>/dev/null; then
+    log "installing osmem-server (OpenSearch stand-in)"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check "osmem-server>=0.1.6"
+  fi
+  local port binary
+  binary=$("$VENV/bin/python" -c 'import os, osmem_server; print(os.path.join(os.path.dirname(osmem_server.__file__), "bin", "osmem-server"))')
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  log "starting osmem-server on 127.0.0.1:$port"
+  "$binary" -addr "127.0.0.1:$port" -no-stdin-watch >"$ROOT/target/osmem.log" 2>&1 &
+  OSMEM_PID=$!
+  trap 'kill $MOTO_PID $OSMEM_PID 2>/dev/null || true' EXIT
+  for _ in $(seq 1 60); do
+    python3 -c "import socket; socket.create_connection(('127.0.0.1',$port),1)" 2>/dev/null && break
+    sleep 0.5
+  done
+  export SAGE_TEST_OPENSEARCH_URL=http://127.0.0.1:$port
+}
+
 rust_tools() {
   if ! cargo nextest --version >/dev/null 2>&1; then
     log "installing cargo-nextest"
@@ -105,6 +124,7 @@ mkdir -p target
 mariadb_server
 drop_test_databases
 moto_server
+osmem_server
 
 log "building every binary (the tests start sage-local and sage-stream as processes)"
 cargo build --workspace --bins

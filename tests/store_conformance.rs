@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use crate::common::*;
 use sage_core::store::{
-    AccountRecord, AgentRecord, IdempotencyRecord, McpServerRecord, MemoryStore, ProviderRecord,
-    RefreshTokenRecord, RunStatus, SessionQuery, SessionRecord, SkillRecord, SortBy, SqlStore,
-    Store, StoreError, SummaryRecord, SystemSettingsRecord, UserMemoryRecord, query_sessions,
+    AccountRecord, AgentRecord, DocStatus, IdempotencyRecord, KnowledgeBaseRecord,
+    KnowledgeDocRecord, McpServerRecord, MemoryStore, ProviderRecord, RefreshTokenRecord,
+    RunStatus, SessionQuery, SessionRecord, SkillRecord, SortBy, SqlStore, Store, StoreError,
+    SummaryRecord, SystemSettingsRecord, UserMemoryRecord, query_sessions,
 };
 use sage_core::wire::mcp::{McpServerConfig, ToolSpec};
 use sage_core::wire::{Event, EventType, StoredEvent};
@@ -820,6 +821,107 @@ async fn skill_names_are_unique_across_owners(store: Arc<dyn Store>) {
     );
 }
 
+fn knowledge_document(id: &str, status: DocStatus) -> KnowledgeDocRecord {
+    KnowledgeDocRecord {
+        id: id.into(),
+        name: format!("{id}.md"),
+        object_key: format!(".knowledge/kb/{id}/{id}.md"),
+        size: 10,
+        status,
+        attempts: 0,
+        error: None,
+        task_id: "t1".into(),
+        passages: 0,
+        created_at: 1.0,
+        updated_at: 1.0,
+    }
+}
+
+async fn knowledge_bases_are_kept_per_owner_and_written_by_revision(store: Arc<dyn Store>) {
+    let base = |id: &str, owner: &str, at: f64| KnowledgeBaseRecord {
+        id: id.into(),
+        owner: owner.into(),
+        name: format!("base {id}"),
+        kind: "document".into(),
+        intro: "notes".into(),
+        language: "en".into(),
+        documents: Vec::new(),
+        revision: 1,
+        created_at: at,
+        updated_at: at,
+    };
+    assert!(
+        store
+            .create_knowledge_base(&base("k1", "alice", 1.0))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .create_knowledge_base(&base("k2", "alice", 2.0))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .create_knowledge_base(&base("k3", "bob", 3.0))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .create_knowledge_base(&base("k1", "alice", 4.0))
+            .await
+            .unwrap(),
+        "an id is created once"
+    );
+    let ids = |bases: Vec<KnowledgeBaseRecord>| -> Vec<String> {
+        bases.into_iter().map(|base| base.id).collect()
+    };
+    assert_eq!(
+        ids(store.owner_knowledge_bases("alice").await.unwrap()),
+        ["k2", "k1"],
+        "newest first, the owner's only"
+    );
+    assert!(store.knowledge_base("bob", "k1").await.unwrap().is_none());
+
+    let mut read = store.knowledge_base("alice", "k1").await.unwrap().unwrap();
+    assert_eq!(read.revision, 1);
+    let stale = read.clone();
+    read.documents = vec![
+        knowledge_document("d1", DocStatus::Waiting),
+        knowledge_document("d2", DocStatus::Indexed),
+    ];
+    read.updated_at = 5.0;
+    assert!(store.update_knowledge_base(&read).await.unwrap());
+    assert!(
+        !store.update_knowledge_base(&stale).await.unwrap(),
+        "a write based on an older revision changes nothing"
+    );
+    let stored = store.knowledge_base("alice", "k1").await.unwrap().unwrap();
+    assert_eq!(stored.revision, 2);
+    assert_eq!(stored.documents, read.documents);
+
+    let pending = store.pending_knowledge_bases(10).await.unwrap();
+    assert_eq!(ids(pending), ["k1"], "only bases with a waiting document");
+    let mut done = stored.clone();
+    done.documents[0].status = DocStatus::Failed;
+    done.documents[0].error = Some("not text".into());
+    assert!(store.update_knowledge_base(&done).await.unwrap());
+    assert!(store.pending_knowledge_bases(10).await.unwrap().is_empty());
+
+    assert!(!store.delete_knowledge_base("bob", "k1").await.unwrap());
+    assert!(store.delete_knowledge_base("alice", "k1").await.unwrap());
+    assert!(!store.delete_knowledge_base("alice", "k1").await.unwrap());
+    assert!(store.knowledge_base("alice", "k1").await.unwrap().is_none());
+    let mut gone = done.clone();
+    gone.revision = 3;
+    assert!(
+        !store.update_knowledge_base(&gone).await.unwrap(),
+        "a deleted base is not written again"
+    );
+}
+
 async fn ping_answers(store: Arc<dyn Store>) {
     store.ping().await.unwrap();
 }
@@ -847,6 +949,7 @@ macro_rules! conformance {
             conformance!(@test $make, agents_have_names_unique_per_owner);
             conformance!(@test $make, providers_are_kept_per_owner);
             conformance!(@test $make, skill_names_are_unique_across_owners);
+            conformance!(@test $make, knowledge_bases_are_kept_per_owner_and_written_by_revision);
             conformance!(@test $make, ping_answers);
         }
     };

@@ -270,11 +270,10 @@ async fn every_agent_mode_is_accepted_and_the_ones_not_run_yet_say_so() {
             vec!["agent_mode `multi` is not available yet: this run uses the simple tool loop"],
         ),
         (
-            json!({"agent_mode": "fibre", "available_knowledge_bases": ["kb"]}),
+            json!({"agent_mode": "fibre", "available_sub_agent_ids": ["helper"]}),
             vec![
                 "agent_mode `fibre` is not available yet: this run uses the simple tool loop",
-                "available_knowledge_bases is not available yet: this run has no knowledge-base \
-                 retrieval or sub-agents",
+                "available_sub_agent_ids is not available yet: this run has no sub-agents",
             ],
         ),
         (

@@ -135,6 +135,11 @@ fn expected_functions() -> Vec<Expected> {
     let mut health_grants = vec![
         grant(None, &["dynamodb:GetItem"], &[TABLE]),
         grant(None, &["s3:ListBucket"], &["${Bucket.Arn}"]),
+        grant(
+            Some("CreateSearch"),
+            &["es:ESHttpGet"],
+            &["${SearchDomain.Arn}", "${SearchDomain.Arn}/*"],
+        ),
     ];
     health_grants.extend(key_grants());
     let mut session_grants = vec![
@@ -157,9 +162,14 @@ fn expected_functions() -> Vec<Expected> {
             "dynamodb:Query",
             "dynamodb:Scan",
         ],
-        &[TABLE],
+        &[TABLE, TABLE_INDEXES],
     )];
-    jobs_grants.push(grant(None, &["s3:GetObject"], &["${Bucket.Arn}/.events/*"]));
+    jobs_grants.push(grant(
+        None,
+        &["s3:GetObject"],
+        &["${Bucket.Arn}/.events/*", "${Bucket.Arn}/.knowledge/*"],
+    ));
+    jobs_grants.push(search_grant());
     jobs_grants.extend(key_grants());
     jobs_grants.extend(jwt_grants());
     vec![
@@ -286,6 +296,11 @@ const ROUTES: &[(&str, &str, &str)] = &[
     ),
     (
         "/api/skills/{proxy+}",
+        "x-amazon-apigateway-any-method",
+        "SessionFunction",
+    ),
+    (
+        "/api/knowledge-base/{proxy+}",
         "x-amazon-apigateway-any-method",
         "SessionFunction",
     ),
@@ -845,6 +860,35 @@ fn every_policy_grants_exactly_what_its_function_uses_without_wildcards() {
             "{id}: search"
         );
     }
+}
+
+/// The indexing job runs every minute by default on its own schedule, with the summary job's
+/// retries, dead-letter queue and role, and an input Jobs accepts.
+#[test]
+fn the_indexing_job_is_scheduled_like_the_summary_job() {
+    let template = template();
+    let schedule = resource(&template, "IndexSchedule");
+    assert_eq!(schedule["Type"], "AWS::Scheduler::Schedule");
+    let properties = &schedule["Properties"];
+    assert!(is_ref(
+        &properties["ScheduleExpression"],
+        "IndexScheduleExpression"
+    ));
+    assert_eq!(
+        template["Parameters"]["IndexScheduleExpression"]["Default"],
+        "rate(1 minute)"
+    );
+    let target = &properties["Target"];
+    assert_eq!(render(&target["Arn"]), "${JobsFunction.Arn}");
+    assert_eq!(render(&target["RoleArn"]), "${JobsScheduleRole.Arn}");
+    assert_eq!(
+        render(&target["DeadLetterConfig"]["Arn"]),
+        "${JobsDeadLetterQueue.Arn}"
+    );
+    let payload: serde_json::Value =
+        serde_json::from_str(&render(&target["Input"])).expect("the input is JSON");
+    let request = sage_core::jobs::JobRequest::parse(payload).expect("a payload Jobs accepts");
+    assert_eq!(request.job, "index");
 }
 
 /// The summary job runs on a schedule whose rate is a parameter, with retries and a dead-letter

@@ -12,6 +12,7 @@ const FLOORS: &[&str] = &[
     "config",
     "blob",
     "store",
+    "search",
     "llm",
     "tools",
     "context",

@@ -2,7 +2,7 @@
 //! build an [`App`] and serve one of the routers below.
 //!
 //! Floors, each importing only from the ones before it: `util`, `wire` → `config` → `blob` →
-//! `store` → `llm`, `tools` → `context` → `agent` → `domain` → `jobs` → `http` → `app`.
+//! `store` → `search` → `llm`, `tools` → `context` → `agent` → `domain` → `jobs` → `http` → `app`.
 
 #[cfg(feature = "mcp")]
 pub mod agent;
@@ -16,6 +16,7 @@ mod http;
 pub mod jobs;
 #[cfg(feature = "llm")]
 pub mod llm;
+pub mod search;
 pub mod store;
 pub mod telemetry;
 #[cfg(feature = "mcp")]

@@ -52,6 +52,15 @@ pub fn dynamodb_endpoint() -> String {
     })
 }
 
+/// The OpenSearch stand-in `tests/run.sh` starts (osmem-server, `SAGE_TEST_OPENSEARCH_URL`).
+pub fn opensearch_url() -> String {
+    std::env::var("SAGE_TEST_OPENSEARCH_URL").unwrap_or_else(|_| {
+        panic!(
+            "SAGE_TEST_OPENSEARCH_URL is not set; run `bash tests/run.sh`, which starts osmem-server"
+        )
+    })
+}
+
 /// Environment for a child process that talks to moto.
 pub const MOTO_ENV: [(&str, &str); 3] = [
     ("AWS_ACCESS_KEY_ID", "testing"),

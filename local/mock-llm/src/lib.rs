@@ -29,6 +29,11 @@
 //! first listed workflow whose name the user's request contains, else `none`. Otherwise the
 //! answer is `--reply-words` tokens (default: a short fixed sentence). `GET /_mock/requests`
 //! returns the last 1,000 request bodies received.
+//!
+//! `POST /v1/embeddings` (also `/embeddings`) answers each input with a deterministic vector of
+//! `dimensions` (default 64) numbers: the text's lowercase character trigrams hashed into the
+//! dimensions, normalised, so texts sharing word stems ("kitten", "kittens") are close where
+//! whole-word text search sees no match.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -84,6 +89,8 @@ pub fn app(options: MockOptions) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(completions))
         .route("/chat/completions", post(completions))
+        .route("/v1/embeddings", post(embeddings))
+        .route("/embeddings", post(embeddings))
         .route("/v1/models", get(models))
         .route("/models", get(models))
         .route("/_mock/requests", get(requests))
@@ -101,6 +108,91 @@ pub async fn serve(
     axum::serve(listener, app(options))
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+const DEFAULT_DIMENSIONS: usize = 64;
+
+/// The trigram-hash vector of `text` (see the module's documentation).
+pub fn embedding_of(text: &str, dimensions: usize) -> Vec<f32> {
+    let dimensions = dimensions.max(1);
+    let mut vector = vec![0.0_f32; dimensions];
+    let lower: Vec<char> = text.to_lowercase().chars().collect();
+    for word in lower
+        .split(|c| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+    {
+        let padded: Vec<char> = std::iter::once(' ')
+            .chain(word.iter().copied())
+            .chain(std::iter::once(' '))
+            .collect();
+        for trigram in padded.windows(3) {
+            // FNV-1a: stable across runs and platforms.
+            let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+            for c in trigram {
+                for byte in c.to_string().bytes() {
+                    hash ^= u64::from(byte);
+                    hash = hash.wrapping_mul(0x0100_0000_01b3);
+                }
+            }
+            vector[(hash % dimensions as u64) as usize] += 1.0;
+        }
+    }
+    let norm = vector.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        vector.iter_mut().for_each(|x| *x /= norm);
+    }
+    vector
+}
+
+async fn embeddings(
+    State(state): State<MockState>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    if let Some(key) = &state.options.api_key {
+        let expected = format!("Bearer {key}");
+        if headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            != Some(&expected)
+        {
+            return error_response(StatusCode::UNAUTHORIZED, "invalid api key");
+        }
+    }
+    if let Ok(mut requests) = state.requests.lock() {
+        requests.push(body.clone());
+        let excess = requests.len().saturating_sub(KEPT_REQUESTS);
+        requests.drain(..excess);
+    }
+    let inputs: Vec<String> = match &body["input"] {
+        Value::String(text) => vec![text.clone()],
+        Value::Array(items) => items
+            .iter()
+            .map(|item| item.as_str().unwrap_or_default().to_owned())
+            .collect(),
+        _ => return error_response(StatusCode::BAD_REQUEST, "input: a string or a list"),
+    };
+    let dimensions = body["dimensions"]
+        .as_u64()
+        .map_or(DEFAULT_DIMENSIONS, |d| d as usize);
+    let data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(index, text)| {
+            json!({"object": "embedding", "index": index, "embedding": embedding_of(text, dimensions)})
+        })
+        .collect();
+    let tokens: usize = inputs
+        .iter()
+        .map(|text| text.split_whitespace().count())
+        .sum();
+    Json(json!({
+        "object": "list",
+        "data": data,
+        "model": body["model"],
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }))
+    .into_response()
 }
 
 async fn models() -> Json<Value> {

@@ -54,11 +54,11 @@ async fn start(config: Config) -> App {
     })
 }
 
-/// `sage-local jobs summarize [--session ID]... [--user_id ID] [--limit N] [settings...]`:
-/// the job's report on stdout as JSON.
+/// `sage-local jobs summarize [--session ID]... [--user_id ID] [--limit N] [settings...]` or
+/// `sage-local jobs index [--limit N] [settings...]`: the job's report on stdout as JSON.
 async fn run_job(args: Vec<OsString>) {
     let usage = "usage: sage-local jobs summarize [--session ID]... [--user_id ID] [--limit N] \
-                 [any server setting]";
+                 [any server setting]\n       sage-local jobs index [--limit N] [any server setting]";
     let Some(job) = args.get(2).and_then(|job| job.to_str()) else {
         eprintln!("{usage}");
         std::process::exit(2);
@@ -103,7 +103,7 @@ async fn run_job(args: Vec<OsString>) {
                 "{}",
                 serde_json::to_string_pretty(&report).expect("a report serializes")
             );
-            if !report.failed.is_empty() {
+            if !report.failed.is_empty() || !report.index_failures.is_empty() {
                 std::process::exit(1);
             }
         }

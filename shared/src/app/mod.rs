@@ -20,7 +20,8 @@ use crate::domain::accounts::{AccountPolicy, Accounts, TokenKeys};
 use crate::domain::agent_drafts::AgentDrafts;
 use crate::domain::agents::Agents;
 use crate::domain::files::Files;
-use crate::domain::health::HealthCheck;
+use crate::domain::health::{Dependencies, HealthCheck};
+use crate::domain::knowledge::Knowledge;
 use crate::domain::memory::Memories;
 #[cfg(feature = "llm")]
 use crate::domain::model::resolve_llm;
@@ -41,6 +42,7 @@ use crate::http::{Limits, with_middleware, with_timeout};
 use crate::jobs::{JobReport, JobRequest, SummaryJob};
 #[cfg(feature = "llm")]
 use crate::llm::{ChatModel, OpenAiCompatible};
+use crate::search::{SearchError, SearchIndex, TextEmbedder, open_search};
 #[cfg(feature = "mcp")]
 use crate::store::EventSink;
 use crate::store::{Store, StoreError, open_store};
@@ -60,6 +62,7 @@ pub struct App {
     memories: Memories,
     skills: Skills,
     files: Files,
+    knowledge: Knowledge,
     accounts: Accounts,
     agents: Agents,
     providers: Providers,
@@ -82,6 +85,8 @@ pub enum StartupError {
     Store(#[from] StoreError),
     #[error("object storage")]
     Objects(#[from] BlobError),
+    #[error("search")]
+    Search(#[from] SearchError),
     #[cfg(feature = "otel")]
     #[error("traces")]
     Traces(#[from] crate::telemetry::TraceError),
@@ -123,7 +128,8 @@ impl App {
         }
         let objects = open_objects(&config.blob, &config.server.workspace).await?;
         let store = open_store(&config.store, objects.clone()).await?;
-        Self::with_store(config, store, objects)
+        let search = open_search(&config.search, &config.server.workspace).await?;
+        Self::with_store(config, store, objects, search)
     }
 
     /// Creates the first admin (`--admin_username`) unless it exists; a generated password is
@@ -151,6 +157,7 @@ impl App {
         config: Config,
         store: Arc<dyn Store>,
         objects: Arc<dyn ObjectStore>,
+        search: Arc<dyn SearchIndex>,
     ) -> Result<Self, StartupError> {
         #[cfg(feature = "mcp")]
         crate::util::tls::install_crypto_provider();
@@ -187,6 +194,12 @@ impl App {
         );
         let memories = Memories::new(store.clone());
         let skills = Skills::new(store.clone());
+        #[cfg(feature = "llm")]
+        let embedder = crate::search::Embedder::from_config(&config.search)
+            .map(|embedder| Arc::new(embedder) as Arc<dyn TextEmbedder>);
+        #[cfg(not(feature = "llm"))]
+        let embedder: Option<Arc<dyn TextEmbedder>> = None;
+        let knowledge = Knowledge::new(store.clone(), objects.clone(), search.clone(), embedder);
         let accounts = accounts(&config.auth, store.clone())?;
         let providers = Providers::new(
             store.clone(),
@@ -197,14 +210,20 @@ impl App {
             Arc::new(AgentPresets::load(&config.server.preset_running_config)?),
             providers.clone(),
             skills.clone(),
+            knowledge.clone(),
         );
-        let health = HealthCheck::new(
-            store.clone(),
-            format!("{:?}", config.store.db_type),
-            objects.clone(),
-            config.llm.base_url.clone(),
-            !config.llm.keys().is_empty() || config.llm.api_key_parameter.is_some(),
-        );
+        let health = HealthCheck::new(Dependencies {
+            store: store.clone(),
+            store_label: format!("{:?}", config.store.db_type),
+            objects: objects.clone(),
+            search,
+            vectors: match &config.search.embedding_base_url {
+                Some(url) => format!("vectors: {} from {url}", config.search.embedding_model),
+                None => "text only: no --embedding_base_url".into(),
+            },
+            llm_base_url: config.llm.base_url.clone(),
+            llm_has_key: !config.llm.keys().is_empty() || config.llm.api_key_parameter.is_some(),
+        });
         #[cfg(feature = "llm")]
         let llm: Arc<dyn ChatModel> = Arc::new(OpenAiCompatible::new(
             config.llm.connect_timeout,
@@ -268,6 +287,7 @@ impl App {
                 sessions.clone(),
                 memories.clone(),
                 skills.clone(),
+                knowledge.clone(),
                 shutdown.clone(),
                 tasks.clone(),
             );
@@ -280,6 +300,7 @@ impl App {
             memories,
             skills,
             files,
+            knowledge,
             accounts,
             agents,
             providers,
@@ -314,6 +335,37 @@ impl App {
             let tools = self.tools.clone();
             self.tasks
                 .spawn(async move { tools.register_presets().await });
+        }
+        // On Lambda the schedule invokes the Jobs function; a frozen function keeps no timer.
+        #[cfg(feature = "llm")]
+        if let Some(interval) = self.config.search.knowledge_index_interval()
+            && std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_none()
+        {
+            let app = self.clone();
+            self.tasks.spawn(async move {
+                let mut ticks = tokio::time::interval(interval);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = app.shutdown.cancelled() => break,
+                        _ = ticks.tick() => {}
+                    }
+                    let request = JobRequest {
+                        job: "index".into(),
+                        ..JobRequest::default()
+                    };
+                    match app.run_job_request(&request, TIMER_JOB_TIME).await {
+                        Ok(report) if report.indexed.is_empty() && report.index_failures.is_empty() => {}
+                        Ok(report) => tracing::info!(
+                            indexed = report.indexed.len(),
+                            failed = report.index_failures.len(),
+                            complete = report.complete,
+                            "indexing job"
+                        ),
+                        Err(error) => tracing::warn!(error = %crate::telemetry::chain(&error), "indexing job failed"),
+                    }
+                }
+            });
         }
         #[cfg(feature = "llm")]
         if let Some(interval) = self.config.context.summary_interval() {
@@ -372,6 +424,9 @@ impl App {
         request: &JobRequest,
         time_left: Duration,
     ) -> Result<JobReport, DomainError> {
+        if request.job == "index" {
+            return crate::jobs::run_index_job(&self.knowledge, request, time_left).await;
+        }
         let settings = resolve_llm(&self.config.llm, None)?;
         // What one summary call usually needs; a call still going at the deadline is cut off.
         let per_session = Duration::from_secs(10);
@@ -443,6 +498,7 @@ impl App {
             .merge(routes::agents::router(self.agents.clone()))
             .merge(routes::providers::router(self.providers.clone()))
             .merge(routes::skills::router(self.skills.clone()))
+            .merge(routes::knowledge::router(self.knowledge.clone()))
             .merge(routes::files::router(self.files.clone()));
         #[cfg(feature = "llm")]
         let routes = routes.merge(routes::agents::drafts_router(self.drafts.clone()));

@@ -25,21 +25,6 @@ impl std::fmt::Display for InertSetting {
 const INERT: &[(&str, &str, &str)] = &[
     ("logs_dir", "logs-dir", "SAGE_LOGS_DIR_PATH"),
     ("memory_root", "memory_root", "MEMORY_ROOT_PATH"),
-    (
-        "embedding_api_key",
-        "embedding_api_key",
-        "SAGE_EMBEDDING_API_KEY",
-    ),
-    (
-        "embedding_base_url",
-        "embedding_base_url",
-        "SAGE_EMBEDDING_BASE_URL",
-    ),
-    ("embedding_model", "embedding_model", "SAGE_EMBEDDING_MODEL"),
-    ("es_url", "es_url", "SAGE_ELASTICSEARCH_URL"),
-    ("es_api_key", "es_api_key", "SAGE_ELASTICSEARCH_API_KEY"),
-    ("es_username", "es_username", "SAGE_ELASTICSEARCH_USERNAME"),
-    ("es_password", "es_password", "SAGE_ELASTICSEARCH_PASSWORD"),
 ];
 
 /// The inert settings the caller gave explicitly, in declaration order.
@@ -82,11 +67,11 @@ mod tests {
                 "sage",
                 "--memory_root",
                 "/srv/memories",
-                "--es_url",
-                "http://es:9200",
+                "--logs-dir",
+                "/srv/logs",
             ])
             .unwrap();
         let named: Vec<&str> = explicitly_set(&matches).iter().map(|s| s.flag).collect();
-        assert_eq!(named, ["memory_root", "es_url"]);
+        assert_eq!(named, ["memory_root", "logs-dir"]);
     }
 }

@@ -314,14 +314,32 @@ pub struct SearchConfig {
         default_value = "text-embedding-3-large"
     )]
     pub embedding_model: String,
+    /// Asks the endpoint for vectors of this length (`dimensions`) and refuses any other.
+    #[arg(long, env = "SAGE_EMBEDDING_DIMS", value_parser = clap::value_parser!(u16).range(1..))]
+    pub embedding_dims: Option<u16>,
     #[arg(long, env = "SAGE_ELASTICSEARCH_URL")]
     pub es_url: Option<String>,
+    /// Index waiting knowledge-base documents every this many seconds in `sage-local` (0:
+    /// never; the cloud uses the EventBridge schedule, `{"job": "index"}`).
+    #[arg(
+        long,
+        env = "SAGE_KNOWLEDGE_INDEX_INTERVAL_SECONDS",
+        default_value_t = 5
+    )]
+    pub knowledge_index_interval_seconds: u64,
     #[arg(long, env = "SAGE_ELASTICSEARCH_API_KEY", hide_env_values = true, value_parser = secret)]
     pub es_api_key: Option<SecretString>,
     #[arg(long, env = "SAGE_ELASTICSEARCH_USERNAME")]
     pub es_username: Option<String>,
     #[arg(long, env = "SAGE_ELASTICSEARCH_PASSWORD", hide_env_values = true, value_parser = secret)]
     pub es_password: Option<SecretString>,
+}
+
+impl SearchConfig {
+    pub fn knowledge_index_interval(&self) -> Option<Duration> {
+        (self.knowledge_index_interval_seconds > 0)
+            .then(|| Duration::from_secs(self.knowledge_index_interval_seconds))
+    }
 }
 
 /// Object storage (MinIO / S3); `--s3_*` and `SAGE_S3_*` are accepted too.

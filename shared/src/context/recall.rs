@@ -1,70 +1,10 @@
 //! Recall of older messages: Okapi BM25 over the messages outside the active window, the query
 //! being the latest user message (`context.md` step 5).
 
-const K1: f64 = 1.5;
-const B: f64 = 0.75;
+use crate::util::words::{bm25_weight, each_token, tokenize};
+
 /// Messages scoring at or below this are left out, unless none scores above it.
 const MIN_SCORE: f64 = 0.1;
-
-/// Lowercase, punctuation removed, each CJK character one token, other words (letters and
-/// digits) kept when longer than one character.
-pub fn tokenize(text: &str) -> Vec<String> {
-    let mut tokens = Vec::new();
-    each_token(text, &mut String::new(), |token| {
-        tokens.push(String::from_utf8_lossy(token).into_owned())
-    });
-    tokens
-}
-
-/// Calls `found` with the UTF-8 bytes of each token of `text` (as [`tokenize`] splits it),
-/// lowercased in `buffer`: no allocation per token.
-fn each_token(text: &str, buffer: &mut String, mut found: impl FnMut(&[u8])) {
-    if text.is_ascii() {
-        for word in text
-            .as_bytes()
-            .split(|byte| !byte.is_ascii_alphanumeric())
-            .filter(|word| word.len() > 1)
-        {
-            if word.iter().any(u8::is_ascii_uppercase) {
-                buffer.clear();
-                buffer.extend(
-                    word.iter()
-                        .map(|byte| char::from(byte.to_ascii_lowercase())),
-                );
-                found(buffer.as_bytes());
-            } else {
-                found(word);
-            }
-        }
-        return;
-    }
-    buffer.clear();
-    let mut letters = 0;
-    let flush = |buffer: &mut String, letters: &mut usize, found: &mut dyn FnMut(&[u8])| {
-        if *letters > 1 {
-            found(buffer.as_bytes());
-        }
-        buffer.clear();
-        *letters = 0;
-    };
-    for c in text.chars() {
-        if ('\u{4E00}'..='\u{9FFF}').contains(&c) {
-            flush(buffer, &mut letters, &mut found);
-            let mut bytes = [0u8; 4];
-            found(c.encode_utf8(&mut bytes).as_bytes());
-        } else if c.is_alphanumeric() {
-            if c.is_ascii() {
-                buffer.push(c.to_ascii_lowercase());
-            } else {
-                buffer.extend(c.to_lowercase());
-            }
-            letters += 1;
-        } else {
-            flush(buffer, &mut letters, &mut found);
-        }
-    }
-    flush(buffer, &mut letters, &mut found);
-}
 
 /// The indices of `documents` worth recalling for `query`, best first: those scoring above
 /// 0.1, or all of them when none does. Ties keep the newer document first.
@@ -135,10 +75,7 @@ pub fn rank(query: &str, documents: &[&str]) -> Vec<usize> {
                 .zip(&containing)
                 .filter(|(frequency, _)| **frequency > 0)
                 .map(|(frequency, n)| {
-                    let frequency = f64::from(*frequency);
-                    let idf = ((count - n + 0.5) / (n + 0.5) + 1.0).ln();
-                    idf * frequency * (K1 + 1.0)
-                        / (frequency + K1 * (1.0 - B + B * *length as f64 / average_length))
+                    bm25_weight(*frequency, *n, count, *length as f64 / average_length)
                 })
                 .sum::<f64>();
             (index, score)
@@ -154,14 +91,6 @@ pub fn rank(query: &str, documents: &[&str]) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tokens_are_lowercase_words_and_single_cjk_characters() {
-        assert_eq!(
-            tokenize("Hello, World! a 42 x 你好db"),
-            vec!["hello", "world", "42", "你", "好", "db"]
-        );
-    }
 
     #[test]
     fn matching_documents_come_first_and_the_rest_stay_out() {

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use crate::domain::DomainError;
+use crate::domain::knowledge::Knowledge;
 use crate::domain::presets::{AgentPreset, AgentPresets, DEFAULT_SYSTEM_PROMPT};
 use crate::domain::providers::Providers;
 use crate::domain::skills::Skills;
@@ -58,15 +59,13 @@ impl ValidAgent {
         if config.available_skills.len() > MAX_SKILLS {
             return invalid("availableSkills: at most 50 names");
         }
-        for (field, list) in [
-            ("availableKnowledgeBases", &config.available_knowledge_bases),
-            ("availableSubAgentIds", &config.available_sub_agent_ids),
-        ] {
-            if !list.is_empty() {
-                return Err(InputError::Invalid(format!(
-                    "{field}: not available yet in this service; leave it empty"
-                )));
-            }
+        if config.available_knowledge_bases.len() > MAX_SKILLS {
+            return invalid("availableKnowledgeBases: at most 50 ids");
+        }
+        if !config.available_sub_agent_ids.is_empty() {
+            return invalid(
+                "availableSubAgentIds: not available yet in this service; leave it empty",
+            );
         }
         config.llm_provider_id = config.llm_provider_id.filter(|id| !id.is_empty());
         Ok(Self(config))
@@ -79,6 +78,7 @@ pub struct Agents {
     presets: Arc<AgentPresets>,
     providers: Providers,
     skills: Skills,
+    knowledge: Knowledge,
 }
 
 impl Agents {
@@ -87,16 +87,19 @@ impl Agents {
         presets: Arc<AgentPresets>,
         providers: Providers,
         skills: Skills,
+        knowledge: Knowledge,
     ) -> Self {
         Self {
             store,
             presets,
             providers,
             skills,
+            knowledge,
         }
     }
 
-    /// An agent may name only its owner's providers, and skills the owner can load.
+    /// An agent may name only its owner's providers and knowledge bases, and skills the owner
+    /// can load.
     async fn check_references(
         &self,
         owner: &UserId,
@@ -105,6 +108,15 @@ impl Agents {
         self.skills
             .check_reachable(owner, &agent.0.available_skills, "availableSkills")
             .await?;
+        self.knowledge
+            .for_run(owner.as_str(), &agent.0.available_knowledge_bases)
+            .await
+            .map_err(|error| match error {
+                DomainError::NotFound(message) => DomainError::NotFound(
+                    message.replace("available_knowledge_bases", "availableKnowledgeBases"),
+                ),
+                other => other,
+            })?;
         match agent.0.llm_provider_id.as_deref() {
             Some(provider_id) if !self.providers.exists(owner, provider_id).await? => {
                 Err(DomainError::NotFound(format!(
@@ -314,6 +326,9 @@ fn apply_config(config: AgentConfig, request: &mut StreamRequest) {
     replace(&mut request.system_context, config.system_context);
     request.available_tools = Some(config.available_tools);
     request.available_skills = Some(config.available_skills);
+    if !config.available_knowledge_bases.is_empty() {
+        request.available_knowledge_bases = Some(config.available_knowledge_bases);
+    }
     replace(&mut request.available_workflows, config.available_workflows);
     replace(&mut request.memory_type, config.memory_type);
     fill(&mut request.deep_thinking, config.deep_thinking);

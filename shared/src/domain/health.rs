@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::blob::ObjectStore;
+use crate::search::SearchIndex;
 use crate::store::Store;
 use crate::wire::api::Readiness;
 
@@ -14,22 +15,41 @@ pub struct HealthCheck {
     store: Arc<dyn Store>,
     store_label: String,
     objects: Arc<dyn ObjectStore>,
+    search: Arc<dyn SearchIndex>,
+    /// What gives search its vectors, or why it has none.
+    vectors: String,
     llm_base_url: String,
     llm_has_key: bool,
 }
 
+/// What readiness checks, and how each is named.
+pub struct Dependencies {
+    pub store: Arc<dyn Store>,
+    pub store_label: String,
+    pub objects: Arc<dyn ObjectStore>,
+    pub search: Arc<dyn SearchIndex>,
+    pub vectors: String,
+    pub llm_base_url: String,
+    pub llm_has_key: bool,
+}
+
 impl HealthCheck {
-    pub fn new(
-        store: Arc<dyn Store>,
-        store_label: String,
-        objects: Arc<dyn ObjectStore>,
-        llm_base_url: String,
-        llm_has_key: bool,
-    ) -> Self {
+    pub fn new(dependencies: Dependencies) -> Self {
+        let Dependencies {
+            store,
+            store_label,
+            objects,
+            search,
+            vectors,
+            llm_base_url,
+            llm_has_key,
+        } = dependencies;
         Self {
             store,
             store_label,
             objects,
+            search,
+            vectors,
             llm_base_url,
             llm_has_key,
         }
@@ -58,6 +78,19 @@ impl HealthCheck {
             Err(_) => {
                 ready = false;
                 checks.push(format!("files ({files}): no answer within 3 s"));
+            }
+        }
+        let search = format!("{}; {}", self.search.describe(), self.vectors);
+        match tokio::time::timeout(CHECK_TIMEOUT, self.search.ping()).await {
+            Ok(Ok(())) => checks.push(format!("search ({search}): ok")),
+            Ok(Err(error)) => {
+                ready = false;
+                tracing::warn!(error = %crate::telemetry::chain(&error), "search readiness check failed");
+                checks.push(format!("search ({search}): unreachable"));
+            }
+            Err(_) => {
+                ready = false;
+                checks.push(format!("search ({search}): no answer within 3 s"));
             }
         }
         let llm = &self.llm_base_url;

@@ -8,6 +8,9 @@ pub mod agents;
 mod error;
 pub mod files;
 pub mod health;
+pub mod knowledge;
+#[cfg(feature = "mcp")]
+pub mod knowledge_tools;
 pub mod memory;
 #[cfg(feature = "llm")]
 pub mod model;

@@ -1,4 +1,4 @@
-//! Scheduled work with no HTTP: today the summary job. A job is asked for by a JSON payload
+//! Scheduled work with no HTTP: the summary job and the knowledge-base indexing job. A job is asked for by a JSON payload
 //! (from EventBridge Scheduler, `sam remote invoke`, `cargo lambda invoke` or `sage-local jobs`),
 //! works in bounded batches until its time is nearly up, and reports where it stopped.
 
@@ -9,12 +9,13 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::domain::DomainError;
+use crate::domain::knowledge::{IndexFailure, Knowledge};
 use crate::domain::summaries::{Summaries, SummaryOutcome};
 use crate::llm::LlmSettings;
 use crate::store::{SessionStore, SummaryStore};
 use crate::util::{InputError, SessionId};
 
-pub const JOBS: &[&str] = &["summarize"];
+pub const JOBS: &[&str] = &["summarize", "index"];
 const DEFAULT_LIMIT: usize = 25;
 const MAX_LIMIT: usize = 500;
 const PAGE: usize = 25;
@@ -69,6 +70,19 @@ impl JobRequest {
         for id in &request.session_ids {
             SessionId::parse(id)?;
         }
+        if request.job == "index" {
+            for (field, given) in [
+                ("session_ids", !request.session_ids.is_empty()),
+                ("user_id", request.user_id.is_some()),
+                ("cursor", request.cursor.is_some()),
+            ] {
+                if given {
+                    return Err(InputError::Invalid(format!(
+                        "{field}: only for the summarize job"
+                    )));
+                }
+            }
+        }
         Ok(request)
     }
 }
@@ -83,11 +97,36 @@ pub struct JobReport {
     /// Sessions another job summarized first.
     pub taken_by_another: Vec<String>,
     pub failed: Vec<FailedSession>,
+    /// Documents the indexing job indexed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub indexed: Vec<String>,
+    /// Documents it could not index (tried again later unless `retrying` is false).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub index_failures: Vec<IndexFailure>,
     /// False when the invocation stopped before the end (its limit or its time).
     pub complete: bool,
     /// Where it stopped, when it stopped early after some session: pass it back as `cursor` to
     /// go on from there.
     pub next_cursor: Option<String>,
+}
+
+/// The indexing job: documents waiting in any user's knowledge bases, oldest base first.
+pub async fn run_index_job(
+    knowledge: &Knowledge,
+    request: &JobRequest,
+    time_left: Duration,
+) -> Result<JobReport, DomainError> {
+    let deadline = Instant::now() + time_left;
+    let index = knowledge
+        .index_pending(request.limit.unwrap_or(DEFAULT_LIMIT), deadline)
+        .await?;
+    Ok(JobReport {
+        job: request.job.clone(),
+        indexed: index.indexed,
+        index_failures: index.failed,
+        complete: index.complete,
+        ..JobReport::default()
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -248,5 +287,13 @@ mod tests {
         assert!(misnamed.to_string().contains("`sessions`"), "{misnamed}");
         assert!(JobRequest::parse(json!({"job": "summarize", "limit": 0})).is_err());
         assert!(JobRequest::parse(json!({"job": "summarize", "session_ids": ["../x"]})).is_err());
+        let scoped = JobRequest::parse(json!({"job": "index", "user_id": "u"})).unwrap_err();
+        assert!(scoped.to_string().contains("user_id"), "{scoped}");
+        assert_eq!(
+            JobRequest::parse(json!({"job": "index", "limit": 5}))
+                .unwrap()
+                .limit,
+            Some(5)
+        );
     }
 }

@@ -6,10 +6,10 @@ use async_trait::async_trait;
 
 use super::{
     AccountRecord, AccountStore, AgentRecord, AgentStore, EventLog, IdempotencyRecord,
-    McpServerRecord, McpServerStore, ProviderRecord, ProviderStore, RefreshTokenRecord, RunControl,
-    RunLock, SessionRecord, SessionStore, SkillRecord, SkillStore, Store, StoreError,
-    SummaryRecord, SummaryStore, SystemSettingsRecord, UserMemoryRecord, UserMemoryStore,
-    lease_deadline,
+    KnowledgeBaseRecord, KnowledgeStore, McpServerRecord, McpServerStore, ProviderRecord,
+    ProviderStore, RefreshTokenRecord, RunControl, RunLock, SessionRecord, SessionStore,
+    SkillRecord, SkillStore, Store, StoreError, SummaryRecord, SummaryStore, SystemSettingsRecord,
+    UserMemoryRecord, UserMemoryStore, lease_deadline,
 };
 use crate::util::now_secs;
 use crate::wire::StoredEvent;
@@ -35,6 +35,7 @@ struct Inner {
     agents: BTreeMap<String, AgentRecord>,
     providers: BTreeMap<(String, String), ProviderRecord>,
     skills: BTreeMap<String, SkillRecord>,
+    knowledge_bases: BTreeMap<(String, String), KnowledgeBaseRecord>,
 }
 
 impl MemoryStore {
@@ -614,5 +615,102 @@ impl SkillStore for MemoryStore {
 
     async fn delete_skill(&self, name: &str) -> Result<bool, StoreError> {
         Ok(self.with(|inner| inner.skills.remove(name).is_some()))
+    }
+}
+
+#[async_trait]
+impl KnowledgeStore for MemoryStore {
+    async fn create_knowledge_base(&self, base: &KnowledgeBaseRecord) -> Result<bool, StoreError> {
+        Ok(self.with(|inner| {
+            let key = (base.owner.clone(), base.id.clone());
+            if inner
+                .knowledge_bases
+                .values()
+                .any(|stored| stored.id == base.id)
+            {
+                return false;
+            }
+            inner.knowledge_bases.insert(
+                key,
+                KnowledgeBaseRecord {
+                    revision: 1,
+                    ..base.clone()
+                },
+            );
+            true
+        }))
+    }
+
+    async fn update_knowledge_base(&self, base: &KnowledgeBaseRecord) -> Result<bool, StoreError> {
+        Ok(self.with(|inner| {
+            match inner
+                .knowledge_bases
+                .get_mut(&(base.owner.clone(), base.id.clone()))
+            {
+                Some(stored) if stored.revision == base.revision => {
+                    *stored = KnowledgeBaseRecord {
+                        revision: base.revision + 1,
+                        ..base.clone()
+                    };
+                    true
+                }
+                _ => false,
+            }
+        }))
+    }
+
+    async fn knowledge_base(
+        &self,
+        owner: &str,
+        id: &str,
+    ) -> Result<Option<KnowledgeBaseRecord>, StoreError> {
+        Ok(self.with(|inner| {
+            inner
+                .knowledge_bases
+                .get(&(owner.to_owned(), id.to_owned()))
+                .cloned()
+        }))
+    }
+
+    async fn owner_knowledge_bases(
+        &self,
+        owner: &str,
+    ) -> Result<Vec<KnowledgeBaseRecord>, StoreError> {
+        let mut bases: Vec<KnowledgeBaseRecord> = self.with(|inner| {
+            inner
+                .knowledge_bases
+                .values()
+                .filter(|base| base.owner == owner)
+                .cloned()
+                .collect()
+        });
+        bases.sort_by(|a, b| b.created_at.total_cmp(&a.created_at));
+        Ok(bases)
+    }
+
+    async fn delete_knowledge_base(&self, owner: &str, id: &str) -> Result<bool, StoreError> {
+        Ok(self.with(|inner| {
+            inner
+                .knowledge_bases
+                .remove(&(owner.to_owned(), id.to_owned()))
+                .is_some()
+        }))
+    }
+
+    async fn pending_knowledge_bases(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<KnowledgeBaseRecord>, StoreError> {
+        let mut bases: Vec<KnowledgeBaseRecord> = self.with(|inner| {
+            inner
+                .knowledge_bases
+                .values()
+                .filter(|base| base.has_pending())
+                .cloned()
+                .collect()
+        });
+        bases.sort_by(|a, b| a.updated_at.total_cmp(&b.updated_at));
+        bases.truncate(limit);
+        Ok(bases)
     }
 }

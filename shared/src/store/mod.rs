@@ -20,9 +20,9 @@ pub use coalesce::EventSink;
 pub use dynamodb::DynamoStore;
 pub use memory::MemoryStore;
 pub use records::{
-    AccountRecord, AgentRecord, IdempotencyRecord, McpServerRecord, ProviderRecord,
-    RefreshTokenRecord, RunLock, RunStatus, SessionRecord, SkillRecord, SummaryRecord,
-    SystemSettingsRecord, UserMemoryRecord,
+    AccountRecord, AgentRecord, DocStatus, IdempotencyRecord, KnowledgeBaseRecord,
+    KnowledgeDocRecord, McpServerRecord, ProviderRecord, RefreshTokenRecord, RunLock, RunStatus,
+    SessionRecord, SkillRecord, SummaryRecord, SystemSettingsRecord, UserMemoryRecord,
 };
 #[cfg(any(feature = "sqlite", feature = "mysql"))]
 pub use sql::SqlStore;
@@ -284,6 +284,35 @@ pub trait SkillStore: Send + Sync + 'static {
     async fn delete_skill(&self, name: &str) -> Result<bool, StoreError>;
 }
 
+/// Knowledge bases with their documents, per owner.
+#[async_trait]
+pub trait KnowledgeStore: Send + Sync + 'static {
+    /// Inserts a new base as revision 1; false, and nothing written, when its id exists.
+    async fn create_knowledge_base(&self, base: &KnowledgeBaseRecord) -> Result<bool, StoreError>;
+    /// Writes `base` as revision `base.revision + 1` when the stored one is still at
+    /// `base.revision`; false, and nothing written, when another write came first or the base is
+    /// gone.
+    async fn update_knowledge_base(&self, base: &KnowledgeBaseRecord) -> Result<bool, StoreError>;
+    async fn knowledge_base(
+        &self,
+        owner: &str,
+        id: &str,
+    ) -> Result<Option<KnowledgeBaseRecord>, StoreError>;
+    /// The owner's bases, newest first.
+    async fn owner_knowledge_bases(
+        &self,
+        owner: &str,
+    ) -> Result<Vec<KnowledgeBaseRecord>, StoreError>;
+    /// False when there was nothing to delete.
+    async fn delete_knowledge_base(&self, owner: &str, id: &str) -> Result<bool, StoreError>;
+    /// Up to `limit` bases of any owner with a document waiting or being indexed, least
+    /// recently changed first.
+    async fn pending_knowledge_bases(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<KnowledgeBaseRecord>, StoreError>;
+}
+
 /// A whole backend: every aggregate's store on one database.
 #[async_trait]
 pub trait Store:
@@ -297,6 +326,7 @@ pub trait Store:
     + AgentStore
     + ProviderStore
     + SkillStore
+    + KnowledgeStore
 {
     /// A cheap round trip, for readiness checks.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -205,6 +205,89 @@ pub struct SkillRecord {
     pub updated_at: f64,
 }
 
+/// A knowledge base and its documents, kept together: one record per base, written whole under
+/// an optimistic `revision` (the indexing job and the routes both change documents).
+#[derive(Debug, Clone, PartialEq)]
+pub struct KnowledgeBaseRecord {
+    pub id: String,
+    pub owner: String,
+    pub name: String,
+    /// `document` or `qa`.
+    pub kind: String,
+    pub intro: String,
+    pub language: String,
+    pub documents: Vec<KnowledgeDocRecord>,
+    /// Bumped by the store on each write.
+    pub revision: u64,
+    pub created_at: f64,
+    pub updated_at: f64,
+}
+
+impl KnowledgeBaseRecord {
+    /// Whether a document waits for the indexing job (or is being indexed).
+    pub fn has_pending(&self) -> bool {
+        self.documents
+            .iter()
+            .any(|document| matches!(document.status, DocStatus::Waiting | DocStatus::Running))
+    }
+}
+
+/// Sage's document states: 0 waiting, 1 being indexed, 2 indexed, 3 failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(into = "u8", try_from = "u8")]
+pub enum DocStatus {
+    Waiting,
+    Running,
+    Indexed,
+    Failed,
+}
+
+impl From<DocStatus> for u8 {
+    fn from(status: DocStatus) -> Self {
+        match status {
+            DocStatus::Waiting => 0,
+            DocStatus::Running => 1,
+            DocStatus::Indexed => 2,
+            DocStatus::Failed => 3,
+        }
+    }
+}
+
+impl TryFrom<u8> for DocStatus {
+    type Error = String;
+
+    fn try_from(value: u8) -> Result<Self, Self::Error> {
+        match value {
+            0 => Ok(Self::Waiting),
+            1 => Ok(Self::Running),
+            2 => Ok(Self::Indexed),
+            3 => Ok(Self::Failed),
+            other => Err(format!("document status {other}")),
+        }
+    }
+}
+
+/// One uploaded document of a knowledge base; its bytes are in the object store at `object_key`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct KnowledgeDocRecord {
+    pub id: String,
+    pub name: String,
+    pub object_key: String,
+    pub size: u64,
+    pub status: DocStatus,
+    /// Indexing attempts so far.
+    pub attempts: u32,
+    /// Why the last attempt failed, in words for the user.
+    #[serde(default)]
+    pub error: Option<String>,
+    pub task_id: String,
+    /// Passages indexed.
+    #[serde(default)]
+    pub passages: u32,
+    pub created_at: f64,
+    pub updated_at: f64,
+}
+
 /// A user's own LLM provider. Its API keys are kept sealed (encrypted by the domain); the rest
 /// of its settings as the client sent them.
 #[derive(Debug, Clone, PartialEq)]

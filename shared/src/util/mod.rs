@@ -3,6 +3,7 @@
 
 mod ids;
 pub mod tls;
+pub mod words;
 
 pub use ids::{SessionId, UserId};
 

@@ -3,13 +3,18 @@
 
 /// reqwest (the model, MCP servers) takes the process-wide provider; installing it twice is a
 /// no-op.
-#[cfg(feature = "llm")]
+#[cfg(any(feature = "llm", feature = "opensearch"))]
 pub fn install_crypto_provider() {
     let _already_installed = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// `aws_config::defaults` with the SDKs' HTTPS client on ring.
-#[cfg(any(feature = "dynamodb", feature = "ssm", feature = "s3"))]
+#[cfg(any(
+    feature = "dynamodb",
+    feature = "ssm",
+    feature = "s3",
+    feature = "opensearch"
+))]
 pub fn aws_config_loader() -> aws_config::ConfigLoader {
     use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
     let https = aws_smithy_http_client::Builder::new()

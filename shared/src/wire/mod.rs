@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod api;
 pub mod event;
+pub mod knowledge;
 pub mod mcp;
 pub mod provider;
 pub mod request;

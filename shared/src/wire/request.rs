@@ -103,16 +103,14 @@ impl StreamRequest {
                 mode.as_str()
             ));
         }
-        for (field, list) in [
-            ("available_knowledge_bases", &self.available_knowledge_bases),
-            ("available_sub_agent_ids", &self.available_sub_agent_ids),
-        ] {
-            if list.as_ref().is_some_and(|names| !names.is_empty()) {
-                notices.push(format!(
-                    "{field} is not available yet: this run has no knowledge-base retrieval or \
-                     sub-agents"
-                ));
-            }
+        if self
+            .available_sub_agent_ids
+            .as_ref()
+            .is_some_and(|ids| !ids.is_empty())
+        {
+            notices.push(
+                "available_sub_agent_ids is not available yet: this run has no sub-agents".into(),
+            );
         }
         notices
     }

@@ -21,6 +21,8 @@ use crate::config::LlmConfig;
 use crate::context::{ContextSettings, content_as_text, merge_events, to_model_messages};
 use crate::domain::DomainError;
 use crate::domain::agents::Agents;
+use crate::domain::knowledge::{Knowledge, RunKnowledgeBase};
+use crate::domain::knowledge_tools::{knowledge_prompt_block, knowledge_tools};
 use crate::domain::memory::Memories;
 use crate::domain::model::resolve_llm;
 use crate::domain::providers::Providers;
@@ -123,6 +125,7 @@ pub struct Runs {
     sessions: Sessions,
     memories: Memories,
     skills: Skills,
+    knowledge: Knowledge,
     watch: Arc<RunWatch>,
     tasks: TaskTracker,
 }
@@ -140,6 +143,7 @@ impl Runs {
         sessions: Sessions,
         memories: Memories,
         skills: Skills,
+        knowledge: Knowledge,
         shutdown: CancellationToken,
         tasks: TaskTracker,
     ) -> Self {
@@ -155,6 +159,7 @@ impl Runs {
             sessions,
             memories,
             skills,
+            knowledge,
             watch,
             tasks,
         }
@@ -189,7 +194,19 @@ impl Runs {
                 .await?;
         }
         let settings = resolve_llm(&self.defaults.llm, request.llm_model_config.as_ref())?;
-        let skills = self.run_skills(&user, &request).await?;
+        let skills = RunExtras {
+            skills: self.run_skills(&user, &request).await?,
+            knowledge: self
+                .knowledge
+                .for_run(
+                    user.as_str(),
+                    request
+                        .available_knowledge_bases
+                        .as_deref()
+                        .unwrap_or_default(),
+                )
+                .await?,
+        };
         let session_id = match request.session_id.as_deref().filter(|id| !id.is_empty()) {
             Some(id) => SessionId::parse(id)?,
             None => SessionId::generate(),
@@ -289,7 +306,7 @@ impl Runs {
         &self,
         request: &StreamRequest,
         settings: &LlmSettings,
-        skills: &[RunSkill],
+        extras: &RunExtras,
         user: &UserId,
         session_id: &SessionId,
         idempotency_key: Option<&str>,
@@ -314,7 +331,7 @@ impl Runs {
         }
         let prepared = async {
             let (spec, after_seq) = self
-                .prepare(request, settings, skills, session_id, user)
+                .prepare(request, settings, extras, session_id, user)
                 .await?;
             if let Some(key) = idempotency_key {
                 stores
@@ -348,7 +365,7 @@ impl Runs {
         &self,
         request: &StreamRequest,
         settings: &LlmSettings,
-        skills: &[RunSkill],
+        extras: &RunExtras,
         session_id: &SessionId,
         user: &UserId,
     ) -> Result<(RunSpec, u64), DomainError> {
@@ -387,6 +404,7 @@ impl Runs {
             }
             builtin_tools.push(self.memories.tools(user));
         }
+        let skills = &extras.skills;
         if !skills.is_empty() {
             let prompt = system_prompt.get_or_insert_with(String::new);
             if !prompt.is_empty() {
@@ -402,6 +420,18 @@ impl Runs {
                 ));
             }
             builtin_tools.push(skill_tools(skills.to_vec()));
+        }
+        if !extras.knowledge.is_empty() {
+            let prompt = system_prompt.get_or_insert_with(String::new);
+            if !prompt.is_empty() {
+                prompt.push_str("\n\n");
+            }
+            prompt.push_str(&knowledge_prompt_block(&extras.knowledge));
+            builtin_tools.push(knowledge_tools(
+                self.knowledge.clone(),
+                user.as_str(),
+                extras.knowledge.clone(),
+            ));
         }
         let spec = RunSpec {
             session_id: session_id.to_owned(),
@@ -711,6 +741,13 @@ async fn finish_session(
     session.log_seq = log.last().map_or(0, |stored| stored.seq);
     session.updated_at = now_secs();
     sessions.update_session(&session).await
+}
+
+/// What a run brings beside its request: its skills and knowledge bases, checked before it
+/// starts.
+struct RunExtras {
+    skills: Vec<RunSkill>,
+    knowledge: Vec<RunKnowledgeBase>,
 }
 
 /// `<skill>NAME</skill>` at the start of the newest user message.

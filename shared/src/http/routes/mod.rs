@@ -4,6 +4,7 @@ pub mod accounts;
 pub mod agents;
 pub mod files;
 pub mod health;
+pub mod knowledge;
 #[cfg(feature = "mcp")]
 pub mod mcp_admin;
 pub mod memory;

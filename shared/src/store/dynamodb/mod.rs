@@ -19,10 +19,10 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     AccountRecord, AccountStore, AgentRecord, AgentStore, EventLog, IdempotencyRecord,
-    McpServerRecord, McpServerStore, ProviderRecord, ProviderStore, RefreshTokenRecord, RunControl,
-    RunLock, RunStatus, SessionRecord, SessionStore, SkillRecord, SkillStore, Store, StoreError,
-    SummaryRecord, SummaryStore, SystemSettingsRecord, UserMemoryRecord, UserMemoryStore,
-    lease_deadline,
+    KnowledgeBaseRecord, KnowledgeStore, McpServerRecord, McpServerStore, ProviderRecord,
+    ProviderStore, RefreshTokenRecord, RunControl, RunLock, RunStatus, SessionRecord, SessionStore,
+    SkillRecord, SkillStore, Store, StoreError, SummaryRecord, SummaryStore, SystemSettingsRecord,
+    UserMemoryRecord, UserMemoryStore, lease_deadline,
 };
 use crate::blob::{ObjectKey, ObjectStore};
 use crate::config::StoreConfig;
@@ -498,6 +498,66 @@ fn skill_from_item(item: Item) -> Result<SkillRecord, StoreError> {
         owner: item.owner,
         description: item.description,
         package: serde_json::from_str(&item.package)?,
+        created_at: item.created_at,
+        updated_at: item.updated_at,
+    })
+}
+
+/// A knowledge base and its documents: `USER#<owner>` / `KB#<id>`; while a document waits for
+/// indexing, in the index under `gsi1pk = KB_PENDING` (the attributes are absent otherwise).
+#[derive(Serialize, Deserialize)]
+struct KnowledgeBaseItem {
+    pk: String,
+    sk: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    gsi1pk: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    gsi1sk: Option<String>,
+    id: String,
+    owner: String,
+    name: String,
+    kind: String,
+    intro: String,
+    language: String,
+    documents: String,
+    revision: u64,
+    created_at: f64,
+    updated_at: f64,
+}
+
+const KB_PENDING: &str = "KB_PENDING";
+
+fn knowledge_base_item(base: &KnowledgeBaseRecord, revision: u64) -> Result<Item, StoreError> {
+    let pending = base.has_pending();
+    to_item(&KnowledgeBaseItem {
+        pk: format!("USER#{}", base.owner),
+        sk: format!("KB#{}", base.id),
+        gsi1pk: pending.then(|| KB_PENDING.to_owned()),
+        gsi1sk: pending.then(|| format!("{:020.6}#{}", base.updated_at, base.id)),
+        id: base.id.clone(),
+        owner: base.owner.clone(),
+        name: base.name.clone(),
+        kind: base.kind.clone(),
+        intro: base.intro.clone(),
+        language: base.language.clone(),
+        documents: serde_json::to_string(&base.documents)?,
+        revision,
+        created_at: base.created_at,
+        updated_at: base.updated_at,
+    })
+}
+
+fn knowledge_base_from_item(item: Item) -> Result<KnowledgeBaseRecord, StoreError> {
+    let item: KnowledgeBaseItem = from_item(item)?;
+    Ok(KnowledgeBaseRecord {
+        id: item.id,
+        owner: item.owner,
+        name: item.name,
+        kind: item.kind,
+        intro: item.intro,
+        language: item.language,
+        documents: serde_json::from_str(&item.documents)?,
+        revision: item.revision,
         created_at: item.created_at,
         updated_at: item.updated_at,
     })
@@ -1632,5 +1692,106 @@ impl SkillStore for DynamoStore {
             .delete_returning(skill_pk(name), "SKILL")
             .await?
             .is_some())
+    }
+}
+
+#[async_trait]
+impl KnowledgeStore for DynamoStore {
+    async fn create_knowledge_base(&self, base: &KnowledgeBaseRecord) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(knowledge_base_item(base, 1)?))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        conditional(result)
+    }
+
+    async fn update_knowledge_base(&self, base: &KnowledgeBaseRecord) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(knowledge_base_item(base, base.revision + 1)?))
+            .condition_expression("revision = :revision")
+            .expression_attribute_values(":revision", n(base.revision))
+            .send()
+            .await;
+        conditional(result)
+    }
+
+    async fn knowledge_base(
+        &self,
+        owner: &str,
+        id: &str,
+    ) -> Result<Option<KnowledgeBaseRecord>, StoreError> {
+        self.get(format!("USER#{owner}"), &format!("KB#{id}"))
+            .await?
+            .map(knowledge_base_from_item)
+            .transpose()
+    }
+
+    async fn owner_knowledge_bases(
+        &self,
+        owner: &str,
+    ) -> Result<Vec<KnowledgeBaseRecord>, StoreError> {
+        let items: Vec<Item> = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :kb)")
+            .expression_attribute_values(":pk", s(format!("USER#{owner}")))
+            .expression_attribute_values(":kb", s("KB#"))
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(dynamo_error)?;
+        let mut bases = items
+            .into_iter()
+            .map(knowledge_base_from_item)
+            .collect::<Result<Vec<_>, _>>()?;
+        bases.sort_by(|a, b| b.created_at.total_cmp(&a.created_at));
+        Ok(bases)
+    }
+
+    async fn delete_knowledge_base(&self, owner: &str, id: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .delete_returning(format!("USER#{owner}"), &format!("KB#{id}"))
+            .await?
+            .is_some())
+    }
+
+    async fn pending_knowledge_bases(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<KnowledgeBaseRecord>, StoreError> {
+        let limit = i32::try_from(limit.clamp(1, 1000)).unwrap_or(1000);
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(USER_INDEX)
+            .key_condition_expression("gsi1pk = :pending")
+            .expression_attribute_values(":pending", s(KB_PENDING))
+            .limit(limit)
+            .send()
+            .await
+            .map_err(dynamo_error)?;
+        // The index is eventually consistent: read each base again by its key.
+        let mut bases = Vec::new();
+        for item in output.items.unwrap_or_default() {
+            let listed = knowledge_base_from_item(item)?;
+            if let Some(base) = self.knowledge_base(&listed.owner, &listed.id).await?
+                && base.has_pending()
+            {
+                bases.push(base);
+            }
+        }
+        Ok(bases)
     }
 }

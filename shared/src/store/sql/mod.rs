@@ -11,10 +11,10 @@ use sqlx::{AnyPool, Executor, QueryBuilder, Row};
 
 use super::{
     AccountRecord, AccountStore, AgentRecord, AgentStore, EventLog, IdempotencyRecord,
-    McpServerRecord, McpServerStore, ProviderRecord, ProviderStore, RefreshTokenRecord, RunControl,
-    RunLock, RunStatus, SessionRecord, SessionStore, SkillRecord, SkillStore, Store, StoreError,
-    SummaryRecord, SummaryStore, SystemSettingsRecord, UserMemoryRecord, UserMemoryStore,
-    lease_deadline,
+    KnowledgeBaseRecord, KnowledgeStore, McpServerRecord, McpServerStore, ProviderRecord,
+    ProviderStore, RefreshTokenRecord, RunControl, RunLock, RunStatus, SessionRecord, SessionStore,
+    SkillRecord, SkillStore, Store, StoreError, SummaryRecord, SummaryStore, SystemSettingsRecord,
+    UserMemoryRecord, UserMemoryStore, lease_deadline,
 };
 #[cfg(feature = "mysql")]
 use crate::config::StoreConfig;
@@ -245,6 +245,22 @@ fn skill_from_row(row: &AnyRow) -> Result<SkillRecord, StoreError> {
         owner: row.try_get("owner")?,
         description: row.try_get("description")?,
         package: serde_json::from_str(&package)?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn knowledge_base_from_row(row: &AnyRow) -> Result<KnowledgeBaseRecord, StoreError> {
+    let documents: String = row.try_get("documents")?;
+    Ok(KnowledgeBaseRecord {
+        id: row.try_get("id")?,
+        owner: row.try_get("owner")?,
+        name: row.try_get("name")?,
+        kind: row.try_get("kind")?,
+        intro: row.try_get("intro")?,
+        language: row.try_get("language")?,
+        documents: serde_json::from_str(&documents)?,
+        revision: row.try_get::<i64, _>("revision")? as u64,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
@@ -1127,5 +1143,103 @@ impl SkillStore for SqlStore {
             .execute(&self.pool)
             .await?;
         Ok(result.rows_affected() == 1)
+    }
+}
+
+#[async_trait]
+impl KnowledgeStore for SqlStore {
+    async fn create_knowledge_base(&self, base: &KnowledgeBaseRecord) -> Result<bool, StoreError> {
+        let inserted = sqlx::query(
+            "INSERT INTO knowledge_bases (id, owner, name, kind, intro, language, documents,
+                 revision, pending, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?)",
+        )
+        .bind(&base.id)
+        .bind(&base.owner)
+        .bind(&base.name)
+        .bind(&base.kind)
+        .bind(&base.intro)
+        .bind(&base.language)
+        .bind(serde_json::to_string(&base.documents)?)
+        .bind(i64::from(base.has_pending()))
+        .bind(base.created_at)
+        .bind(base.updated_at)
+        .execute(&self.pool)
+        .await;
+        match inserted {
+            Ok(_) => Ok(true),
+            Err(error) if is_unique_violation(&error) => Ok(false),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    async fn update_knowledge_base(&self, base: &KnowledgeBaseRecord) -> Result<bool, StoreError> {
+        let updated = sqlx::query(
+            "UPDATE knowledge_bases SET name = ?, kind = ?, intro = ?, language = ?,
+                 documents = ?, revision = ?, pending = ?, updated_at = ?
+             WHERE id = ? AND owner = ? AND revision = ?",
+        )
+        .bind(&base.name)
+        .bind(&base.kind)
+        .bind(&base.intro)
+        .bind(&base.language)
+        .bind(serde_json::to_string(&base.documents)?)
+        .bind(base.revision as i64 + 1)
+        .bind(i64::from(base.has_pending()))
+        .bind(base.updated_at)
+        .bind(&base.id)
+        .bind(&base.owner)
+        .bind(base.revision as i64)
+        .execute(&self.pool)
+        .await?;
+        Ok(updated.rows_affected() == 1)
+    }
+
+    async fn knowledge_base(
+        &self,
+        owner: &str,
+        id: &str,
+    ) -> Result<Option<KnowledgeBaseRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM knowledge_bases WHERE id = ? AND owner = ?")
+            .bind(id)
+            .bind(owner)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(knowledge_base_from_row).transpose()
+    }
+
+    async fn owner_knowledge_bases(
+        &self,
+        owner: &str,
+    ) -> Result<Vec<KnowledgeBaseRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM knowledge_bases WHERE owner = ? ORDER BY created_at DESC, id",
+        )
+        .bind(owner)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(knowledge_base_from_row).collect()
+    }
+
+    async fn delete_knowledge_base(&self, owner: &str, id: &str) -> Result<bool, StoreError> {
+        let result = sqlx::query("DELETE FROM knowledge_bases WHERE id = ? AND owner = ?")
+            .bind(id)
+            .bind(owner)
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn pending_knowledge_bases(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<KnowledgeBaseRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM knowledge_bases WHERE pending = 1 ORDER BY updated_at LIMIT ?",
+        )
+        .bind(limit.min(i64::MAX as usize) as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(knowledge_base_from_row).collect()
     }
 }

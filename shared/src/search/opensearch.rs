@@ -1,0 +1,307 @@
+//! OpenSearch / Elasticsearch through the `opensearch` crate: one index, `sage-search`, created on
+//! first use. The service ranks by text (BM25); with a query vector, up to five times `limit`
+//! text candidates are re-ranked with the vectors kept in each document, the same scoring as the
+//! embedded index, so no kNN plugin is needed. Authentication: `--es_username`/`--es_password`,
+//! `--es_api_key`, or SigV4 for Amazon OpenSearch Service (`*.amazonaws.com`, credentials from
+//! the function's role).
+
+use async_trait::async_trait;
+use opensearch::auth::Credentials;
+use opensearch::http::request::JsonBody;
+use opensearch::http::response::Response;
+use opensearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
+use opensearch::indices::IndicesCreateParts;
+use opensearch::params::Refresh;
+use opensearch::{BulkParts, DeleteByQueryParts, OpenSearch, SearchParts};
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+use tokio::sync::OnceCell;
+
+use super::{Removal, SearchDocument, SearchError, SearchHit, SearchIndex, SearchQuery, rank_hits};
+use crate::config::SearchConfig;
+
+const INDEX: &str = "sage-search";
+const MAX_CANDIDATES: usize = 200;
+
+pub struct OpenSearchIndex {
+    client: OpenSearch,
+    url: String,
+    created: OnceCell<()>,
+}
+
+fn remote(error: impl std::error::Error + Send + Sync + 'static) -> SearchError {
+    SearchError::Remote(Box::new(error))
+}
+
+/// The answer's JSON when its status is a success, else the service's reason.
+async fn answer(response: Response) -> Result<Value, SearchError> {
+    let status = response.status_code().as_u16();
+    let body: Value = response.json().await.map_err(remote)?;
+    if (200..300).contains(&status) {
+        return Ok(body);
+    }
+    let reason = body
+        .pointer("/error/reason")
+        .or_else(|| body.pointer("/error/type"))
+        .and_then(Value::as_str)
+        .unwrap_or("no reason given")
+        .chars()
+        .take(300)
+        .collect();
+    Err(SearchError::Rejected { status, reason })
+}
+
+fn filters(owner: &str, collection: &str, scope: Option<&str>, parent: Option<&str>) -> Vec<Value> {
+    let mut filters = vec![
+        json!({"term": {"owner": owner}}),
+        json!({"term": {"collection": collection}}),
+    ];
+    if let Some(scope) = scope {
+        filters.push(json!({"term": {"scope": scope}}));
+    }
+    if let Some(parent) = parent {
+        filters.push(json!({"term": {"parent": parent}}));
+    }
+    filters
+}
+
+impl OpenSearchIndex {
+    pub async fn connect(config: &SearchConfig) -> Result<Self, SearchError> {
+        crate::util::tls::install_crypto_provider();
+        let url = config
+            .es_url
+            .clone()
+            .ok_or_else(|| SearchError::Config("--es_url is not set".into()))?;
+        let parsed = url::Url::parse(&url)
+            .map_err(|error| SearchError::Config(format!("--es_url: {error}")))?;
+        let mut transport = TransportBuilder::new(SingleNodeConnectionPool::new(parsed.clone()))
+            .timeout(std::time::Duration::from_secs(30));
+        if let Some(username) = &config.es_username {
+            let password = config
+                .es_password
+                .as_ref()
+                .map(|password| password.expose_secret().to_owned())
+                .unwrap_or_default();
+            transport = transport.auth(Credentials::Basic(username.clone(), password));
+        } else if let Some(key) = &config.es_api_key {
+            let key = key.expose_secret();
+            transport = match key.split_once(':') {
+                Some((id, secret)) => {
+                    transport.auth(Credentials::ApiKey(id.to_owned(), secret.to_owned()))
+                }
+                None => transport.header(
+                    http::header::AUTHORIZATION,
+                    http::HeaderValue::from_str(&format!("ApiKey {key}")).map_err(|_| {
+                        SearchError::Config("--es_api_key is not a valid header value".into())
+                    })?,
+                ),
+            };
+        } else if let Some(service) = aws_service(parsed.host_str().unwrap_or_default()) {
+            let aws = crate::util::tls::aws_config_loader().load().await;
+            let credentials = aws.credentials_provider().ok_or_else(|| {
+                SearchError::Config("no AWS credentials to sign OpenSearch requests".into())
+            })?;
+            let region = aws.region().cloned().ok_or_else(|| {
+                SearchError::Config("no AWS region to sign OpenSearch requests".into())
+            })?;
+            transport = transport
+                .auth(Credentials::AwsSigV4(credentials, region))
+                .service_name(service);
+        }
+        let transport = transport
+            .build()
+            .map_err(|error| SearchError::Config(format!("--es_url: {error}")))?;
+        Ok(Self {
+            client: OpenSearch::new(transport),
+            url: format!(
+                "{}://{}{}",
+                parsed.scheme(),
+                parsed.host_str().unwrap_or_default(),
+                parsed
+                    .port()
+                    .map(|port| format!(":{port}"))
+                    .unwrap_or_default()
+            ),
+            created: OnceCell::new(),
+        })
+    }
+
+    /// Creates the index with its mapping unless it exists.
+    async fn ensure_index(&self) -> Result<(), SearchError> {
+        self.created
+            .get_or_try_init(|| async {
+                let response = self
+                    .client
+                    .indices()
+                    .create(IndicesCreateParts::Index(INDEX))
+                    .body(json!({"mappings": {"properties": {
+                        "owner": {"type": "keyword"},
+                        "collection": {"type": "keyword"},
+                        "scope": {"type": "keyword"},
+                        "parent": {"type": "keyword"},
+                        "title": {"type": "text"},
+                        "text": {"type": "text"},
+                        "source": {"type": "object", "enabled": false},
+                        "vector": {"type": "float", "index": false, "doc_values": false},
+                    }}}))
+                    .send()
+                    .await
+                    .map_err(remote)?;
+                match answer(response).await {
+                    Ok(_) => Ok(()),
+                    Err(SearchError::Rejected { reason, .. })
+                        if reason.contains("already exists") =>
+                    {
+                        Ok(())
+                    }
+                    Err(error) => Err(error),
+                }
+            })
+            .await
+            .map(|_| ())
+    }
+}
+
+/// The SigV4 service of an Amazon OpenSearch endpoint.
+fn aws_service(host: &str) -> Option<&'static str> {
+    if host.ends_with(".aoss.amazonaws.com") {
+        Some("aoss")
+    } else if host.ends_with(".amazonaws.com") {
+        Some("es")
+    } else {
+        None
+    }
+}
+
+#[async_trait]
+impl SearchIndex for OpenSearchIndex {
+    async fn upsert(&self, documents: Vec<SearchDocument>) -> Result<(), SearchError> {
+        if documents.is_empty() {
+            return Ok(());
+        }
+        self.ensure_index().await?;
+        let mut body: Vec<JsonBody<Value>> = Vec::with_capacity(documents.len() * 2);
+        for document in documents {
+            body.push(json!({"index": {"_id": document.id}}).into());
+            body.push(serde_json::to_value(&document)?.into());
+        }
+        let response = self
+            .client
+            .bulk(BulkParts::Index(INDEX))
+            .refresh(Refresh::True)
+            .body(body)
+            .send()
+            .await
+            .map_err(remote)?;
+        let answer = answer(response).await?;
+        if answer["errors"].as_bool() == Some(true) {
+            let reason = answer["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find_map(|item| item.pointer("/index/error/reason").and_then(Value::as_str))
+                .unwrap_or("a document was refused")
+                .chars()
+                .take(300)
+                .collect();
+            return Err(SearchError::Rejected {
+                status: 400,
+                reason,
+            });
+        }
+        Ok(())
+    }
+
+    async fn remove(&self, removal: &Removal) -> Result<u64, SearchError> {
+        self.ensure_index().await?;
+        let filter = filters(
+            &removal.owner,
+            removal.collection.as_str(),
+            Some(&removal.scope),
+            removal.parent.as_deref(),
+        );
+        let response = self
+            .client
+            .delete_by_query(DeleteByQueryParts::Index(&[INDEX]))
+            .refresh(true)
+            .body(json!({"query": {"bool": {"filter": filter}}}))
+            .send()
+            .await
+            .map_err(remote)?;
+        Ok(answer(response).await?["deleted"].as_u64().unwrap_or(0))
+    }
+
+    async fn search(&self, query: &SearchQuery) -> Result<Vec<SearchHit>, SearchError> {
+        self.ensure_index().await?;
+        let mut filter = filters(&query.owner, query.collection.as_str(), None, None);
+        if !query.scopes.is_empty() {
+            filter.push(json!({"terms": {"scope": query.scopes}}));
+        }
+        let size = if query.vector.is_some() {
+            (query.limit * 5).min(MAX_CANDIDATES)
+        } else {
+            query.limit.min(MAX_CANDIDATES)
+        };
+        let mut boolean = json!({"filter": filter});
+        if !query.text.trim().is_empty() {
+            boolean["must"] = json!([{"multi_match": {
+                "query": query.text,
+                "fields": ["title^2", "text"],
+            }}]);
+        }
+        let response = self
+            .client
+            .search(SearchParts::Index(&[INDEX]))
+            .body(json!({"size": size, "query": {"bool": boolean}}))
+            .send()
+            .await
+            .map_err(remote)?;
+        let answer = answer(response).await?;
+        let candidates = answer
+            .pointer("/hits/hits")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|hit| {
+                let document: SearchDocument =
+                    serde_json::from_value(hit.get("_source")?.clone()).ok()?;
+                let score = hit.get("_score").and_then(Value::as_f64).unwrap_or(0.0);
+                Some((document, score))
+            })
+            .collect();
+        Ok(rank_hits(candidates, query.vector.as_deref(), query.limit))
+    }
+
+    async fn ping(&self) -> Result<(), SearchError> {
+        let response = self.client.info().send().await.map_err(remote)?;
+        let info = answer(response).await?;
+        if info.pointer("/version/number").is_some() {
+            Ok(())
+        } else {
+            Err(SearchError::Rejected {
+                status: 200,
+                reason: "not an OpenSearch or Elasticsearch answer".into(),
+            })
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("OpenSearch at {}", self.url)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn amazon_endpoints_are_signed_for_their_service() {
+        assert_eq!(
+            super::aws_service("search-sage-abc.eu-west-1.es.amazonaws.com"),
+            Some("es")
+        );
+        assert_eq!(
+            super::aws_service("xyz.us-east-1.aoss.amazonaws.com"),
+            Some("aoss")
+        );
+        assert_eq!(super::aws_service("localhost"), None);
+    }
+}

@@ -9,6 +9,7 @@ mod blob_conformance;
 mod client_routes;
 mod config_flags;
 mod context_budget;
+mod conversation_search;
 mod files;
 mod health;
 mod jwks;

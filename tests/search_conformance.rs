@@ -35,6 +35,7 @@ fn query(owner: &str, scopes: &[&str], text: &str) -> SearchQuery {
         collection: Collection::Knowledge,
         scopes: scopes.iter().map(|scope| scope.to_string()).collect(),
         text: text.into(),
+        all_words: false,
         vector: None,
         limit: 10,
     }
@@ -114,6 +115,23 @@ async fn text_search_ranks_the_owners_passages_only(index: Arc<dyn SearchIndex>)
             .is_empty(),
         "an owner with nothing finds nothing"
     );
+}
+
+async fn all_words_filters_to_documents_holding_each_word(index: Arc<dyn SearchIndex>) {
+    let alice = owner("alice");
+    index
+        .upsert(vec![
+            passage("1", &alice, "", "both", "apple pie on sunday"),
+            passage("2", &alice, "", "one", "apple cider"),
+        ])
+        .await
+        .unwrap();
+    let mut any = query(&alice, &[], "apple pie");
+    let mut hits = parents(&index.search(&any).await.unwrap()).join(",");
+    assert_eq!(hits, "both,one", "any word ranks");
+    any.all_words = true;
+    hits = parents(&index.search(&any).await.unwrap()).join(",");
+    assert_eq!(hits, "both", "every word filters");
 }
 
 async fn passages_are_replaced_by_id_and_removed_by_parent_or_scope(index: Arc<dyn SearchIndex>) {
@@ -220,6 +238,7 @@ macro_rules! conformance {
             conformance!(@test $make, text_search_ranks_the_owners_passages_only);
             conformance!(@test $make, passages_are_replaced_by_id_and_removed_by_parent_or_scope);
             conformance!(@test $make, vectors_reorder_text_matches);
+            conformance!(@test $make, all_words_filters_to_documents_holding_each_word);
             conformance!(@test $make, ping_answers);
         }
     };

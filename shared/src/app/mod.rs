@@ -191,6 +191,7 @@ impl App {
             store.clone(),
             store.clone(),
             files.clone(),
+            search.clone(),
         );
         let memories = Memories::new(store.clone());
         let skills = Skills::new(store.clone());

@@ -488,6 +488,7 @@ impl Knowledge {
                 collection: Collection::Knowledge,
                 scopes: base_ids,
                 text: query,
+                all_words: false,
                 vector,
                 limit: top_k,
             })

@@ -5,14 +5,18 @@ use std::sync::Arc;
 use crate::context::merge_events;
 use crate::domain::DomainError;
 use crate::domain::files::{FileDownload, Files};
+use crate::search::{Collection, Removal, SearchDocument, SearchIndex, SearchQuery};
 use crate::store::{
-    EventLog, RunControl, SessionQuery, SessionRecord, SessionStore, SummaryStore, query_sessions,
+    EventLog, RunControl, SessionQuery, SessionRecord, SessionStore, SummaryStore,
+    query_sessions_within,
 };
 use crate::util::{SessionId, UserId, iso_time, now_secs};
 use crate::wire::api::{Conversation, FileEntry, SessionList, SessionSummary, TaskStatus};
 
 pub const MAX_PAGE_SIZE: u64 = 100;
 const MAX_TITLE_CHARS: usize = 200;
+/// The most conversations one search finds.
+const MAX_SEARCH_HITS: usize = 1000;
 
 /// The conversation service.
 #[derive(Clone)]
@@ -22,6 +26,22 @@ pub struct Sessions {
     runs: Arc<dyn RunControl>,
     summaries: Arc<dyn SummaryStore>,
     files: Files,
+    search: Arc<dyn SearchIndex>,
+}
+
+fn conversation_document(session: &SessionRecord) -> SearchDocument {
+    SearchDocument {
+        id: format!("conversation-{}", session.session_id),
+        owner: session.user_id.clone(),
+        collection: Collection::Conversations,
+        scope: String::new(),
+        parent: session.session_id.clone(),
+        title: session.title.clone(),
+        // The title too, so that every word of a search can be found in one field.
+        text: format!("{}\n{}", session.title, session.search_text),
+        source: serde_json::Value::Null,
+        vector: None,
+    }
 }
 
 pub fn summary(session: &SessionRecord, text: Option<String>) -> SessionSummary {
@@ -48,6 +68,7 @@ impl Sessions {
         runs: Arc<dyn RunControl>,
         summaries: Arc<dyn SummaryStore>,
         files: Files,
+        search: Arc<dyn SearchIndex>,
     ) -> Self {
         Self {
             sessions,
@@ -55,7 +76,50 @@ impl Sessions {
             runs,
             summaries,
             files,
+            search,
         }
+    }
+
+    /// Puts the conversation's title and text in the search index as they are stored now. A
+    /// search backend that fails is logged; the conversation itself is kept either way.
+    pub async fn index_conversation(&self, session_id: &str) {
+        let outcome = match self.sessions.get_session(session_id).await {
+            Ok(Some(session)) => self
+                .search
+                .upsert(vec![conversation_document(&session)])
+                .await
+                .map_err(|error| crate::telemetry::chain(&error)),
+            Ok(None) => Ok(()),
+            Err(error) => Err(crate::telemetry::chain(&error)),
+        };
+        if let Err(error) = outcome {
+            tracing::warn!(%session_id, %error, "the conversation was not indexed for search");
+        }
+    }
+
+    /// The user's conversations that match `text`, by the search index.
+    async fn matching(
+        &self,
+        user: &str,
+        text: &str,
+    ) -> Result<std::collections::HashSet<String>, DomainError> {
+        let hits = self
+            .search
+            .search(&SearchQuery {
+                owner: user.to_owned(),
+                collection: Collection::Conversations,
+                scopes: Vec::new(),
+                text: text.to_owned(),
+                all_words: true,
+                vector: None,
+                limit: MAX_SEARCH_HITS,
+            })
+            .await
+            .map_err(|error| {
+                tracing::warn!(error = %crate::telemetry::chain(&error), "conversation search failed");
+                DomainError::Unavailable("conversation search is not available; try again".into())
+            })?;
+        Ok(hits.into_iter().map(|hit| hit.parent).collect())
     }
 
     /// The session when `user` owns it: not found when there is none, forbidden when it is
@@ -87,7 +151,11 @@ impl Sessions {
                 "page_size: between 1 and {MAX_PAGE_SIZE}"
             )));
         }
-        let page = query_sessions(self.sessions.as_ref(), query).await?;
+        let matching = match query.search.as_deref().map(str::trim) {
+            Some(text) if !text.is_empty() => Some(self.matching(&query.user_id, text).await?),
+            _ => None,
+        };
+        let page = query_sessions_within(self.sessions.as_ref(), query, matching.as_ref()).await?;
         let mut list = Vec::with_capacity(page.sessions.len());
         for session in &page.sessions {
             list.push(summary(
@@ -159,6 +227,15 @@ impl Sessions {
         if let Err(error) = self.files.delete_session_files(session_id).await {
             tracing::warn!(%session_id, %error, "could not delete the conversation's files");
         }
+        let removal = Removal {
+            owner: user.to_string(),
+            collection: Collection::Conversations,
+            scope: String::new(),
+            parent: Some(session_id.to_string()),
+        };
+        if let Err(error) = self.search.remove(&removal).await {
+            tracing::warn!(%session_id, error = %crate::telemetry::chain(&error), "could not remove the conversation from search");
+        }
         Ok(())
     }
 
@@ -178,6 +255,7 @@ impl Sessions {
         session.title = title.to_owned();
         session.updated_at = now_secs();
         self.sessions.update_session(&session).await?;
+        self.index_conversation(session_id.as_str()).await;
         Ok(session.title)
     }
 

@@ -169,6 +169,9 @@ impl SearchIndex for EmbeddedIndex {
             .collect();
         let scored = candidates
             .into_iter()
+            .filter(|indexed| {
+                !query.all_words || terms.iter().all(|term| indexed.words.contains_key(term))
+            })
             .map(|indexed| {
                 let relative_length = indexed.length as f64 / average_length;
                 let score = terms

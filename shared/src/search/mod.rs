@@ -47,12 +47,15 @@ pub enum SearchError {
 pub enum Collection {
     /// Passages of knowledge-base documents; scope = the knowledge base, parent = the document.
     Knowledge,
+    /// Conversations: title and message text, one document per session (its parent); scope "".
+    Conversations,
 }
 
 impl Collection {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Knowledge => "knowledge",
+            Self::Conversations => "conversations",
         }
     }
 }
@@ -82,6 +85,8 @@ pub struct SearchQuery {
     /// Only these scopes; empty means all of the owner's.
     pub scopes: Vec<String>,
     pub text: String,
+    /// Only documents holding every word of `text` (a filter), instead of any (a ranking).
+    pub all_words: bool,
     pub vector: Option<Vec<f32>>,
     pub limit: usize,
 }

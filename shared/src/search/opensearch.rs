@@ -247,6 +247,7 @@ impl SearchIndex for OpenSearchIndex {
             boolean["must"] = json!([{"multi_match": {
                 "query": query.text,
                 "fields": ["title^2", "text"],
+                "operator": if query.all_words { "and" } else { "or" },
             }}]);
         }
         let response = self

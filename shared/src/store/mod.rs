@@ -393,6 +393,16 @@ pub async fn query_sessions(
     store: &dyn SessionStore,
     query: &SessionQuery,
 ) -> Result<SessionPage, StoreError> {
+    query_sessions_within(store, query, None).await
+}
+
+/// [`query_sessions`], with `matching` (the sessions a search index found for `query.search`)
+/// deciding the search instead of a scan of each session's text.
+pub async fn query_sessions_within(
+    store: &dyn SessionStore,
+    query: &SessionQuery,
+    matching: Option<&std::collections::HashSet<String>>,
+) -> Result<SessionPage, StoreError> {
     let needle = query
         .search
         .as_deref()
@@ -404,12 +414,13 @@ pub async fn query_sessions(
         .await?
         .into_iter()
         .filter(|s| query.agent_id.is_none() || s.agent_id == query.agent_id)
-        .filter(|s| match &needle {
-            Some(needle) => {
+        .filter(|s| match (matching, &needle) {
+            (Some(matching), _) => matching.contains(&s.session_id),
+            (None, Some(needle)) => {
                 s.title.to_lowercase().contains(needle)
                     || s.search_text.to_lowercase().contains(needle)
             }
-            None => true,
+            (None, None) => true,
         })
         .collect();
     match query.sort_by {

@@ -493,6 +493,7 @@ impl Runs {
     ) -> EventStream {
         let session_id = spec.session_id.clone();
         let settings = spec.settings.clone();
+        let sessions = self.sessions.clone();
         let memories = self.memories.clone();
         let after_run = self.defaults.after_run;
         let (feed, live) = LiveFeed::new(&session_id);
@@ -574,6 +575,7 @@ impl Runs {
             {
                 tracing::warn!(%session_id, error = %crate::telemetry::chain(&error), "could not update the session after its run");
             }
+            sessions.index_conversation(&session_id).await;
             if let Err(error) = stores.control.release_run_lock(&session_id, &run_id).await {
                 tracing::warn!(%session_id, error = %crate::telemetry::chain(&error), "could not release the run lock; it expires with its lease");
             }

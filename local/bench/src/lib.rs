@@ -49,3 +49,24 @@ pub fn long_session(turns: usize) -> Vec<StoredEvent> {
     }
     events
 }
+
+/// 3,000 made-up words (two or three syllables), the same on every run: text for the search
+/// benchmark.
+pub fn vocabulary() -> Vec<&'static str> {
+    const SYLLABLES: &[&str] = &[
+        "ka", "lo", "mi", "ren", "sa", "tu", "vel", "do", "ri", "nox", "pe", "qua", "zen", "bi",
+        "cor", "fa", "gil", "hu", "jo", "wen",
+    ];
+    let mut words = Vec::with_capacity(3_000);
+    'all: for a in SYLLABLES {
+        for b in SYLLABLES {
+            for c in ["", "ta", "ne", "ro", "li", "mus", "dan"] {
+                words.push(&*Box::leak(format!("{a}{b}{c}").into_boxed_str()));
+                if words.len() == 3_000 {
+                    break 'all;
+                }
+            }
+        }
+    }
+    words
+}

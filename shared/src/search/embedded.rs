@@ -167,7 +167,7 @@ impl SearchIndex for EmbeddedIndex {
                     .count() as f64
             })
             .collect();
-        let scored = candidates
+        let scored: Vec<(&SearchDocument, f64)> = candidates
             .into_iter()
             .filter(|indexed| {
                 !query.all_words || terms.iter().all(|term| indexed.words.contains_key(term))
@@ -182,10 +182,10 @@ impl SearchIndex for EmbeddedIndex {
                         Some(bm25_weight(frequency, *containing, count, relative_length))
                     })
                     .sum::<f64>();
-                (indexed.document.clone(), score)
+                (&indexed.document, score)
             })
             .collect();
-        Ok(rank_hits(scored, query.vector.as_deref(), query.limit))
+        Ok(rank_hits(&scored, query.vector.as_deref(), query.limit))
     }
 
     async fn ping(&self) -> Result<(), SearchError> {

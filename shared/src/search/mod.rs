@@ -136,9 +136,9 @@ pub trait TextEmbedder: Send + Sync + 'static {
 
 /// Scores candidates the same way in every backend: `text_scores` are raw relevance (BM25),
 /// normalised by the best; with a query vector, each document with a vector averages that with
-/// its cosine similarity (negative similarity counts as none).
+/// its cosine similarity (negative similarity counts as none). Only the winners are copied.
 pub(crate) fn rank_hits(
-    candidates: Vec<(SearchDocument, f64)>,
+    candidates: &[(&SearchDocument, f64)],
     vector: Option<&[f32]>,
     limit: usize,
 ) -> Vec<SearchHit> {
@@ -146,8 +146,8 @@ pub(crate) fn rank_hits(
         .iter()
         .map(|(_, score)| *score)
         .fold(0.0_f64, f64::max);
-    let mut hits: Vec<SearchHit> = candidates
-        .into_iter()
+    let mut scored: Vec<(&SearchDocument, f64)> = candidates
+        .iter()
         .filter_map(|(document, text_score)| {
             let text = if best_text > 0.0 {
                 text_score / best_text
@@ -158,20 +158,30 @@ pub(crate) fn rank_hits(
                 (Some(query), Some(own)) => (text + cosine(query, own).max(0.0)) / 2.0,
                 _ => text,
             };
-            (score > 0.0).then_some(SearchHit {
-                id: document.id,
-                scope: document.scope,
-                parent: document.parent,
-                title: document.title,
-                text: document.text,
-                source: document.source,
-                score,
-            })
+            (score > 0.0).then_some((*document, score))
         })
         .collect();
-    hits.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.id.cmp(&b.id)));
-    hits.truncate(limit);
-    hits
+    let order = |a: &(&SearchDocument, f64), b: &(&SearchDocument, f64)| {
+        b.1.total_cmp(&a.1).then_with(|| a.0.id.cmp(&b.0.id))
+    };
+    if scored.len() > limit && limit > 0 {
+        scored.select_nth_unstable_by(limit - 1, order);
+        scored.truncate(limit);
+    }
+    scored.sort_by(order);
+    scored.truncate(limit);
+    scored
+        .into_iter()
+        .map(|(document, score)| SearchHit {
+            id: document.id.clone(),
+            scope: document.scope.clone(),
+            parent: document.parent.clone(),
+            title: document.title.clone(),
+            text: document.text.clone(),
+            source: document.source.clone(),
+            score,
+        })
+        .collect()
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f64 {
@@ -234,11 +244,16 @@ mod tests {
 
     #[test]
     fn vectors_reorder_text_matches_and_opposite_vectors_add_nothing() {
+        let documents = [
+            document("text-only", None),
+            document("close", Some(vec![1.0, 0.0])),
+            document("opposite", Some(vec![-1.0, 0.0])),
+        ];
         let ranked = rank_hits(
-            vec![
-                (document("text-only", None), 2.0),
-                (document("close", Some(vec![1.0, 0.0])), 1.0),
-                (document("opposite", Some(vec![-1.0, 0.0])), 0.0),
+            &[
+                (&documents[0], 2.0),
+                (&documents[1], 1.0),
+                (&documents[2], 0.0),
             ],
             Some(&[1.0, 0.0]),
             10,

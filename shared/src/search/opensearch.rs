@@ -258,7 +258,7 @@ impl SearchIndex for OpenSearchIndex {
             .await
             .map_err(remote)?;
         let answer = answer(response).await?;
-        let candidates = answer
+        let candidates: Vec<(SearchDocument, f64)> = answer
             .pointer("/hits/hits")
             .and_then(Value::as_array)
             .into_iter()
@@ -270,7 +270,11 @@ impl SearchIndex for OpenSearchIndex {
                 Some((document, score))
             })
             .collect();
-        Ok(rank_hits(candidates, query.vector.as_deref(), query.limit))
+        let borrowed: Vec<(&SearchDocument, f64)> = candidates
+            .iter()
+            .map(|(document, score)| (document, *score))
+            .collect();
+        Ok(rank_hits(&borrowed, query.vector.as_deref(), query.limit))
     }
 
     async fn ping(&self) -> Result<(), SearchError> {

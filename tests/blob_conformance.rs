@@ -51,7 +51,8 @@ async fn objects_are_written_read_listed_and_deleted(store: Arc<dyn ObjectStore>
     assert!(listed[1].modified > 1_700_000_000.0, "{:?}", listed[1]);
     assert!(store.list(&key("nothing-here")).await.unwrap().is_empty());
 
-    let large: Vec<u8> = (0..6 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
+    // Over the S3 backend's 8 MiB part size: three parts.
+    let large: Vec<u8> = (0..20 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
     store
         .put(&key("s-1/large.bin"), large.clone().into())
         .await
@@ -118,6 +119,26 @@ async fn s3_bucket() {
     let fetched = reqwest::get(&url).await.unwrap();
     assert_eq!(fetched.status().as_u16(), 200, "{url}");
     assert_eq!(fetched.text().await.unwrap(), "presigned bytes");
+
+    // An object over 8 MiB goes up in parts: S3 marks a multipart object's ETag with its
+    // number of parts.
+    let large: Vec<u8> = (0..17 * 1024 * 1024).map(|i| (i % 253) as u8).collect();
+    store
+        .put(&key("s-2/large.bin"), large.clone().into())
+        .await
+        .unwrap();
+    let url = store
+        .url(&key("s-2/large.bin"), Duration::from_secs(300))
+        .await
+        .unwrap()
+        .unwrap();
+    let fetched = reqwest::get(&url).await.unwrap();
+    let etag = fetched.headers()["etag"].to_str().unwrap().to_owned();
+    assert!(
+        etag.trim_matches('"').ends_with("-3"),
+        "three parts: {etag}"
+    );
+    assert!(fetched.bytes().await.unwrap() == large);
 
     let public = s3_store(Some("https://cdn.example.com/files")).await;
     assert_eq!(

@@ -71,9 +71,7 @@ fn main() {
         })
         .collect();
     let started = Instant::now();
-    runtime
-        .block_on(index.upsert(documents))
-        .expect("indexed");
+    runtime.block_on(index.upsert(documents)).expect("indexed");
     println!(
         "indexed {MESSAGES} messages in one write: {:.0} ms",
         started.elapsed().as_secs_f64() * 1000.0

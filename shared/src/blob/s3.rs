@@ -108,9 +108,83 @@ impl S3Objects {
     }
 }
 
+/// Objects larger than this go up in parts of this size: one request never carries more, and a
+/// failed part is all that is sent again.
+const MULTIPART_THRESHOLD: usize = 8 * 1024 * 1024;
+
+impl S3Objects {
+    /// A multipart upload; on any failure the upload is aborted, so no parts are left billed.
+    async fn put_in_parts(&self, key: &ObjectKey, body: Bytes) -> Result<(), BlobError> {
+        use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key.as_str())
+            .send()
+            .await
+            .map_err(remote)?;
+        let upload_id = created
+            .upload_id
+            .ok_or_else(|| BlobError::Config("the S3 server gave no upload id".into()))?;
+        let uploaded = async {
+            let mut parts = Vec::new();
+            for (index, chunk) in body.chunks(MULTIPART_THRESHOLD).enumerate() {
+                let number = index as i32 + 1;
+                let part = self
+                    .client
+                    .upload_part()
+                    .bucket(&self.bucket)
+                    .key(key.as_str())
+                    .upload_id(&upload_id)
+                    .part_number(number)
+                    .body(ByteStream::from(body.slice_ref(chunk)))
+                    .send()
+                    .await
+                    .map_err(remote)?;
+                parts.push(
+                    CompletedPart::builder()
+                        .part_number(number)
+                        .set_e_tag(part.e_tag)
+                        .build(),
+                );
+            }
+            self.client
+                .complete_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key.as_str())
+                .upload_id(&upload_id)
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts))
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(remote)?;
+            Ok::<(), BlobError>(())
+        }
+        .await;
+        if uploaded.is_err() {
+            let _ = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key.as_str())
+                .upload_id(&upload_id)
+                .send()
+                .await;
+        }
+        uploaded
+    }
+}
+
 #[async_trait]
 impl ObjectStore for S3Objects {
     async fn put(&self, key: &ObjectKey, body: Bytes) -> Result<(), BlobError> {
+        if body.len() > MULTIPART_THRESHOLD {
+            return self.put_in_parts(key, body).await;
+        }
         self.client
             .put_object()
             .bucket(&self.bucket)

@@ -46,13 +46,26 @@ async fn create_base(base: &str, user: &str, name: &str, kind: &str) -> String {
 }
 
 async fn add_files(base: &str, user: &str, kdb_id: &str, files: &[(&str, &str)]) -> (u16, Value) {
+    let files: Vec<(&str, Vec<u8>)> = files
+        .iter()
+        .map(|(name, text)| (*name, text.as_bytes().to_vec()))
+        .collect();
+    add_file_bytes(base, user, kdb_id, files).await
+}
+
+async fn add_file_bytes(
+    base: &str,
+    user: &str,
+    kdb_id: &str,
+    files: Vec<(&str, Vec<u8>)>,
+) -> (u16, Value) {
     let mut form = reqwest::multipart::Form::new()
         .text("kdb_id", kdb_id.to_owned())
         .text("override", "true");
-    for (name, text) in files {
+    for (name, bytes) in files {
         form = form.part(
             "files",
-            reqwest::multipart::Part::bytes(text.as_bytes().to_vec()).file_name(name.to_string()),
+            reqwest::multipart::Part::bytes(bytes).file_name(name.to_string()),
         );
     }
     let response = reqwest::Client::new()
@@ -367,6 +380,7 @@ async fn a_document_that_cannot_be_indexed_fails_after_its_retries_and_can_be_re
                 "Q: Opening hours?\nA: Nine to five.\n\nQ: Parking?\nA: Behind the shop.",
             ),
             ("prose.txt", "Just a paragraph with no questions."),
+            ("scan.pdf", "%PDF-1.4\nnothing a reader can use"),
         ],
     )
     .await;
@@ -512,13 +526,25 @@ async fn on_opensearch_the_job_command_indexes_and_retrieval_is_text_only() {
     );
 
     let kdb_id = create_base(&base, "olga", "Manual", "document").await;
-    let (status, _) = add_files(&base, "olga", &kdb_id, &[("rust.md", RUST_DOC)]).await;
-    assert_eq!(status, 200);
+    let (status, added) = add_file_bytes(
+        &base,
+        "olga",
+        &kdb_id,
+        vec![
+            ("rust.md", RUST_DOC.as_bytes().to_vec()),
+            (
+                "lighthouse.pdf",
+                minimal_pdf("Lighthouse keepers record the weather every night"),
+            ),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{added}");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(
         documents(&base, "olga", &kdb_id).await[0]["status"],
         0,
-        "no timer: the document waits for the job"
+        "no timer: the documents wait for the job"
     );
     let mut job_args = vec!["jobs".to_owned(), "index".to_owned()];
     job_args.extend(args.iter().map(|arg| arg.to_string()));
@@ -535,8 +561,17 @@ async fn on_opensearch_the_job_command_indexes_and_retrieval_is_text_only() {
     );
     let report: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(report["job"], "index");
-    assert_eq!(report["indexed"].as_array().unwrap().len(), 1, "{report}");
-    assert_eq!(documents(&base, "olga", &kdb_id).await[0]["status"], 2);
+    assert_eq!(report["indexed"].as_array().unwrap().len(), 2, "{report}");
+    for doc in documents(&base, "olga", &kdb_id).await {
+        assert_eq!(doc["status"], 2, "{doc}");
+    }
+    let (status, from_pdf) = retrieve(&base, "olga", &kdb_id, "lighthouse weather").await;
+    assert_eq!(status, 200, "{from_pdf}");
+    assert_eq!(
+        doc_names(&from_pdf),
+        ["lighthouse.pdf"],
+        "the PDF's text is indexed"
+    );
 
     let (status, found) = retrieve(&base, "olga", &kdb_id, "borrowing ownership").await;
     assert_eq!(status, 200, "{found}");

@@ -27,8 +27,9 @@ const STALE_RUNNING_SECS: f64 = 600.0;
 const PASSAGE_CHARS: usize = 1200;
 const MAX_TOP_K: usize = 50;
 const WRITE_RETRIES: usize = 8;
-/// The file kinds the indexing job reads.
+/// The file kinds the indexing job reads: text, and PDF (its text layer).
 const TEXT_EXTENSIONS: &[&str] = &["txt", "md", "markdown", "csv", "json", "html", "htm"];
+const PDF_EXTENSION: &str = "pdf";
 
 #[derive(Clone)]
 pub struct Knowledge {
@@ -334,9 +335,10 @@ impl Knowledge {
                 .rsplit_once('.')
                 .map(|(_, extension)| extension.to_ascii_lowercase())
                 .unwrap_or_default();
-            if !TEXT_EXTENSIONS.contains(&extension.as_str()) {
+            let pdf = extension == PDF_EXTENSION;
+            if !pdf && !TEXT_EXTENSIONS.contains(&extension.as_str()) {
                 return Err(DomainError::invalid(format!(
-                    "files: {name}: only {} files can be indexed",
+                    "files: {name}: only {}, pdf files can be indexed",
                     TEXT_EXTENSIONS.join(", ")
                 )));
             }
@@ -346,7 +348,10 @@ impl Knowledge {
                     MAX_DOCUMENT_BYTES / 1024 / 1024
                 )));
             }
-            if std::str::from_utf8(&file.bytes).is_err() {
+            if pdf && !file.bytes.starts_with(b"%PDF-") {
+                return Err(DomainError::invalid(format!("files: {name}: not a PDF")));
+            }
+            if !pdf && std::str::from_utf8(&file.bytes).is_err() {
                 return Err(DomainError::invalid(format!(
                     "files: {name}: not UTF-8 text"
                 )));
@@ -655,7 +660,12 @@ impl Knowledge {
             .try_collect()
             .await
             .map_err(|_| "the file could not be read".to_owned())?;
-        let text = String::from_utf8(bytes.concat()).map_err(|_| "the file is not UTF-8 text")?;
+        let bytes = bytes.concat();
+        let text = if doc.name.to_ascii_lowercase().ends_with(".pdf") {
+            pdf_text(bytes).await?
+        } else {
+            String::from_utf8(bytes).map_err(|_| "the file is not UTF-8 text")?
+        };
         let pieces = if kind == "qa" {
             qa_pairs(&text)?
         } else {
@@ -723,6 +733,24 @@ impl Knowledge {
         self.search.upsert(passages).await.map_err(unavailable)?;
         Ok(count)
     }
+}
+
+/// The text layer of a PDF, read off the async threads; a PDF the reader cannot handle (it may
+/// panic on malformed files) fails this document only.
+#[cfg(feature = "pdf")]
+async fn pdf_text(bytes: Vec<u8>) -> Result<String, String> {
+    let read =
+        tokio::task::spawn_blocking(move || pdf_extract::extract_text_from_mem(&bytes)).await;
+    match read {
+        Ok(Ok(text)) if !text.trim().is_empty() => Ok(text),
+        Ok(Ok(_)) => Err("the PDF has no text layer (a scanned document?)".into()),
+        Ok(Err(_)) | Err(_) => Err("the PDF could not be read".into()),
+    }
+}
+
+#[cfg(not(feature = "pdf"))]
+async fn pdf_text(_bytes: Vec<u8>) -> Result<String, String> {
+    Err("this function cannot read PDF documents; the indexing job (Jobs, sage-local) can".into())
 }
 
 /// Splits text into passages of about [`PASSAGE_CHARS`] characters at paragraph breaks, a long

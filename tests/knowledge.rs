@@ -589,3 +589,57 @@ async fn on_opensearch_the_job_command_indexes_and_retrieval_is_text_only() {
         "no embeddings were asked for"
     );
 }
+
+/// Inside Lambda without OpenSearch each instance's embedded index is its own: knowledge bases
+/// are refused with what to deploy instead, and conversation search scans the stored text.
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_shared_index_in_lambda_knowledge_bases_say_what_they_need() {
+    let llm = MockLlm::start(Default::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let dir_text = dir.path().display().to_string();
+    let args = shim_args(&dir_text, &llm.base_url, &[]);
+    // What tells the library it runs in a Lambda function; nothing here calls that address.
+    let shim = ShimProcess::start(
+        dir.path(),
+        &args,
+        &[("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9")],
+    )
+    .await;
+    let base = shim.url.clone();
+    let (status, answer) = call(
+        &base,
+        Method::POST,
+        "/api/knowledge-base/add",
+        "lee",
+        Some(&json!({"name": "notes"})),
+    )
+    .await;
+    assert_eq!(status, 503, "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("EnableOpenSearch"),
+        "{answer}"
+    );
+
+    let events = post_ndjson(
+        &format!("{base}/api/stream"),
+        &json!({"session_id": "l-1", "user_id": "lee", "messages": [{"role": "user", "content": "quince jelly"}]}),
+    )
+    .await;
+    assert_tail(&events, "l-1");
+    let (status, found) = call(
+        &base,
+        Method::GET,
+        "/api/conversations?search=quince",
+        "lee",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{found}");
+    assert_eq!(
+        found["data"]["total"], 1,
+        "the stored text is scanned: {found}"
+    );
+}

@@ -127,6 +127,19 @@ fn valid_id(id: &str) -> bool {
 }
 
 impl Knowledge {
+    /// Knowledge bases need one index every instance sees: inside Lambda that is OpenSearch.
+    fn require_shared_index(&self) -> Result<(), DomainError> {
+        if self.search.is_shared() {
+            Ok(())
+        } else {
+            Err(DomainError::Unavailable(
+                "knowledge bases need a search service every instance shares: deploy with \
+                 EnableOpenSearch=true (--es_url)"
+                    .into(),
+            ))
+        }
+    }
+
     pub fn new(
         store: Arc<dyn KnowledgeStore>,
         objects: Arc<dyn ObjectStore>,
@@ -146,6 +159,7 @@ impl Knowledge {
         owner: &str,
         new: NewKnowledgeBase,
     ) -> Result<KnowledgeBaseRecord, DomainError> {
+        self.require_shared_index()?;
         let kind = match new.kind.trim() {
             "" | "document" => "document",
             "qa" => "qa",
@@ -322,6 +336,7 @@ impl Knowledge {
         replace: bool,
         files: Vec<NewDocument>,
     ) -> Result<String, DomainError> {
+        self.require_shared_index()?;
         if files.is_empty() {
             return Err(DomainError::invalid("files: at least one file"));
         }
@@ -475,6 +490,7 @@ impl Knowledge {
         query: &str,
         top_k: usize,
     ) -> Result<Vec<SearchHit>, DomainError> {
+        self.require_shared_index()?;
         let query = check_text("query", query, 2000, true)?;
         if !(1..=MAX_TOP_K).contains(&top_k) {
             return Err(DomainError::invalid(format!("top_k: 1 to {MAX_TOP_K}")));
@@ -507,6 +523,9 @@ impl Knowledge {
         owner: &str,
         ids: &[String],
     ) -> Result<Vec<RunKnowledgeBase>, DomainError> {
+        if !ids.is_empty() {
+            self.require_shared_index()?;
+        }
         let mut bases = Vec::new();
         for id in ids {
             let base = self.get(owner, id).await.map_err(|error| match error {
@@ -536,7 +555,11 @@ impl Knowledge {
             ..IndexReport::default()
         };
         let mut taken = 0;
-        for base in self.store.pending_knowledge_bases(limit.max(1)).await? {
+        let pending = self.store.pending_knowledge_bases(limit.max(1)).await?;
+        if !pending.is_empty() {
+            self.require_shared_index()?;
+        }
+        for base in pending {
             let now = now_secs();
             let due: Vec<String> = base
                 .documents

@@ -151,8 +151,12 @@ impl Sessions {
                 "page_size: between 1 and {MAX_PAGE_SIZE}"
             )));
         }
+        // An index only this instance sees (the embedded one inside Lambda) would miss what
+        // other instances wrote: then the stored text is scanned instead.
         let matching = match query.search.as_deref().map(str::trim) {
-            Some(text) if !text.is_empty() => Some(self.matching(&query.user_id, text).await?),
+            Some(text) if !text.is_empty() && self.search.is_shared() => {
+                Some(self.matching(&query.user_id, text).await?)
+            }
             _ => None,
         };
         let page = query_sessions_within(self.sessions.as_ref(), query, matching.as_ref()).await?;

@@ -195,4 +195,8 @@ impl SearchIndex for EmbeddedIndex {
     fn describe(&self) -> String {
         format!("embedded index at {}", self.file.display())
     }
+
+    fn is_shared(&self) -> bool {
+        !super::in_lambda()
+    }
 }

@@ -124,6 +124,9 @@ pub trait SearchIndex: Send + Sync + 'static {
     /// A real answer of the backend, for readiness.
     async fn ping(&self) -> Result<(), SearchError>;
     fn describe(&self) -> String;
+    /// Whether every instance of the service sees the same index: false for the embedded index
+    /// inside a Lambda function, whose `/tmp` is its own.
+    fn is_shared(&self) -> bool;
 }
 
 /// Turns texts into vectors (an embeddings endpoint).
@@ -222,6 +225,11 @@ pub async fn open_search(
             workspace.join(".search").join("index.json"),
         ))),
     }
+}
+
+/// Inside a Lambda function each instance has its own `/tmp`.
+pub(crate) fn in_lambda() -> bool {
+    std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some()
 }
 
 #[cfg(test)]

@@ -293,6 +293,10 @@ impl SearchIndex for OpenSearchIndex {
     fn describe(&self) -> String {
         format!("OpenSearch at {}", self.url)
     }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]

@@ -138,7 +138,11 @@ async fn a_run_is_one_trace_with_its_model_tool_and_store_spans() {
             .cloned()
             .collect();
         let named = |name: &str| in_trace.iter().filter(|s| s.name == name).count();
-        if named("run") == 1 && named("llm.call") >= 2 && named("tool.call") == 1 {
+        if named("run") == 1
+            && named("llm.call") >= 2
+            && named("tool.call") == 1
+            && named("search.upsert") == 1
+        {
             break in_trace;
         }
         assert!(
@@ -180,6 +184,11 @@ async fn a_run_is_one_trace_with_its_model_tool_and_store_spans() {
     assert!(
         in_trace.iter().any(|s| s.name == "store.append"),
         "the event log's writes are spans too"
+    );
+    let indexed = in_trace.iter().find(|s| s.name == "search.upsert").unwrap();
+    assert_eq!(
+        indexed.parent_span_id, run.span_id,
+        "indexing the conversation for search is part of the run"
     );
 }
 

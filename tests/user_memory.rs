@@ -264,3 +264,60 @@ async fn recall_finds_memories_by_their_words_and_bad_memories_are_refused() {
     assert_eq!(status, 404);
     assert_eq!(body["code"], 404, "{body}");
 }
+
+/// With a search service configured, memories are indexed there (and removed when forgotten),
+/// and recall asks it: a stemless BM25 in process would rank the same, so the test reads the
+/// service itself.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_opensearch_memories_are_indexed_and_recalled_through_it() {
+    let url = opensearch_url();
+    let env = AppEnv::with_flags(&["--memory_type", "user", "--es_url", &url]).await;
+    let user = format!("ada{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    say(
+        &env,
+        &user,
+        r#"call:remember_user_memory{"memory_key":"editor","content":"Uses helix with a dark theme","memory_type":"note"}"#,
+        json!({}),
+    )
+    .await;
+    let in_service = || async {
+        let (status, found) = call_json(
+            reqwest::Method::POST,
+            &format!("{url}/sage-search/_search"),
+            Some(&json!({"query": {"bool": {"filter": [
+                {"term": {"owner": user}},
+                {"term": {"collection": "memories"}},
+            ]}}})),
+        )
+        .await;
+        assert_eq!(status, 200, "{found}");
+        found["hits"]["hits"].as_array().unwrap().clone()
+    };
+    let stored = in_service().await;
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(stored[0]["_source"]["parent"], "editor");
+
+    let events = say(
+        &env,
+        &user,
+        r#"call:recall_user_memory{"query":"dark theme"}"#,
+        json!({}),
+    )
+    .await;
+    let result = &of_type(&events, "tool_call_result")[0]["content"];
+    assert_eq!(result["memories"][0]["key"], "editor", "{result}");
+
+    let (status, body) = env
+        .app
+        .send_json(
+            axum::http::Method::DELETE,
+            &format!("/api/memories/editor?user_id={user}"),
+            &Value::Null,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        in_service().await.is_empty(),
+        "forgotten in the service too"
+    );
+}

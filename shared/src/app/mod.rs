@@ -193,7 +193,10 @@ impl App {
             files.clone(),
             search.clone(),
         );
-        let memories = Memories::new(store.clone());
+        let memories = Memories::new(
+            store.clone(),
+            config.search.es_url.is_some().then(|| search.clone()),
+        );
         let skills = Skills::new(store.clone());
         #[cfg(feature = "llm")]
         let embedder = crate::search::Embedder::from_config(&config.search)

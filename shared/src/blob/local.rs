@@ -77,6 +77,7 @@ fn walk(root: &Path, dir: &Path, found: &mut Vec<ObjectInfo>) -> std::io::Result
 
 #[async_trait]
 impl ObjectStore for LocalObjects {
+    #[tracing::instrument(name = "objects.put", skip_all, fields(key = %key))]
     async fn put(&self, key: &ObjectKey, body: Bytes) -> Result<(), BlobError> {
         let path = self.path(key);
         if let Some(parent) = path.parent() {
@@ -93,6 +94,7 @@ impl ObjectStore for LocalObjects {
         Ok(())
     }
 
+    #[tracing::instrument(name = "objects.get", skip_all, fields(key = %key))]
     async fn get(&self, key: &ObjectKey) -> Result<Option<ObjectRead>, BlobError> {
         let path = self.path(key);
         let metadata = match tokio::fs::symlink_metadata(&path).await {
@@ -113,6 +115,7 @@ impl ObjectStore for LocalObjects {
         }))
     }
 
+    #[tracing::instrument(name = "objects.list", skip_all, fields(key = %prefix))]
     async fn list(&self, prefix: &ObjectKey) -> Result<Vec<ObjectInfo>, BlobError> {
         let root = self.root.clone();
         let dir = self.path(prefix);
@@ -126,6 +129,7 @@ impl ObjectStore for LocalObjects {
         Ok(found)
     }
 
+    #[tracing::instrument(name = "objects.delete", skip_all, fields(key = %prefix))]
     async fn delete_prefix(&self, prefix: &ObjectKey) -> Result<u64, BlobError> {
         let count = self.list(prefix).await?.len() as u64;
         match tokio::fs::remove_dir_all(self.path(prefix)).await {

@@ -181,6 +181,7 @@ impl S3Objects {
 
 #[async_trait]
 impl ObjectStore for S3Objects {
+    #[tracing::instrument(name = "objects.put", skip_all, fields(key = %key))]
     async fn put(&self, key: &ObjectKey, body: Bytes) -> Result<(), BlobError> {
         if body.len() > MULTIPART_THRESHOLD {
             return self.put_in_parts(key, body).await;
@@ -196,6 +197,7 @@ impl ObjectStore for S3Objects {
         Ok(())
     }
 
+    #[tracing::instrument(name = "objects.get", skip_all, fields(key = %key))]
     async fn get(&self, key: &ObjectKey) -> Result<Option<ObjectRead>, BlobError> {
         let output = match self
             .client
@@ -224,6 +226,7 @@ impl ObjectStore for S3Objects {
         }))
     }
 
+    #[tracing::instrument(name = "objects.list", skip_all, fields(key = %prefix))]
     async fn list(&self, prefix: &ObjectKey) -> Result<Vec<ObjectInfo>, BlobError> {
         let mut pages = self
             .client
@@ -249,6 +252,7 @@ impl ObjectStore for S3Objects {
         Ok(found)
     }
 
+    #[tracing::instrument(name = "objects.delete", skip_all, fields(key = %prefix))]
     async fn delete_prefix(&self, prefix: &ObjectKey) -> Result<u64, BlobError> {
         let objects = self.list(prefix).await?;
         for batch in objects.chunks(1000) {

@@ -103,6 +103,7 @@ impl EmbeddedIndex {
 
 #[async_trait]
 impl SearchIndex for EmbeddedIndex {
+    #[tracing::instrument(name = "search.upsert", skip_all)]
     async fn upsert(&self, documents: Vec<SearchDocument>) -> Result<(), SearchError> {
         if documents.is_empty() {
             return Ok(());
@@ -116,6 +117,7 @@ impl SearchIndex for EmbeddedIndex {
         self.save(&mut state).await
     }
 
+    #[tracing::instrument(name = "search.remove", skip_all)]
     async fn remove(&self, removal: &Removal) -> Result<u64, SearchError> {
         let mut state = self.current().await?;
         let before = state.documents.len();
@@ -136,6 +138,7 @@ impl SearchIndex for EmbeddedIndex {
         Ok(removed)
     }
 
+    #[tracing::instrument(name = "search.query", skip_all)]
     async fn search(&self, query: &SearchQuery) -> Result<Vec<SearchHit>, SearchError> {
         let state = self.current().await?;
         let candidates: Vec<&Indexed> = state

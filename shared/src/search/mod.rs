@@ -49,6 +49,8 @@ pub enum Collection {
     Knowledge,
     /// Conversations: title and message text, one document per session (its parent); scope "".
     Conversations,
+    /// Users' long-term memories: one document per key (its parent); scope "".
+    Memories,
 }
 
 impl Collection {
@@ -56,6 +58,7 @@ impl Collection {
         match self {
             Self::Knowledge => "knowledge",
             Self::Conversations => "conversations",
+            Self::Memories => "memories",
         }
     }
 }

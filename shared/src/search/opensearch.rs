@@ -175,6 +175,7 @@ fn aws_service(host: &str) -> Option<&'static str> {
 
 #[async_trait]
 impl SearchIndex for OpenSearchIndex {
+    #[tracing::instrument(name = "search.upsert", skip_all)]
     async fn upsert(&self, documents: Vec<SearchDocument>) -> Result<(), SearchError> {
         if documents.is_empty() {
             return Ok(());
@@ -212,6 +213,7 @@ impl SearchIndex for OpenSearchIndex {
         Ok(())
     }
 
+    #[tracing::instrument(name = "search.remove", skip_all)]
     async fn remove(&self, removal: &Removal) -> Result<u64, SearchError> {
         self.ensure_index().await?;
         let filter = filters(
@@ -231,6 +233,7 @@ impl SearchIndex for OpenSearchIndex {
         Ok(answer(response).await?["deleted"].as_u64().unwrap_or(0))
     }
 
+    #[tracing::instrument(name = "search.query", skip_all)]
     async fn search(&self, query: &SearchQuery) -> Result<Vec<SearchHit>, SearchError> {
         self.ensure_index().await?;
         let mut filter = filters(&query.owner, query.collection.as_str(), None, None);

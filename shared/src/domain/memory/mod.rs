@@ -14,6 +14,7 @@ pub use extract::EXTRACTION_INSTRUCTION;
 
 use crate::context::rank_by_relevance;
 use crate::domain::DomainError;
+use crate::search::{Collection, Removal, SearchDocument, SearchIndex, SearchQuery};
 use crate::store::{UserMemoryRecord, UserMemoryStore};
 use crate::util::{InputError, UserId, now_secs};
 use crate::wire::api::{MemoryForgotten, UserMemory, UserMemoryList};
@@ -125,11 +126,57 @@ fn view(record: UserMemoryRecord) -> UserMemory {
 #[derive(Clone)]
 pub struct Memories {
     store: Arc<dyn UserMemoryStore>,
+    /// With a search service configured (`--es_url`), memories are indexed there and recall
+    /// asks it first.
+    search: Option<Arc<dyn SearchIndex>>,
+}
+
+fn memory_document(record: &UserMemoryRecord) -> SearchDocument {
+    SearchDocument {
+        id: format!("memory-{}-{}", record.user_id, record.key),
+        owner: record.user_id.clone(),
+        collection: Collection::Memories,
+        scope: String::new(),
+        parent: record.key.clone(),
+        title: record.key.replace(['_', '-'], " "),
+        text: format!("{} {}", record.content, record.tags.join(" ")),
+        source: serde_json::Value::Null,
+        vector: None,
+    }
 }
 
 impl Memories {
-    pub fn new(store: Arc<dyn UserMemoryStore>) -> Self {
-        Self { store }
+    pub fn new(store: Arc<dyn UserMemoryStore>, search: Option<Arc<dyn SearchIndex>>) -> Self {
+        Self { store, search }
+    }
+
+    /// The keys the search service finds for `query`, best first; `None` without one or when
+    /// it fails (recall then ranks in process, and the failure is logged).
+    async fn indexed_recall(
+        &self,
+        user: &UserId,
+        query: &str,
+        limit: usize,
+    ) -> Option<Vec<String>> {
+        let search = self.search.as_ref()?;
+        let found = search
+            .search(&SearchQuery {
+                owner: user.to_string(),
+                collection: Collection::Memories,
+                scopes: Vec::new(),
+                text: query.to_owned(),
+                all_words: false,
+                vector: None,
+                limit,
+            })
+            .await;
+        match found {
+            Ok(hits) => Some(hits.into_iter().map(|hit| hit.parent).collect()),
+            Err(error) => {
+                tracing::warn!(error = %crate::telemetry::chain(&error), "memory search failed; recalling in process");
+                None
+            }
+        }
     }
 
     /// The caller's memories, newest change first.
@@ -180,11 +227,27 @@ impl Memories {
             updated_at: now,
         };
         self.store.put_user_memory(&record).await?;
+        if let Some(search) = &self.search
+            && let Err(error) = search.upsert(vec![memory_document(&record)]).await
+        {
+            tracing::warn!(error = %crate::telemetry::chain(&error), "the memory was not indexed for search");
+        }
         Ok(view(record))
     }
 
     pub async fn forget(&self, user: &UserId, key: &str) -> Result<MemoryForgotten, DomainError> {
         if self.store.delete_user_memory(user.as_str(), key).await? {
+            if let Some(search) = &self.search {
+                let removal = Removal {
+                    owner: user.to_string(),
+                    collection: Collection::Memories,
+                    scope: String::new(),
+                    parent: Some(key.to_owned()),
+                };
+                if let Err(error) = search.remove(&removal).await {
+                    tracing::warn!(error = %crate::telemetry::chain(&error), "the memory stays in the search index");
+                }
+            }
             Ok(MemoryForgotten {
                 key: key.to_owned(),
             })
@@ -212,6 +275,12 @@ impl Memories {
         if query.trim().is_empty() {
             return Ok(memories.into_iter().take(limit).collect());
         }
+        // The search service's order first (asked for more, as the type filter comes after),
+        // then what only the in-process ranking finds (memories kept before it was configured).
+        let indexed = self
+            .indexed_recall(user, query, limit.saturating_mul(4))
+            .await
+            .unwrap_or_default();
         let documents: Vec<String> = memories
             .iter()
             .map(|memory| {
@@ -224,8 +293,15 @@ impl Memories {
             })
             .collect();
         let documents: Vec<&str> = documents.iter().map(String::as_str).collect();
+        let in_process = rank_by_relevance(query, &documents);
         let mut ranked: Vec<Option<UserMemory>> = memories.into_iter().map(Some).collect();
-        Ok(rank_by_relevance(query, &documents)
+        let by_index = indexed.iter().filter_map(|key| {
+            ranked
+                .iter()
+                .position(|memory| memory.as_ref().is_some_and(|memory| &memory.key == key))
+        });
+        let order: Vec<usize> = by_index.chain(in_process).collect();
+        Ok(order
             .into_iter()
             .filter_map(|index| ranked[index].take())
             .take(limit)
@@ -295,7 +371,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_prompt_carries_the_injected_kinds_and_recall_finds_by_words() {
-        let memories = Memories::new(Arc::new(MemoryStore::default()));
+        let memories = Memories::new(Arc::new(MemoryStore::default()), None);
         let ada = UserId::new("ada");
         memories
             .remember(&ada, memory("tone", "Answer tersely", "preference"))

@@ -561,21 +561,25 @@ impl Runs {
                 };
                 (outcome, end, feed, supervisor)
             }
-            .instrument(span);
+            .instrument(span.clone());
             let (outcome, end, mut feed, supervisor) = driven.await;
             supervisor.abort();
             watch.unregister(&session_id, &run_id);
-            if let Err(error) = finish_session(
-                stores.sessions.as_ref(),
-                stores.events.as_ref(),
-                &session_id,
-                outcome,
-            )
-            .await
-            {
-                tracing::warn!(%session_id, error = %crate::telemetry::chain(&error), "could not update the session after its run");
+            async {
+                if let Err(error) = finish_session(
+                    stores.sessions.as_ref(),
+                    stores.events.as_ref(),
+                    &session_id,
+                    outcome,
+                )
+                .await
+                {
+                    tracing::warn!(%session_id, error = %crate::telemetry::chain(&error), "could not update the session after its run");
+                }
+                sessions.index_conversation(&session_id).await;
             }
-            sessions.index_conversation(&session_id).await;
+            .instrument(span)
+            .await;
             if let Err(error) = stores.control.release_run_lock(&session_id, &run_id).await {
                 tracing::warn!(%session_id, error = %crate::telemetry::chain(&error), "could not release the run lock; it expires with its lease");
             }

@@ -268,6 +268,7 @@ pub fn opensearch_config(url: &str) -> SearchConfig {
         es_api_key: None,
         es_username: None,
         es_password: None,
+        es_knn: false,
     }
 }
 

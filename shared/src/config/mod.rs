@@ -333,6 +333,11 @@ pub struct SearchConfig {
     pub es_username: Option<String>,
     #[arg(long, env = "SAGE_ELASTICSEARCH_PASSWORD", hide_env_values = true, value_parser = secret)]
     pub es_password: Option<SecretString>,
+    /// The cluster has OpenSearch's k-NN plugin (Amazon OpenSearch Service has it): vectors are
+    /// indexed as `knn_vector` and searched by k-NN beside the text. Needs `--embedding_dims`
+    /// and a new index. Without it, stored vectors re-rank the text matches.
+    #[arg(long, env = "SAGE_ELASTICSEARCH_KNN", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub es_knn: bool,
 }
 
 impl SearchConfig {

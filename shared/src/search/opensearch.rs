@@ -26,6 +26,8 @@ const MAX_CANDIDATES: usize = 200;
 pub struct OpenSearchIndex {
     client: OpenSearch,
     url: String,
+    /// With the k-NN plugin (`--es_knn`): the vector field's dimensions.
+    knn_dimensions: Option<u16>,
     created: OnceCell<()>,
 }
 
@@ -122,6 +124,7 @@ impl OpenSearchIndex {
                     .map(|port| format!(":{port}"))
                     .unwrap_or_default()
             ),
+            knn_dimensions: knn_dimensions(config)?,
             created: OnceCell::new(),
         })
     }
@@ -134,16 +137,7 @@ impl OpenSearchIndex {
                     .client
                     .indices()
                     .create(IndicesCreateParts::Index(INDEX))
-                    .body(json!({"mappings": {"properties": {
-                        "owner": {"type": "keyword"},
-                        "collection": {"type": "keyword"},
-                        "scope": {"type": "keyword"},
-                        "parent": {"type": "keyword"},
-                        "title": {"type": "text"},
-                        "text": {"type": "text"},
-                        "source": {"type": "object", "enabled": false},
-                        "vector": {"type": "float", "index": false, "doc_values": false},
-                    }}}))
+                    .body(index_body(self.knn_dimensions))
                     .send()
                     .await
                     .map_err(remote)?;
@@ -160,6 +154,77 @@ impl OpenSearchIndex {
             .await
             .map(|_| ())
     }
+}
+
+/// `--es_knn` needs the vectors' length for the `knn_vector` mapping.
+fn knn_dimensions(config: &SearchConfig) -> Result<Option<u16>, SearchError> {
+    match (config.es_knn, config.embedding_dims) {
+        (false, _) => Ok(None),
+        (true, Some(dimensions)) if config.embedding_base_url.is_some() => Ok(Some(dimensions)),
+        (true, _) => Err(SearchError::Config(
+            "--es_knn needs --embedding_base_url and --embedding_dims (the vectors' length)".into(),
+        )),
+    }
+}
+
+/// The index's settings and mapping. With k-NN, vectors are a `knn_vector` field (OpenSearch's
+/// k-NN plugin, `index.knn`); without, they are kept unindexed in each document for re-ranking.
+fn index_body(knn_dimensions: Option<u16>) -> Value {
+    let vector = match knn_dimensions {
+        Some(dimension) => json!({"type": "knn_vector", "dimension": dimension}),
+        None => json!({"type": "float", "index": false, "doc_values": false}),
+    };
+    let mut body = json!({"mappings": {"properties": {
+        "owner": {"type": "keyword"},
+        "collection": {"type": "keyword"},
+        "scope": {"type": "keyword"},
+        "parent": {"type": "keyword"},
+        "title": {"type": "text"},
+        "text": {"type": "text"},
+        "source": {"type": "object", "enabled": false},
+        "vector": vector,
+    }}});
+    if knn_dimensions.is_some() {
+        body["settings"] = json!({"index": {"knn": true}});
+    }
+    body
+}
+
+/// The search request: the owner's documents of the collection (and scopes) as filters; the
+/// text as a `multi_match`; with a vector and k-NN, a `knn` clause beside the text, either one
+/// enough to match. The candidates are then ranked the same way on every backend.
+fn search_body(query: &SearchQuery, knn: bool) -> Value {
+    let mut filter = filters(&query.owner, query.collection.as_str(), None, None);
+    if !query.scopes.is_empty() {
+        filter.push(json!({"terms": {"scope": query.scopes}}));
+    }
+    let size = if query.vector.is_some() {
+        (query.limit * 5).min(MAX_CANDIDATES)
+    } else {
+        query.limit.min(MAX_CANDIDATES)
+    };
+    let text = (!query.text.trim().is_empty()).then(|| {
+        json!({"multi_match": {
+            "query": query.text,
+            "fields": ["title^2", "text"],
+            "operator": if query.all_words { "and" } else { "or" },
+        }})
+    });
+    let mut boolean = json!({"filter": filter});
+    match (&query.vector, knn) {
+        (Some(vector), true) if !query.all_words => {
+            let mut should = vec![json!({"knn": {"vector": {"vector": vector, "k": size}}})];
+            should.extend(text);
+            boolean["should"] = Value::Array(should);
+            boolean["minimum_should_match"] = json!(1);
+        }
+        _ => {
+            if let Some(text) = text {
+                boolean["must"] = json!([text]);
+            }
+        }
+    }
+    json!({"size": size, "query": {"bool": boolean}})
 }
 
 /// The SigV4 service of an Amazon OpenSearch endpoint.
@@ -236,27 +301,10 @@ impl SearchIndex for OpenSearchIndex {
     #[tracing::instrument(name = "search.query", skip_all)]
     async fn search(&self, query: &SearchQuery) -> Result<Vec<SearchHit>, SearchError> {
         self.ensure_index().await?;
-        let mut filter = filters(&query.owner, query.collection.as_str(), None, None);
-        if !query.scopes.is_empty() {
-            filter.push(json!({"terms": {"scope": query.scopes}}));
-        }
-        let size = if query.vector.is_some() {
-            (query.limit * 5).min(MAX_CANDIDATES)
-        } else {
-            query.limit.min(MAX_CANDIDATES)
-        };
-        let mut boolean = json!({"filter": filter});
-        if !query.text.trim().is_empty() {
-            boolean["must"] = json!([{"multi_match": {
-                "query": query.text,
-                "fields": ["title^2", "text"],
-                "operator": if query.all_words { "and" } else { "or" },
-            }}]);
-        }
         let response = self
             .client
             .search(SearchParts::Index(&[INDEX]))
-            .body(json!({"size": size, "query": {"bool": boolean}}))
+            .body(search_body(query, self.knn_dimensions.is_some()))
             .send()
             .await
             .map_err(remote)?;
@@ -304,16 +352,96 @@ impl SearchIndex for OpenSearchIndex {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::search::Collection;
+
+    fn query(vector: Option<Vec<f32>>) -> SearchQuery {
+        SearchQuery {
+            owner: "ada".into(),
+            collection: Collection::Knowledge,
+            scopes: vec!["kb1".into()],
+            text: "ownership rules".into(),
+            all_words: false,
+            vector,
+            limit: 4,
+        }
+    }
+
+    /// OpenSearch's documented k-NN forms: an index with `index.knn` and a `knn_vector` field
+    /// of the embeddings' dimension, and a `knn` query clause naming the field, the vector and k.
+    #[test]
+    fn with_knn_vectors_are_indexed_and_queried_in_opensearchs_form() {
+        let index = index_body(Some(3));
+        assert_eq!(index["settings"]["index"]["knn"], true);
+        assert_eq!(
+            index["mappings"]["properties"]["vector"],
+            json!({"type": "knn_vector", "dimension": 3})
+        );
+        let body = search_body(&query(Some(vec![0.1, 0.2, 0.3])), true);
+        let boolean = &body["query"]["bool"];
+        let should = boolean["should"].as_array().unwrap();
+        let clause = &should[0]["knn"]["vector"];
+        assert_eq!(clause["k"], 20);
+        let sent: Vec<f64> = clause["vector"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        assert!((sent[2] - 0.3).abs() < 1e-6, "{sent:?}");
+        assert_eq!(should[1]["multi_match"]["query"], "ownership rules");
+        assert_eq!(boolean["minimum_should_match"], 1);
+        assert_eq!(boolean["filter"][2], json!({"terms": {"scope": ["kb1"]}}));
+        assert_eq!(body["size"], 20);
+    }
+
+    #[test]
+    fn knn_needs_the_embeddings_length() {
+        let search = |args: &[&str]| {
+            let mut all = vec!["sage", "--es_url", "http://search:9200"];
+            all.extend_from_slice(args);
+            crate::config::Config::try_from_args(all).unwrap().search
+        };
+        assert_eq!(knn_dimensions(&search(&[])).unwrap(), None);
+        let missing = knn_dimensions(&search(&["--es_knn", "true"])).unwrap_err();
+        assert!(
+            missing.to_string().contains("--embedding_dims"),
+            "{missing}"
+        );
+        let set = search(&[
+            "--es_knn",
+            "--embedding_base_url",
+            "http://embed/v1",
+            "--embedding_dims",
+            "256",
+        ]);
+        assert_eq!(knn_dimensions(&set).unwrap(), Some(256));
+    }
+
+    #[test]
+    fn without_knn_the_text_must_match_and_vectors_only_rerank() {
+        let index = index_body(None);
+        assert!(index.get("settings").is_none());
+        assert_eq!(index["mappings"]["properties"]["vector"]["index"], false);
+        let body = search_body(&query(Some(vec![0.1, 0.2, 0.3])), false);
+        assert!(body["query"]["bool"].get("should").is_none());
+        assert_eq!(
+            body["query"]["bool"]["must"][0]["multi_match"]["operator"],
+            "or"
+        );
+        assert_eq!(search_body(&query(None), false)["size"], 4);
+    }
+
     #[test]
     fn amazon_endpoints_are_signed_for_their_service() {
         assert_eq!(
-            super::aws_service("search-sage-abc.eu-west-1.es.amazonaws.com"),
+            aws_service("search-sage-abc.eu-west-1.es.amazonaws.com"),
             Some("es")
         );
         assert_eq!(
-            super::aws_service("xyz.us-east-1.aoss.amazonaws.com"),
+            aws_service("xyz.us-east-1.aoss.amazonaws.com"),
             Some("aoss")
         );
-        assert_eq!(super::aws_service("localhost"), None);
+        assert_eq!(aws_service("localhost"), None);
     }
 }

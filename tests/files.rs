@@ -3,6 +3,7 @@
 //! session, on the local directory and on S3 (moto) under `sage-local`.
 
 use std::io::Read;
+use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -370,5 +371,74 @@ async fn an_event_too_large_for_a_dynamodb_item_round_trips_through_the_bucket()
             .unwrap()
             .is_empty(),
         "the bodies went with the session"
+    );
+}
+
+/// An object store that stops answering after start-up: the routes that need it answer 503 in
+/// the envelope without its address or error, readiness names it, and runs go on without it.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_object_store_is_a_503_and_runs_go_on() {
+    let port = free_port();
+    let moto = ChildGuard(
+        std::process::Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("moto_server is on PATH (tests/run.sh installs it)"),
+    );
+    wait_for_port(port, Duration::from_secs(30)).await;
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let llm = MockLlm::start(sage_mock_llm::MockOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db").display().to_string();
+    let args = [
+        "--db_type",
+        "file",
+        "--db_path",
+        &db,
+        "--minio_endpoint",
+        &endpoint,
+        "--minio_bucket_name",
+        "going-away",
+        "--default_llm_api_key",
+        "k",
+        "--default_llm_api_base_url",
+        &llm.base_url,
+    ];
+    let shim = ShimProcess::start(dir.path(), &args, &MOTO_ENV).await;
+    let base = shim.url.clone();
+    drop(moto);
+
+    let (status, answer) = upload(&base, "?user_id=lee", "notes.txt", b"hello".to_vec()).await;
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(answer["code"], 503);
+    assert!(
+        !answer.to_string().contains(&port.to_string()),
+        "no address in the answer: {answer}"
+    );
+    let events = post_ndjson(
+        &format!("{base}/api/stream"),
+        &json!({"session_id": "gone-1", "user_id": "lee", "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_tail(&events, "gone-1");
+    let (status, listed) = send_json(
+        Method::POST,
+        &format!("{base}/api/sessions/gone-1/file_workspace?user_id=lee"),
+        &json!({}),
+    )
+    .await;
+    assert_eq!(status, 503, "{listed}");
+    let (status, ready) = get_json(&format!("{base}/api/health/ready")).await;
+    assert_eq!(status, 503, "{ready}");
+    assert!(
+        ready["data"]["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|line| line.as_str().unwrap().starts_with("files (")
+                && !line.as_str().unwrap().ends_with(": ok")),
+        "{ready}"
     );
 }

@@ -72,6 +72,6 @@ mod tests {
             ])
             .unwrap();
         let named: Vec<&str> = explicitly_set(&matches).iter().map(|s| s.flag).collect();
-        assert_eq!(named, ["memory_root", "logs-dir"]);
+        assert_eq!(named, ["logs-dir", "memory_root"]);
     }
 }

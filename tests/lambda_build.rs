@@ -1,5 +1,6 @@
 //! `cargo lambda build --release` produces each function's `bootstrap` (`tests/run.sh` runs that
-//! build before the tests; this checks what it produced).
+//! build before the tests, without the profile's LTO unless `SAGE_TEST_FULL_RELEASE=1`; this
+//! checks what it produced; BENCHMARKS.md has the deployed sizes).
 
 use std::io::Read;
 

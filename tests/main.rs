@@ -6,6 +6,7 @@ mod common;
 mod accounts;
 mod agents;
 mod blob_conformance;
+mod builtin_tools;
 mod client_routes;
 mod config_flags;
 mod context_budget;

@@ -12,7 +12,7 @@ fn url(env: &TestEnv, path: &str) -> String {
 }
 
 async fn tools_of(env: &TestEnv, user: &str) -> Vec<String> {
-    let (status, body) = get_json(&url(env, &format!("/api/tools?user_id={user}"))).await;
+    let (status, body) = get_json(&url(env, &format!("/api/tools?type=mcp&user_id={user}"))).await;
     assert_eq!(status, 200, "{body}");
     body["data"]["tools"]
         .as_array()

@@ -162,7 +162,7 @@ impl Server {
 pub struct TestEnv {
     pub llm: MockLlm,
     pub server: Server,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl TestEnv {
@@ -170,15 +170,16 @@ impl TestEnv {
         Self::with(MockOptions::default(), &[]).await
     }
 
+    /// The folder the server keeps session workspaces in (the local object store).
+    pub fn workspace(&self) -> std::path::PathBuf {
+        self.dir.path().join("workspace")
+    }
+
     pub async fn with(options: MockOptions, extra_flags: &[&str]) -> Self {
         let llm = MockLlm::start(options).await;
         let dir = tempfile::tempdir().unwrap();
         let server = Server::start(test_config(&llm.base_url, dir.path(), extra_flags)).await;
-        Self {
-            llm,
-            server,
-            _dir: dir,
-        }
+        Self { llm, server, dir }
     }
 
     pub fn stream_url(&self) -> String {

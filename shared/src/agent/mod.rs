@@ -214,18 +214,16 @@ impl Agent {
 
     /// Runs to the end and emits `token_usage`; the event log adds `stream_end`.
     pub async fn run(mut self) -> RunOutcome {
-        let mut tools = ToolBox::build(
+        let tools = ToolBox::build(
             &self.spec.registered_servers,
             &self.spec.request_servers,
             &self.spec.available_tools,
             self.spec.mcp_policy,
+            &self.spec.builtin_tools,
             self.pool.clone(),
             self.spec.tool_timeout,
         )
         .await;
-        for builtin in &self.spec.builtin_tools {
-            tools.add_builtin(builtin.clone());
-        }
         for notice in std::mem::take(&mut self.spec.notices) {
             self.emit_text(EventType::Normal, EXECUTION_AGENT, &new_id(), notice)
                 .await;

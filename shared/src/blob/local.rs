@@ -32,6 +32,26 @@ impl LocalObjects {
     fn path(&self, key: &ObjectKey) -> PathBuf {
         self.root.join(key.as_str())
     }
+
+    /// Whether the path of `key` passes through a link (made on the disk by something other
+    /// than this store): the first `depth` segments are checked, each as it is on the disk.
+    async fn through_link(&self, key: &ObjectKey, depth: usize) -> Result<bool, BlobError> {
+        let mut path = self.root.clone();
+        for segment in key.as_str().split('/').take(depth) {
+            path.push(segment);
+            match tokio::fs::symlink_metadata(&path).await {
+                Ok(metadata) if metadata.file_type().is_symlink() => return Ok(true),
+                Ok(_) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Ok(false)
+    }
+}
+
+fn segments(key: &ObjectKey) -> usize {
+    key.as_str().split('/').count()
 }
 
 fn modified_secs(metadata: &std::fs::Metadata) -> f64 {
@@ -79,6 +99,9 @@ fn walk(root: &Path, dir: &Path, found: &mut Vec<ObjectInfo>) -> std::io::Result
 impl ObjectStore for LocalObjects {
     #[tracing::instrument(name = "objects.put", skip_all, fields(key = %key))]
     async fn put(&self, key: &ObjectKey, body: Bytes) -> Result<(), BlobError> {
+        if self.through_link(key, segments(key)).await? {
+            return Err(BlobError::InvalidKey(key.to_string()));
+        }
         let path = self.path(key);
         if let Some(parent) = path.parent() {
             tokio::fs::create_dir_all(parent).await?;
@@ -96,6 +119,9 @@ impl ObjectStore for LocalObjects {
 
     #[tracing::instrument(name = "objects.get", skip_all, fields(key = %key))]
     async fn get(&self, key: &ObjectKey) -> Result<Option<ObjectRead>, BlobError> {
+        if self.through_link(key, segments(key)).await? {
+            return Ok(None);
+        }
         let path = self.path(key);
         let metadata = match tokio::fs::symlink_metadata(&path).await {
             Ok(metadata) if metadata.is_file() => metadata,
@@ -117,6 +143,9 @@ impl ObjectStore for LocalObjects {
 
     #[tracing::instrument(name = "objects.list", skip_all, fields(key = %prefix))]
     async fn list(&self, prefix: &ObjectKey) -> Result<Vec<ObjectInfo>, BlobError> {
+        if self.through_link(prefix, segments(prefix)).await? {
+            return Ok(Vec::new());
+        }
         let root = self.root.clone();
         let dir = self.path(prefix);
         let mut found = tokio::task::spawn_blocking(move || {
@@ -131,6 +160,10 @@ impl ObjectStore for LocalObjects {
 
     #[tracing::instrument(name = "objects.delete", skip_all, fields(key = %prefix))]
     async fn delete_prefix(&self, prefix: &ObjectKey) -> Result<u64, BlobError> {
+        // A link as the last segment is removed itself, never what it points to.
+        if self.through_link(prefix, segments(prefix) - 1).await? {
+            return Err(BlobError::InvalidKey(prefix.to_string()));
+        }
         let count = self.list(prefix).await?.len() as u64;
         match tokio::fs::remove_dir_all(self.path(prefix)).await {
             Ok(()) => Ok(count),
@@ -157,5 +190,46 @@ impl ObjectStore for LocalObjects {
 
     fn describe(&self) -> String {
         "local directory".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A link made on the disk inside the store's directory leads nowhere: reads find nothing,
+    /// writes and deletes through it are refused, and what it points to is untouched.
+    #[tokio::test]
+    async fn links_on_the_disk_are_never_followed() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret.txt"), "outside").unwrap();
+        std::fs::create_dir_all(root.path().join("s")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.path().join("s/link")).unwrap();
+        let store = LocalObjects::new(root.path().to_path_buf(), None);
+        let key = |text: &str| ObjectKey::parse(text).unwrap();
+
+        assert!(
+            store
+                .get(&key("s/link/secret.txt"))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(store.list(&key("s/link")).await.unwrap().is_empty());
+        assert!(store.list(&key("s")).await.unwrap().is_empty());
+        assert!(
+            store
+                .put(&key("s/link/new.txt"), Bytes::from("x"))
+                .await
+                .is_err()
+        );
+        assert!(store.delete_prefix(&key("s/link/deeper")).await.is_err());
+        store.delete_prefix(&key("s")).await.unwrap();
+        assert_eq!(
+            std::fs::read_to_string(outside.path().join("secret.txt")).unwrap(),
+            "outside"
+        );
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 1);
     }
 }

@@ -71,6 +71,10 @@ impl std::fmt::Display for ObjectKey {
     }
 }
 
+/// The folder inside each session's workspace that holds what the server keeps for the session
+/// (its plan): the file routes do not show it and the built-in file tools cannot reach it.
+pub const RESERVED_FOLDER: &str = ".sage";
+
 /// One stored object.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ObjectInfo {

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio_util::io::ReaderStream;
 
-use crate::blob::{BlobError, ObjectBody, ObjectKey, ObjectStore};
+use crate::blob::{BlobError, ObjectBody, ObjectKey, ObjectStore, RESERVED_FOLDER};
 use crate::domain::DomainError;
 use crate::util::{SessionId, UserId};
 use crate::wire::api::{FileEntry, Uploaded};
@@ -31,6 +31,11 @@ pub struct FileDownload {
 #[derive(Clone)]
 pub struct Files {
     objects: Arc<dyn ObjectStore>,
+}
+
+/// Whether a path inside a workspace is in the folder the server keeps for itself.
+fn is_reserved(relative: &str) -> bool {
+    relative.split('/').next() == Some(RESERVED_FOLDER)
 }
 
 fn unavailable(error: BlobError) -> DomainError {
@@ -73,6 +78,11 @@ impl Files {
         Self { objects }
     }
 
+    /// The store the session workspaces live in (the built-in file tools work there).
+    pub fn objects(&self) -> Arc<dyn ObjectStore> {
+        self.objects.clone()
+    }
+
     fn session_root(session_id: &SessionId) -> Result<ObjectKey, DomainError> {
         ObjectKey::parse(session_id.as_str()).map_err(unavailable)
     }
@@ -85,6 +95,9 @@ impl Files {
         let mut folders = std::collections::BTreeMap::<String, f64>::new();
         for object in objects {
             let path = object.key.as_str()[root.as_str().len() + 1..].to_owned();
+            if is_reserved(&path) {
+                continue;
+            }
             let mut folder = String::new();
             for segment in path
                 .split('/')
@@ -133,6 +146,9 @@ impl Files {
             DomainError::invalid("file_path: must stay inside the conversation's folder")
         })?;
         let not_found = || DomainError::NotFound(format!("no file {file_path}"));
+        if is_reserved(relative) {
+            return Err(not_found());
+        }
         if let Some(read) = self.objects.get(&key).await.map_err(unavailable)? {
             return Ok(FileDownload {
                 name: safe_file_name(relative),

@@ -62,6 +62,10 @@ pub fn summary(session: &SessionRecord, text: Option<String>) -> SessionSummary 
 }
 
 impl Sessions {
+    pub fn files(&self) -> &Files {
+        &self.files
+    }
+
     pub fn new(
         sessions: Arc<dyn SessionStore>,
         events: Arc<dyn EventLog>,

@@ -13,9 +13,13 @@ use crate::domain::DomainError;
 use crate::store::{McpServerRecord, McpServerStore};
 use crate::tools::{
     McpError, McpPolicy, McpPool, McpServerConfig, ToolCallError, ToolSpec, discover_tools,
+    workspace_tool_specs,
 };
 use crate::util::{UserId, now_secs};
 use crate::wire::api::{McpServerSummary, ToolEntry};
+
+/// The `source` Sage gives its built-in tools ("basic tools"), which its web client shows.
+const BASIC_TOOL_SOURCE: &str = "基础工具";
 
 /// Owner of the preset servers: every user may use them, nobody may change them over the API.
 pub const SHARED_OWNER: &str = "system";
@@ -244,6 +248,23 @@ impl ToolsAdmin {
                 })
             })
             .collect())
+    }
+
+    /// `/api/tools?type=basic`: the built-in tools an agent turns on by naming them in
+    /// `available_tools`, as Sage lists them.
+    pub fn basic_tools(&self) -> Vec<ToolEntry> {
+        workspace_tool_specs()
+            .into_iter()
+            .map(|spec| ToolEntry {
+                name: spec.name,
+                description: spec.description,
+                parameters: spec.parameters,
+                kind: "basic",
+                source: BASIC_TOOL_SOURCE.into(),
+                server_name: "builtin".into(),
+                user_id: String::new(),
+            })
+            .collect()
     }
 
     /// `/api/tools/exec`: one call on the first of the caller's enabled servers offering the tool.

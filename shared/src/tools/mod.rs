@@ -6,12 +6,16 @@ mod guard;
 mod legacy_sse;
 mod pool;
 mod toolbox;
+mod workspace;
 
 pub use builtin::BuiltinTools;
 pub use guard::McpPolicy;
 pub use legacy_sse::{LegacySseError, LegacySseTransport};
 pub use pool::McpPool;
 pub use toolbox::ToolBox;
+pub use workspace::{
+    PROMPT_BLOCK as WORKSPACE_PROMPT_BLOCK, WORKSPACE_TOOLS, workspace_tool_specs, workspace_tools,
+};
 
 pub use crate::wire::mcp::{McpServerConfig, ToolSpec, TransportKind};
 

@@ -39,13 +39,15 @@ pub struct ToolBox {
 }
 
 impl ToolBox {
-    /// Request servers come first, then the registered ones in the order given. A request server
+    /// Request servers come first, then the registered ones in the order given, then the built-in
+    /// tools (which win over an MCP tool of the same name). A request server
     /// that is refused by the policy or cannot be reached is logged and skipped.
     pub async fn build(
         registered: &[McpServerRecord],
         request_servers: &BTreeMap<String, McpServerConfig>,
         allowed: &[String],
         policy: McpPolicy,
+        builtin: &[Arc<dyn BuiltinTools>],
         pool: Arc<McpPool>,
         default_timeout: Duration,
     ) -> Self {
@@ -54,6 +56,9 @@ impl ToolBox {
             ..Self::default()
         };
         if allowed.is_empty() {
+            for tools in builtin {
+                toolbox.add_builtin(tools.clone());
+            }
             return toolbox;
         }
         let enabled = request_servers
@@ -93,6 +98,9 @@ impl ToolBox {
                 });
             }
         }
+        for tools in builtin {
+            toolbox.add_builtin(tools.clone());
+        }
         for name in allowed {
             if !toolbox.by_name.contains_key(name) {
                 tracing::warn!(tool = %name, "requested tool is not offered by any server; dropped");
@@ -115,7 +123,7 @@ impl ToolBox {
 
     /// Offers every tool of `tools`, whatever the allow-list; they win over MCP tools of the
     /// same name.
-    pub fn add_builtin(&mut self, tools: Arc<dyn BuiltinTools>) {
+    fn add_builtin(&mut self, tools: Arc<dyn BuiltinTools>) {
         for spec in tools.specs() {
             self.by_name.insert(
                 spec.name.clone(),

@@ -36,7 +36,7 @@ use crate::store::{
     EventLog, EventSink, IdempotencyRecord, RunControl, RunStatus, SEARCH_TEXT_LIMIT,
     SessionRecord, SessionStore, StoreError, SummaryStore,
 };
-use crate::tools::{McpPolicy, McpPool};
+use crate::tools::{McpPolicy, McpPool, WORKSPACE_PROMPT_BLOCK, workspace_tools};
 use crate::util::{InputError, SessionId, UserId, new_id, now_secs};
 use crate::wire::{
     ContextBudgetConfig, Event, EventStream, EventType, InputMessage, MemoryType, Role,
@@ -396,42 +396,43 @@ impl Runs {
         let mut builtin_tools = Vec::new();
         if self.uses_user_memory(request) {
             if let Some(block) = self.memories.prompt_block(user).await? {
-                let prompt = system_prompt.get_or_insert_with(String::new);
-                if !prompt.is_empty() {
-                    prompt.push_str("\n\n");
-                }
-                prompt.push_str(&block);
+                append_block(&mut system_prompt, &block);
             }
             builtin_tools.push(self.memories.tools(user));
         }
         let skills = &extras.skills;
         if !skills.is_empty() {
-            let prompt = system_prompt.get_or_insert_with(String::new);
-            if !prompt.is_empty() {
-                prompt.push_str("\n\n");
-            }
-            prompt.push_str(&skill_prompt_block(skills));
+            append_block(&mut system_prompt, &skill_prompt_block(skills));
             if let Some(asked) = tagged_skill(request)
                 .and_then(|name| skills.iter().find(|skill| skill.name == name))
             {
-                prompt.push_str(&format!(
-                    "\n\nThe user asked for the skill {}. Its instructions:\n{}",
-                    asked.name, asked.package.instructions
-                ));
+                append_block(
+                    &mut system_prompt,
+                    &format!(
+                        "The user asked for the skill {}. Its instructions:\n{}",
+                        asked.name, asked.package.instructions
+                    ),
+                );
             }
             builtin_tools.push(skill_tools(skills.to_vec()));
         }
         if !extras.knowledge.is_empty() {
-            let prompt = system_prompt.get_or_insert_with(String::new);
-            if !prompt.is_empty() {
-                prompt.push_str("\n\n");
-            }
-            prompt.push_str(&knowledge_prompt_block(&extras.knowledge));
+            append_block(
+                &mut system_prompt,
+                &knowledge_prompt_block(&extras.knowledge),
+            );
             builtin_tools.push(knowledge_tools(
                 self.knowledge.clone(),
                 user.as_str(),
                 extras.knowledge.clone(),
             ));
+        }
+        let requested_tools = request.available_tools.as_deref().unwrap_or_default();
+        if let Some(tools) =
+            workspace_tools(self.sessions.files().objects(), session_id, requested_tools)
+        {
+            append_block(&mut system_prompt, WORKSPACE_PROMPT_BLOCK);
+            builtin_tools.push(tools);
         }
         let spec = RunSpec {
             session_id: session_id.to_owned(),
@@ -660,6 +661,15 @@ fn context_settings(
             .unwrap_or(defaults.max_new_message_ratio),
         recent_turns: overrides.recent_turns.unwrap_or(defaults.recent_turns),
     }
+}
+
+/// Adds a block to the system prompt, after a blank line.
+fn append_block(system_prompt: &mut Option<String>, block: &str) {
+    let prompt = system_prompt.get_or_insert_with(String::new);
+    if !prompt.is_empty() {
+        prompt.push_str("\n\n");
+    }
+    prompt.push_str(block);
 }
 
 fn system_prompt(request: &StreamRequest) -> Option<String> {

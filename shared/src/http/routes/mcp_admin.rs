@@ -120,8 +120,13 @@ async fn tools(
     ValidQuery(query): ValidQuery<ToolsQuery>,
 ) -> Answer<ToolList> {
     let tools = match query.kind.as_deref() {
-        None | Some("") | Some("mcp") => admin.list_tools(&caller.user()?).await?,
-        Some("basic") => Vec::new(),
+        None | Some("") => {
+            let mut tools = admin.basic_tools();
+            tools.extend(admin.list_tools(&caller.user()?).await?);
+            tools
+        }
+        Some("mcp") => admin.list_tools(&caller.user()?).await?,
+        Some("basic") => admin.basic_tools(),
         Some(other) => {
             return Err(
                 DomainError::invalid(format!("type: `{other}` is not one of mcp, basic")).into(),

@@ -197,6 +197,12 @@ async fn file_and_plan_tools_work_in_the_session_workspace() {
         })
         .collect();
     assert_eq!(listed, FILE_TOOLS);
+    let (_, all) = get_json(&format!("{}/api/tools", env.server.url)).await;
+    assert_eq!(
+        all["data"]["tools"].as_array().unwrap().len(),
+        FILE_TOOLS.len(),
+        "without a type, the built-in tools and the caller's MCP tools (none here): {all}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

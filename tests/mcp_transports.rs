@@ -138,7 +138,7 @@ async fn server_everything_over_stdio() {
     .await;
     assert_eq!(status, 200, "{added}");
     assert_everything_tools(&added);
-    let (status, listed) = get_json(&format!("{}/api/tools", env.server.url)).await;
+    let (status, listed) = get_json(&format!("{}/api/tools?type=mcp", env.server.url)).await;
     assert_eq!(status, 200);
     let catalogue = listed["data"]["tools"].as_array().unwrap();
     assert_eq!(

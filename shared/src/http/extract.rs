@@ -212,6 +212,18 @@ impl Caller {
         self.identity.as_ref().is_some_and(Identity::is_admin)
     }
 
+    /// For operator routes: a signed-in admin, or anyone while no account is signed in under
+    /// `--no_auth` (the trusted local mode); any other signed-in account is refused.
+    pub fn operator(&self) -> Result<(), ApiError> {
+        match &self.identity {
+            Some(identity) if !identity.is_admin() => Err(DomainError::Forbidden(
+                "only an admin may run tools directly; agents call tools inside runs".into(),
+            )
+            .into()),
+            _ => Ok(()),
+        }
+    }
+
     /// The signed-in account, for routes that need one whatever the auth mode (401 without a
     /// token).
     pub fn signed_in(&self) -> Result<&Identity, ApiError> {

@@ -149,6 +149,7 @@ async fn exec(
     caller: Caller,
     ValidJson(request): ValidJson<ExecRequest>,
 ) -> Answer<Value> {
+    caller.operator()?;
     let owner = caller.with_body(request.user_id.as_deref())?;
     let result = admin
         .exec_tool(&owner, &request.tool_name, request.tool_params)

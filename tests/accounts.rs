@@ -415,10 +415,17 @@ async fn changing_the_password_or_deleting_the_account_ends_its_tokens() {
 
     // Running a tool outside a run is an operator's job.
     let exec = json!({"tool_name": "echo", "tool_params": {"text": "x"}});
-    let (status, body) = api.post("/api/tools/exec", Some(&carol.access), &exec).await;
+    let (status, body) = api
+        .post("/api/tools/exec", Some(&carol.access), &exec)
+        .await;
     assert_refused(status, &body, 403);
-    assert!(body["message"].as_str().unwrap().contains("admin"), "{body}");
-    let (status, body) = api.post("/api/tools/exec", Some(&admin.access), &exec).await;
+    assert!(
+        body["message"].as_str().unwrap().contains("admin"),
+        "{body}"
+    );
+    let (status, body) = api
+        .post("/api/tools/exec", Some(&admin.access), &exec)
+        .await;
     assert_refused(status, &body, 404);
 
     let (status, body) = api

@@ -26,6 +26,7 @@ mod robustness;
 mod run_control;
 mod search_conformance;
 mod session_api;
+mod simple_mode;
 mod skills;
 mod store_conformance;
 mod stream_failures;

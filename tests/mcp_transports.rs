@@ -39,8 +39,9 @@ fn tool_names(body: &Value) -> Vec<String> {
         .collect()
 }
 
-const PYTHON_TOOLS: [&str; 7] = [
+const PYTHON_TOOLS: [&str; 8] = [
     "add",
+    "complete_task",
     "die",
     "echo",
     "fail",

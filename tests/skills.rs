@@ -23,7 +23,7 @@ fn csv_skill() -> Vec<u8> {
 
 /// The system prompt and tool names of the model's latest request.
 async fn last_model_request(env: &TestEnv) -> (String, Vec<String>) {
-    let request = env.llm.requests().await.pop().unwrap();
+    let request = env.llm.turn_requests().await.pop().unwrap();
     let system = request["messages"][0]["content"]
         .as_str()
         .unwrap_or_default()

@@ -47,7 +47,12 @@ async fn a_stdio_tool_result_is_fed_back_and_answered() {
     assert_one_call_fed_back(&events, "echo", "hello over stdio");
 
     let requests = env.llm.requests().await;
-    assert_eq!(requests.len(), 2);
+    assert_eq!(requests.len(), 3, "two turns, then the completion judge");
+    assert!(is_judge_request(&requests[2]), "{}", requests[2]);
+    assert!(
+        requests[2]["tools"].is_null(),
+        "the judge is offered no tools"
+    );
     let offered: Vec<&str> = requests[0]["tools"]
         .as_array()
         .unwrap()

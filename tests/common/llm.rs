@@ -31,4 +31,25 @@ impl MockLlm {
         let url = url.replace("/v1/../", "/");
         reqwest::get(url).await.unwrap().json().await.unwrap()
     }
+
+    /// The requests of the run's turns: without the completion judge's.
+    pub async fn turn_requests(&self) -> Vec<Value> {
+        let mut requests = self.requests().await;
+        requests.retain(|request| !is_judge_request(request));
+        requests
+    }
+}
+
+/// Whether a chat request is the completion judge's (its last message is the judge's
+/// instruction).
+pub fn is_judge_request(request: &Value) -> bool {
+    request["messages"]
+        .as_array()
+        .and_then(|messages| messages.last())
+        .is_some_and(|last| {
+            last["role"] == "system"
+                && last["content"]
+                    .as_str()
+                    .is_some_and(|text| text == sage_core::agent::JUDGE_INSTRUCTION)
+        })
 }

@@ -58,6 +58,12 @@ async def rendezvous(key: str, timeout: float = 5.0) -> str:
 
 
 @mcp.tool(structured_output=False)
+def complete_task(result: str = "") -> str:
+    """Says the task is complete (as Sage's own MCP server offers it); ends a simple-mode run."""
+    return f"completed: {result}"
+
+
+@mcp.tool(structured_output=False)
 def fail(message: str = "scripted tool failure") -> str:
     """Always raises."""
     raise ValueError(message)

@@ -13,6 +13,7 @@
 //! | `say:TEXT` | the text answer is TEXT, everything after `say:` verbatim (no directive in it counts) |
 //! | `fail:NNN` | HTTP status NNN with an OpenAI error body, before any streaming |
 //! | `fail:drop` | streams a few tokens, then drops the connection |
+//! | `judge:N`, `judge:never`, `judge:garbage` | how the completion judge answers (below) |
 //!
 //! When the last message is a tool result (and no `call-forever:`), the answer is text:
 //! `Tool results: <content> | <content>`, so a test sees what was fed back. When the last message
@@ -26,7 +27,12 @@
 //! message is a system message starting with `Suggest follow-up questions` (the suggestion step),
 //! the answer is `\n- More about <the user's first three words>?\n- Can you give an example?`.
 //! When the first is a system message starting with `Pick the one workflow`, the answer is the
-//! first listed workflow whose name the user's request contains, else `none`. Otherwise the
+//! first listed workflow whose name the user's request contains, else `none`. When it starts
+//! with `Choose the tools needed` (tool selection), the answer is a JSON list of the listed tools
+//! whose names the request contains. When the last message is a system message starting with
+//! `Decide whether the task is done` (the completion judge), the answer is
+//! `{"reason", "task_interrupted"}`, scripted by `judge:N` / `judge:never` / `judge:garbage` (see
+//! [`verdict`]); without it, the first text reply ends the task. Otherwise the
 //! answer is `--reply-words` tokens (default: a short fixed sentence). `GET /_mock/requests`
 //! returns the last 1,000 request bodies received.
 //!
@@ -236,6 +242,46 @@ fn chosen_workflow(listing: &str) -> String {
         .to_owned()
 }
 
+/// The tool selection: the listed tools whose names the request mentions, as a JSON list.
+fn chosen_tools(listing: &str) -> String {
+    let (list, request) = listing
+        .split_once("\n\nThe user's request:\n")
+        .unwrap_or((listing, ""));
+    let names: Vec<&str> = list
+        .lines()
+        .filter_map(|line| line.strip_prefix("- "))
+        .filter_map(|line| line.split_once(':').map(|(name, _)| name.trim()))
+        .filter(|name| request.contains(name))
+        .collect();
+    serde_json::to_string(&names).unwrap_or_default()
+}
+
+/// The completion judge, scripted by `judge:` in the user's message: `judge:N` says the task
+/// is done once the assistant has given N text replies since that message (default 1),
+/// `judge:never` never says so, `judge:garbage` answers with something that is not JSON.
+fn verdict(messages: &[Value], last_user: &str) -> String {
+    let directive = find_after(last_user, "judge:")
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or("1");
+    if directive == "garbage" {
+        return "I think so, probably.".into();
+    }
+    let replies = messages
+        .iter()
+        .rev()
+        .take_while(|m| m["role"] != "user")
+        .filter(|m| {
+            m["role"] == "assistant"
+                && m.get("tool_calls").is_none_or(Value::is_null)
+                && !message_text(m).trim().is_empty()
+        })
+        .count();
+    let done = directive
+        .parse::<usize>()
+        .is_ok_and(|needed| replies >= needed);
+    json!({"reason": format!("{replies} replies so far"), "task_interrupted": done}).to_string()
+}
+
 fn find_after<'a>(text: &'a str, marker: &str) -> Option<&'a str> {
     text.find(marker).map(|at| &text[at + marker.len()..])
 }
@@ -397,7 +443,13 @@ async fn completions(
     let workflow_choice = messages.first().is_some_and(|m| {
         m["role"] == "system" && message_text(m).starts_with("Pick the one workflow")
     });
-    let script = if extraction || session_summary || workflow_choice {
+    let tool_choice = messages.first().is_some_and(|m| {
+        m["role"] == "system" && message_text(m).starts_with("Choose the tools needed")
+    });
+    let judge = messages.last().is_some_and(|m| {
+        m["role"] == "system" && message_text(m).starts_with("Decide whether the task is done")
+    });
+    let script = if extraction || session_summary || workflow_choice || tool_choice {
         Script::default()
     } else {
         parse_script(&last_user)
@@ -425,6 +477,7 @@ async fn completions(
     }
     let finish_reason = if !summary
         && !suggestions
+        && !judge
         && !script.calls.is_empty()
         && (!after_tool || script.call_forever)
     {
@@ -452,6 +505,10 @@ async fn completions(
             extracted_memories(&last_user)
         } else if workflow_choice {
             chosen_workflow(&last_user)
+        } else if tool_choice {
+            chosen_tools(&last_user)
+        } else if judge {
+            verdict(&messages, &last_user)
         } else if suggestions {
             let topic: Vec<&str> = last_user.split_whitespace().take(3).collect();
             format!(

@@ -1,5 +1,7 @@
-//! The simple-mode agent (`api.md` §2): LLM → tool calls (concurrently) → results fed back →
-//! repeat until the model answers without tools or the loop cap is reached.
+//! The simple-mode agent (`api.md` §2, `sage-client.md` §5): LLM → tool calls (concurrently) →
+//! results fed back → repeat. It stops on an empty turn, after a `complete_task` or
+//! `sys_finish_task` call, at the loop cap, or when the completion judge reads a text turn as
+//! the end of the task (a run without tools ends on its first answer).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,8 +12,10 @@ use futures_util::stream::FuturesUnordered;
 use serde_json::{Value, json};
 use tracing::Instrument;
 
+mod decisions;
 mod emitter;
 
+pub use decisions::{JUDGE_INSTRUCTION, MAX_TOOLS_WITHOUT_SELECTION, TOOL_SELECTION_INSTRUCTION};
 pub use emitter::Emitter;
 
 use crate::context::{
@@ -214,7 +218,7 @@ impl Agent {
 
     /// Runs to the end and emits `token_usage`; the event log adds `stream_end`.
     pub async fn run(mut self) -> RunOutcome {
-        let tools = ToolBox::build(
+        let mut tools = ToolBox::build(
             &self.spec.registered_servers,
             &self.spec.request_servers,
             &self.spec.available_tools,
@@ -224,6 +228,7 @@ impl Agent {
             self.spec.tool_timeout,
         )
         .await;
+        self.select_tools(&mut tools).await;
         for notice in std::mem::take(&mut self.spec.notices) {
             self.emit_text(EventType::Normal, EXECUTION_AGENT, &new_id(), notice)
                 .await;
@@ -326,9 +331,18 @@ impl Agent {
                 return Ok(());
             }
             if turn.tool_calls.is_empty() {
+                let said_something = !turn.text.trim().is_empty();
                 prompt.push(json!({"role": "assistant", "content": turn.text}));
-                capped = false;
-                break;
+                // A run without tools has nothing to go on with: its answer ends it.
+                if !said_something
+                    || tools.is_empty()
+                    || self.emitter.is_aborted()
+                    || self.judge_says_done(&prompt, call).await
+                {
+                    capped = false;
+                    break;
+                }
+                continue;
             }
             self.emitter
                 .emit(Event {
@@ -356,6 +370,14 @@ impl Agent {
                     "tool_call_id": call.id,
                     "content": content_as_text(&content),
                 }));
+            }
+            if turn
+                .tool_calls
+                .iter()
+                .any(|call| decisions::FINISHING_TOOLS.contains(&call.function.name.as_str()))
+            {
+                capped = false;
+                break;
             }
         }
         if capped {

@@ -139,11 +139,26 @@ impl ToolBox {
         self.by_name.is_empty()
     }
 
-    /// Tool definitions in the OpenAI `tools` format, sorted by name for stable prompts.
-    pub fn definitions(&self) -> Vec<Value> {
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    /// The tools on offer, sorted by name.
+    pub fn specs(&self) -> Vec<&ToolSpec> {
         let mut specs: Vec<&ToolSpec> = self.by_name.values().map(|entry| &entry.spec).collect();
         specs.sort_by(|a, b| a.name.cmp(&b.name));
-        specs.into_iter().map(ToolSpec::definition).collect()
+        specs
+    }
+
+    /// Withdraws every tool not in `names`: the model is no longer offered them, and a call to
+    /// one is a `TOOL_NOT_FOUND` error.
+    pub fn keep_only(&mut self, names: &[String]) {
+        self.by_name.retain(|name, _| names.contains(name));
+    }
+
+    /// Tool definitions in the OpenAI `tools` format, sorted by name for stable prompts.
+    pub fn definitions(&self) -> Vec<Value> {
+        self.specs().into_iter().map(ToolSpec::definition).collect()
     }
 
     pub async fn call(&self, tool: &str, arguments: &str) -> Result<Value, ToolCallError> {

@@ -1,0 +1,226 @@
+//! Simple mode as Sage runs it (`sage-client.md` §5): the completion judge after a text turn,
+//! `complete_task` ending a run, the loop cap, and the tool selection over 15 tools.
+
+use serde_json::{Value, json};
+
+use crate::common::*;
+
+const CAP_NOTICE: &str = "最大循环次数";
+
+fn texts_of(events: &[Value], kind: &str) -> Vec<String> {
+    let mut by_message: Vec<(String, String)> = Vec::new();
+    for event in of_type(events, kind) {
+        let id = event["message_id"].as_str().unwrap().to_owned();
+        let text = event["content"].as_str().unwrap_or_default();
+        match by_message.iter_mut().find(|(seen, _)| *seen == id) {
+            Some((_, all)) => all.push_str(text),
+            None => by_message.push((id, text.to_owned())),
+        }
+    }
+    by_message.into_iter().map(|(_, text)| text).collect()
+}
+
+fn steps_of(events: &[Value]) -> Vec<String> {
+    let usage = of_type(events, "token_usage");
+    usage[0]["metadata"]["token_usage"]["per_step_info"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|step| step["step_name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn judge_requests(env: &TestEnv) -> usize {
+    env.llm
+        .requests()
+        .await
+        .iter()
+        .filter(|request| is_judge_request(request))
+        .count()
+}
+
+async fn run(env: &TestEnv, body: Value) -> Vec<Value> {
+    let events = post_ndjson(&env.stream_url(), &body).await;
+    assert_tail(&events, body["session_id"].as_str().unwrap());
+    assert!(of_type(&events, "error").is_empty(), "{events:#?}");
+    events
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_judge_keeps_a_run_with_tools_going_until_it_says_done() {
+    let env = TestEnv::new().await;
+    let events = run(
+        &env,
+        json!({"session_id": "sm-judge", "available_tools": ["todo_read"],
+               "messages": [{"role": "user", "content": "judge:2 words:3"}]}),
+    )
+    .await;
+    assert_eq!(
+        texts_of(&events, "do_subtask_result"),
+        ["tok0 tok1 tok2 ", "tok0 tok1 tok2 "],
+        "a second turn after the judge said the task goes on"
+    );
+    assert_eq!(judge_requests(&env).await, 2);
+    assert_eq!(
+        steps_of(&events),
+        [
+            "direct_execution",
+            "completion_judge",
+            "direct_execution",
+            "completion_judge"
+        ]
+    );
+    assert!(texts_of(&events, "normal").is_empty(), "not capped");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_judge_that_never_says_done_stops_at_the_loop_cap() {
+    let env = TestEnv::new().await;
+    let events = run(
+        &env,
+        json!({"session_id": "sm-cap", "available_tools": ["todo_read"], "max_loop_count": 3,
+               "messages": [{"role": "user", "content": "judge:never words:2"}]}),
+    )
+    .await;
+    assert_eq!(texts_of(&events, "do_subtask_result").len(), 3);
+    let notices = texts_of(&events, "normal");
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert!(notices[0].contains(CAP_NOTICE), "{notices:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_judge_answer_that_is_not_json_counts_as_done() {
+    let env = TestEnv::new().await;
+    let events = run(
+        &env,
+        json!({"session_id": "sm-garbage", "available_tools": ["todo_read"], "max_loop_count": 5,
+               "messages": [{"role": "user", "content": "judge:garbage words:2"}]}),
+    )
+    .await;
+    assert_eq!(texts_of(&events, "do_subtask_result").len(), 1);
+    assert_eq!(judge_requests(&env).await, 1);
+    assert!(texts_of(&events, "normal").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_without_tools_ends_on_its_answer_without_a_judge() {
+    let env = TestEnv::new().await;
+    let events = run(
+        &env,
+        json!({"session_id": "sm-plain",
+               "messages": [{"role": "user", "content": "judge:never words:2"}]}),
+    )
+    .await;
+    assert_eq!(texts_of(&events, "do_subtask_result").len(), 1);
+    assert_eq!(env.llm.requests().await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn complete_task_ends_the_run_after_its_turn() {
+    let env = TestEnv::new().await;
+    let events = run(
+        &env,
+        json!({"session_id": "sm-complete", "max_loop_count": 6,
+               "available_tools": ["echo", "complete_task"],
+               "extra_mcp_config": {"peer": stdio_peer(json!({}))},
+               "messages": [{"role": "user", "content": r#"call-forever:echo{"text":"x"} call:complete_task{"result":"all done"}"#}]}),
+    )
+    .await;
+    assert_eq!(
+        of_type(&events, "tool_call").len(),
+        1,
+        "without the finishing call the model would call echo until the cap"
+    );
+    let results: Vec<String> = of_type(&events, "tool_call_result")
+        .iter()
+        .map(|event| event["content"].to_string())
+        .collect();
+    assert!(
+        results.iter().any(|r| r.contains("completed: all done")),
+        "{results:?}"
+    );
+    assert!(texts_of(&events, "normal").is_empty(), "not capped");
+    assert_eq!(
+        texts_of(&events, "final_answer").len(),
+        1,
+        "ended on a tool result: summarised"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn over_fifteen_tools_a_selection_step_picks_what_the_request_needs() {
+    let env = TestEnv::new().await;
+    let mut allowed = vec![
+        "add",
+        "complete_task",
+        "echo",
+        "fail",
+        "rendezvous",
+        "repeat",
+        "sleep",
+        "file_read",
+        "file_write",
+        "file_update",
+        "search_content_in_file",
+        "todo_write",
+        "todo_read",
+    ];
+    allowed.extend([
+        "get-sum",
+        "get-tiny-image",
+        "get-structured-content",
+        "trigger-long-running-operation",
+    ]);
+    let events = run(
+        &env,
+        json!({"session_id": "sm-select", "available_tools": allowed,
+               "extra_mcp_config": {
+                   "peer": stdio_peer(json!({})),
+                   "everything": {"command": "node", "args": [everything_server_script(), "stdio"]},
+               },
+               "messages": [{"role": "user", "content": r#"call:repeat{"text":"ab","times":2}"#}]}),
+    )
+    .await;
+    let results = of_type(&events, "tool_call_result");
+    assert_eq!(results[0]["content"], "abab", "{events:#?}");
+    assert_eq!(steps_of(&events)[0], "tool_selection");
+
+    let requests = env.llm.requests().await;
+    let selection = &requests[0];
+    assert_eq!(
+        selection["messages"][0]["content"],
+        sage_core::agent::TOOL_SELECTION_INSTRUCTION
+    );
+    let listing = selection["messages"][1]["content"].as_str().unwrap();
+    for name in &allowed {
+        assert!(
+            listing.contains(&format!("- {name}: ")),
+            "{name} not listed: {listing}"
+        );
+    }
+    let offered: Vec<&str> = requests[1]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|tool| tool["function"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        offered,
+        ["complete_task", "repeat"],
+        "the chosen tool, and the finishing one"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fifteen_tools_or_fewer_are_all_offered_without_a_selection() {
+    let env = TestEnv::new().await;
+    let events = run(
+        &env,
+        json!({"session_id": "sm-few", "available_tools": ["file_read", "todo_read"],
+               "messages": [{"role": "user", "content": "words:2"}]}),
+    )
+    .await;
+    assert!(!steps_of(&events).contains(&"tool_selection".to_owned()));
+    let requests = env.llm.requests().await;
+    assert_eq!(requests[0]["tools"].as_array().unwrap().len(), 2);
+}

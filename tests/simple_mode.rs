@@ -1,5 +1,6 @@
 //! Simple mode as Sage runs it (`sage-client.md` §5): the completion judge after a text turn,
-//! `complete_task` ending a run, the loop cap, and the tool selection over 15 tools.
+//! `complete_task` ending a run, `ask_followup_question` ending it waiting for the user, the loop
+//! cap, and the tool selection over 15 tools.
 
 use serde_json::{Value, json};
 
@@ -223,4 +224,55 @@ async fn fifteen_tools_or_fewer_are_all_offered_without_a_selection() {
     assert!(!steps_of(&events).contains(&"tool_selection".to_owned()));
     let requests = env.llm.requests().await;
     assert_eq!(requests[0]["tools"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_followup_question_ends_the_run_and_the_answer_continues_it() {
+    let env = TestEnv::new().await;
+    let ask = r#"call-forever:ask_followup_question{"question":"Which year?","follow_up":["2024","2025"]}"#;
+    let events = run(
+        &env,
+        json!({"session_id": "sm-ask", "max_loop_count": 5,
+               "available_tools": ["ask_followup_question", "todo_read"],
+               "messages": [{"role": "user", "content": ask}]}),
+    )
+    .await;
+    assert_eq!(of_type(&events, "tool_call").len(), 1, "{events:#?}");
+    let result = &of_type(&events, "tool_call_result")[0]["content"];
+    assert_eq!(result["question"], "Which year?", "{result}");
+    assert_eq!(result["follow_up"], json!(["2024", "2025"]));
+    assert!(
+        texts_of(&events, "final_answer").is_empty(),
+        "no summary while waiting"
+    );
+    assert!(texts_of(&events, "normal").is_empty(), "not capped");
+    assert_eq!(judge_requests(&env).await, 0);
+
+    let answered = run(
+        &env,
+        json!({"session_id": "sm-ask", "available_tools": ["ask_followup_question"],
+               "messages": [{"role": "user", "content": "2025 say:Noted: 2025."}]}),
+    )
+    .await;
+    assert_eq!(texts_of(&answered, "do_subtask_result"), ["Noted: 2025."]);
+    let requests = env.llm.turn_requests().await;
+    let history = requests.last().unwrap()["messages"].to_string();
+    assert!(
+        history.contains("Which year?"),
+        "the question is in the next run's history: {history}"
+    );
+
+    let events = run(
+        &env,
+        json!({"session_id": "sm-ask-empty", "available_tools": ["ask_followup_question"],
+               "messages": [{"role": "user", "content": r#"call:ask_followup_question{"question":" "}"#}]}),
+    )
+    .await;
+    let result = &of_type(&events, "tool_call_result")[0]["content"];
+    assert_eq!(result["error"], true, "{result}");
+    assert_eq!(
+        texts_of(&events, "do_subtask_result").len(),
+        1,
+        "a refused question does not end the run: the model goes on"
+    );
 }

@@ -26,7 +26,9 @@ use crate::llm::{
     ChatDelta, ChatModel, ChatRequest, LlmError, LlmSettings, ToolCallAssembler, Usage,
 };
 use crate::store::McpServerRecord;
-use crate::tools::{BuiltinTools, McpPolicy, McpPool, McpServerConfig, ToolBox};
+use crate::tools::{
+    ASK_FOLLOWUP_QUESTION, BuiltinTools, McpPolicy, McpPool, McpServerConfig, ToolBox,
+};
 use crate::util::{new_id, now_secs};
 use crate::wire::{Event, EventType, Role, ToolCall};
 
@@ -310,6 +312,8 @@ impl Agent {
         }
 
         let mut capped = true;
+        // The model asked the user something: the run ends here, and so does its summary.
+        let mut waiting_for_user = false;
         for call in 0..self.spec.max_loop_count {
             if self.emitter.is_aborted() {
                 return Ok(());
@@ -365,17 +369,19 @@ impl Agent {
                 .iter()
                 .zip(self.call_tools(tools, &turn.tool_calls).await)
             {
+                waiting_for_user |= call.function.name == ASK_FOLLOWUP_QUESTION
+                    && content["waiting_for_user"] == true;
                 prompt.push(json!({
                     "role": "tool",
                     "tool_call_id": call.id,
                     "content": content_as_text(&content),
                 }));
             }
-            if turn
+            let finished = turn
                 .tool_calls
                 .iter()
-                .any(|call| decisions::FINISHING_TOOLS.contains(&call.function.name.as_str()))
-            {
+                .any(|call| decisions::FINISHING_TOOLS.contains(&call.function.name.as_str()));
+            if waiting_for_user || finished {
                 capped = false;
                 break;
             }
@@ -394,7 +400,10 @@ impl Agent {
             .messages
             .last()
             .is_some_and(|m| m.message["role"] == "tool");
-        if (self.spec.force_summary || ended_on_tool_result) && !self.emitter.is_aborted() {
+        if (self.spec.force_summary || ended_on_tool_result)
+            && !waiting_for_user
+            && !self.emitter.is_aborted()
+        {
             self.summarize(&mut prompt).await?;
         }
         if self.spec.suggest && !self.emitter.is_aborted() {

@@ -13,7 +13,7 @@ use crate::domain::DomainError;
 use crate::store::{McpServerRecord, McpServerStore};
 use crate::tools::{
     McpError, McpPolicy, McpPool, McpServerConfig, ToolCallError, ToolSpec, discover_tools,
-    workspace_tool_specs,
+    followup_tool_spec, workspace_tool_specs,
 };
 use crate::util::{UserId, now_secs};
 use crate::wire::api::{McpServerSummary, ToolEntry};
@@ -255,6 +255,7 @@ impl ToolsAdmin {
     pub fn basic_tools(&self) -> Vec<ToolEntry> {
         workspace_tool_specs()
             .into_iter()
+            .chain([followup_tool_spec()])
             .map(|spec| ToolEntry {
                 name: spec.name,
                 description: spec.description,

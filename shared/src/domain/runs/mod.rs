@@ -36,7 +36,7 @@ use crate::store::{
     EventLog, EventSink, IdempotencyRecord, RunControl, RunStatus, SEARCH_TEXT_LIMIT,
     SessionRecord, SessionStore, StoreError, SummaryStore,
 };
-use crate::tools::{McpPolicy, McpPool, WORKSPACE_PROMPT_BLOCK, workspace_tools};
+use crate::tools::{McpPolicy, McpPool, WORKSPACE_PROMPT_BLOCK, followup_tool, workspace_tools};
 use crate::util::{InputError, SessionId, UserId, new_id, now_secs};
 use crate::wire::{
     ContextBudgetConfig, Event, EventStream, EventType, InputMessage, MemoryType, Role,
@@ -434,6 +434,7 @@ impl Runs {
             append_block(&mut system_prompt, WORKSPACE_PROMPT_BLOCK);
             builtin_tools.push(tools);
         }
+        builtin_tools.extend(followup_tool(requested_tools));
         let spec = RunSpec {
             session_id: session_id.to_owned(),
             settings: settings.clone(),

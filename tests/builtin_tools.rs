@@ -7,7 +7,8 @@ use serde_json::{Value, json};
 
 use crate::common::*;
 
-const FILE_TOOLS: [&str; 6] = [
+/// Sage's names of the file and plan tools, as `/api/tools?type=basic` lists them.
+pub const FILE_TOOLS: [&str; 6] = [
     "file_read",
     "file_write",
     "file_update",
@@ -380,30 +381,11 @@ async fn bad_arguments_are_tool_errors_and_change_nothing() {
 /// The same round with the workspace in an S3 bucket (moto) under `sage-local`.
 #[tokio::test(flavor = "multi_thread")]
 async fn file_and_plan_tools_work_on_s3_under_sage_local() {
-    let llm = MockLlm::start(sage_mock_llm::MockOptions::default()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let endpoint = dynamodb_endpoint();
-    let bucket = fresh_name("sage-tools").replace('_', "-");
-    let db = dir.path().join("db").display().to_string();
-    let args = [
-        "--db_type",
-        "file",
-        "--db_path",
-        &db,
-        "--minio_endpoint",
-        &endpoint,
-        "--minio_bucket_name",
-        &bucket,
-        "--default_llm_api_key",
-        "k",
-        "--default_llm_api_base_url",
-        &llm.base_url,
-    ];
-    let shim = ShimProcess::start(dir.path(), &args, &MOTO_ENV).await;
-    file_and_plan_round(&shim.url, "bt-s3", "lee").await;
+    let local = SageLocalOnS3::start("sage-tools").await;
+    file_and_plan_round(&local.shim.url, "bt-s3", "lee").await;
 
     use sage_core::blob::{ObjectKey, ObjectStore};
-    let bucket_store = s3_objects(&bucket, None).await;
+    let bucket_store = s3_objects(&local.bucket, None).await;
     let stored = bucket_store
         .list(&ObjectKey::parse("bt-s3").unwrap())
         .await

@@ -104,27 +104,8 @@ async fn an_upload_is_stored_under_a_random_key_and_served_by_its_url() {
 /// downloaded and zipped through the Session routes, and goes with the session.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_workspace_lives_in_the_bucket_under_sage_local() {
-    let llm = MockLlm::start(sage_mock_llm::MockOptions::default()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let endpoint = dynamodb_endpoint();
-    let bucket = fresh_name("sage-files").replace('_', "-");
-    let db = dir.path().join("db").display().to_string();
-    let args = [
-        "--db_type",
-        "file",
-        "--db_path",
-        &db,
-        "--minio_endpoint",
-        &endpoint,
-        "--minio_bucket_name",
-        &bucket,
-        "--default_llm_api_key",
-        "k",
-        "--default_llm_api_base_url",
-        &llm.base_url,
-    ];
-    let shim = ShimProcess::start(dir.path(), &args, &MOTO_ENV).await;
-    let base = shim.url.clone();
+    let local = SageLocalOnS3::start("sage-files").await;
+    let (base, bucket) = (local.shim.url.clone(), local.bucket.clone());
 
     let events = post_ndjson(
         &format!("{base}/api/stream"),
@@ -391,22 +372,18 @@ async fn an_unreachable_object_store_is_a_503_and_runs_go_on() {
     let endpoint = format!("http://127.0.0.1:{port}");
     let llm = MockLlm::start(sage_mock_llm::MockOptions::default()).await;
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("db").display().to_string();
-    let args = [
-        "--db_type",
-        "file",
-        "--db_path",
-        &db,
-        "--minio_endpoint",
-        &endpoint,
-        "--minio_bucket_name",
-        "going-away",
-        "--default_llm_api_key",
-        "k",
-        "--default_llm_api_base_url",
+    let shim = sage_local_on_file_store(
+        dir.path(),
         &llm.base_url,
-    ];
-    let shim = ShimProcess::start(dir.path(), &args, &MOTO_ENV).await;
+        &[
+            "--minio_endpoint",
+            &endpoint,
+            "--minio_bucket_name",
+            "going-away",
+        ],
+        &MOTO_ENV,
+    )
+    .await;
     let base = shim.url.clone();
     drop(moto);
 

@@ -11,16 +11,6 @@ fn summary_text(events: &[Value]) -> String {
         .collect()
 }
 
-fn step_names(events: &[Value]) -> Vec<String> {
-    let usage = of_type(events, "token_usage");
-    usage[0]["metadata"]["token_usage"]["per_step_info"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|step| step["step_name"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn force_summary_in_the_request_streams_final_answer_events_before_the_tail() {
     let env = AppEnv::with_flags(&[]).await;
@@ -43,7 +33,7 @@ async fn force_summary_in_the_request_streams_final_answer_events_before_the_tai
         .position(|event| event["type"] == "token_usage")
         .unwrap();
     assert!(last_summary < usage, "the summary comes before the tail");
-    assert_eq!(step_names(&events), ["direct_execution", "summary"]);
+    assert_eq!(usage_steps(&events), ["direct_execution", "summary"]);
 
     let requests = env.llm.requests().await;
     assert_eq!(requests.len(), 2);

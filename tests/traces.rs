@@ -95,21 +95,13 @@ async fn a_run_is_one_trace_with_its_model_tool_and_store_spans() {
     let (otlp_url, spans) = receiver().await;
     let llm = MockLlm::start(sage_mock_llm::MockOptions::default()).await;
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("db").display().to_string();
-    let args = [
-        "--db_type",
-        "file",
-        "--db_path",
-        &db,
-        "--default_llm_api_key",
-        "k",
-        "--default_llm_api_base_url",
+    let shim = sage_local_on_file_store(
+        dir.path(),
         &llm.base_url,
-        "--mcp_allow_stdio",
-        "--trace_jaeger_url",
-        &otlp_url,
-    ];
-    let shim = ShimProcess::start(dir.path(), &args, &[("OTEL_BSP_SCHEDULE_DELAY", "100")]).await;
+        &["--mcp_allow_stdio", "--trace_jaeger_url", &otlp_url],
+        &[("OTEL_BSP_SCHEDULE_DELAY", "100")],
+    )
+    .await;
     let events = post_ndjson(
         &format!("{}/api/stream", shim.url),
         &json!({

@@ -214,6 +214,17 @@ pub fn of_type<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
 }
 
 /// The answer text: the `do_subtask_result` deltas concatenated.
+/// The `step_name`s of the run's `token_usage` event, in order.
+pub fn usage_steps(events: &[Value]) -> Vec<String> {
+    let usage = of_type(events, "token_usage");
+    usage[0]["metadata"]["token_usage"]["per_step_info"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|step| step["step_name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 pub fn answer_text(events: &[Value]) -> String {
     of_type(events, "do_subtask_result")
         .iter()

@@ -215,6 +215,62 @@ impl AppEnv {
 }
 
 /// `sage-local` as a process, killed on drop.
+/// `sage-local` on the `file` store in `dir`, the scripted model at `llm_base_url` as its
+/// provider, with `extra` flags and `env` added.
+pub async fn sage_local_on_file_store(
+    dir: &Path,
+    llm_base_url: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> ShimProcess {
+    let db = dir.join("db").display().to_string();
+    let mut args = vec![
+        "--db_type",
+        "file",
+        "--db_path",
+        &db,
+        "--default_llm_api_key",
+        "k",
+        "--default_llm_api_base_url",
+        llm_base_url,
+    ];
+    args.extend_from_slice(extra);
+    ShimProcess::start(dir, &args, env).await
+}
+
+/// `sage-local` on the `file` store with its files in a fresh S3 bucket on moto, the scripted
+/// model as its provider.
+pub struct SageLocalOnS3 {
+    _llm: MockLlm,
+    pub shim: ShimProcess,
+    pub bucket: String,
+    _dir: tempfile::TempDir,
+}
+
+impl SageLocalOnS3 {
+    pub async fn start(bucket_prefix: &str) -> Self {
+        let llm = MockLlm::start(MockOptions::default()).await;
+        let dir = tempfile::tempdir().unwrap();
+        let endpoint = crate::common::dynamodb_endpoint();
+        let bucket = crate::common::fresh_name(bucket_prefix).replace('_', "-");
+        let flags = [
+            "--minio_endpoint",
+            endpoint.as_str(),
+            "--minio_bucket_name",
+            bucket.as_str(),
+        ];
+        let shim =
+            sage_local_on_file_store(dir.path(), &llm.base_url, &flags, &crate::common::MOTO_ENV)
+                .await;
+        Self {
+            _llm: llm,
+            shim,
+            bucket,
+            _dir: dir,
+        }
+    }
+}
+
 pub struct ShimProcess {
     pub url: String,
     _child: ChildGuard,

@@ -7,7 +7,6 @@
 use serde_json::{Value, json};
 
 use super::{Agent, Prompt};
-use crate::context::content_as_text;
 use crate::llm::ChatRequest;
 use crate::tools::ToolBox;
 
@@ -94,14 +93,7 @@ impl Agent {
         if tools.len() <= MAX_TOOLS_WITHOUT_SELECTION {
             return;
         }
-        let request_text = self
-            .spec
-            .history
-            .iter()
-            .rev()
-            .find(|m| m.message["role"] == "user")
-            .map(|m| content_as_text(&m.message["content"]))
-            .unwrap_or_default();
+        let request_text = self.latest_request();
         let mut listed = String::from("Tools:");
         for spec in tools.specs() {
             let summary: String = spec.description.chars().take(200).collect();

@@ -440,14 +440,7 @@ impl Agent {
         let chosen: Vec<(&String, &Vec<Value>)> = if workflows.len() <= MAX_PROMPT_WORKFLOWS {
             workflows.iter().collect()
         } else {
-            let request_text = self
-                .spec
-                .history
-                .iter()
-                .rev()
-                .find(|m| m.message["role"] == "user")
-                .map(|m| content_as_text(&m.message["content"]))
-                .unwrap_or_default();
+            let request_text = self.latest_request();
             let mut listed = String::from("Workflows:");
             for (name, steps) in &workflows {
                 let first = steps.first().map(content_as_text).unwrap_or_default();
@@ -483,6 +476,17 @@ impl Agent {
             }
         }
         Ok(Some(guidance))
+    }
+
+    /// The text of the conversation's latest user message: what this run was asked.
+    fn latest_request(&self) -> String {
+        self.spec
+            .history
+            .iter()
+            .rev()
+            .find(|m| m.message["role"] == "user")
+            .map(|m| content_as_text(&m.message["content"]))
+            .unwrap_or_default()
     }
 
     /// A model call whose answer is read, not streamed to the client; its usage is counted.

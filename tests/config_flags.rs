@@ -33,6 +33,9 @@ const FLAGS_THAT_ACT: &[(&str, Option<&str>)] = &[
     ("--mcp_allow_stdio", None),
     ("--mcp_allow_link_local", Some("false")),
     ("--run_lease_seconds", Some("12.5")),
+    ("--run_max_llm_calls", Some("40")),
+    ("--run_max_tokens", Some("200000")),
+    ("--run_max_seconds", Some("600")),
     ("--sse_ping_seconds", Some("20")),
     ("--default_llm_api_key_parameter", Some("/sage/llm-key")),
     ("--db_type", Some("memory")),
@@ -73,6 +76,9 @@ fn every_flag_that_acts_is_accepted_and_applied() {
     assert_eq!(config.store.mysql_port, 3307);
     assert!(config.tools.mcp_allow_stdio && !config.tools.mcp_allow_link_local);
     assert_eq!(config.server.run_lease, Duration::from_millis(12_500));
+    assert_eq!(config.limits.max_llm_calls, Some(40));
+    assert_eq!(config.limits.max_tokens, Some(200_000));
+    assert_eq!(config.limits.max_duration, Some(Duration::from_secs(600)));
 }
 
 #[test]

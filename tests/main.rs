@@ -24,6 +24,7 @@ mod providers;
 mod request_errors;
 mod robustness;
 mod run_control;
+mod run_limits;
 mod search_conformance;
 mod session_api;
 mod simple_mode;

@@ -6,7 +6,7 @@
 
 use serde_json::{Value, json};
 
-use super::{Agent, Prompt};
+use super::{Agent, Prompt, RunError};
 use crate::llm::ChatRequest;
 use crate::tools::ToolBox;
 
@@ -56,8 +56,13 @@ pub fn selected_names(answer: &str) -> Option<Vec<String>> {
 }
 
 impl Agent {
-    /// After a text turn of a run with tools: whether the run should stop.
-    pub(super) async fn judge_says_done(&mut self, prompt: &Prompt, call: u32) -> bool {
+    /// After a text turn of a run with tools: whether the run should stop. Only a run limit is
+    /// an error.
+    pub(super) async fn judge_says_done(
+        &mut self,
+        prompt: &Prompt,
+        call: u32,
+    ) -> Result<bool, RunError> {
         let mut messages = prompt.fit("completion_judge", call);
         messages.push(json!({"role": "system", "content": JUDGE_INSTRUCTION}));
         let request = ChatRequest {
@@ -66,25 +71,28 @@ impl Agent {
             tools: Vec::new(),
         };
         let session_id = self.spec.session_id.clone();
-        match self.ask_silently(&request, "completion_judge").await {
-            Ok(answer) => match judge_verdict(&answer) {
-                Some(stop) => {
-                    tracing::debug!(%session_id, stop, "completion judge");
-                    stop
-                }
-                None => {
-                    tracing::warn!(
-                        %session_id,
-                        "the completion judge's answer is not the expected JSON; the task counts as done"
-                    );
+        Ok(
+            match self.ask_silently(&request, "completion_judge").await {
+                Ok(answer) => match judge_verdict(&answer) {
+                    Some(stop) => {
+                        tracing::debug!(%session_id, stop, "completion judge");
+                        stop
+                    }
+                    None => {
+                        tracing::warn!(
+                            %session_id,
+                            "the completion judge's answer is not the expected JSON; the task counts as done"
+                        );
+                        true
+                    }
+                },
+                Err(error @ RunError::Limit(_)) => return Err(error),
+                Err(error) => {
+                    tracing::warn!(%session_id, %error, "the completion judge failed; the task counts as done");
                     true
                 }
             },
-            Err(error) => {
-                tracing::warn!(%session_id, %error, "the completion judge failed; the task counts as done");
-                true
-            }
-        }
+        )
     }
 
     /// Over [`MAX_TOOLS_WITHOUT_SELECTION`] tools, one model call picks the ones the request

@@ -18,6 +18,7 @@ mod emitter;
 pub use decisions::{JUDGE_INSTRUCTION, MAX_TOOLS_WITHOUT_SELECTION, TOOL_SELECTION_INSTRUCTION};
 pub use emitter::Emitter;
 
+use crate::config::RunLimits;
 use crate::context::{
     Budgets, ContextSettings, MAX_INPUT_TOKENS, PromptMessage, content_as_text, fit_call,
     message_tokens, plan_history, tool_tokens,
@@ -110,6 +111,7 @@ pub struct RunSpec {
     pub workflows: BTreeMap<String, Vec<Value>>,
     /// `more_suggest`: end with follow-up suggestions (`query_suggest` events).
     pub suggest: bool,
+    pub limits: RunLimits,
 }
 
 #[derive(Default)]
@@ -148,6 +150,8 @@ enum RunError {
          Send a shorter message."
     )]
     InputTooLong(u64),
+    #[error("This run reached its limit of {0}; it stops here.")]
+    Limit(String),
 }
 
 /// The messages of a run's model calls: its system prompt and the active conversation, which
@@ -235,7 +239,18 @@ impl Agent {
             self.emit_text(EventType::Normal, EXECUTION_AGENT, &new_id(), notice)
                 .await;
         }
-        let mut outcome = match self.execute(&tools).await {
+        let executed = match self.spec.limits.max_duration {
+            Some(limit) => tokio::time::timeout(limit, self.execute(&tools))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(RunError::Limit(format!(
+                        "{} seconds (run_max_seconds)",
+                        limit.as_secs_f64()
+                    )))
+                }),
+            None => self.execute(&tools).await,
+        };
+        let mut outcome = match executed {
             Ok(()) => RunOutcome::Completed,
             Err(error) => {
                 self.emit_text(
@@ -341,7 +356,7 @@ impl Agent {
                 if !said_something
                     || tools.is_empty()
                     || self.emitter.is_aborted()
-                    || self.judge_says_done(&prompt, call).await
+                    || self.judge_says_done(&prompt, call).await?
                 {
                     capped = false;
                     break;
@@ -413,7 +428,7 @@ impl Agent {
     }
 
     /// The suggestion step: no tools; the answer streams as `query_suggest`.
-    async fn suggest(&mut self, prompt: &mut Prompt) -> Result<(), LlmError> {
+    async fn suggest(&mut self, prompt: &mut Prompt) -> Result<(), RunError> {
         prompt.push(json!({"role": "system", "content": SUGGEST_INSTRUCTION}));
         let request = ChatRequest {
             settings: self.spec.settings.clone(),
@@ -432,7 +447,7 @@ impl Agent {
 
     /// The workflows as prompt text: all of them up to five; past that, the one a model call
     /// picks for the latest request (none when it names none).
-    async fn workflow_guidance(&mut self) -> Result<Option<String>, LlmError> {
+    async fn workflow_guidance(&mut self) -> Result<Option<String>, RunError> {
         let workflows = std::mem::take(&mut self.spec.workflows);
         if workflows.is_empty() {
             return Ok(None);
@@ -478,6 +493,24 @@ impl Agent {
         Ok(Some(guidance))
     }
 
+    /// Refuses the next model call once the run has used what its limits allow.
+    fn check_limits(&self) -> Result<(), RunError> {
+        let limits = &self.spec.limits;
+        if let Some(max) = limits.max_llm_calls
+            && self.usage.steps.len() >= max as usize
+        {
+            return Err(RunError::Limit(format!(
+                "{max} model calls (run_max_llm_calls)"
+            )));
+        }
+        if let Some(max) = limits.max_tokens
+            && self.usage.total.total_tokens >= max
+        {
+            return Err(RunError::Limit(format!("{max} tokens (run_max_tokens)")));
+        }
+        Ok(())
+    }
+
     /// The text of the conversation's latest user message: what this run was asked.
     fn latest_request(&self) -> String {
         self.spec
@@ -494,7 +527,8 @@ impl Agent {
         &mut self,
         request: &ChatRequest,
         step: &str,
-    ) -> Result<String, LlmError> {
+    ) -> Result<String, RunError> {
+        self.check_limits()?;
         let mut answer = String::new();
         let mut usage = None;
         let span = llm_span(request, step);
@@ -518,12 +552,12 @@ impl Agent {
         .await;
         record_llm_span(&span, usage.as_ref(), first_chunk, result.as_ref().err());
         self.usage.record(step, usage);
-        result.map(|()| answer)
+        Ok(result.map(|()| answer)?)
     }
 
     /// The summary step: the conversation so far and one instruction, no tools; the answer
     /// streams as `final_answer`.
-    async fn summarize(&mut self, prompt: &mut Prompt) -> Result<(), LlmError> {
+    async fn summarize(&mut self, prompt: &mut Prompt) -> Result<(), RunError> {
         prompt.push(json!({"role": "system", "content": SUMMARY_INSTRUCTION}));
         let request = ChatRequest {
             settings: self.spec.settings.clone(),
@@ -535,7 +569,7 @@ impl Agent {
         Ok(())
     }
 
-    async fn analyse(&mut self, prompt: &Prompt) -> Result<String, LlmError> {
+    async fn analyse(&mut self, prompt: &Prompt) -> Result<String, RunError> {
         let analysis = Prompt {
             system: format!("{}\n\n{ANALYSIS_PROMPT}", prompt.system)
                 .trim()
@@ -566,7 +600,8 @@ impl Agent {
         kind: EventType,
         agent: &str,
         step: &str,
-    ) -> Result<TurnOutput, LlmError> {
+    ) -> Result<TurnOutput, RunError> {
+        self.check_limits()?;
         let message_id = new_id();
         let reasoning_id = new_id();
         let mut text = String::new();
@@ -620,11 +655,11 @@ impl Agent {
         .await;
         record_llm_span(&span, usage.as_ref(), first_chunk, result.as_ref().err());
         self.usage.record(step, usage);
-        result.map(|()| TurnOutput {
+        Ok(result.map(|()| TurnOutput {
             message_id,
             text,
             tool_calls: assembler.finish(),
-        })
+        })?)
     }
 
     /// Runs the calls concurrently, emits each result as it lands, returns them in call order.

@@ -282,6 +282,7 @@ impl App {
                     lease: config.server.run_lease,
                     tool_timeout: config.tools.timeout,
                     mcp_policy: policy,
+                    limits: config.limits,
                 },
                 agents.clone(),
                 providers.clone(),

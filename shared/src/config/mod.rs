@@ -77,6 +77,8 @@ pub struct Config {
     #[command(flatten)]
     pub tools: ToolsConfig,
     #[command(flatten)]
+    pub limits: RunLimits,
+    #[command(flatten)]
     pub context: ContextConfig,
     #[command(flatten)]
     pub store: StoreConfig,
@@ -214,6 +216,23 @@ impl LlmConfig {
             .map(|list| split_keys(list.expose_secret()))
             .unwrap_or_default()
     }
+}
+
+/// Bounds on one run, whatever the request asks: crossing one ends the run with an `error` event
+/// naming it. None is set by default.
+#[derive(Debug, Clone, Copy, Default, Args)]
+#[command(rename_all = "snake_case")]
+pub struct RunLimits {
+    /// Most model calls one run may make (every step counts: turns, judge, selection, summary).
+    #[arg(id = "run_max_llm_calls", long = "run_max_llm_calls", value_name = "CALLS", env = "SAGE_RUN_MAX_LLM_CALLS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_llm_calls: Option<u32>,
+    /// Most tokens (prompt and completion, every call) one run may use; checked before each
+    /// model call, so the last call may go past it.
+    #[arg(id = "run_max_tokens", long = "run_max_tokens", value_name = "TOKENS", env = "SAGE_RUN_MAX_TOKENS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_tokens: Option<u64>,
+    /// Most seconds one run may take, model calls and tools together.
+    #[arg(id = "run_max_seconds", long = "run_max_seconds", value_name = "SECONDS", env = "SAGE_RUN_MAX_SECONDS", value_parser = seconds)]
+    pub max_duration: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -17,7 +17,7 @@ pub use follow::LogReader;
 pub use watch::RunWatch;
 
 use crate::agent::{Agent, RunOutcome, RunSpec};
-use crate::config::LlmConfig;
+use crate::config::{LlmConfig, RunLimits};
 use crate::context::{ContextSettings, content_as_text, merge_events, to_model_messages};
 use crate::domain::DomainError;
 use crate::domain::agents::Agents;
@@ -90,6 +90,7 @@ pub struct RunDefaults {
     pub lease: Duration,
     pub tool_timeout: Duration,
     pub mcp_policy: McpPolicy,
+    pub limits: RunLimits,
 }
 
 /// When the work that follows a run (memory extraction) happens.
@@ -461,6 +462,7 @@ impl Runs {
             notices: request.unsupported_options(),
             workflows: request.available_workflows.clone().unwrap_or_default(),
             suggest: request.more_suggest.unwrap_or(false),
+            limits: self.defaults.limits,
         };
         Ok((spec, seq))
     }

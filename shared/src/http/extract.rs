@@ -214,6 +214,7 @@ impl Caller {
 
     /// For operator routes: a signed-in admin, or anyone while no account is signed in under
     /// `--no_auth` (the trusted local mode); any other signed-in account is refused.
+    #[cfg(feature = "mcp")]
     pub fn operator(&self) -> Result<(), ApiError> {
         match &self.identity {
             Some(identity) if !identity.is_admin() => Err(DomainError::Forbidden(

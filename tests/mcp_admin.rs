@@ -382,7 +382,7 @@ async fn preset_servers_register_in_the_background_and_are_shared_read_only() {
         false,
         "no `disabled` means enabled"
     );
-    assert_eq!(by_name("preset-py")["tool_count"], 7);
+    assert_eq!(by_name("preset-py")["tool_count"], 8);
     assert!(by_name("preset-down")["last_error"].is_string());
     assert_eq!(by_name("preset-off")["disabled"], true);
 

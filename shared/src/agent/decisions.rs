@@ -56,6 +56,29 @@ pub fn selected_names(answer: &str) -> Option<Vec<String>> {
 }
 
 impl Agent {
+    /// One silent call that picks from `listing` (a list of `- name: what`) for the latest
+    /// request, which goes below it.
+    pub(super) async fn choose_for_request(
+        &mut self,
+        instruction: &str,
+        mut listing: String,
+        step: &str,
+    ) -> Result<String, RunError> {
+        listing.push_str(&format!(
+            "\n\nThe user's request:\n{}",
+            self.latest_request()
+        ));
+        let request = ChatRequest {
+            settings: self.spec.settings.clone(),
+            messages: vec![
+                json!({"role": "system", "content": instruction}),
+                json!({"role": "user", "content": listing}),
+            ],
+            tools: Vec::new(),
+        };
+        self.ask_silently(&request, step).await
+    }
+
     /// After a text turn of a run with tools: whether the run should stop. Only a run limit is
     /// an error.
     pub(super) async fn judge_says_done(
@@ -101,7 +124,6 @@ impl Agent {
         if tools.len() <= MAX_TOOLS_WITHOUT_SELECTION {
             return;
         }
-        let request_text = self.latest_request();
         let mut listed = String::from("Tools:");
         for spec in tools.specs() {
             let summary: String = spec.description.chars().take(200).collect();
@@ -111,17 +133,11 @@ impl Agent {
                 summary.replace('\n', " ")
             ));
         }
-        listed.push_str(&format!("\n\nThe user's request:\n{request_text}"));
-        let request = ChatRequest {
-            settings: self.spec.settings.clone(),
-            messages: vec![
-                json!({"role": "system", "content": TOOL_SELECTION_INSTRUCTION}),
-                json!({"role": "user", "content": listed}),
-            ],
-            tools: Vec::new(),
-        };
         let session_id = self.spec.session_id.clone();
-        let answer = match self.ask_silently(&request, "tool_selection").await {
+        let answer = match self
+            .choose_for_request(TOOL_SELECTION_INSTRUCTION, listed, "tool_selection")
+            .await
+        {
             Ok(answer) => answer,
             Err(error) => {
                 tracing::warn!(%session_id, %error, "tool selection failed; every tool is kept");

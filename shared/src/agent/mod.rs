@@ -455,22 +455,14 @@ impl Agent {
         let chosen: Vec<(&String, &Vec<Value>)> = if workflows.len() <= MAX_PROMPT_WORKFLOWS {
             workflows.iter().collect()
         } else {
-            let request_text = self.latest_request();
             let mut listed = String::from("Workflows:");
             for (name, steps) in &workflows {
                 let first = steps.first().map(content_as_text).unwrap_or_default();
                 listed.push_str(&format!("\n- {name}: {first}"));
             }
-            listed.push_str(&format!("\n\nThe user's request:\n{request_text}"));
-            let request = ChatRequest {
-                settings: self.spec.settings.clone(),
-                messages: vec![
-                    json!({"role": "system", "content": WORKFLOW_INSTRUCTION}),
-                    json!({"role": "user", "content": listed}),
-                ],
-                tools: Vec::new(),
-            };
-            let answer = self.ask_silently(&request, "workflow_selection").await?;
+            let answer = self
+                .choose_for_request(WORKFLOW_INSTRUCTION, listed, "workflow_selection")
+                .await?;
             let answer = answer
                 .trim()
                 .trim_matches(|c| c == '"' || c == '`' || c == '.');

@@ -20,6 +20,7 @@ mod lambda_events;
 mod lambda_watch;
 mod mcp_admin;
 mod mcp_transports;
+mod multi_mode;
 mod providers;
 mod request_errors;
 mod robustness;

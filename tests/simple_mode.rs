@@ -8,19 +8,6 @@ use crate::common::*;
 
 const CAP_NOTICE: &str = "最大循环次数";
 
-fn texts_of(events: &[Value], kind: &str) -> Vec<String> {
-    let mut by_message: Vec<(String, String)> = Vec::new();
-    for event in of_type(events, kind) {
-        let id = event["message_id"].as_str().unwrap().to_owned();
-        let text = event["content"].as_str().unwrap_or_default();
-        match by_message.iter_mut().find(|(seen, _)| *seen == id) {
-            Some((_, all)) => all.push_str(text),
-            None => by_message.push((id, text.to_owned())),
-        }
-    }
-    by_message.into_iter().map(|(_, text)| text).collect()
-}
-
 async fn judge_requests(env: &TestEnv) -> usize {
     env.llm
         .requests()
@@ -47,7 +34,7 @@ async fn the_judge_keeps_a_run_with_tools_going_until_it_says_done() {
     )
     .await;
     assert_eq!(
-        texts_of(&events, "do_subtask_result"),
+        texts_by_message(&events, "do_subtask_result"),
         ["tok0 tok1 tok2 ", "tok0 tok1 tok2 "],
         "a second turn after the judge said the task goes on"
     );
@@ -61,7 +48,7 @@ async fn the_judge_keeps_a_run_with_tools_going_until_it_says_done() {
             "completion_judge"
         ]
     );
-    assert!(texts_of(&events, "normal").is_empty(), "not capped");
+    assert!(texts_by_message(&events, "normal").is_empty(), "not capped");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -73,8 +60,8 @@ async fn a_judge_that_never_says_done_stops_at_the_loop_cap() {
                "messages": [{"role": "user", "content": "judge:never words:2"}]}),
     )
     .await;
-    assert_eq!(texts_of(&events, "do_subtask_result").len(), 3);
-    let notices = texts_of(&events, "normal");
+    assert_eq!(texts_by_message(&events, "do_subtask_result").len(), 3);
+    let notices = texts_by_message(&events, "normal");
     assert_eq!(notices.len(), 1, "{notices:?}");
     assert!(notices[0].contains(CAP_NOTICE), "{notices:?}");
 }
@@ -88,9 +75,9 @@ async fn a_judge_answer_that_is_not_json_counts_as_done() {
                "messages": [{"role": "user", "content": "judge:garbage words:2"}]}),
     )
     .await;
-    assert_eq!(texts_of(&events, "do_subtask_result").len(), 1);
+    assert_eq!(texts_by_message(&events, "do_subtask_result").len(), 1);
     assert_eq!(judge_requests(&env).await, 1);
-    assert!(texts_of(&events, "normal").is_empty());
+    assert!(texts_by_message(&events, "normal").is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -102,7 +89,7 @@ async fn a_run_without_tools_ends_on_its_answer_without_a_judge() {
                "messages": [{"role": "user", "content": "judge:never words:2"}]}),
     )
     .await;
-    assert_eq!(texts_of(&events, "do_subtask_result").len(), 1);
+    assert_eq!(texts_by_message(&events, "do_subtask_result").len(), 1);
     assert_eq!(env.llm.requests().await.len(), 1);
 }
 
@@ -130,9 +117,9 @@ async fn complete_task_ends_the_run_after_its_turn() {
         results.iter().any(|r| r.contains("completed: all done")),
         "{results:?}"
     );
-    assert!(texts_of(&events, "normal").is_empty(), "not capped");
+    assert!(texts_by_message(&events, "normal").is_empty(), "not capped");
     assert_eq!(
-        texts_of(&events, "final_answer").len(),
+        texts_by_message(&events, "final_answer").len(),
         1,
         "ended on a tool result: summarised"
     );
@@ -227,10 +214,10 @@ async fn a_followup_question_ends_the_run_and_the_answer_continues_it() {
     assert_eq!(result["question"], "Which year?", "{result}");
     assert_eq!(result["follow_up"], json!(["2024", "2025"]));
     assert!(
-        texts_of(&events, "final_answer").is_empty(),
+        texts_by_message(&events, "final_answer").is_empty(),
         "no summary while waiting"
     );
-    assert!(texts_of(&events, "normal").is_empty(), "not capped");
+    assert!(texts_by_message(&events, "normal").is_empty(), "not capped");
     assert_eq!(judge_requests(&env).await, 0);
 
     let answered = run(
@@ -239,7 +226,10 @@ async fn a_followup_question_ends_the_run_and_the_answer_continues_it() {
                "messages": [{"role": "user", "content": "2025 say:Noted: 2025."}]}),
     )
     .await;
-    assert_eq!(texts_of(&answered, "do_subtask_result"), ["Noted: 2025."]);
+    assert_eq!(
+        texts_by_message(&answered, "do_subtask_result"),
+        ["Noted: 2025."]
+    );
     let requests = env.llm.turn_requests().await;
     let history = requests.last().unwrap()["messages"].to_string();
     assert!(
@@ -256,7 +246,7 @@ async fn a_followup_question_ends_the_run_and_the_answer_continues_it() {
     let result = &of_type(&events, "tool_call_result")[0]["content"];
     assert_eq!(result["error"], true, "{result}");
     assert_eq!(
-        texts_of(&events, "do_subtask_result").len(),
+        texts_by_message(&events, "do_subtask_result").len(),
         1,
         "a refused question does not end the run: the model goes on"
     );

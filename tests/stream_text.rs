@@ -251,8 +251,9 @@ async fn a_quiet_sse_stream_sends_ping_comments() {
     assert!(frames >= 4, "the events still arrive: {body}");
 }
 
-/// Sage's client sends `agent_mode` simple, multi, fibre or auto: each is accepted; the modes not
-/// run yet say so in a `normal` event first, then the simple tool loop answers.
+/// Sage's client sends `agent_mode` simple, multi, fibre or auto: each is accepted. Multi (also
+/// Sage's older `multi_agent: true`) decomposes the task first; fibre, not run yet, says so in a
+/// `normal` event first, then the simple tool loop answers.
 #[tokio::test(flavor = "multi_thread")]
 async fn every_agent_mode_is_accepted_and_the_ones_not_run_yet_say_so() {
     let env = TestEnv::new().await;
@@ -262,23 +263,23 @@ async fn every_agent_mode_is_accepted_and_the_ones_not_run_yet_say_so() {
             .filter_map(|event| event["content"].as_str().map(str::to_owned))
             .collect()
     };
-    for (fields, expected) in [
-        (json!({"agent_mode": "simple"}), vec![]),
-        (json!({"agent_mode": "auto"}), vec![]),
-        (
-            json!({"agent_mode": "multi"}),
-            vec!["agent_mode `multi` is not available yet: this run uses the simple tool loop"],
-        ),
+    for (fields, multi, expected) in [
+        (json!({"agent_mode": "simple"}), false, vec![]),
+        (json!({"agent_mode": "auto"}), false, vec![]),
+        (json!({"agent_mode": "multi"}), true, vec![]),
         (
             json!({"agent_mode": "fibre", "available_sub_agent_ids": ["helper"]}),
+            false,
             vec![
                 "agent_mode `fibre` is not available yet: this run uses the simple tool loop",
                 "available_sub_agent_ids is not available yet: this run has no sub-agents",
             ],
         ),
+        (json!({"multi_agent": true}), true, vec![]),
         (
-            json!({"multi_agent": true}),
-            vec!["agent_mode `multi` is not available yet: this run uses the simple tool loop"],
+            json!({"multi_agent": true, "agent_mode": "simple"}),
+            false,
+            vec![],
         ),
     ] {
         let mut body = user_message("hi");
@@ -286,7 +287,14 @@ async fn every_agent_mode_is_accepted_and_the_ones_not_run_yet_say_so() {
             body[name] = value.clone();
         }
         let events = post_ndjson(&env.stream_url(), &body).await;
-        assert_eq!(answer_text(&events), ANSWER, "{fields}");
+        assert_eq!(
+            !of_type(&events, "task_decomposition").is_empty(),
+            multi,
+            "{fields}"
+        );
+        if !multi {
+            assert_eq!(answer_text(&events), ANSWER, "{fields}");
+        }
         assert_eq!(notices(&events), expected, "{fields}");
         assert_tail(&events, &session_of(&events));
     }

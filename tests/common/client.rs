@@ -213,7 +213,6 @@ pub fn of_type<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
         .collect()
 }
 
-/// The answer text: the `do_subtask_result` deltas concatenated.
 /// The `step_name`s of the run's `token_usage` event, in order.
 pub fn usage_steps(events: &[Value]) -> Vec<String> {
     let usage = of_type(events, "token_usage");
@@ -225,6 +224,21 @@ pub fn usage_steps(events: &[Value]) -> Vec<String> {
         .collect()
 }
 
+/// The texts of the events of `kind`, one per `message_id`, in the order they began.
+pub fn texts_by_message(events: &[Value], kind: &str) -> Vec<String> {
+    let mut by_message: Vec<(String, String)> = Vec::new();
+    for event in of_type(events, kind) {
+        let id = event["message_id"].as_str().unwrap().to_owned();
+        let text = event["content"].as_str().unwrap_or_default();
+        match by_message.iter_mut().find(|(seen, _)| *seen == id) {
+            Some((_, all)) => all.push_str(text),
+            None => by_message.push((id, text.to_owned())),
+        }
+    }
+    by_message.into_iter().map(|(_, text)| text).collect()
+}
+
+/// The answer text: the `do_subtask_result` deltas concatenated.
 pub fn answer_text(events: &[Value]) -> String {
     of_type(events, "do_subtask_result")
         .iter()

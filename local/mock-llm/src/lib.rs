@@ -14,6 +14,8 @@
 //! | `fail:NNN` | HTTP status NNN with an OpenAI error body, before any streaming |
 //! | `fail:drop` | streams a few tokens, then drops the connection |
 //! | `judge:N`, `judge:never`, `judge:garbage` | how the completion judge answers (below) |
+//! | `steps:N`, `steps:none` | multi mode's decomposition writes N steps (default 2), or no plan at all |
+//! | `status:STATUS` | multi mode's progress judge answers STATUS (default `in_progress`; `judge:garbage` applies too) |
 //!
 //! When the last message is a tool result (and no `call-forever:`), the answer is text:
 //! `Tool results: <content> | <content>`, so a test sees what was fed back. When the last message
@@ -32,7 +34,12 @@
 //! whose names the request contains. When the last message is a system message starting with
 //! `Decide whether the task is done` (the completion judge), the answer is
 //! `{"reason", "task_interrupted"}`, scripted by `judge:N` / `judge:never` / `judge:garbage` (see
-//! [`verdict`]); without it, the first text reply ends the task. Otherwise the
+//! [`verdict`]); without it, the first text reply ends the task. Multi mode's steps end with a
+//! system instruction too: `Break the user's task` (the decomposition) is answered with a
+//! sentence and a `todo_write` call of `steps:N` tasks `Step K of the task`; `Plan the next
+//! step` with `Next: ` and the first open task listed; `Observe the step` with a fixed
+//! sentence; `Judge the progress` with `{"completion_status": ...}` (see [`progress`]).
+//! Otherwise the
 //! answer is `--reply-words` tokens (default: a short fixed sentence). `GET /_mock/requests`
 //! returns the last 1,000 request bodies received.
 //!
@@ -282,6 +289,31 @@ fn verdict(messages: &[Value], last_user: &str) -> String {
     json!({"reason": format!("{replies} replies so far"), "task_interrupted": done}).to_string()
 }
 
+/// Multi mode's progress judge: `status:STATUS` in the user's message, else `in_progress`;
+/// `judge:garbage` answers with something that is not JSON.
+fn progress(last_user: &str) -> String {
+    if last_user.contains("judge:garbage") {
+        return "Going well, I would say.".into();
+    }
+    let status = find_after(last_user, "status:")
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or("in_progress");
+    json!({"completion_status": status, "reason": "scripted"}).to_string()
+}
+
+/// Multi mode's decomposition: `steps:N` tasks (default 2) for one `todo_write` call, or
+/// `None` for `steps:none`.
+fn decomposition(last_user: &str) -> Option<String> {
+    let directive = find_after(last_user, "steps:")
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or("2");
+    let count: usize = directive.parse().ok()?;
+    let tasks: Vec<Value> = (1..=count)
+        .map(|k| json!({"id": k.to_string(), "content": format!("Step {k} of the task"), "completed": false}))
+        .collect();
+    Some(json!({"tasks": tasks}).to_string())
+}
+
 fn find_after<'a>(text: &'a str, marker: &str) -> Option<&'a str> {
     text.find(marker).map(|at| &text[at + marker.len()..])
 }
@@ -466,6 +498,15 @@ async fn completions(
     let suggestions = messages.last().is_some_and(|m| {
         m["role"] == "system" && message_text(m).starts_with("Suggest follow-up questions")
     });
+    let instruction = messages
+        .last()
+        .filter(|m| m["role"] == "system")
+        .map(message_text)
+        .unwrap_or_default();
+    let decompose = instruction.starts_with("Break the user's task");
+    let planning = instruction.starts_with("Plan the next step");
+    let observation = instruction.starts_with("Observe the step");
+    let progress_judge = instruction.starts_with("Judge the progress");
     let prompt_tokens: usize = messages.iter().map(|m| message_text(m).len() / 4).sum();
 
     let mut chunks: Vec<Value> = Vec::new();
@@ -475,9 +516,25 @@ async fn completions(
             chunks.push(json!({"reasoning_content": token}));
         }
     }
-    let finish_reason = if !summary
+    let plan = decompose.then(|| decomposition(&last_user)).flatten();
+    let finish_reason = if let Some(arguments) = plan {
+        for token in tokens("I split the task into steps.") {
+            completion_tokens += 1;
+            chunks.push(json!({"content": token}));
+        }
+        let id = format!("call_{}_0", messages.len());
+        chunks.push(
+            json!({"tool_calls": [{"index": 0, "id": id, "type": "function",
+            "function": {"name": "todo_write", "arguments": arguments}}]}),
+        );
+        "tool_calls"
+    } else if !summary
         && !suggestions
         && !judge
+        && !decompose
+        && !planning
+        && !observation
+        && !progress_judge
         && !script.calls.is_empty()
         && (!after_tool || script.call_forever)
     {
@@ -509,6 +566,18 @@ async fn completions(
             chosen_tools(&last_user)
         } else if judge {
             verdict(&messages, &last_user)
+        } else if progress_judge {
+            progress(&last_user)
+        } else if decompose {
+            "This task needs no steps.".to_owned()
+        } else if planning {
+            let next = instruction
+                .split_once("The open tasks:\n")
+                .and_then(|(_, open)| open.lines().next())
+                .unwrap_or("nothing");
+            format!("Next: {next}")
+        } else if observation {
+            "Observed: the step is done.".to_owned()
         } else if suggestions {
             let topic: Vec<&str> = last_user.split_whitespace().take(3).collect();
             format!(

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::{Agent, Prompt, RunError};
 use crate::llm::ChatRequest;
-use crate::tools::ToolBox;
+use crate::tools::{TODO_READ, TODO_WRITE, ToolBox};
 
 /// The judge's instruction, the last message of its call (`sage-mock-llm` recognises its first
 /// words).
@@ -75,6 +75,7 @@ impl Agent {
                 json!({"role": "user", "content": listing}),
             ],
             tools: Vec::new(),
+            forced_tool: None,
         };
         self.ask_silently(&request, step).await
     }
@@ -92,6 +93,7 @@ impl Agent {
             settings: self.spec.settings.clone(),
             messages,
             tools: Vec::new(),
+            forced_tool: None,
         };
         let session_id = self.spec.session_id.clone();
         Ok(
@@ -119,7 +121,7 @@ impl Agent {
     }
 
     /// Over [`MAX_TOOLS_WITHOUT_SELECTION`] tools, one model call picks the ones the request
-    /// needs; the finishing tools stay whatever it picks.
+    /// needs; the finishing tools (and multi mode's plan tools) stay whatever it picks.
     pub(super) async fn select_tools(&mut self, tools: &mut ToolBox) {
         if tools.len() <= MAX_TOOLS_WITHOUT_SELECTION {
             return;
@@ -149,6 +151,9 @@ impl Agent {
             return;
         };
         chosen.extend(FINISHING_TOOLS.map(str::to_owned));
+        if self.spec.mode == super::RunMode::Multi {
+            chosen.extend([TODO_WRITE, TODO_READ].map(str::to_owned));
+        }
         let before = tools.len();
         tools.keep_only(&chosen);
         tracing::debug!(%session_id, before, after = tools.len(), "tools selected");

@@ -14,6 +14,7 @@ use tracing::Instrument;
 
 mod decisions;
 mod emitter;
+mod multi;
 
 pub use decisions::{JUDGE_INSTRUCTION, MAX_TOOLS_WITHOUT_SELECTION, TOOL_SELECTION_INSTRUCTION};
 pub use emitter::Emitter;
@@ -112,6 +113,17 @@ pub struct RunSpec {
     /// `more_suggest`: end with follow-up suggestions (`query_suggest` events).
     pub suggest: bool,
     pub limits: RunLimits,
+    pub mode: RunMode,
+}
+
+/// How a run works through its task (`agent_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RunMode {
+    /// The tool loop.
+    #[default]
+    Simple,
+    /// Decompose into a plan, then rounds of plan, execute, observe and judge, then a summary.
+    Multi,
 }
 
 #[derive(Default)]
@@ -190,6 +202,30 @@ impl Prompt {
         );
         fitted.messages
     }
+}
+
+/// How a tool loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LoopEnd {
+    /// A text turn that ends it: empty, in a loop without a judge, or judged the end.
+    Answered,
+    /// A finishing tool (`complete_task`, `sys_finish_task`) ran.
+    Finished,
+    /// `ask_followup_question`: the run waits for the user's next message.
+    WaitingForUser,
+    /// The turn cap came first.
+    Capped,
+    /// The client interrupted.
+    Aborted,
+}
+
+/// Who speaks in a tool loop, its step name in the usage, whether the completion judge reads
+/// its text turns, and its turn cap.
+struct ToolLoop<'a> {
+    agent: &'a str,
+    step: &'a str,
+    judged: bool,
+    cap: u32,
 }
 
 struct TurnOutput {
@@ -274,7 +310,16 @@ impl Agent {
 
     async fn execute(&mut self, tools: &ToolBox) -> Result<(), RunError> {
         let definitions = tools.definitions();
-        let schema_tokens = tool_tokens(&definitions);
+        let prompt = self.opening_prompt(tool_tokens(&definitions)).await?;
+        match self.spec.mode {
+            RunMode::Simple => self.run_simple(tools, &definitions, prompt).await,
+            RunMode::Multi => self.run_multi(tools, &definitions, prompt).await,
+        }
+    }
+
+    /// The system prompt (workflows, the older history, the task analysis) and the active
+    /// conversation, fitted to the window beside tool schemas of `schema_tokens`.
+    async fn opening_prompt(&mut self, schema_tokens: u64) -> Result<Prompt, RunError> {
         let mut system = self.spec.system_prompt.clone().unwrap_or_default();
         if let Some(guidance) = self.workflow_guidance().await? {
             system = format!("{system}\n\n{guidance}").trim().to_owned();
@@ -325,98 +370,41 @@ impl Agent {
                     .to_owned();
             }
         }
+        Ok(prompt)
+    }
 
-        let mut capped = true;
-        // The model asked the user something: the run ends here, and so does its summary.
-        let mut waiting_for_user = false;
-        for call in 0..self.spec.max_loop_count {
-            if self.emitter.is_aborted() {
-                return Ok(());
-            }
-            let request = ChatRequest {
-                settings: self.spec.settings.clone(),
-                messages: prompt.fit("direct_execution", call),
-                tools: definitions.clone(),
-            };
-            let turn = self
-                .stream_turn(
-                    &request,
-                    EventType::DoSubtaskResult,
-                    EXECUTION_AGENT,
-                    "direct_execution",
-                )
-                .await?;
-            if self.emitter.is_aborted() {
-                return Ok(());
-            }
-            if turn.tool_calls.is_empty() {
-                let said_something = !turn.text.trim().is_empty();
-                prompt.push(json!({"role": "assistant", "content": turn.text}));
-                // A run without tools has nothing to go on with: its answer ends it.
-                if !said_something
-                    || tools.is_empty()
-                    || self.emitter.is_aborted()
-                    || self.judge_says_done(&prompt, call).await?
-                {
-                    capped = false;
-                    break;
-                }
-                continue;
-            }
-            self.emitter
-                .emit(Event {
-                    tool_calls: Some(turn.tool_calls.clone()),
-                    message_id: Some(turn.message_id.clone()),
-                    agent_name: Some(EXECUTION_AGENT.into()),
-                    ..Event::new(&self.spec.session_id, Role::Assistant, EventType::ToolCall)
-                })
-                .await;
-            prompt.push(json!({
-                "role": "assistant",
-                "content": turn.text,
-                "tool_calls": turn.tool_calls,
-            }));
-            if self.emitter.is_aborted() {
-                return Ok(());
-            }
-            for (call, content) in turn
-                .tool_calls
-                .iter()
-                .zip(self.call_tools(tools, &turn.tool_calls).await)
-            {
-                waiting_for_user |= call.function.name == ASK_FOLLOWUP_QUESTION
-                    && content["waiting_for_user"] == true;
-                prompt.push(json!({
-                    "role": "tool",
-                    "tool_call_id": call.id,
-                    "content": content_as_text(&content),
-                }));
-            }
-            let finished = turn
-                .tool_calls
-                .iter()
-                .any(|call| decisions::FINISHING_TOOLS.contains(&call.function.name.as_str()));
-            if waiting_for_user || finished {
-                capped = false;
-                break;
-            }
-        }
-        if capped {
-            let limit = self.spec.max_loop_count;
-            self.emit_text(
-                EventType::Normal,
-                EXECUTION_AGENT,
-                &new_id(),
-                format!("Agent执行次数超过最大循环次数：{limit}, 任务暂停，是否需要继续执行？"),
+    async fn run_simple(
+        &mut self,
+        tools: &ToolBox,
+        definitions: &[Value],
+        mut prompt: Prompt,
+    ) -> Result<(), RunError> {
+        let cap = self.spec.max_loop_count;
+        let end = self
+            .tool_loop(
+                tools,
+                definitions,
+                &mut prompt,
+                ToolLoop {
+                    agent: EXECUTION_AGENT,
+                    step: "direct_execution",
+                    judged: !tools.is_empty(),
+                    cap,
+                },
             )
-            .await;
+            .await?;
+        if end == LoopEnd::Aborted {
+            return Ok(());
+        }
+        if end == LoopEnd::Capped {
+            self.say_capped().await;
         }
         let ended_on_tool_result = prompt
             .messages
             .last()
             .is_some_and(|m| m.message["role"] == "tool");
         if (self.spec.force_summary || ended_on_tool_result)
-            && !waiting_for_user
+            && end != LoopEnd::WaitingForUser
             && !self.emitter.is_aborted()
         {
             self.summarize(&mut prompt).await?;
@@ -427,6 +415,119 @@ impl Agent {
         Ok(())
     }
 
+    async fn say_capped(&self) {
+        let limit = self.spec.max_loop_count;
+        self.emit_text(
+            EventType::Normal,
+            EXECUTION_AGENT,
+            &new_id(),
+            format!("Agent执行次数超过最大循环次数：{limit}, 任务暂停，是否需要继续执行？"),
+        )
+        .await;
+    }
+
+    /// Model turns with tools until a turn ends the loop (see [`LoopEnd`]) or `shape.cap` turns
+    /// have run. Text streams as `do_subtask_result`; every call and result is emitted and fed
+    /// back.
+    async fn tool_loop(
+        &mut self,
+        tools: &ToolBox,
+        definitions: &[Value],
+        prompt: &mut Prompt,
+        shape: ToolLoop<'_>,
+    ) -> Result<LoopEnd, RunError> {
+        for call in 0..shape.cap {
+            if self.emitter.is_aborted() {
+                return Ok(LoopEnd::Aborted);
+            }
+            let request = ChatRequest {
+                settings: self.spec.settings.clone(),
+                messages: prompt.fit(shape.step, call),
+                tools: definitions.to_vec(),
+                forced_tool: None,
+            };
+            let turn = self
+                .stream_turn(
+                    &request,
+                    EventType::DoSubtaskResult,
+                    shape.agent,
+                    shape.step,
+                )
+                .await?;
+            if self.emitter.is_aborted() {
+                return Ok(LoopEnd::Aborted);
+            }
+            if turn.tool_calls.is_empty() {
+                let said_something = !turn.text.trim().is_empty();
+                prompt.push(json!({"role": "assistant", "content": turn.text}));
+                if !said_something
+                    || !shape.judged
+                    || self.emitter.is_aborted()
+                    || self.judge_says_done(prompt, call).await?
+                {
+                    return Ok(LoopEnd::Answered);
+                }
+                continue;
+            }
+            let results = self.run_tool_turn(tools, turn, shape.agent, prompt).await;
+            if self.emitter.is_aborted() {
+                return Ok(LoopEnd::Aborted);
+            }
+            let mut end = None;
+            for (call, content) in &results {
+                if call.function.name == ASK_FOLLOWUP_QUESTION
+                    && content["waiting_for_user"] == true
+                {
+                    return Ok(LoopEnd::WaitingForUser);
+                }
+                if decisions::FINISHING_TOOLS.contains(&call.function.name.as_str()) {
+                    end = Some(LoopEnd::Finished);
+                }
+            }
+            if let Some(end) = end {
+                return Ok(end);
+            }
+        }
+        Ok(LoopEnd::Capped)
+    }
+
+    /// Emits a turn's `tool_call`, runs its calls, and feeds the turn and the results back;
+    /// returns each call with its result.
+    async fn run_tool_turn(
+        &mut self,
+        tools: &ToolBox,
+        turn: TurnOutput,
+        agent: &str,
+        prompt: &mut Prompt,
+    ) -> Vec<(ToolCall, Value)> {
+        self.emitter
+            .emit(Event {
+                tool_calls: Some(turn.tool_calls.clone()),
+                message_id: Some(turn.message_id.clone()),
+                agent_name: Some(agent.into()),
+                ..Event::new(&self.spec.session_id, Role::Assistant, EventType::ToolCall)
+            })
+            .await;
+        prompt.push(json!({
+            "role": "assistant",
+            "content": turn.text,
+            "tool_calls": turn.tool_calls,
+        }));
+        if self.emitter.is_aborted() {
+            return Vec::new();
+        }
+        let results = self.call_tools(tools, &turn.tool_calls, agent).await;
+        let results: Vec<(ToolCall, Value)> = turn.tool_calls.into_iter().zip(results).collect();
+        for (call, content) in &results {
+            prompt.push(json!({
+                "role": "tool",
+                "tool_call_id": call.id,
+                "content": content_as_text(content),
+            }));
+        }
+        results
+    }
+
     /// The suggestion step: no tools; the answer streams as `query_suggest`.
     async fn suggest(&mut self, prompt: &mut Prompt) -> Result<(), RunError> {
         prompt.push(json!({"role": "system", "content": SUGGEST_INSTRUCTION}));
@@ -434,6 +535,7 @@ impl Agent {
             settings: self.spec.settings.clone(),
             messages: prompt.fit("query_suggest", 0),
             tools: Vec::new(),
+            forced_tool: None,
         };
         self.stream_turn(
             &request,
@@ -555,6 +657,7 @@ impl Agent {
             settings: self.spec.settings.clone(),
             messages: prompt.fit("summary", 0),
             tools: Vec::new(),
+            forced_tool: None,
         };
         self.stream_turn(&request, EventType::FinalAnswer, EXECUTION_AGENT, "summary")
             .await?;
@@ -572,6 +675,7 @@ impl Agent {
             settings: self.spec.settings.clone(),
             messages: analysis.fit("task_analysis", 0),
             tools: Vec::new(),
+            forced_tool: None,
         };
         let turn = self
             .stream_turn(
@@ -655,7 +759,7 @@ impl Agent {
     }
 
     /// Runs the calls concurrently, emits each result as it lands, returns them in call order.
-    async fn call_tools(&self, tools: &ToolBox, calls: &[ToolCall]) -> Vec<Value> {
+    async fn call_tools(&self, tools: &ToolBox, calls: &[ToolCall], agent: &str) -> Vec<Value> {
         let mut pending: FuturesUnordered<_> = calls
             .iter()
             .enumerate()
@@ -704,7 +808,7 @@ impl Agent {
                     content: Some(content.clone()),
                     tool_call_id: Some(call.id.clone()),
                     message_id: Some(new_id()),
-                    agent_name: Some(EXECUTION_AGENT.into()),
+                    agent_name: Some(agent.into()),
                     ..Event::new(&self.spec.session_id, Role::Tool, EventType::ToolCallResult)
                 })
                 .await;

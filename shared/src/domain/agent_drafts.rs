@@ -181,6 +181,7 @@ impl AgentDrafts {
                 json!({"role": "user", "content": question}),
             ],
             tools: Vec::new(),
+            forced_tool: None,
         };
         complete_text(self.llm.as_ref(), &request)
             .await

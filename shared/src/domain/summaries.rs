@@ -105,6 +105,7 @@ impl Summaries {
                 json!({"role": "user", "content": transcript}),
             ],
             tools: Vec::new(),
+            forced_tool: None,
         };
         let summary = complete_text(self.llm.as_ref(), &request)
             .await

@@ -52,6 +52,8 @@ pub struct ChatRequest {
     pub settings: LlmSettings,
     pub messages: Vec<Value>,
     pub tools: Vec<Value>,
+    /// The tool the answer must call (`tool_choice`), one of `tools`.
+    pub forced_tool: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -179,6 +181,9 @@ impl OpenAiCompatible {
         });
         if !request.tools.is_empty() {
             body["tools"] = Value::Array(request.tools.clone());
+        }
+        if let Some(name) = &request.forced_tool {
+            body["tool_choice"] = json!({"type": "function", "function": {"name": name}});
         }
         let mut builder = self.http.post(&url).json(&body);
         if let Some(key) = self.next_key(&settings.api_keys) {

@@ -88,20 +88,24 @@ impl AgentMode {
 }
 
 impl StreamRequest {
+    /// The mode the run is asked for: `agent_mode`, else Sage's older `multi_agent` flag.
+    pub fn requested_mode(&self) -> AgentMode {
+        match (self.agent_mode, self.multi_agent) {
+            (Some(mode), _) => mode,
+            (None, Some(true)) => AgentMode::Multi,
+            _ => AgentMode::Simple,
+        }
+    }
+
     /// What the request asks for that this service does not run yet, each as a sentence for a
     /// `normal` event at the start of the run: the run goes on as the simple tool loop.
     pub fn unsupported_options(&self) -> Vec<String> {
-        let mode = match (self.agent_mode, self.multi_agent) {
-            (Some(mode @ (AgentMode::Multi | AgentMode::Fibre)), _) => Some(mode),
-            (None, Some(true)) => Some(AgentMode::Multi),
-            _ => None,
-        };
         let mut notices = Vec::new();
-        if let Some(mode) = mode {
-            notices.push(format!(
-                "agent_mode `{}` is not available yet: this run uses the simple tool loop",
-                mode.as_str()
-            ));
+        if self.requested_mode() == AgentMode::Fibre {
+            notices.push(
+                "agent_mode `fibre` is not available yet: this run uses the simple tool loop"
+                    .to_owned(),
+            );
         }
         if self
             .available_sub_agent_ids

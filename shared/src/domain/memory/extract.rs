@@ -101,6 +101,7 @@ impl Memories {
                 json!({"role": "user", "content": transcript}),
             ],
             tools: Vec::new(),
+            forced_tool: None,
         };
         let answer = complete_text(llm, &request)
             .await

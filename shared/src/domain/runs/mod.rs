@@ -16,7 +16,7 @@ use tracing::Instrument;
 pub use follow::LogReader;
 pub use watch::RunWatch;
 
-use crate::agent::{Agent, RunOutcome, RunSpec};
+use crate::agent::{Agent, RunMode, RunOutcome, RunSpec};
 use crate::config::{LlmConfig, RunLimits};
 use crate::context::{ContextSettings, content_as_text, merge_events, to_model_messages};
 use crate::domain::DomainError;
@@ -36,10 +36,13 @@ use crate::store::{
     EventLog, EventSink, IdempotencyRecord, RunControl, RunStatus, SEARCH_TEXT_LIMIT,
     SessionRecord, SessionStore, StoreError, SummaryStore,
 };
-use crate::tools::{McpPolicy, McpPool, WORKSPACE_PROMPT_BLOCK, followup_tool, workspace_tools};
+use crate::tools::{
+    McpPolicy, McpPool, TODO_READ, TODO_WRITE, WORKSPACE_PROMPT_BLOCK, followup_tool,
+    workspace_tools,
+};
 use crate::util::{InputError, SessionId, UserId, new_id, now_secs};
 use crate::wire::{
-    ContextBudgetConfig, Event, EventStream, EventType, InputMessage, MemoryType, Role,
+    AgentMode, ContextBudgetConfig, Event, EventStream, EventType, InputMessage, MemoryType, Role,
     StoredEvent, StreamRequest,
 };
 use follow::{follow, live_then_log};
@@ -428,7 +431,15 @@ impl Runs {
                 extras.knowledge.clone(),
             ));
         }
-        let requested_tools = request.available_tools.as_deref().unwrap_or_default();
+        let mode = match request.requested_mode() {
+            AgentMode::Multi => RunMode::Multi,
+            AgentMode::Simple | AgentMode::Fibre | AgentMode::Auto => RunMode::Simple,
+        };
+        let mut requested_tools = request.available_tools.clone().unwrap_or_default();
+        if mode == RunMode::Multi {
+            requested_tools.extend([TODO_WRITE, TODO_READ].map(str::to_owned));
+        }
+        let requested_tools = requested_tools.as_slice();
         if let Some(tools) =
             workspace_tools(self.sessions.files().objects(), session_id, requested_tools)
         {
@@ -463,6 +474,7 @@ impl Runs {
             workflows: request.available_workflows.clone().unwrap_or_default(),
             suggest: request.more_suggest.unwrap_or(false),
             limits: self.defaults.limits,
+            mode,
         };
         Ok((spec, seq))
     }

@@ -193,6 +193,46 @@ async fn arguments_that_are_not_json_become_an_invalid_json_error_event() {
     assert_eq!(content["error_type"], "INVALID_JSON");
 }
 
+/// Arguments that break the tool's schema never reach the tool: the result is a tool error that
+/// names each problem, and the model goes on.
+#[tokio::test(flavor = "multi_thread")]
+async fn arguments_that_break_the_schema_become_an_invalid_arguments_error_event() {
+    let (_, content) = single_error(
+        r#"call:add{"a":"one"}"#,
+        json!({"peer": stdio_peer(json!({}))}),
+        &["add"],
+    )
+    .await;
+    assert_eq!(content["error_type"], "INVALID_ARGUMENTS", "{content}");
+    let message = content["message"].as_str().unwrap();
+    assert!(message.contains("`a`"), "{message}");
+    assert!(
+        message.contains("\"b\" is a required property"),
+        "{message}"
+    );
+
+    let env = TestEnv::new().await;
+    let events = post_ndjson(
+        &env.stream_url(),
+        &json!({"session_id": "schema-builtin", "available_tools": ["file_write"],
+                "messages": [{"role": "user", "content": r#"call:file_write{"file_path":5,"content":"x"}"#}]}),
+    )
+    .await;
+    let results = tool_results(&events);
+    assert_eq!(results[0]["content"]["error_type"], "INVALID_ARGUMENTS");
+    assert!(
+        results[0]["content"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`file_path`: 5 is not of type \"string\""),
+        "{results:?}"
+    );
+    assert!(
+        !env.workspace().join("schema-builtin").exists(),
+        "nothing was written"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unreachable_server_leaves_its_tools_unknown_and_the_run_goes_on() {
     let port = free_port();

@@ -310,7 +310,11 @@ impl Agent {
 
     /// The silent progress judge after a round. An answer without a readable status counts as
     /// completed, so a confused judge never keeps a run going.
-    async fn judge_progress(&mut self, prompt: &Prompt, round: u32) -> Result<CompletionStatus, RunError> {
+    async fn judge_progress(
+        &mut self,
+        prompt: &Prompt,
+        round: u32,
+    ) -> Result<CompletionStatus, RunError> {
         let mut messages = prompt.fit("task_completion_judge", round);
         messages.push(json!({"role": "system", "content": PROGRESS_INSTRUCTION}));
         let request = ChatRequest {

@@ -77,6 +77,9 @@ pub enum ToolCallError {
     NotFound(String),
     #[error("arguments are not a JSON object: {0}")]
     InvalidJson(String),
+    /// The arguments break the tool's schema: each problem, with the argument it is in.
+    #[error("the arguments do not match the tool's schema: {}", .0.join("; "))]
+    InvalidArguments(Vec<String>),
     #[error("no result within {0:?}")]
     Timeout(Duration),
     #[error("{0}")]
@@ -94,6 +97,7 @@ impl ToolCallError {
         match self {
             Self::NotFound(_) => "TOOL_NOT_FOUND",
             Self::InvalidJson(_) => "INVALID_JSON",
+            Self::InvalidArguments(_) => "INVALID_ARGUMENTS",
             Self::Timeout(_) => "TIMEOUT",
             Self::Execution(_) | Self::Unsent(_) | Self::Closed(_) => "EXECUTION_ERROR",
         }
@@ -272,6 +276,45 @@ pub async fn discover_tools(
 }
 
 /// Parses a model's tool-call arguments.
+/// How many schema problems a tool error lists.
+const LISTED_SCHEMA_ERRORS: usize = 5;
+
+/// Checks a call's arguments against the tool's JSON Schema before the call leaves. A schema
+/// that cannot be compiled (a remote `$ref`, a draft this checker does not know) is left to the
+/// tool itself to enforce.
+pub fn check_arguments(
+    tool: &str,
+    schema: &Value,
+    arguments: &JsonObject,
+) -> Result<(), ToolCallError> {
+    let validator = match jsonschema::validator_for(schema) {
+        Ok(validator) => validator,
+        Err(error) => {
+            tracing::debug!(%tool, %error, "the tool's schema cannot be checked here");
+            return Ok(());
+        }
+    };
+    let instance = Value::Object(arguments.clone());
+    let problems: Vec<String> = validator
+        .iter_errors(&instance)
+        .take(LISTED_SCHEMA_ERRORS)
+        .map(|error| {
+            let at = error.instance_path().to_string();
+            let at = at.trim_start_matches('/').replace('/', ".");
+            if at.is_empty() {
+                error.to_string()
+            } else {
+                format!("`{at}`: {error}")
+            }
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ToolCallError::InvalidArguments(problems))
+    }
+}
+
 pub fn parse_arguments(arguments: &str) -> Result<JsonObject, ToolCallError> {
     if arguments.trim().is_empty() {
         return Ok(JsonObject::new());

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::{
     BuiltinTools, McpConnection, McpPolicy, McpPool, McpServerConfig, ToolCallError, ToolSpec,
-    parse_arguments,
+    check_arguments, parse_arguments,
 };
 use crate::store::McpServerRecord;
 
@@ -167,6 +167,7 @@ impl ToolBox {
             .get(tool)
             .ok_or_else(|| ToolCallError::NotFound(tool.to_owned()))?;
         let arguments = parse_arguments(arguments)?;
+        check_arguments(tool, &entry.spec.parameters, &arguments)?;
         match (&entry.source, &self.pool) {
             (ToolSource::Builtin(tools), _) => tools.call(tool, arguments).await,
             (ToolSource::Request(connection), _) => connection.call(tool, arguments).await,

@@ -8,22 +8,25 @@ use serde_json::{Value, json};
 use crate::common::*;
 
 /// Sage's names of the file and plan tools, as `/api/tools?type=basic` lists them.
-pub const FILE_TOOLS: [&str; 6] = [
+pub const FILE_TOOLS: [&str; 9] = [
     "file_read",
     "file_write",
     "file_update",
     "search_content_in_file",
+    "download_file_from_url",
+    "convert_csv_to_excel",
+    "extract_text_from_non_text_file",
     "todo_write",
     "todo_read",
 ];
 
-fn call(tool: &str, arguments: Value) -> String {
+pub fn call(tool: &str, arguments: Value) -> String {
     format!("call:{tool}{arguments}")
 }
 
 /// One run in `session` whose model makes `calls` (in one turn); the tool results' contents, in
 /// the order of the calls.
-async fn run_tools(base: &str, session: &str, user: &str, calls: &[String]) -> Vec<Value> {
+pub async fn run_tools(base: &str, session: &str, user: &str, calls: &[String]) -> Vec<Value> {
     let events = post_ndjson(
         &format!("{base}/api/stream"),
         &json!({"session_id": session, "user_id": user, "available_tools": FILE_TOOLS,

@@ -32,6 +32,8 @@ const FLAGS_THAT_ACT: &[(&str, Option<&str>)] = &[
     ("--tool_timeout", Some("5")),
     ("--mcp_allow_stdio", None),
     ("--mcp_allow_link_local", Some("false")),
+    ("--download_allow_private", None),
+    ("--download_max_bytes", Some("1048576")),
     ("--run_lease_seconds", Some("12.5")),
     ("--run_max_llm_calls", Some("40")),
     ("--run_max_tokens", Some("200000")),
@@ -75,6 +77,8 @@ fn every_flag_that_acts_is_accepted_and_applied() {
     assert_eq!(config.store.db_type, DbType::Memory);
     assert_eq!(config.store.mysql_port, 3307);
     assert!(config.tools.mcp_allow_stdio && !config.tools.mcp_allow_link_local);
+    assert!(config.tools.download_allow_private);
+    assert_eq!(config.tools.download_max_bytes, 1_048_576);
     assert_eq!(config.server.run_lease, Duration::from_millis(12_500));
     assert_eq!(config.limits.max_llm_calls, Some(40));
     assert_eq!(config.limits.max_tokens, Some(200_000));

@@ -11,6 +11,7 @@ mod client_routes;
 mod config_flags;
 mod context_budget;
 mod conversation_search;
+mod document_tools;
 mod files;
 mod health;
 mod jwks;

@@ -282,6 +282,10 @@ impl App {
                     lease: config.server.run_lease,
                     tool_timeout: config.tools.timeout,
                     mcp_policy: policy,
+                    downloads: crate::tools::DownloadPolicy {
+                        allow_private: config.tools.download_allow_private,
+                        max_bytes: config.tools.download_max_bytes,
+                    },
                     limits: config.limits,
                 },
                 agents.clone(),

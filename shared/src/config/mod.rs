@@ -247,6 +247,12 @@ pub struct ToolsConfig {
     /// Let API callers point MCP servers at link-local / cloud metadata addresses.
     #[arg(long, env = "SAGE_MCP_ALLOW_LINK_LOCAL", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub mcp_allow_link_local: bool,
+    /// Let `download_file_from_url` reach loopback, private and link-local addresses.
+    #[arg(long, env = "SAGE_DOWNLOAD_ALLOW_PRIVATE", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub download_allow_private: bool,
+    /// The largest file `download_file_from_url` saves, in bytes.
+    #[arg(long, env = "SAGE_DOWNLOAD_MAX_BYTES", default_value = "20971520", value_parser = clap::value_parser!(u64).range(1..))]
+    pub download_max_bytes: u64,
 }
 
 #[derive(Debug, Clone, Args)]

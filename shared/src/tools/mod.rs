@@ -16,8 +16,8 @@ pub use legacy_sse::{LegacySseError, LegacySseTransport};
 pub use pool::McpPool;
 pub use toolbox::ToolBox;
 pub use workspace::{
-    PROMPT_BLOCK as WORKSPACE_PROMPT_BLOCK, TODO_READ, TODO_WRITE, TodoItem, WORKSPACE_TOOLS,
-    workspace_tool_specs, workspace_tools,
+    DownloadPolicy, PROMPT_BLOCK as WORKSPACE_PROMPT_BLOCK, TODO_READ, TODO_WRITE, TodoItem,
+    WORKSPACE_TOOLS, workspace_tool_specs, workspace_tools,
 };
 
 pub use crate::wire::mcp::{McpServerConfig, ToolSpec, TransportKind};

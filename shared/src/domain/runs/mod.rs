@@ -37,8 +37,8 @@ use crate::store::{
     SessionRecord, SessionStore, StoreError, SummaryStore,
 };
 use crate::tools::{
-    McpPolicy, McpPool, TODO_READ, TODO_WRITE, WORKSPACE_PROMPT_BLOCK, followup_tool,
-    workspace_tools,
+    DownloadPolicy, McpPolicy, McpPool, TODO_READ, TODO_WRITE, WORKSPACE_PROMPT_BLOCK,
+    followup_tool, workspace_tools,
 };
 use crate::util::{InputError, SessionId, UserId, new_id, now_secs};
 use crate::wire::{
@@ -93,6 +93,7 @@ pub struct RunDefaults {
     pub lease: Duration,
     pub tool_timeout: Duration,
     pub mcp_policy: McpPolicy,
+    pub downloads: DownloadPolicy,
     pub limits: RunLimits,
 }
 
@@ -440,9 +441,12 @@ impl Runs {
             requested_tools.extend([TODO_WRITE, TODO_READ].map(str::to_owned));
         }
         let requested_tools = requested_tools.as_slice();
-        if let Some(tools) =
-            workspace_tools(self.sessions.files().objects(), session_id, requested_tools)
-        {
+        if let Some(tools) = workspace_tools(
+            self.sessions.files().objects(),
+            session_id,
+            requested_tools,
+            self.defaults.downloads,
+        ) {
             append_block(&mut system_prompt, WORKSPACE_PROMPT_BLOCK);
             builtin_tools.push(tools);
         }

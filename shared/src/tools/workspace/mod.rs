@@ -1,6 +1,7 @@
 //! Sage's built-in file and plan tools (`file_read`, `file_write`, `file_update`,
-//! `search_content_in_file`, `todo_write`, `todo_read`), over the session's folder in the object
-//! store. Whatever path the model sends, a call reads and writes only inside that folder: paths
+//! `search_content_in_file`, `download_file_from_url`, `convert_csv_to_excel`,
+//! `extract_text_from_non_text_file`, `todo_write`, `todo_read`), over the session's folder in
+//! the object store. Whatever path the model sends, a call reads and writes only inside that folder: paths
 //! are relative to it (Sage's `/workspace/` prefix is accepted), and `..`, other absolute paths,
 //! backslashes, encoded separators and the reserved `.sage` folder are refused.
 
@@ -15,19 +16,31 @@ use serde_json::{Value, json};
 use super::{BuiltinTools, JsonObject, ToolCallError, ToolSpec};
 use crate::blob::{BlobError, ObjectKey, ObjectStore, RESERVED_FOLDER};
 
+#[cfg(feature = "documents")]
+mod documents;
+mod download;
+
+pub use download::DownloadPolicy;
+
 pub const FILE_READ: &str = "file_read";
 pub const FILE_WRITE: &str = "file_write";
 pub const FILE_UPDATE: &str = "file_update";
 pub const SEARCH_CONTENT_IN_FILE: &str = "search_content_in_file";
+pub const DOWNLOAD_FILE_FROM_URL: &str = "download_file_from_url";
+pub const CONVERT_CSV_TO_EXCEL: &str = "convert_csv_to_excel";
+pub const EXTRACT_TEXT: &str = "extract_text_from_non_text_file";
 pub const TODO_WRITE: &str = "todo_write";
 pub const TODO_READ: &str = "todo_read";
 
 /// The tools of this module, by Sage's names.
-pub const WORKSPACE_TOOLS: [&str; 6] = [
+pub const WORKSPACE_TOOLS: [&str; 9] = [
     FILE_READ,
     FILE_WRITE,
     FILE_UPDATE,
     SEARCH_CONTENT_IN_FILE,
+    DOWNLOAD_FILE_FROM_URL,
+    CONVERT_CSV_TO_EXCEL,
+    EXTRACT_TEXT,
     TODO_WRITE,
     TODO_READ,
 ];
@@ -49,6 +62,7 @@ pub struct WorkspaceTools {
     objects: Arc<dyn ObjectStore>,
     root: ObjectKey,
     enabled: Vec<&'static str>,
+    downloads: DownloadPolicy,
 }
 
 /// The workspace tools among `requested` (a run's `available_tools`), for the session's folder;
@@ -57,6 +71,7 @@ pub fn workspace_tools(
     objects: Arc<dyn ObjectStore>,
     session_id: &str,
     requested: &[String],
+    downloads: DownloadPolicy,
 ) -> Option<Arc<dyn BuiltinTools>> {
     let enabled: Vec<&'static str> = WORKSPACE_TOOLS
         .into_iter()
@@ -70,6 +85,7 @@ pub fn workspace_tools(
         objects,
         root,
         enabled,
+        downloads,
     }))
 }
 
@@ -489,6 +505,43 @@ pub fn workspace_tool_specs() -> Vec<ToolSpec> {
             }),
         },
         ToolSpec {
+            name: DOWNLOAD_FILE_FROM_URL.into(),
+            description: "Download a file from a public http(s) URL into the workspace (into working_dir when given), under the URL's file name. Returns its path, size and content type.".into(),
+            parameters: json!({
+                "type": "object",
+                "properties": {
+                    "url": {"type": "string", "description": "an http or https URL"},
+                    "working_dir": {"type": "string", "description": "a workspace folder to save into; the workspace itself when empty"},
+                },
+                "required": ["url"],
+            }),
+        },
+        ToolSpec {
+            name: CONVERT_CSV_TO_EXCEL.into(),
+            description: "Convert a CSV file of the workspace into an Excel workbook (.xlsx): numbers and true/false become number and boolean cells.".into(),
+            parameters: json!({
+                "type": "object",
+                "properties": {
+                    "csv_file_path": path,
+                    "excel_file_path": {"type": "string", "description": "where to write the .xlsx; next to the CSV when empty"},
+                },
+                "required": ["csv_file_path"],
+            }),
+        },
+        ToolSpec {
+            name: EXTRACT_TEXT.into(),
+            description: "Extract the text of a PDF, Word (.docx) or spreadsheet (.xlsx, .xls, .ods) file of the workspace, max_length characters from start_index.".into(),
+            parameters: json!({
+                "type": "object",
+                "properties": {
+                    "input_file_path": path,
+                    "start_index": {"type": "integer", "minimum": 0},
+                    "max_length": {"type": "integer", "minimum": 1},
+                },
+                "required": ["input_file_path"],
+            }),
+        },
+        ToolSpec {
             name: TODO_WRITE.into(),
             description: "Keep the task's plan: add tasks, or update tasks already in it by id (content, completed). Returns the whole plan.".into(),
             parameters: json!({
@@ -536,6 +589,15 @@ impl BuiltinTools for WorkspaceTools {
             FILE_WRITE => self.file_write(&arguments).await,
             FILE_UPDATE => self.file_update(&arguments).await,
             SEARCH_CONTENT_IN_FILE => self.search_content(&arguments).await,
+            DOWNLOAD_FILE_FROM_URL => self.download(&arguments).await,
+            #[cfg(feature = "documents")]
+            CONVERT_CSV_TO_EXCEL => self.csv_to_excel(&arguments).await,
+            #[cfg(feature = "documents")]
+            EXTRACT_TEXT => self.extract_text(&arguments).await,
+            #[cfg(not(feature = "documents"))]
+            CONVERT_CSV_TO_EXCEL | EXTRACT_TEXT => Err(invalid(format!(
+                "{tool} is not in this build (cargo feature `documents`)"
+            ))),
             TODO_WRITE => self.todo_write(&arguments).await,
             TODO_READ => self.todo_read().await,
             other => Err(ToolCallError::NotFound(other.to_owned())),

@@ -267,7 +267,7 @@ async fn bad_agent_settings_and_ones_this_service_cannot_act_on_are_refused_by_n
         (
             json!({"availableSubAgentIds": ["agent_1"]}),
             "availableSubAgentIds",
-            400,
+            404,
         ),
         (
             json!({"llm_provider_id": "provider-1"}),

@@ -201,7 +201,15 @@ async fn file_and_plan_tools_work_in_the_session_workspace() {
         })
         .collect();
     assert_eq!(listed[..FILE_TOOLS.len()], FILE_TOOLS);
-    assert_eq!(listed[FILE_TOOLS.len()..], ["ask_followup_question"]);
+    assert_eq!(
+        listed[FILE_TOOLS.len()..],
+        [
+            "ask_followup_question",
+            "sys_spawn_agent",
+            "sys_delegate_task",
+            "sys_finish_task"
+        ]
+    );
     let (_, all) = get_json(&format!("{}/api/tools", env.server.url)).await;
     assert_eq!(
         all["data"]["tools"].as_array().unwrap().len(),

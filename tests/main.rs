@@ -12,6 +12,7 @@ mod config_flags;
 mod context_budget;
 mod conversation_search;
 mod document_tools;
+mod fibre_mode;
 mod files;
 mod health;
 mod jwks;

@@ -252,10 +252,10 @@ async fn a_quiet_sse_stream_sends_ping_comments() {
 }
 
 /// Sage's client sends `agent_mode` simple, multi, fibre or auto: each is accepted. Multi (also
-/// Sage's older `multi_agent: true`) decomposes the task first; fibre, not run yet, says so in a
-/// `normal` event first, then the simple tool loop answers.
+/// Sage's older `multi_agent: true`) decomposes the task first; fibre answers like simple when
+/// it delegates nothing; sub-agent ids outside fibre say that they do nothing.
 #[tokio::test(flavor = "multi_thread")]
-async fn every_agent_mode_is_accepted_and_the_ones_not_run_yet_say_so() {
+async fn every_agent_mode_is_accepted_and_runs_its_way() {
     let env = TestEnv::new().await;
     let notices = |events: &[Value]| -> Vec<String> {
         of_type(events, "normal")
@@ -267,12 +267,12 @@ async fn every_agent_mode_is_accepted_and_the_ones_not_run_yet_say_so() {
         (json!({"agent_mode": "simple"}), false, vec![]),
         (json!({"agent_mode": "auto"}), false, vec![]),
         (json!({"agent_mode": "multi"}), true, vec![]),
+        (json!({"agent_mode": "fibre"}), false, vec![]),
         (
-            json!({"agent_mode": "fibre", "available_sub_agent_ids": ["helper"]}),
+            json!({"agent_mode": "simple", "available_sub_agent_ids": ["helper"]}),
             false,
             vec![
-                "agent_mode `fibre` is not available yet: this run uses the simple tool loop",
-                "available_sub_agent_ids is not available yet: this run has no sub-agents",
+                "available_sub_agent_ids acts in agent_mode fibre only: this run has no sub-agents",
             ],
         ),
         (json!({"multi_agent": true}), true, vec![]),

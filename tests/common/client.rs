@@ -199,8 +199,14 @@ pub fn assert_tail(events: &[Value], session_id: &str) {
     assert_eq!(end["type"], "stream_end", "{end}");
     assert_eq!(end["session_id"], session_id);
     assert_eq!(end["total_stream_count"], (count - 1) as u64);
+    // A fibre run's sub-agents speak from their sub-sessions.
+    let sub_session = format!("{session_id}_sub_");
     for event in events {
-        assert_eq!(event["session_id"], session_id, "session_id on every event");
+        let from = event["session_id"].as_str().unwrap_or_default();
+        assert!(
+            from == session_id || from.starts_with(&sub_session),
+            "session_id on every event: {from} in {session_id}'s stream"
+        );
         assert!(event["timestamp"].is_f64());
         assert_ne!(event["role"], "user", "user input is never echoed");
     }

@@ -8,6 +8,7 @@
 //! |---|---|
 //! | `call:NAME` or `call:NAME{"json":"args"}` | the answer is a tool call (several directives = several calls in one turn) |
 //! | `call-forever:NAME` | like `call:`, and keeps calling after tool results (loop-limit tests) |
+//! | `A next: B` | stages: the first turn follows A; after its tool results, the next turn follows B |
 //! | `think:` | DeepSeek-style `reasoning_content` deltas before the answer |
 //! | `words:N` | the text answer is N tokens long |
 //! | `say:TEXT` | the text answer is TEXT, everything after `say:` verbatim (no directive in it counts) |
@@ -481,10 +482,20 @@ async fn completions(
     let judge = messages.last().is_some_and(|m| {
         m["role"] == "system" && message_text(m).starts_with("Decide whether the task is done")
     });
+    // `next:` splits the message into stages: the Nth tool-calling turn since the user spoke
+    // follows the Nth stage.
+    let stage = messages
+        .iter()
+        .rev()
+        .take_while(|m| m["role"] != "user")
+        .filter(|m| m["role"] == "assistant" && m.get("tool_calls").is_some_and(|c| !c.is_null()))
+        .count();
+    let stages: Vec<&str> = last_user.split("next:").collect();
+    let staged = stage > 0 && stage < stages.len();
     let script = if extraction || session_summary || workflow_choice || tool_choice {
         Script::default()
     } else {
-        parse_script(&last_user)
+        parse_script(stages.get(stage).copied().unwrap_or(&last_user))
     };
     if let Some(status) = script.fail_status {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -536,7 +547,7 @@ async fn completions(
         && !observation
         && !progress_judge
         && !script.calls.is_empty()
-        && (!after_tool || script.call_forever)
+        && (!after_tool || script.call_forever || staged)
     {
         for (index, (name, arguments)) in script.calls.iter().enumerate() {
             let id = format!("call_{}_{}", messages.len(), index);

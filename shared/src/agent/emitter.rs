@@ -30,6 +30,16 @@ impl Emitter {
         }
     }
 
+    /// An emitter into `events` that stops when this one does: a sub-agent's, whose events
+    /// another task routes.
+    pub fn child(&self, events: mpsc::Sender<Event>) -> Self {
+        Self {
+            events,
+            aborted: self.aborted.clone(),
+            cancel: self.cancel.clone(),
+        }
+    }
+
     /// Waits while the writer is behind: a run never gets ahead of its log by more than the
     /// channel holds.
     pub async fn emit(&self, event: Event) {

@@ -14,10 +14,15 @@ use tracing::Instrument;
 
 mod decisions;
 mod emitter;
+mod fibre;
 mod multi;
 
 pub use decisions::{JUDGE_INSTRUCTION, MAX_TOOLS_WITHOUT_SELECTION, TOOL_SELECTION_INSTRUCTION};
 pub use emitter::Emitter;
+pub use fibre::{
+    FIBRE_MAX_LOOP_COUNT, SYS_DELEGATE_TASK, SYS_FINISH_TASK, SYS_SPAWN_AGENT, SubAgent,
+    SubSessionError, SubSessions, finish_tool, team_specs,
+};
 
 use crate::config::RunLimits;
 use crate::context::{
@@ -114,6 +119,17 @@ pub struct RunSpec {
     pub suggest: bool,
     pub limits: RunLimits,
     pub mode: RunMode,
+    /// The name its text and tool events carry; `SimpleAgent` when unset.
+    pub agent_name: Option<String>,
+    /// Fibre mode: the sub-agents that exist from the start, and where their sub-sessions live.
+    pub fibre: Option<FibreSetup>,
+}
+
+/// What a fibre-mode run starts with.
+#[derive(Clone)]
+pub struct FibreSetup {
+    pub sub_agents: Vec<SubAgent>,
+    pub sub_sessions: Arc<dyn SubSessions>,
 }
 
 /// How a run works through its task (`agent_mode`).
@@ -124,6 +140,9 @@ pub enum RunMode {
     Simple,
     /// Decompose into a plan, then rounds of plan, execute, observe and judge, then a summary.
     Multi,
+    /// The tool loop with sub-agents: tasks delegated to them run concurrently, each in its own
+    /// sub-session.
+    Fibre,
 }
 
 #[derive(Default)]
@@ -240,6 +259,10 @@ pub struct Agent {
     pool: Arc<McpPool>,
     emitter: Emitter,
     usage: UsageTally,
+    /// The last text the run answered with (an execution turn or the summary).
+    last_answer: String,
+    /// The `result` of the finishing call that ended the run, if one did.
+    finish_result: Option<String>,
 }
 
 impl Agent {
@@ -255,11 +278,30 @@ impl Agent {
             pool,
             emitter,
             usage: UsageTally::default(),
+            last_answer: String::new(),
+            finish_result: None,
         }
     }
 
+    fn name(&self) -> String {
+        self.spec
+            .agent_name
+            .clone()
+            .unwrap_or_else(|| EXECUTION_AGENT.to_owned())
+    }
+
     /// Runs to the end and emits `token_usage`; the event log adds `stream_end`.
-    pub async fn run(mut self) -> RunOutcome {
+    pub async fn run(self) -> RunOutcome {
+        self.run_for_result().await.0
+    }
+
+    /// Runs to the end; also returns what the run came to: its finishing call's `result`, else
+    /// its last answer.
+    pub async fn run_for_result(mut self) -> (RunOutcome, String) {
+        if let Some(fibre) = self.spec.fibre.clone() {
+            let tools = self.fibre_tools(fibre);
+            self.spec.builtin_tools.push(tools);
+        }
         let mut tools = ToolBox::build(
             &self.spec.registered_servers,
             &self.spec.request_servers,
@@ -289,13 +331,8 @@ impl Agent {
         let mut outcome = match executed {
             Ok(()) => RunOutcome::Completed,
             Err(error) => {
-                self.emit_text(
-                    EventType::Error,
-                    EXECUTION_AGENT,
-                    &new_id(),
-                    error.to_string(),
-                )
-                .await;
+                self.emit_text(EventType::Error, &self.name(), &new_id(), error.to_string())
+                    .await;
                 RunOutcome::Failed
             }
         };
@@ -305,14 +342,19 @@ impl Agent {
         tools.close().await;
         let usage = Event::token_usage(&self.spec.session_id, &self.usage.to_json());
         self.emitter.emit(usage).await;
-        outcome
+        let result = self
+            .finish_result
+            .take()
+            .filter(|result| !result.trim().is_empty())
+            .unwrap_or_else(|| std::mem::take(&mut self.last_answer));
+        (outcome, result)
     }
 
     async fn execute(&mut self, tools: &ToolBox) -> Result<(), RunError> {
         let definitions = tools.definitions();
         let prompt = self.opening_prompt(tool_tokens(&definitions)).await?;
         match self.spec.mode {
-            RunMode::Simple => self.run_simple(tools, &definitions, prompt).await,
+            RunMode::Simple | RunMode::Fibre => self.run_simple(tools, &definitions, prompt).await,
             RunMode::Multi => self.run_multi(tools, &definitions, prompt).await,
         }
     }
@@ -380,13 +422,14 @@ impl Agent {
         mut prompt: Prompt,
     ) -> Result<(), RunError> {
         let cap = self.spec.max_loop_count;
+        let agent = self.name();
         let end = self
             .tool_loop(
                 tools,
                 definitions,
                 &mut prompt,
                 ToolLoop {
-                    agent: EXECUTION_AGENT,
+                    agent: &agent,
                     step: "direct_execution",
                     judged: !tools.is_empty(),
                     cap,
@@ -419,7 +462,7 @@ impl Agent {
         let limit = self.spec.max_loop_count;
         self.emit_text(
             EventType::Normal,
-            EXECUTION_AGENT,
+            &self.name(),
             &new_id(),
             format!("Agent执行次数超过最大循环次数：{limit}, 任务暂停，是否需要继续执行？"),
         )
@@ -481,6 +524,12 @@ impl Agent {
                     return Ok(LoopEnd::WaitingForUser);
                 }
                 if decisions::FINISHING_TOOLS.contains(&call.function.name.as_str()) {
+                    let result = serde_json::from_str::<Value>(&call.function.arguments)
+                        .ok()
+                        .and_then(|arguments| arguments["result"].as_str().map(str::to_owned));
+                    if result.is_some() {
+                        self.finish_result = result;
+                    }
                     end = Some(LoopEnd::Finished);
                 }
             }
@@ -659,7 +708,8 @@ impl Agent {
             tools: Vec::new(),
             forced_tool: None,
         };
-        self.stream_turn(&request, EventType::FinalAnswer, EXECUTION_AGENT, "summary")
+        let agent = self.name();
+        self.stream_turn(&request, EventType::FinalAnswer, &agent, "summary")
             .await?;
         Ok(())
     }
@@ -751,6 +801,11 @@ impl Agent {
         .await;
         record_llm_span(&span, usage.as_ref(), first_chunk, result.as_ref().err());
         self.usage.record(step, usage);
+        if matches!(kind, EventType::DoSubtaskResult | EventType::FinalAnswer)
+            && !text.trim().is_empty()
+        {
+            self.last_answer.clone_from(&text);
+        }
         Ok(result.map(|()| TurnOutput {
             message_id,
             text,

@@ -21,6 +21,8 @@ const MAX_PROMPT_CHARS: usize = 100_000;
 const MAX_TOOLS: usize = 500;
 const MAX_LOOP_COUNT: u32 = 1_000;
 const MAX_SKILLS: usize = 50;
+/// Sub-agents a fibre run starts with (as many as a run may spawn).
+const MAX_SUB_AGENTS: usize = 16;
 
 /// Agent settings, checked: a name of 1 to 64 characters, bounded texts and lists, and nothing
 /// this service cannot act on yet (knowledge bases, sub-agents).
@@ -62,10 +64,8 @@ impl ValidAgent {
         if config.available_knowledge_bases.len() > MAX_SKILLS {
             return invalid("availableKnowledgeBases: at most 50 ids");
         }
-        if !config.available_sub_agent_ids.is_empty() {
-            return invalid(
-                "availableSubAgentIds: not available yet in this service; leave it empty",
-            );
+        if config.available_sub_agent_ids.len() > MAX_SUB_AGENTS {
+            return invalid("availableSubAgentIds: at most 16 agent ids");
         }
         config.llm_provider_id = config.llm_provider_id.filter(|id| !id.is_empty());
         Ok(Self(config))
@@ -117,6 +117,12 @@ impl Agents {
                 ),
                 other => other,
             })?;
+        self.sub_agent_configs(
+            owner,
+            &agent.0.available_sub_agent_ids,
+            "availableSubAgentIds",
+        )
+        .await?;
         match agent.0.llm_provider_id.as_deref() {
             Some(provider_id) if !self.providers.exists(owner, provider_id).await? => {
                 Err(DomainError::NotFound(format!(
@@ -249,6 +255,64 @@ impl Agents {
         Ok(())
     }
 
+    /// The agents `ids` name, each a preset or one of the caller's own: a missing one is 404,
+    /// someone else's 403, both naming `field`.
+    async fn sub_agent_configs(
+        &self,
+        caller: &UserId,
+        ids: &[String],
+        field: &str,
+    ) -> Result<Vec<(String, AgentConfig)>, DomainError> {
+        if ids.len() > MAX_SUB_AGENTS {
+            return Err(DomainError::invalid(format!(
+                "{field}: at most {MAX_SUB_AGENTS} agent ids"
+            )));
+        }
+        let mut configs = Vec::new();
+        for id in ids {
+            let config = if let Some(preset) = self.presets.get(id) {
+                preset_config(id, preset)
+            } else {
+                let record = self
+                    .store
+                    .agent(id)
+                    .await?
+                    .ok_or_else(|| DomainError::NotFound(format!("{field}: no agent {id}")))?;
+                if record.owner != caller.as_str() {
+                    return Err(DomainError::Forbidden(format!(
+                        "{field}: agent {id} belongs to another user"
+                    )));
+                }
+                let mut config: AgentConfig = serde_json::from_value(record.config)
+                    .map_err(crate::store::StoreError::from)?;
+                config.name = record.name;
+                config
+            };
+            configs.push((id.clone(), config));
+        }
+        Ok(configs)
+    }
+
+    /// The agents a fibre run starts with (`available_sub_agent_ids`).
+    #[cfg(feature = "mcp")]
+    pub async fn sub_agents(
+        &self,
+        caller: &UserId,
+        ids: &[String],
+    ) -> Result<Vec<crate::agent::SubAgent>, DomainError> {
+        Ok(self
+            .sub_agent_configs(caller, ids, "available_sub_agent_ids")
+            .await?
+            .into_iter()
+            .map(|(id, config)| crate::agent::SubAgent {
+                id,
+                name: config.name,
+                description: config.description,
+                system_prompt: config.system_prefix.unwrap_or_default(),
+            })
+            .collect())
+    }
+
     async fn editable(
         &self,
         caller: &UserId,
@@ -328,6 +392,9 @@ fn apply_config(config: AgentConfig, request: &mut StreamRequest) {
     request.available_skills = Some(config.available_skills);
     if !config.available_knowledge_bases.is_empty() {
         request.available_knowledge_bases = Some(config.available_knowledge_bases);
+    }
+    if !config.available_sub_agent_ids.is_empty() {
+        request.available_sub_agent_ids = Some(config.available_sub_agent_ids);
     }
     replace(&mut request.available_workflows, config.available_workflows);
     replace(&mut request.memory_type, config.memory_type);

@@ -251,11 +251,13 @@ impl ToolsAdmin {
     }
 
     /// `/api/tools?type=basic`: the built-in tools an agent turns on by naming them in
-    /// `available_tools`, as Sage lists them.
+    /// `available_tools` (the `sys_*` team tools come with fibre mode; `sys_finish_task` may
+    /// be named in any mode), as Sage lists them.
     pub fn basic_tools(&self) -> Vec<ToolEntry> {
         workspace_tool_specs()
             .into_iter()
             .chain([followup_tool_spec()])
+            .chain(crate::agent::team_specs())
             .map(|spec| ToolEntry {
                 name: spec.name,
                 description: spec.description,

@@ -97,23 +97,19 @@ impl StreamRequest {
         }
     }
 
-    /// What the request asks for that this service does not run yet, each as a sentence for a
-    /// `normal` event at the start of the run: the run goes on as the simple tool loop.
+    /// What the request asks for that its run cannot act on, each as a sentence for a `normal`
+    /// event at the start of the run.
     pub fn unsupported_options(&self) -> Vec<String> {
         let mut notices = Vec::new();
-        if self.requested_mode() == AgentMode::Fibre {
-            notices.push(
-                "agent_mode `fibre` is not available yet: this run uses the simple tool loop"
-                    .to_owned(),
-            );
-        }
-        if self
-            .available_sub_agent_ids
-            .as_ref()
-            .is_some_and(|ids| !ids.is_empty())
+        if self.requested_mode() != AgentMode::Fibre
+            && self
+                .available_sub_agent_ids
+                .as_ref()
+                .is_some_and(|ids| !ids.is_empty())
         {
             notices.push(
-                "available_sub_agent_ids is not available yet: this run has no sub-agents".into(),
+                "available_sub_agent_ids acts in agent_mode fibre only: this run has no sub-agents"
+                    .into(),
             );
         }
         notices

@@ -2,6 +2,7 @@
 //! the agent in the background while the caller streams the stored events.
 
 mod follow;
+mod sub_sessions;
 mod watch;
 mod writer;
 
@@ -16,7 +17,10 @@ use tracing::Instrument;
 pub use follow::LogReader;
 pub use watch::RunWatch;
 
-use crate::agent::{Agent, RunMode, RunOutcome, RunSpec};
+use crate::agent::{
+    Agent, FIBRE_MAX_LOOP_COUNT, FibreSetup, RunMode, RunOutcome, RunSpec, SYS_FINISH_TASK,
+    SubAgent, finish_tool,
+};
 use crate::config::{LlmConfig, RunLimits};
 use crate::context::{ContextSettings, content_as_text, merge_events, to_model_messages};
 use crate::domain::DomainError;
@@ -46,6 +50,7 @@ use crate::wire::{
     StoredEvent, StreamRequest,
 };
 use follow::{follow, live_then_log};
+use sub_sessions::RunSubSessions;
 use watch::keep_lease;
 use writer::{LiveFeed, spawn_writer};
 
@@ -211,6 +216,19 @@ impl Runs {
                         .unwrap_or_default(),
                 )
                 .await?,
+            sub_agents: if request.requested_mode() == AgentMode::Fibre {
+                self.agents
+                    .sub_agents(
+                        &user,
+                        request
+                            .available_sub_agent_ids
+                            .as_deref()
+                            .unwrap_or_default(),
+                    )
+                    .await?
+            } else {
+                Vec::new()
+            },
         };
         let session_id = match request.session_id.as_deref().filter(|id| !id.is_empty()) {
             Some(id) => SessionId::parse(id)?,
@@ -434,7 +452,19 @@ impl Runs {
         }
         let mode = match request.requested_mode() {
             AgentMode::Multi => RunMode::Multi,
-            AgentMode::Simple | AgentMode::Fibre | AgentMode::Auto => RunMode::Simple,
+            AgentMode::Fibre => RunMode::Fibre,
+            AgentMode::Simple | AgentMode::Auto => RunMode::Simple,
+        };
+        let fibre = if mode == RunMode::Fibre {
+            Some(FibreSetup {
+                sub_agents: extras.sub_agents.clone(),
+                sub_sessions: Arc::new(RunSubSessions {
+                    stores: self.stores.clone(),
+                    user: user.as_str().to_owned(),
+                }),
+            })
+        } else {
+            None
         };
         let mut requested_tools = request.available_tools.clone().unwrap_or_default();
         if mode == RunMode::Multi {
@@ -451,11 +481,20 @@ impl Runs {
             builtin_tools.push(tools);
         }
         builtin_tools.extend(followup_tool(requested_tools));
+        if mode != RunMode::Fibre && requested_tools.iter().any(|name| name == SYS_FINISH_TASK) {
+            builtin_tools.push(finish_tool());
+        }
         let spec = RunSpec {
             session_id: session_id.to_owned(),
             settings: settings.clone(),
             system_prompt,
-            history: to_model_messages(merge_events(log.iter().map(|stored| &stored.event))),
+            // A fibre run's log also holds its sub-agents' events: they are not this
+            // conversation's turns.
+            history: to_model_messages(merge_events(
+                log.iter()
+                    .map(|stored| &stored.event)
+                    .filter(|event| event.session_id == session_id),
+            )),
             summary: stores
                 .summaries
                 .session_summary(session_id)
@@ -466,7 +505,11 @@ impl Runs {
                 request.context_budget_config.as_ref(),
             ),
             force_summary: request.force_summary.unwrap_or(self.defaults.force_summary),
-            max_loop_count: request.max_loop_count.unwrap_or(DEFAULT_MAX_LOOP_COUNT),
+            max_loop_count: if mode == RunMode::Fibre {
+                FIBRE_MAX_LOOP_COUNT
+            } else {
+                request.max_loop_count.unwrap_or(DEFAULT_MAX_LOOP_COUNT)
+            },
             deep_thinking: request.deep_thinking.unwrap_or(false),
             available_tools: request.available_tools.clone().unwrap_or_default(),
             registered_servers: self.tools.enabled_servers(user).await?,
@@ -479,6 +522,8 @@ impl Runs {
             suggest: request.more_suggest.unwrap_or(false),
             limits: self.defaults.limits,
             mode,
+            agent_name: None,
+            fibre,
         };
         Ok((spec, seq))
     }
@@ -778,11 +823,12 @@ async fn finish_session(
     sessions.update_session(&session).await
 }
 
-/// What a run brings beside its request: its skills and knowledge bases, checked before it
-/// starts.
+/// What a run brings beside its request: its skills, knowledge bases and (fibre mode)
+/// sub-agents, checked before it starts.
 struct RunExtras {
     skills: Vec<RunSkill>,
     knowledge: Vec<RunKnowledgeBase>,
+    sub_agents: Vec<SubAgent>,
 }
 
 /// `<skill>NAME</skill>` at the start of the newest user message.

@@ -1,0 +1,249 @@
+//! Fibre mode (`sage-client.md` §5): the main agent delegates tasks to sub-agents, which run at
+//! the same time, each in its own stored, resumable sub-session whose events also reach the main
+//! stream with its id and name; the main run waits for every result.
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::common::*;
+
+async fn create_agent(env: &TestEnv, user: &str, name: &str) -> String {
+    let (status, body) = send_json(
+        Method::POST,
+        &format!("{}/api/agent/create?user_id={user}", env.server.url),
+        &json!({"name": name, "description": format!("{name} does one part"),
+                "systemPrefix": format!("You are {name}.")}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body["data"]["agent_id"].as_str().unwrap().to_owned()
+}
+
+fn fibre_run(session: &str, user: &str, message: &str, extra: Value) -> Value {
+    let mut body = json!({"session_id": session, "user_id": user, "agent_mode": "fibre",
+                          "messages": [{"role": "user", "content": message}]});
+    for (name, value) in extra.as_object().unwrap() {
+        body[name] = value.clone();
+    }
+    body
+}
+
+fn delegation(tasks: Value) -> String {
+    format!("call:sys_delegate_task{}", json!({ "tasks": tasks }))
+}
+
+/// The tool result of the main run's delegation.
+fn delegation_results(events: &[Value], main: &str) -> Vec<Value> {
+    let result = of_type(events, "tool_call_result")
+        .into_iter()
+        .find(|event| event["session_id"] == main && event["content"].get("results").is_some())
+        .unwrap_or_else(|| panic!("no delegation result: {events:#?}"));
+    result["content"]["results"].as_array().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delegated_tasks_run_at_the_same_time_each_in_a_resumable_sub_session() {
+    let env = TestEnv::new().await;
+    let peer = HttpPeer::start("streamable-http").await;
+    let helper = create_agent(&env, "ada", "Helper").await;
+    let task = |n: u32| json!({"agent_id": helper, "content": format!(r#"call:rendezvous{{"key":"fibre"}} part {n}"#)});
+    let events = post_ndjson(
+        &env.stream_url(),
+        &fibre_run(
+            "fb-main",
+            "ada",
+            &delegation(json!([task(1), task(2)])),
+            json!({"available_sub_agent_ids": [helper], "available_tools": ["rendezvous"],
+                   "extra_mcp_config": {"peer": {"url": peer.streamable_http_url()}}}),
+        ),
+    )
+    .await;
+    assert_tail(&events, "fb-main");
+    assert!(of_type(&events, "error").is_empty(), "{events:#?}");
+
+    let results = delegation_results(&events, "fb-main");
+    assert_eq!(results.len(), 2, "{results:?}");
+    let subs: Vec<String> = results
+        .iter()
+        .map(|result| {
+            assert_eq!(result["status"], "completed", "{result}");
+            assert_eq!(result["agent_name"], "Helper");
+            result["session_id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_ne!(subs[0], subs[1]);
+
+    // Each sub-agent's rendezvous met the other's: they ran at the same time, and both calls
+    // were out before either answer came back.
+    let position = |kind: &str, session: &str| -> Vec<usize> {
+        events
+            .iter()
+            .enumerate()
+            .filter(|(_, event)| event["type"] == kind && event["session_id"] == session)
+            .map(|(index, _)| index)
+            .collect()
+    };
+    for sub in &subs {
+        let answers = of_type(&events, "tool_call_result")
+            .into_iter()
+            .filter(|event| event["session_id"] == sub.as_str())
+            .map(|event| event["content"].clone())
+            .collect::<Vec<_>>();
+        assert_eq!(answers, [json!("met")], "{sub}");
+        assert!(
+            events
+                .iter()
+                .filter(|event| event["session_id"] == sub.as_str())
+                .all(|event| event["agent_name"] == "Helper" && event["type"] != "token_usage"),
+            "sub-agent events carry its name; its token_usage stays in its own log"
+        );
+    }
+    let last_call = subs
+        .iter()
+        .map(|sub| position("tool_call", sub)[0])
+        .max()
+        .unwrap();
+    let first_answer = subs
+        .iter()
+        .map(|sub| position("tool_call_result", sub)[0])
+        .min()
+        .unwrap();
+    assert!(last_call < first_answer, "the two sub-agents interleave");
+    let delegated_at = events
+        .iter()
+        .position(|event| event["session_id"] == "fb-main" && event["type"] == "tool_call_result")
+        .unwrap();
+    assert!(
+        subs.iter().all(|sub| position("do_subtask_result", sub)
+            .iter()
+            .all(|at| *at < delegated_at)),
+        "the main run waits for both"
+    );
+    assert!(
+        answer_text(&events[delegated_at..]).starts_with("Tool results: "),
+        "the main agent goes on with the results"
+    );
+
+    // Each sub-session is a stored conversation of the user: its log replays its task and
+    // everything its sub-agent said, with its own tail.
+    for sub in &subs {
+        let replay = reqwest::get(format!(
+            "{}/api/stream/resume/{sub}?user_id=ada&last_index=0",
+            env.server.url
+        ))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+        let replayed = ndjson_events(&replay);
+        assert_tail(&replayed, sub);
+        let shown: Vec<&Value> = events
+            .iter()
+            .filter(|event| event["session_id"] == sub.as_str())
+            .collect();
+        let stored: Vec<&Value> = replayed
+            .iter()
+            .filter(|event| !matches!(event["type"].as_str(), Some("token_usage" | "stream_end")))
+            .collect();
+        assert_eq!(
+            stored.iter().map(|e| &e["message_id"]).collect::<Vec<_>>(),
+            shown.iter().map(|e| &e["message_id"]).collect::<Vec<_>>(),
+            "{sub}: the sub-session's log holds what the main stream showed"
+        );
+        let status = reqwest::get(format!(
+            "{}/api/stream/resume/{sub}?user_id=bob&last_index=0",
+            env.server.url
+        ))
+        .await
+        .unwrap()
+        .status();
+        assert!(
+            status.is_client_error(),
+            "another user cannot read a sub-session: {status}"
+        );
+    }
+    peer.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_spawned_sub_agent_takes_a_task_and_finishes_it() {
+    let env = TestEnv::new().await;
+    let message = format!(
+        r#"call:sys_spawn_agent{{"agent_name":"Writer","system_prompt":"You write."}} next: {}"#,
+        delegation(json!([
+            {"agent_id": "writer", "content": r#"call:sys_finish_task{"status":"success","result":"drafted"}"#},
+            {"agent_id": "ghost", "content": "anything"}
+        ]))
+    );
+    let events = post_ndjson(
+        &env.stream_url(),
+        &fibre_run("fb-spawn", "ada", &message, json!({})),
+    )
+    .await;
+    assert_tail(&events, "fb-spawn");
+    let main_results: Vec<Value> = of_type(&events, "tool_call_result")
+        .into_iter()
+        .filter(|event| event["session_id"] == "fb-spawn")
+        .map(|event| event["content"].clone())
+        .collect();
+    assert_eq!(main_results[0]["agent_id"], "writer", "{main_results:?}");
+    assert!(
+        main_results[1]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no sub-agent ghost; the sub-agents are: writer"),
+        "an unknown agent fails the whole delegation before any task starts: {main_results:?}"
+    );
+    assert!(
+        events.iter().all(|event| event["agent_name"] != "Writer"),
+        "nothing ran"
+    );
+
+    let message = format!(
+        r#"call:sys_spawn_agent{{"agent_name":"Writer","system_prompt":"You write."}} next: {}"#,
+        delegation(json!([
+            {"agent_id": "writer", "content": r#"call:sys_finish_task{"status":"success","result":"drafted"}"#}
+        ]))
+    );
+    let events = post_ndjson(
+        &env.stream_url(),
+        &fibre_run("fb-spawn-2", "ada", &message, json!({})),
+    )
+    .await;
+    let results = delegation_results(&events, "fb-spawn-2");
+    assert_eq!(results[0]["result"], "drafted", "{results:?}");
+    assert_eq!(results[0]["status"], "completed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sub_agent_ids_must_be_the_callers_agents() {
+    let env = TestEnv::new().await;
+    let bobs = create_agent(&env, "bob", "Private").await;
+    for (ids, status) in [(json!(["agent_missing"]), 404), (json!([bobs]), 403)] {
+        let (got, body) = send_json(
+            Method::POST,
+            &env.stream_url(),
+            &fibre_run(
+                "fb-bad",
+                "ada",
+                "hi",
+                json!({"available_sub_agent_ids": ids}),
+            ),
+        )
+        .await;
+        assert_eq!(got, status, "{body}");
+        assert!(
+            body.to_string().contains("available_sub_agent_ids"),
+            "{body}"
+        );
+    }
+    let status = reqwest::get(format!(
+        "{}/api/stream/resume/fb-bad?user_id=ada&last_index=0",
+        env.server.url
+    ))
+    .await
+    .unwrap()
+    .status();
+    assert_eq!(status, 404, "refused before the run started: no session");
+}

@@ -27,9 +27,20 @@ pub fn call(tool: &str, arguments: Value) -> String {
 /// One run in `session` whose model makes `calls` (in one turn); the tool results' contents, in
 /// the order of the calls.
 pub async fn run_tools(base: &str, session: &str, user: &str, calls: &[String]) -> Vec<Value> {
+    run_tools_named(base, session, user, &FILE_TOOLS, calls).await
+}
+
+/// Like [`run_tools`], with `tools` as the run's `available_tools`.
+pub async fn run_tools_named(
+    base: &str,
+    session: &str,
+    user: &str,
+    tools: &[&str],
+    calls: &[String],
+) -> Vec<Value> {
     let events = post_ndjson(
         &format!("{base}/api/stream"),
-        &json!({"session_id": session, "user_id": user, "available_tools": FILE_TOOLS,
+        &json!({"session_id": session, "user_id": user, "available_tools": tools,
                 "messages": [{"role": "user", "content": calls.join(" ")}]}),
     )
     .await;
@@ -204,6 +215,10 @@ async fn file_and_plan_tools_work_in_the_session_workspace() {
     assert_eq!(
         listed[FILE_TOOLS.len()..],
         [
+            "execute_shell_command",
+            "execute_python_code",
+            "execute_javascript_code",
+            "check_command_availability",
             "ask_followup_question",
             "sys_spawn_agent",
             "sys_delegate_task",

@@ -34,6 +34,10 @@ const FLAGS_THAT_ACT: &[(&str, Option<&str>)] = &[
     ("--mcp_allow_link_local", Some("false")),
     ("--download_allow_private", None),
     ("--download_max_bytes", Some("1048576")),
+    ("--code_sandbox", Some("off")),
+    ("--code_timeout_seconds", Some("7")),
+    ("--code_memory_mb", Some("256")),
+    ("--code_network", Some("false")),
     ("--run_lease_seconds", Some("12.5")),
     ("--run_max_llm_calls", Some("40")),
     ("--run_max_tokens", Some("200000")),
@@ -79,6 +83,8 @@ fn every_flag_that_acts_is_accepted_and_applied() {
     assert!(config.tools.mcp_allow_stdio && !config.tools.mcp_allow_link_local);
     assert!(config.tools.download_allow_private);
     assert_eq!(config.tools.download_max_bytes, 1_048_576);
+    assert_eq!(config.tools.code_timeout, Duration::from_secs(7));
+    assert_eq!(config.tools.code_memory_mb, 256);
     assert_eq!(config.server.run_lease, Duration::from_millis(12_500));
     assert_eq!(config.limits.max_llm_calls, Some(40));
     assert_eq!(config.limits.max_tokens, Some(200_000));
@@ -119,6 +125,15 @@ fn a_bad_value_or_unknown_flag_stops_start_up_naming_it() {
     );
     assert!(start_failure(&["--db_type", "oracle"], &[]).contains("--db_type"));
     assert!(start_failure(&["--no-such-flag"], &[]).contains("--no-such-flag"));
+    assert!(start_failure(&["--code_sandbox", "docker"], &[]).contains("--code_sandbox"));
+    // Asked for bubblewrap where there is none: no silent fallback to running code unsandboxed.
+    assert!(
+        start_failure(
+            &["--code_sandbox", "bwrap", "--db_type", "memory"],
+            &[("PATH", "/nonexistent")]
+        )
+        .contains("--code_sandbox bwrap: `bwrap` is not on the PATH")
+    );
     assert!(
         start_failure(&[], &[("SAGE_DEFAULT_LLM_MAX_TOKENS", "many")])
             .contains("--default_llm_max_tokens")

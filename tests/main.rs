@@ -8,6 +8,7 @@ mod agents;
 mod blob_conformance;
 mod builtin_tools;
 mod client_routes;
+mod code_tools;
 mod config_flags;
 mod context_budget;
 mod conversation_search;

@@ -42,6 +42,13 @@ node_peers() {
   fi
 }
 
+code_sandbox() {
+  if ! command -v bwrap >/dev/null 2>&1; then
+    log "installing bubblewrap (the code tools' sandbox)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap
+  fi
+}
+
 mariadb_server() {
   if mariadb -uroot -h127.0.0.1 -P3306 -e 'SELECT 1' >/dev/null 2>&1; then
     return
@@ -119,6 +126,7 @@ rust_tools() {
 python_env
 deploy_tools
 node_peers
+code_sandbox
 rust_tools
 mkdir -p target
 mariadb_server

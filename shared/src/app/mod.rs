@@ -249,6 +249,16 @@ impl App {
                 allow_stdio: config.tools.mcp_allow_stdio,
                 allow_link_local: config.tools.mcp_allow_link_local,
             };
+            let code = crate::tools::CodeSandbox::resolve(
+                config.tools.code_sandbox,
+                config.tools.code_timeout,
+                config.tools.code_memory_mb,
+                config.tools.code_network,
+            )
+            .map_err(|missing| StartupError::Unsupported(missing.to_string()))?;
+            if !code.is_available() {
+                tracing::info!("the code tools are off: no code sandbox (--code_sandbox)");
+            }
             let tools = ToolsAdmin::new(
                 store.clone(),
                 pool.clone(),
@@ -282,6 +292,7 @@ impl App {
                     lease: config.server.run_lease,
                     tool_timeout: config.tools.timeout,
                     mcp_policy: policy,
+                    code,
                     downloads: crate::tools::DownloadPolicy {
                         allow_private: config.tools.download_allow_private,
                         max_bytes: config.tools.download_max_bytes,

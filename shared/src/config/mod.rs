@@ -25,6 +25,17 @@ pub enum DbType {
     Dynamodb,
 }
 
+/// Where the code tools run (`--code_sandbox`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CodeSandboxMode {
+    /// bubblewrap when `bwrap` is on the PATH; otherwise the code tools are off.
+    Auto,
+    /// bubblewrap, which must be installed: start-up fails without it.
+    Bwrap,
+    /// The code tools are off: every call answers that this server runs no code.
+    Off,
+}
+
 fn ratio(value: &str) -> Result<f64, String> {
     let parsed: f64 = value
         .parse()
@@ -253,6 +264,18 @@ pub struct ToolsConfig {
     /// The largest file `download_file_from_url` saves, in bytes.
     #[arg(long, env = "SAGE_DOWNLOAD_MAX_BYTES", default_value = "20971520", value_parser = clap::value_parser!(u64).range(1..))]
     pub download_max_bytes: u64,
+    /// Where the code tools (`execute_*`) run: never in the server's own process.
+    #[arg(long, env = "SAGE_CODE_SANDBOX", value_enum, default_value = "auto")]
+    pub code_sandbox: CodeSandboxMode,
+    /// Seconds a code tool call may run (a call may ask for less).
+    #[arg(long = "code_timeout_seconds", env = "SAGE_CODE_TIMEOUT_SECONDS", default_value = "30", value_parser = seconds)]
+    pub code_timeout: Duration,
+    /// The address space a code tool call may use, in MiB.
+    #[arg(long, env = "SAGE_CODE_MEMORY_MB", default_value = "1024", value_parser = clap::value_parser!(u64).range(64..))]
+    pub code_memory_mb: u64,
+    /// Let code tool calls reach the network.
+    #[arg(long, env = "SAGE_CODE_NETWORK", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub code_network: bool,
 }
 
 #[derive(Debug, Clone, Args)]

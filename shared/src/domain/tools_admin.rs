@@ -256,6 +256,7 @@ impl ToolsAdmin {
     pub fn basic_tools(&self) -> Vec<ToolEntry> {
         workspace_tool_specs()
             .into_iter()
+            .chain(crate::tools::code_tool_specs_listed())
             .chain([followup_tool_spec()])
             .chain(crate::agent::team_specs())
             .map(|spec| ToolEntry {

@@ -2,6 +2,7 @@
 //! and the legacy HTTP+SSE transport), the shared connection pool and the per-run tool box.
 
 mod builtin;
+mod code;
 mod followup;
 mod guard;
 mod legacy_sse;
@@ -10,6 +11,7 @@ mod toolbox;
 mod workspace;
 
 pub use builtin::BuiltinTools;
+pub use code::{CODE_TOOLS, CodeSandbox, SandboxMissing, code_tool_specs_listed, code_tools};
 pub use followup::{ASK_FOLLOWUP_QUESTION, followup_tool, followup_tool_spec};
 pub use guard::McpPolicy;
 pub use legacy_sse::{LegacySseError, LegacySseTransport};

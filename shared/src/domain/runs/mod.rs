@@ -41,8 +41,8 @@ use crate::store::{
     SessionRecord, SessionStore, StoreError, SummaryStore,
 };
 use crate::tools::{
-    DownloadPolicy, McpPolicy, McpPool, TODO_READ, TODO_WRITE, WORKSPACE_PROMPT_BLOCK,
-    followup_tool, workspace_tools,
+    CodeSandbox, DownloadPolicy, McpPolicy, McpPool, TODO_READ, TODO_WRITE, WORKSPACE_PROMPT_BLOCK,
+    code_tools, followup_tool, workspace_tools,
 };
 use crate::util::{InputError, SessionId, UserId, new_id, now_secs};
 use crate::wire::{
@@ -99,6 +99,7 @@ pub struct RunDefaults {
     pub tool_timeout: Duration,
     pub mcp_policy: McpPolicy,
     pub downloads: DownloadPolicy,
+    pub code: CodeSandbox,
     pub limits: RunLimits,
 }
 
@@ -481,6 +482,12 @@ impl Runs {
             builtin_tools.push(tools);
         }
         builtin_tools.extend(followup_tool(requested_tools));
+        builtin_tools.extend(code_tools(
+            self.sessions.files().objects(),
+            session_id,
+            requested_tools,
+            self.defaults.code.clone(),
+        ));
         if mode != RunMode::Fibre && requested_tools.iter().any(|name| name == SYS_FINISH_TASK) {
             builtin_tools.push(finish_tool());
         }

@@ -1,0 +1,616 @@
+//! The code tools (`execute_shell_command`, `execute_python_code`, `execute_javascript_code`,
+//! `check_command_availability`): never in the server's process or with its credentials. Each
+//! call gets a copy of the session's workspace in a temporary folder and runs in bubblewrap with
+//! only that folder writable (as `/workspace`), the system's programs read-only, no other file
+//! of this host, an empty environment, no network unless `--code_network`, an address-space
+//! limit (`--code_memory_mb`) and a time limit (`--code_timeout_seconds`); what it writes there
+//! goes back to the workspace.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::TryStreamExt;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+
+use super::{BuiltinTools, JsonObject, ToolCallError, ToolSpec};
+use crate::blob::{ObjectKey, ObjectStore, RESERVED_FOLDER};
+use crate::config::CodeSandboxMode;
+
+pub const EXECUTE_SHELL_COMMAND: &str = "execute_shell_command";
+pub const EXECUTE_PYTHON_CODE: &str = "execute_python_code";
+pub const EXECUTE_JAVASCRIPT_CODE: &str = "execute_javascript_code";
+pub const CHECK_COMMAND_AVAILABILITY: &str = "check_command_availability";
+
+pub const CODE_TOOLS: [&str; 4] = [
+    EXECUTE_SHELL_COMMAND,
+    EXECUTE_PYTHON_CODE,
+    EXECUTE_JAVASCRIPT_CODE,
+    CHECK_COMMAND_AVAILABILITY,
+];
+
+/// What an answer carries of each output stream.
+const MAX_OUTPUT_BYTES: usize = 32 * 1024;
+/// The workspace a call gets: at most this much, in at most this many files.
+const MAX_WORKSPACE_BYTES: u64 = 64 * 1024 * 1024;
+const MAX_WORKSPACE_FILES: usize = 2000;
+const SANDBOX_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// How this server runs code, resolved at start-up.
+#[derive(Debug, Clone)]
+pub struct CodeSandbox {
+    /// `bwrap` and `prlimit`; `None` when the code tools are off.
+    programs: Option<(PathBuf, PathBuf)>,
+    pub timeout: Duration,
+    pub memory_bytes: u64,
+    pub network: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "--code_sandbox bwrap: `{0}` is not on the PATH (Debian: apt-get install bubblewrap util-linux)"
+)]
+pub struct SandboxMissing(&'static str);
+
+fn on_path(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+}
+
+impl CodeSandbox {
+    pub fn resolve(
+        mode: CodeSandboxMode,
+        timeout: Duration,
+        memory_mb: u64,
+        network: bool,
+    ) -> Result<Self, SandboxMissing> {
+        let programs = match mode {
+            CodeSandboxMode::Off => None,
+            CodeSandboxMode::Auto => on_path("bwrap").zip(on_path("prlimit")),
+            CodeSandboxMode::Bwrap => Some((
+                on_path("bwrap").ok_or(SandboxMissing("bwrap"))?,
+                on_path("prlimit").ok_or(SandboxMissing("prlimit"))?,
+            )),
+        };
+        Ok(Self {
+            programs,
+            timeout,
+            memory_bytes: memory_mb * 1024 * 1024,
+            network,
+        })
+    }
+
+    /// Code tools off: every call says so.
+    pub fn off() -> Self {
+        Self {
+            programs: None,
+            timeout: Duration::from_secs(30),
+            memory_bytes: 1024 * 1024 * 1024,
+            network: false,
+        }
+    }
+
+    pub fn is_available(&self) -> bool {
+        self.programs.is_some()
+    }
+}
+
+fn invalid(message: impl Into<String>) -> ToolCallError {
+    ToolCallError::Execution(message.into())
+}
+
+fn sandbox_failed(what: &str, error: impl std::fmt::Display) -> ToolCallError {
+    tracing::warn!(%error, "code sandbox: {what}");
+    invalid(format!("the sandbox could not {what}"))
+}
+
+/// The code tools among `requested`, for the session's workspace.
+pub fn code_tools(
+    objects: Arc<dyn ObjectStore>,
+    session_id: &str,
+    requested: &[String],
+    sandbox: CodeSandbox,
+) -> Option<Arc<dyn BuiltinTools>> {
+    let enabled: Vec<&'static str> = CODE_TOOLS
+        .into_iter()
+        .filter(|name| requested.iter().any(|asked| asked == name))
+        .collect();
+    if enabled.is_empty() {
+        return None;
+    }
+    let root = ObjectKey::parse(session_id).ok()?;
+    Some(Arc::new(CodeTools {
+        objects,
+        root,
+        enabled,
+        sandbox,
+    }))
+}
+
+struct CodeTools {
+    objects: Arc<dyn ObjectStore>,
+    root: ObjectKey,
+    enabled: Vec<&'static str>,
+    sandbox: CodeSandbox,
+}
+
+/// What a program in the sandbox is given.
+struct Program {
+    argv: Vec<String>,
+    stdin: Option<String>,
+    workdir: String,
+    timeout: Duration,
+}
+
+/// Reads up to [`MAX_OUTPUT_BYTES`] and drains the rest, so a chatty program never blocks.
+async fn capped(mut stream: impl AsyncRead + Unpin) -> (String, bool) {
+    let mut kept = Vec::new();
+    let mut buffer = [0u8; 8192];
+    let mut truncated = false;
+    while let Ok(read) = stream.read(&mut buffer).await {
+        if read == 0 {
+            break;
+        }
+        let room = MAX_OUTPUT_BYTES.saturating_sub(kept.len());
+        kept.extend_from_slice(&buffer[..read.min(room)]);
+        truncated |= read > room;
+    }
+    (String::from_utf8_lossy(&kept).into_owned(), truncated)
+}
+
+fn digest(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+/// Every regular file under `dir` (links are never followed), relative, with its bytes.
+fn files_under(dir: &Path) -> std::io::Result<Vec<(String, Vec<u8>)>> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    let mut total = 0u64;
+    while let Some(folder) = pending.pop() {
+        for entry in std::fs::read_dir(&folder)? {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            let path = entry.path();
+            if kind.is_dir() {
+                pending.push(path);
+            } else if kind.is_file() {
+                let Ok(relative) = path.strip_prefix(dir) else {
+                    continue;
+                };
+                let Some(relative) = relative.to_str() else {
+                    continue;
+                };
+                total += entry.metadata()?.len();
+                if total > MAX_WORKSPACE_BYTES || found.len() >= MAX_WORKSPACE_FILES {
+                    return Err(std::io::Error::other("the workspace grew past its limits"));
+                }
+                found.push((relative.to_owned(), std::fs::read(&path)?));
+            }
+        }
+    }
+    Ok(found)
+}
+
+impl CodeTools {
+    /// Copies the workspace into `dir`; returns each file's digest.
+    async fn materialize(&self, dir: &Path) -> Result<HashMap<String, [u8; 32]>, ToolCallError> {
+        let listed = self
+            .objects
+            .list(&self.root)
+            .await
+            .map_err(|error| sandbox_failed("read the workspace", error))?;
+        let prefix = format!("{}/", self.root.as_str());
+        let mut copied = HashMap::new();
+        let mut total = 0;
+        for info in listed {
+            let Some(relative) = info.key.as_str().strip_prefix(&prefix) else {
+                continue;
+            };
+            if relative.split('/').next() == Some(RESERVED_FOLDER) {
+                continue;
+            }
+            total += info.size;
+            if total > MAX_WORKSPACE_BYTES || copied.len() >= MAX_WORKSPACE_FILES {
+                return Err(invalid(
+                    "the workspace is too large for the code tools (64 MiB, 2,000 files)",
+                ));
+            }
+            let Some(read) = self
+                .objects
+                .get(&info.key)
+                .await
+                .map_err(|error| sandbox_failed("read the workspace", error))?
+            else {
+                continue;
+            };
+            let bytes: Vec<u8> = read
+                .body
+                .try_fold(Vec::new(), |mut all, chunk| async move {
+                    all.extend_from_slice(&chunk);
+                    Ok(all)
+                })
+                .await
+                .map_err(|error| sandbox_failed("read the workspace", error))?;
+            let target = dir.join(relative);
+            if let Some(parent) = target.parent() {
+                tokio::fs::create_dir_all(parent)
+                    .await
+                    .map_err(|error| sandbox_failed("prepare the workspace", error))?;
+            }
+            tokio::fs::write(&target, &bytes)
+                .await
+                .map_err(|error| sandbox_failed("prepare the workspace", error))?;
+            copied.insert(relative.to_owned(), digest(&bytes));
+        }
+        Ok(copied)
+    }
+
+    /// Writes back the files the program made or changed; returns their paths.
+    async fn write_back(
+        &self,
+        dir: PathBuf,
+        before: &HashMap<String, [u8; 32]>,
+    ) -> Result<Vec<String>, ToolCallError> {
+        let after = tokio::task::spawn_blocking(move || files_under(&dir))
+            .await
+            .map_err(|error| sandbox_failed("read the results", error))?
+            .map_err(|error| invalid(format!("the results were not kept: {error}")))?;
+        let mut changed = Vec::new();
+        for (relative, bytes) in after {
+            if relative.split('/').next() == Some(RESERVED_FOLDER)
+                || before.get(&relative) == Some(&digest(&bytes))
+            {
+                continue;
+            }
+            let Ok(key) = self.root.join(&relative) else {
+                continue;
+            };
+            self.objects
+                .put(&key, Bytes::from(bytes))
+                .await
+                .map_err(|error| sandbox_failed("save the results", error))?;
+            changed.push(relative);
+        }
+        changed.sort();
+        Ok(changed)
+    }
+
+    async fn run(&self, program: Program) -> Result<Value, ToolCallError> {
+        let Some((bwrap, prlimit)) = &self.sandbox.programs else {
+            return Err(invalid(
+                "this server runs no code: its code sandbox is off (--code_sandbox)",
+            ));
+        };
+        let folder = tempfile::tempdir().map_err(|error| sandbox_failed("start", error))?;
+        let before = self.materialize(folder.path()).await?;
+        let workdir = folder.path().join(&program.workdir);
+        tokio::fs::create_dir_all(&workdir)
+            .await
+            .map_err(|error| sandbox_failed("prepare the workspace", error))?;
+        let inside = Path::new("/workspace").join(&program.workdir);
+        let mut command = tokio::process::Command::new(prlimit);
+        command
+            .arg(format!("--as={}", self.sandbox.memory_bytes))
+            .arg("--core=0")
+            .arg("--")
+            .arg(bwrap)
+            .args(["--unshare-all", "--die-with-parent", "--new-session"])
+            .args(["--clearenv", "--setenv", "PATH", SANDBOX_PATH])
+            .args([
+                "--setenv",
+                "HOME",
+                "/workspace",
+                "--setenv",
+                "LANG",
+                "C.UTF-8",
+            ])
+            .args(["--ro-bind", "/usr", "/usr"]);
+        for system in ["/bin", "/sbin", "/lib", "/lib64", "/etc/alternatives"] {
+            command.args(["--ro-bind-try", system, system]);
+        }
+        if self.sandbox.network {
+            command.arg("--share-net");
+            for system in [
+                "/etc/resolv.conf",
+                "/etc/hosts",
+                "/etc/ssl",
+                "/etc/ca-certificates",
+            ] {
+                command.args(["--ro-bind-try", system, system]);
+            }
+        }
+        command
+            .args(["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"])
+            .arg("--bind")
+            .arg(folder.path())
+            .arg("/workspace")
+            .arg("--chdir")
+            .arg(&inside)
+            .arg("--")
+            .args(&program.argv)
+            .env_clear()
+            .stdin(if program.stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = command
+            .spawn()
+            .map_err(|error| sandbox_failed("start", error))?;
+        if let (Some(mut stdin), Some(input)) = (child.stdin.take(), program.stdin) {
+            tokio::spawn(async move {
+                let _ = stdin.write_all(input.as_bytes()).await;
+            });
+        }
+        let stdout = tokio::spawn(capped(child.stdout.take().expect("piped")));
+        let stderr = tokio::spawn(capped(child.stderr.take().expect("piped")));
+        let started = std::time::Instant::now();
+        let (exit_code, timed_out) = match tokio::time::timeout(program.timeout, child.wait()).await
+        {
+            Ok(Ok(status)) => (status.code(), false),
+            Ok(Err(error)) => return Err(sandbox_failed("run the program", error)),
+            Err(_) => {
+                let _ = child.kill().await;
+                (None, true)
+            }
+        };
+        let (stdout, stdout_truncated) = stdout.await.unwrap_or_default();
+        let (mut stderr, stderr_truncated) = stderr.await.unwrap_or_default();
+        if timed_out {
+            stderr.push_str(&format!(
+                "\n[stopped after {} seconds: the time limit]",
+                program.timeout.as_secs_f64()
+            ));
+        }
+        let files_changed = self
+            .write_back(folder.path().to_path_buf(), &before)
+            .await?;
+        Ok(json!({
+            "success": exit_code == Some(0),
+            "exit_code": exit_code,
+            "stdout": stdout,
+            "stderr": stderr,
+            "output_truncated": stdout_truncated || stderr_truncated,
+            "timed_out": timed_out,
+            "duration_ms": started.elapsed().as_millis() as u64,
+            "files_changed": files_changed,
+        }))
+    }
+
+    fn timeout(&self, arguments: &JsonObject) -> Duration {
+        arguments
+            .get("timeout")
+            .and_then(Value::as_f64)
+            .filter(|seconds| *seconds > 0.0 && seconds.is_finite())
+            .map_or(self.sandbox.timeout, |seconds| {
+                Duration::from_secs_f64(seconds).min(self.sandbox.timeout)
+            })
+    }
+
+    /// A working folder inside the workspace, relative to it.
+    fn workdir(arguments: &JsonObject) -> Result<String, ToolCallError> {
+        let raw = arguments
+            .get("workdir")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .trim();
+        let relative = raw
+            .strip_prefix("/workspace")
+            .unwrap_or(raw)
+            .trim_matches('/')
+            .to_owned();
+        let refused = relative.starts_with('~')
+            || raw.starts_with('/') && !raw.starts_with("/workspace")
+            || relative
+                .split('/')
+                .any(|part| part == ".." || part == RESERVED_FOLDER)
+            || relative.contains('\\');
+        if refused {
+            return Err(invalid(format!(
+                "workdir {raw:?} is not inside the workspace"
+            )));
+        }
+        Ok(relative)
+    }
+
+    fn no_packages(arguments: &JsonObject, field: &str) -> Result<(), ToolCallError> {
+        match arguments.get(field) {
+            Some(Value::Array(items)) if !items.is_empty() => Err(invalid(format!(
+                "`{field}`: this sandbox installs no packages; use what is installed (see \
+                 check_command_availability)"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    fn text<'a>(arguments: &'a JsonObject, field: &str) -> Result<&'a str, ToolCallError> {
+        arguments
+            .get(field)
+            .and_then(Value::as_str)
+            .filter(|text| !text.trim().is_empty())
+            .ok_or_else(|| invalid(format!("`{field}` is required")))
+    }
+}
+
+fn code_tool_specs() -> Vec<ToolSpec> {
+    vec![
+        ToolSpec {
+            name: EXECUTE_SHELL_COMMAND.into(),
+            description: "Run a shell command in a sandbox holding a copy of the workspace (as /workspace); files it writes there are kept. No network unless the server allows it.".into(),
+            parameters: json!({
+                "type": "object",
+                "properties": {
+                    "command": {"type": "string"},
+                    "workdir": {"type": "string", "description": "a workspace folder to run in"},
+                    "timeout": {"type": "number", "description": "seconds, up to the server's limit"},
+                },
+                "required": ["command"],
+            }),
+        },
+        ToolSpec {
+            name: EXECUTE_PYTHON_CODE.into(),
+            description: "Run Python 3 code in the sandbox, in /workspace; print what you need to see.".into(),
+            parameters: json!({
+                "type": "object",
+                "properties": {
+                    "code": {"type": "string"},
+                    "requirement_list": {"type": "array", "items": {"type": "string"}},
+                },
+                "required": ["code"],
+            }),
+        },
+        ToolSpec {
+            name: EXECUTE_JAVASCRIPT_CODE.into(),
+            description: "Run JavaScript code with Node.js in the sandbox, in /workspace.".into(),
+            parameters: json!({
+                "type": "object",
+                "properties": {
+                    "code": {"type": "string"},
+                    "npm_packages": {"type": "array", "items": {"type": "string"}},
+                },
+                "required": ["code"],
+            }),
+        },
+        ToolSpec {
+            name: CHECK_COMMAND_AVAILABILITY.into(),
+            description: "Check which commands the sandbox has.".into(),
+            parameters: json!({
+                "type": "object",
+                "properties": {
+                    "commands": {"type": "array", "items": {"type": "string"}},
+                },
+                "required": ["commands"],
+            }),
+        },
+    ]
+}
+
+/// The code tools, as `/api/tools?type=basic` lists them.
+pub fn code_tool_specs_listed() -> Vec<ToolSpec> {
+    code_tool_specs()
+}
+
+#[async_trait]
+impl BuiltinTools for CodeTools {
+    fn specs(&self) -> Vec<ToolSpec> {
+        code_tool_specs()
+            .into_iter()
+            .filter(|spec| self.enabled.contains(&spec.name.as_str()))
+            .collect()
+    }
+
+    async fn call(&self, tool: &str, arguments: JsonObject) -> Result<Value, ToolCallError> {
+        if !self.enabled.contains(&tool) {
+            return Err(ToolCallError::NotFound(tool.to_owned()));
+        }
+        let timeout = self.timeout(&arguments);
+        let program = match tool {
+            EXECUTE_SHELL_COMMAND => Program {
+                argv: vec![
+                    "/bin/sh".into(),
+                    "-c".into(),
+                    Self::text(&arguments, "command")?.to_owned(),
+                ],
+                stdin: None,
+                workdir: Self::workdir(&arguments)?,
+                timeout,
+            },
+            EXECUTE_PYTHON_CODE => {
+                Self::no_packages(&arguments, "requirement_list")?;
+                Program {
+                    argv: vec!["python3".into(), "-".into()],
+                    stdin: Some(Self::text(&arguments, "code")?.to_owned()),
+                    workdir: String::new(),
+                    timeout,
+                }
+            }
+            EXECUTE_JAVASCRIPT_CODE => {
+                Self::no_packages(&arguments, "npm_packages")?;
+                Program {
+                    argv: vec!["node".into(), "-".into()],
+                    stdin: Some(Self::text(&arguments, "code")?.to_owned()),
+                    workdir: String::new(),
+                    timeout,
+                }
+            }
+            CHECK_COMMAND_AVAILABILITY => {
+                let commands: Vec<String> = arguments
+                    .get("commands")
+                    .and_then(Value::as_array)
+                    .map(|items| {
+                        items
+                            .iter()
+                            .filter_map(Value::as_str)
+                            .filter(|name| {
+                                !name.is_empty()
+                                    && name
+                                        .chars()
+                                        .all(|c| c.is_ascii_alphanumeric() || "._+-".contains(c))
+                            })
+                            .take(50)
+                            .map(str::to_owned)
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if commands.is_empty() {
+                    return Err(invalid("`commands`: a list of command names"));
+                }
+                let mut argv: Vec<String> = vec![
+                    "/bin/sh".into(),
+                    "-c".into(),
+                    r#"for c in "$@"; do if command -v "$c" >/dev/null 2>&1; then echo "+$c"; else echo "-$c"; fi; done"#.into(),
+                    "sh".into(),
+                ];
+                argv.extend(commands);
+                let answer = self
+                    .run(Program {
+                        argv,
+                        stdin: None,
+                        workdir: String::new(),
+                        timeout,
+                    })
+                    .await?;
+                let listed = answer["stdout"].as_str().unwrap_or_default();
+                let available: Vec<&str> =
+                    listed.lines().filter_map(|l| l.strip_prefix('+')).collect();
+                let missing: Vec<&str> =
+                    listed.lines().filter_map(|l| l.strip_prefix('-')).collect();
+                return Ok(json!({"available": available, "missing": missing}));
+            }
+            other => return Err(ToolCallError::NotFound(other.to_owned())),
+        };
+        self.run(program).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn work_folders_stay_inside_the_workspace() {
+        let arguments = |dir: &str| {
+            let mut map = JsonObject::new();
+            map.insert("workdir".into(), json!(dir));
+            map
+        };
+        for (raw, relative) in [("", ""), ("src", "src"), ("/workspace/src/", "src")] {
+            assert_eq!(CodeTools::workdir(&arguments(raw)).unwrap(), relative);
+        }
+        for raw in ["/etc", "../x", "a/../../b", "~", ".sage", "a\\b"] {
+            assert!(CodeTools::workdir(&arguments(raw)).is_err(), "{raw}");
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! The code tools run in bubblewrap on a copy of the session's workspace: what they write there
+//! is kept; they cannot read another file of the host, reach the network, see the server's
+//! environment, outgrow their memory or outlive their time limit.
+
+use serde_json::{Value, json};
+
+use crate::builtin_tools::{call, run_tools_named};
+use crate::common::*;
+
+const CODE_TOOLS: [&str; 4] = [
+    "execute_shell_command",
+    "execute_python_code",
+    "execute_javascript_code",
+    "check_command_availability",
+];
+
+fn shell(command: &str, extra: Value) -> String {
+    let mut arguments = json!({"command": command});
+    for (name, value) in extra.as_object().unwrap() {
+        arguments[name] = value.clone();
+    }
+    call("execute_shell_command", arguments)
+}
+
+fn python(code: &str) -> String {
+    call("execute_python_code", json!({"code": code}))
+}
+
+async fn sandboxed() -> TestEnv {
+    TestEnv::with(
+        Default::default(),
+        &[
+            "--code_sandbox",
+            "bwrap",
+            "--code_timeout_seconds",
+            "20",
+            "--code_memory_mb",
+            "1024",
+        ],
+    )
+    .await
+}
+
+fn text(result: &Value, field: &str) -> String {
+    result[field].as_str().unwrap_or_default().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn code_works_on_the_workspace_and_its_files_are_kept() {
+    let env = sandboxed().await;
+    let folder = env.workspace().join("ct-work");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join("data.txt"), "hello sandbox").unwrap();
+    let results = run_tools_named(
+        &env.server.url,
+        "ct-work",
+        "ada",
+        &CODE_TOOLS,
+        &[
+            python(
+                "import os\nprint(open('data.txt').read().upper())\nos.makedirs('out', exist_ok=True)\nopen('out/result.txt', 'w').write('from python')",
+            ),
+            call("execute_javascript_code", json!({"code": "console.log(6 * 7)"})),
+            shell("pwd && echo made > here.txt", json!({"workdir": "/workspace/sub"})),
+            call(
+                "check_command_availability",
+                json!({"commands": ["python3", "node", "sh", "no-such-command-x"]}),
+            ),
+        ],
+    )
+    .await;
+    assert_eq!(
+        text(&results[0], "stdout"),
+        "HELLO SANDBOX\n",
+        "{}",
+        results[0]
+    );
+    assert_eq!(results[0]["exit_code"], 0);
+    assert_eq!(results[0]["files_changed"], json!(["out/result.txt"]));
+    assert_eq!(text(&results[1], "stdout"), "42\n", "{}", results[1]);
+    assert_eq!(
+        text(&results[2], "stdout"),
+        "/workspace/sub\n",
+        "{}",
+        results[2]
+    );
+    assert_eq!(
+        results[3],
+        json!({"available": ["python3", "node", "sh"], "missing": ["no-such-command-x"]})
+    );
+    assert_eq!(
+        std::fs::read_to_string(folder.join("out/result.txt")).unwrap(),
+        "from python"
+    );
+    assert_eq!(
+        std::fs::read_to_string(folder.join("sub/here.txt")).unwrap(),
+        "made\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(folder.join("data.txt")).unwrap(),
+        "hello sandbox",
+        "unchanged files are left alone"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn code_cannot_leave_its_sandbox() {
+    let env = sandboxed().await;
+    let secret = env.workspace().join("other-session/secret.txt");
+    std::fs::create_dir_all(secret.parent().unwrap()).unwrap();
+    std::fs::write(&secret, "TOP-SECRET-42").unwrap();
+    let llm_port = env
+        .llm
+        .base_url
+        .trim_end_matches("/v1")
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_owned();
+    let results = run_tools_named(
+        &env.server.url,
+        "ct-jail",
+        "ada",
+        &CODE_TOOLS,
+        &[
+            shell(
+                &format!(
+                    "cat {} ../other-session/secret.txt /etc/passwd 2>&1; ls / ; ls /work /root 2>&1",
+                    secret.display()
+                ),
+                json!({}),
+            ),
+            python(&format!(
+                "import socket\ntry:\n    socket.create_connection(('127.0.0.1', {llm_port}), 2)\n    print('connected')\nexcept OSError as error:\n    print('no network:', type(error).__name__)"
+            )),
+            shell("env", json!({})),
+            shell("sleep 30; echo woke", json!({"timeout": 1})),
+            python("x = bytearray(1536 * 1024 * 1024)\nprint('allocated')"),
+        ],
+    )
+    .await;
+    let reads = format!(
+        "{}{}",
+        text(&results[0], "stdout"),
+        text(&results[0], "stderr")
+    );
+    assert!(!reads.contains("TOP-SECRET-42"), "{reads}");
+    assert!(!reads.contains("root:"), "no host /etc: {reads}");
+    assert!(reads.contains("No such file"), "{reads}");
+    assert!(
+        text(&results[1], "stdout").starts_with("no network:"),
+        "{}",
+        results[1]
+    );
+    let environment = text(&results[2], "stdout");
+    let names: Vec<&str> = environment
+        .lines()
+        .filter_map(|line| line.split_once('=').map(|(name, _)| name))
+        .collect();
+    assert!(
+        names
+            .iter()
+            .all(|name| ["PATH", "HOME", "LANG", "PWD", "SHLVL", "_"].contains(name)),
+        "nothing of the server's environment: {environment}"
+    );
+    assert_eq!(results[3]["timed_out"], true, "{}", results[3]);
+    assert!(!text(&results[3], "stdout").contains("woke"));
+    assert!(results[3]["duration_ms"].as_u64().unwrap() < 10_000);
+    assert_ne!(results[4]["exit_code"], 0, "{}", results[4]);
+    assert!(
+        text(&results[4], "stderr").contains("MemoryError"),
+        "{}",
+        results[4]
+    );
+    assert_eq!(
+        std::fs::read_to_string(&secret).unwrap(),
+        "TOP-SECRET-42",
+        "the other session's file is untouched"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_code_calls_and_a_server_without_a_sandbox_say_so() {
+    let env = sandboxed().await;
+    let results = run_tools_named(
+        &env.server.url,
+        "ct-bad",
+        "ada",
+        &CODE_TOOLS,
+        &[
+            shell("ls", json!({"workdir": "../other"})),
+            call(
+                "execute_python_code",
+                json!({"code": "print(1)", "requirement_list": ["requests"]}),
+            ),
+        ],
+    )
+    .await;
+    assert!(text(&results[0], "message").contains("not inside the workspace"));
+    assert!(text(&results[1], "message").contains("installs no packages"));
+
+    let off = TestEnv::with(Default::default(), &["--code_sandbox", "off"]).await;
+    let results = run_tools_named(
+        &off.server.url,
+        "ct-off",
+        "ada",
+        &CODE_TOOLS,
+        &[python("print(1)")],
+    )
+    .await;
+    assert!(
+        text(&results[0], "message").contains("this server runs no code"),
+        "{}",
+        results[0]
+    );
+}

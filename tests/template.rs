@@ -1286,3 +1286,49 @@ fn the_dockerfile_builds_the_shim_in_release_and_runs_it_as_non_root() {
         "copies the binary from the build stage"
     );
 }
+
+/// The Stream function's runs end with an error event naming the limit before Lambda's
+/// timeout would cut them; the other run limits are parameters; the code tools are off there.
+#[test]
+fn stream_runs_are_bounded_below_the_function_timeout() {
+    let template = template();
+    let properties = effective_properties(&template, "StreamFunction");
+    let vars = variables(&properties);
+    for (variable, parameter, condition) in [
+        ("SAGE_RUN_MAX_SECONDS", "RunMaxSeconds", "HasRunMaxSeconds"),
+        ("SAGE_RUN_MAX_LLM_CALLS", "RunMaxLlmCalls", "HasRunMaxLlmCalls"),
+        ("SAGE_RUN_MAX_TOKENS", "RunMaxTokens", "HasRunMaxTokens"),
+    ] {
+        let (tag, choice) = tagged(&vars[variable]).expect("an !If");
+        assert_eq!(tag, "If", "{variable}");
+        let choice = choice.as_sequence().unwrap();
+        assert_eq!(choice[0].as_str(), Some(condition), "{variable}");
+        assert!(is_ref(&choice[1], parameter), "{variable}");
+        assert!(is_ref(&choice[2], "AWS::NoValue"), "{variable}");
+        assert!(
+            tagged(&template["Conditions"][condition]).is_some(),
+            "{condition} is defined"
+        );
+    }
+    let seconds: f64 = template["Parameters"]["RunMaxSeconds"]["Default"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let timeout = properties["Timeout"].as_f64().unwrap();
+    assert!(
+        seconds + 30.0 <= timeout,
+        "{seconds} s leaves time for the tail before the {timeout} s timeout"
+    );
+    let config = Config::try_from_args([
+        "sage".to_owned(),
+        format!("--run_max_seconds={seconds}"),
+        "--jwt_key_parameter=/sage/k".to_owned(),
+    ])
+    .unwrap();
+    assert_eq!(
+        config.limits.max_duration,
+        Some(std::time::Duration::from_secs_f64(seconds))
+    );
+    assert_eq!(vars["SAGE_CODE_SANDBOX"], "off");
+}

@@ -1296,7 +1296,11 @@ fn stream_runs_are_bounded_below_the_function_timeout() {
     let vars = variables(&properties);
     for (variable, parameter, condition) in [
         ("SAGE_RUN_MAX_SECONDS", "RunMaxSeconds", "HasRunMaxSeconds"),
-        ("SAGE_RUN_MAX_LLM_CALLS", "RunMaxLlmCalls", "HasRunMaxLlmCalls"),
+        (
+            "SAGE_RUN_MAX_LLM_CALLS",
+            "RunMaxLlmCalls",
+            "HasRunMaxLlmCalls",
+        ),
         ("SAGE_RUN_MAX_TOKENS", "RunMaxTokens", "HasRunMaxTokens"),
     ] {
         let (tag, choice) = tagged(&vars[variable]).expect("an !If");

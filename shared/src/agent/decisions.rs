@@ -80,15 +80,20 @@ impl Agent {
         self.ask_silently(&request, step).await
     }
 
-    /// After a text turn of a run with tools: whether the run should stop. Only a run limit is
-    /// an error.
-    pub(super) async fn judge_says_done(
+    /// A silent judge over the conversation so far: `instruction` goes last, `read` reads the
+    /// answer. An answer it cannot read, or a failed call, gives `done`, so a judge never keeps
+    /// a run going by failing; only a run limit is an error.
+    pub(super) async fn judge<T: std::fmt::Debug>(
         &mut self,
         prompt: &Prompt,
+        step: &str,
         call: u32,
-    ) -> Result<bool, RunError> {
-        let mut messages = prompt.fit("completion_judge", call);
-        messages.push(json!({"role": "system", "content": JUDGE_INSTRUCTION}));
+        instruction: &str,
+        read: fn(&str) -> Option<T>,
+        done: T,
+    ) -> Result<T, RunError> {
+        let mut messages = prompt.fit(step, call);
+        messages.push(json!({"role": "system", "content": instruction}));
         let request = ChatRequest {
             settings: self.spec.settings.clone(),
             messages,
@@ -96,28 +101,40 @@ impl Agent {
             forced_tool: None,
         };
         let session_id = self.spec.session_id.clone();
-        Ok(
-            match self.ask_silently(&request, "completion_judge").await {
-                Ok(answer) => match judge_verdict(&answer) {
-                    Some(stop) => {
-                        tracing::debug!(%session_id, stop, "completion judge");
-                        stop
-                    }
-                    None => {
-                        tracing::warn!(
-                            %session_id,
-                            "the completion judge's answer is not the expected JSON; the task counts as done"
-                        );
-                        true
-                    }
-                },
-                Err(error @ RunError::Limit(_)) => return Err(error),
-                Err(error) => {
-                    tracing::warn!(%session_id, %error, "the completion judge failed; the task counts as done");
-                    true
+        match self.ask_silently(&request, step).await {
+            Ok(answer) => Ok(match read(&answer) {
+                Some(verdict) => {
+                    tracing::debug!(%session_id, step, ?verdict, "judged");
+                    verdict
                 }
-            },
+                None => {
+                    tracing::warn!(%session_id, step, "the judge's answer cannot be read; the task counts as done");
+                    done
+                }
+            }),
+            Err(error @ RunError::Limit(_)) => Err(error),
+            Err(error) => {
+                tracing::warn!(%session_id, step, %error, "the judge failed; the task counts as done");
+                Ok(done)
+            }
+        }
+    }
+
+    /// After a text turn of a run with tools: whether the run should stop.
+    pub(super) async fn judge_says_done(
+        &mut self,
+        prompt: &Prompt,
+        call: u32,
+    ) -> Result<bool, RunError> {
+        self.judge(
+            prompt,
+            "completion_judge",
+            call,
+            JUDGE_INSTRUCTION,
+            judge_verdict,
+            true,
         )
+        .await
     }
 
     /// Over [`MAX_TOOLS_WITHOUT_SELECTION`] tools, one model call picks the ones the request

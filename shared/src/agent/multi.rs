@@ -315,28 +315,15 @@ impl Agent {
         prompt: &Prompt,
         round: u32,
     ) -> Result<CompletionStatus, RunError> {
-        let mut messages = prompt.fit("task_completion_judge", round);
-        messages.push(json!({"role": "system", "content": PROGRESS_INSTRUCTION}));
-        let request = ChatRequest {
-            settings: self.spec.settings.clone(),
-            messages,
-            tools: Vec::new(),
-            forced_tool: None,
-        };
-        let session_id = self.spec.session_id.clone();
-        Ok(
-            match self.ask_silently(&request, "task_completion_judge").await {
-                Ok(answer) => progress_of(&answer).unwrap_or_else(|| {
-                    tracing::warn!(%session_id, "the progress judge's answer has no completion_status; the task counts as completed");
-                    CompletionStatus::Completed
-                }),
-                Err(error @ RunError::Limit(_)) => return Err(error),
-                Err(error) => {
-                    tracing::warn!(%session_id, %error, "the progress judge failed; the task counts as completed");
-                    CompletionStatus::Completed
-                }
-            },
+        self.judge(
+            prompt,
+            "task_completion_judge",
+            round,
+            PROGRESS_INSTRUCTION,
+            progress_of,
+            CompletionStatus::Completed,
         )
+        .await
     }
 }
 

@@ -119,14 +119,7 @@ pub fn code_tools(
     requested: &[String],
     sandbox: CodeSandbox,
 ) -> Option<Arc<dyn BuiltinTools>> {
-    let enabled: Vec<&'static str> = CODE_TOOLS
-        .into_iter()
-        .filter(|name| requested.iter().any(|asked| asked == name))
-        .collect();
-    if enabled.is_empty() {
-        return None;
-    }
-    let root = ObjectKey::parse(session_id).ok()?;
+    let (root, enabled) = super::session_tools(&CODE_TOOLS, session_id, requested)?;
     Some(Arc::new(CodeTools {
         objects,
         root,

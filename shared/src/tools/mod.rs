@@ -278,6 +278,24 @@ pub async fn discover_tools(
 }
 
 /// Parses a model's tool-call arguments.
+/// The tools of `all` that `requested` (a run's `available_tools`) names, with the session's
+/// workspace folder; `None` when it names none of them.
+fn session_tools(
+    all: &[&'static str],
+    session_id: &str,
+    requested: &[String],
+) -> Option<(crate::blob::ObjectKey, Vec<&'static str>)> {
+    let enabled: Vec<&'static str> = all
+        .iter()
+        .copied()
+        .filter(|name| requested.iter().any(|asked| asked == name))
+        .collect();
+    if enabled.is_empty() {
+        return None;
+    }
+    Some((crate::blob::ObjectKey::parse(session_id).ok()?, enabled))
+}
+
 /// How many schema problems a tool error lists.
 const LISTED_SCHEMA_ERRORS: usize = 5;
 

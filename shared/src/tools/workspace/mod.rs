@@ -73,14 +73,7 @@ pub fn workspace_tools(
     requested: &[String],
     downloads: DownloadPolicy,
 ) -> Option<Arc<dyn BuiltinTools>> {
-    let enabled: Vec<&'static str> = WORKSPACE_TOOLS
-        .into_iter()
-        .filter(|name| requested.iter().any(|asked| asked == name))
-        .collect();
-    if enabled.is_empty() {
-        return None;
-    }
-    let root = ObjectKey::parse(session_id).ok()?;
+    let (root, enabled) = super::session_tools(&WORKSPACE_TOOLS, session_id, requested)?;
     Some(Arc::new(WorkspaceTools {
         objects,
         root,

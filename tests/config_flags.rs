@@ -42,6 +42,11 @@ const FLAGS_THAT_ACT: &[(&str, Option<&str>)] = &[
     ("--run_max_llm_calls", Some("40")),
     ("--run_max_tokens", Some("200000")),
     ("--run_max_seconds", Some("600")),
+    ("--run_max_cost", Some("2.5")),
+    (
+        "--price_table",
+        Some(r#"{"m": {"input_per_million": 0.5, "output_per_million": 1}}"#),
+    ),
     ("--sse_ping_seconds", Some("20")),
     ("--default_llm_api_key_parameter", Some("/sage/llm-key")),
     ("--db_type", Some("memory")),
@@ -85,6 +90,15 @@ fn every_flag_that_acts_is_accepted_and_applied() {
     assert_eq!(config.tools.download_max_bytes, 1_048_576);
     assert_eq!(config.tools.code_timeout, Duration::from_secs(7));
     assert_eq!(config.tools.code_memory_mb, 256);
+    assert_eq!(config.limits.max_cost, Some(2.5));
+    let price = config
+        .pricing
+        .price_table
+        .as_ref()
+        .unwrap()
+        .price_of("m")
+        .unwrap();
+    assert_eq!(price.cost(2_000_000, 1_000_000), 2.0);
     assert_eq!(config.server.run_lease, Duration::from_millis(12_500));
     assert_eq!(config.limits.max_llm_calls, Some(40));
     assert_eq!(config.limits.max_tokens, Some(200_000));
@@ -126,6 +140,10 @@ fn a_bad_value_or_unknown_flag_stops_start_up_naming_it() {
     assert!(start_failure(&["--db_type", "oracle"], &[]).contains("--db_type"));
     assert!(start_failure(&["--no-such-flag"], &[]).contains("--no-such-flag"));
     assert!(start_failure(&["--code_sandbox", "docker"], &[]).contains("--code_sandbox"));
+    assert!(
+        start_failure(&["--run_max_cost", "5"], &[]).contains("--run_max_cost needs --price_table")
+    );
+    assert!(start_failure(&["--price_table", "{\"m\": 1}"], &[]).contains("--price_table"));
     // Asked for bubblewrap where there is none: no silent fallback to running code unsandboxed.
     assert!(
         start_failure(

@@ -98,3 +98,78 @@ async fn limits_that_are_not_positive_stop_start_up() {
         );
     }
 }
+
+/// A price that makes each token cost a whole dollar (two for completion tokens).
+const DOLLAR_A_TOKEN: &str =
+    r#"{"*": {"input_per_million": 1000000, "output_per_million": 2000000}}"#;
+
+fn cost_of(usage: &Value) -> f64 {
+    usage["prompt_tokens"].as_f64().unwrap() + 2.0 * usage["completion_tokens"].as_f64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_priced_run_reports_its_cost_and_stops_at_its_cost_limit() {
+    let env = TestEnv::with(
+        Default::default(),
+        &["--price_table", DOLLAR_A_TOKEN, "--run_max_cost", "150"],
+    )
+    .await;
+    let events = post_ndjson(&env.stream_url(), &looping_run("rl-cost")).await;
+    assert_tail(&events, "rl-cost");
+    assert!(
+        error_text(&events).contains("$150 of model cost (run_max_cost)"),
+        "{events:#?}"
+    );
+    let usage = &of_type(&events, "token_usage")[0]["metadata"]["token_usage"];
+    let total = &usage["total_info"];
+    let spent = total["cost"].as_f64().unwrap();
+    assert!((spent - cost_of(total)).abs() < 1e-6, "{total}");
+    let steps = usage["per_step_info"].as_array().unwrap();
+    let last = steps.last().unwrap()["cost"].as_f64().unwrap();
+    assert!(
+        spent >= 150.0 && spent - last < 150.0,
+        "the call that crossed the limit was the last one: {spent} after {last}"
+    );
+    assert!(
+        env.llm.requests().await.len() < 20,
+        "stopped before the loop cap"
+    );
+
+    // Without a limit, the price table still prices every run.
+    let env = TestEnv::with(Default::default(), &["--price_table", DOLLAR_A_TOKEN]).await;
+    let events = post_ndjson(
+        &env.stream_url(),
+        &json!({"session_id": "rl-priced", "messages": [{"role": "user", "content": "words:5"}]}),
+    )
+    .await;
+    let total = &of_type(&events, "token_usage")[0]["metadata"]["token_usage"]["total_info"];
+    assert!(total["completion_tokens"].as_u64().unwrap() >= 5);
+    assert!(
+        (total["cost"].as_f64().unwrap() - cost_of(total)).abs() < 1e-6,
+        "{total}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cost_limit_refuses_a_model_the_price_table_lacks() {
+    let env = TestEnv::with(
+        Default::default(),
+        &[
+            "--price_table",
+            r#"{"some-other-model": {"input_per_million": 1, "output_per_million": 1}}"#,
+            "--run_max_cost",
+            "1",
+        ],
+    )
+    .await;
+    let events = post_ndjson(&env.stream_url(), &looping_run("rl-unpriced")).await;
+    assert_tail(&events, "rl-unpriced");
+    assert!(
+        error_text(&events).contains("no price for model"),
+        "{events:#?}"
+    );
+    assert!(
+        env.llm.requests().await.is_empty(),
+        "no model call was made"
+    );
+}

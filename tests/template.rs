@@ -1302,6 +1302,8 @@ fn stream_runs_are_bounded_below_the_function_timeout() {
             "HasRunMaxLlmCalls",
         ),
         ("SAGE_RUN_MAX_TOKENS", "RunMaxTokens", "HasRunMaxTokens"),
+        ("SAGE_RUN_MAX_COST", "RunMaxCost", "HasRunMaxCost"),
+        ("SAGE_PRICE_TABLE", "PriceTable", "HasPriceTable"),
     ] {
         let (tag, choice) = tagged(&vars[variable]).expect("an !If");
         assert_eq!(tag, "If", "{variable}");

@@ -112,7 +112,7 @@ impl Agent {
                     done
                 }
             }),
-            Err(error @ RunError::Limit(_)) => Err(error),
+            Err(error @ (RunError::Limit(_) | RunError::Unpriced(_))) => Err(error),
             Err(error) => {
                 tracing::warn!(%session_id, step, %error, "the judge failed; the task counts as done");
                 Ok(done)

@@ -24,7 +24,7 @@ pub use fibre::{
     SubSessionError, SubSessions, finish_tool, team_specs,
 };
 
-use crate::config::RunLimits;
+use crate::config::{ModelPrice, RunLimits};
 use crate::context::{
     Budgets, ContextSettings, MAX_INPUT_TOKENS, PromptMessage, content_as_text, fit_call,
     message_tokens, plan_history, tool_tokens,
@@ -118,6 +118,8 @@ pub struct RunSpec {
     /// `more_suggest`: end with follow-up suggestions (`query_suggest` events).
     pub suggest: bool,
     pub limits: RunLimits,
+    /// What the run's model costs (`--price_table`), when known.
+    pub price: Option<ModelPrice>,
     pub mode: RunMode,
     /// The name its text and tool events carry; `SimpleAgent` when unset.
     pub agent_name: Option<String>,
@@ -149,18 +151,37 @@ pub enum RunMode {
 struct UsageTally {
     total: Usage,
     steps: Vec<Value>,
+    /// US dollars, when the model's price is known.
+    cost: Option<f64>,
 }
 
 impl UsageTally {
-    fn record(&mut self, step: &str, usage: Option<Usage>) {
+    fn new(price: Option<ModelPrice>) -> Self {
+        Self {
+            cost: price.map(|_| 0.0),
+            ..Self::default()
+        }
+    }
+
+    fn record(&mut self, step: &str, usage: Option<Usage>, price: Option<ModelPrice>) {
+        let mut entry = json!({"step_name": step, "usage": usage});
+        if let (Some(usage), Some(price)) = (&usage, price) {
+            let cost = price.cost(usage.prompt_tokens, usage.completion_tokens);
+            *self.cost.get_or_insert(0.0) += cost;
+            entry["cost"] = json!(cost);
+        }
         if let Some(usage) = &usage {
             self.total.add(usage);
         }
-        self.steps.push(json!({"step_name": step, "usage": usage}));
+        self.steps.push(entry);
     }
 
     fn to_json(&self) -> Value {
-        json!({"total_info": self.total, "per_step_info": self.steps})
+        let mut total = json!(self.total);
+        if let Some(cost) = self.cost {
+            total["cost"] = json!(cost);
+        }
+        json!({"total_info": total, "per_step_info": self.steps})
     }
 }
 
@@ -183,6 +204,11 @@ enum RunError {
     InputTooLong(u64),
     #[error("This run reached its limit of {0}; it stops here.")]
     Limit(String),
+    #[error(
+        "This server bounds each run's cost, and the price table has no price for model {0}, \
+         so this run cannot start."
+    )]
+    Unpriced(String),
 }
 
 /// The messages of a run's model calls: its system prompt and the active conversation, which
@@ -273,11 +299,11 @@ impl Agent {
         emitter: Emitter,
     ) -> Self {
         Self {
+            usage: UsageTally::new(spec.price),
             spec,
             llm,
             pool,
             emitter,
-            usage: UsageTally::default(),
             last_answer: String::new(),
             finish_result: None,
         }
@@ -651,6 +677,17 @@ impl Agent {
         {
             return Err(RunError::Limit(format!("{max} tokens (run_max_tokens)")));
         }
+        if let Some(max) = limits.max_cost {
+            match self.usage.cost {
+                None => return Err(RunError::Unpriced(self.spec.settings.model.clone())),
+                Some(spent) if spent >= max => {
+                    return Err(RunError::Limit(format!(
+                        "${max} of model cost (run_max_cost)"
+                    )));
+                }
+                Some(_) => {}
+            }
+        }
         Ok(())
     }
 
@@ -694,7 +731,7 @@ impl Agent {
         .instrument(span.clone())
         .await;
         record_llm_span(&span, usage.as_ref(), first_chunk, result.as_ref().err());
-        self.usage.record(step, usage);
+        self.usage.record(step, usage, self.spec.price);
         Ok(result.map(|()| answer)?)
     }
 
@@ -800,7 +837,7 @@ impl Agent {
         .instrument(span.clone())
         .await;
         record_llm_span(&span, usage.as_ref(), first_chunk, result.as_ref().err());
-        self.usage.record(step, usage);
+        self.usage.record(step, usage, self.spec.price);
         if matches!(kind, EventType::DoSubtaskResult | EventType::FinalAnswer)
             && !text.trim().is_empty()
         {

@@ -298,6 +298,7 @@ impl App {
                         max_bytes: config.tools.download_max_bytes,
                     },
                     limits: config.limits,
+                    prices: config.pricing.price_table.clone(),
                 },
                 agents.clone(),
                 providers.clone(),

@@ -5,6 +5,7 @@
 //! Flag and variable names follow Sage's configuration guide so existing deployments keep working.
 
 mod inert;
+mod prices;
 
 use std::convert::Infallible;
 use std::path::PathBuf;
@@ -16,6 +17,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 pub use crate::wire::MemoryType;
 pub use inert::InertSetting;
+pub use prices::{ModelPrice, PriceTable};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DbType {
@@ -89,6 +91,8 @@ pub struct Config {
     pub tools: ToolsConfig,
     #[command(flatten)]
     pub limits: RunLimits,
+    #[command(flatten)]
+    pub pricing: PricingConfig,
     #[command(flatten)]
     pub context: ContextConfig,
     #[command(flatten)]
@@ -244,6 +248,27 @@ pub struct RunLimits {
     /// Most seconds one run may take, model calls and tools together.
     #[arg(id = "run_max_seconds", long = "run_max_seconds", value_name = "SECONDS", env = "SAGE_RUN_MAX_SECONDS", value_parser = seconds)]
     pub max_duration: Option<Duration>,
+    /// Most US dollars one run may spend on its model calls, priced by `--price_table`; checked
+    /// before each model call.
+    #[arg(id = "run_max_cost", long = "run_max_cost", value_name = "USD", env = "SAGE_RUN_MAX_COST", value_parser = dollars)]
+    pub max_cost: Option<f64>,
+}
+
+/// What model tokens cost.
+#[derive(Debug, Clone, Default, Args)]
+#[command(rename_all = "snake_case")]
+pub struct PricingConfig {
+    /// Model prices as JSON, or a JSON file's path: `{"model": {"input_per_million": 0.27,
+    /// "output_per_million": 1.1}}`, `*` for any other model. Runs then report their cost.
+    #[arg(long, env = "SAGE_PRICE_TABLE", value_parser = prices::price_table)]
+    pub price_table: Option<PriceTable>,
+}
+
+fn dollars(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(amount) if amount > 0.0 && amount.is_finite() => Ok(amount),
+        _ => Err(format!("`{value}` must be a positive amount of US dollars")),
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -562,6 +587,12 @@ impl Config {
         config.auth.validate().map_err(|message| {
             Self::command().error(clap::error::ErrorKind::ValueValidation, message)
         })?;
+        if config.limits.max_cost.is_some() && config.pricing.price_table.is_none() {
+            return Err(Self::command().error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "--run_max_cost needs --price_table: without prices no cost is known",
+            ));
+        }
         Ok(config)
     }
 

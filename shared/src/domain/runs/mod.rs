@@ -21,7 +21,7 @@ use crate::agent::{
     Agent, FIBRE_MAX_LOOP_COUNT, FibreSetup, RunMode, RunOutcome, RunSpec, SYS_FINISH_TASK,
     SubAgent, finish_tool,
 };
-use crate::config::{LlmConfig, RunLimits};
+use crate::config::{LlmConfig, PriceTable, RunLimits};
 use crate::context::{ContextSettings, content_as_text, merge_events, to_model_messages};
 use crate::domain::DomainError;
 use crate::domain::agents::Agents;
@@ -101,6 +101,7 @@ pub struct RunDefaults {
     pub downloads: DownloadPolicy,
     pub code: CodeSandbox,
     pub limits: RunLimits,
+    pub prices: Option<PriceTable>,
 }
 
 /// When the work that follows a run (memory extraction) happens.
@@ -528,6 +529,11 @@ impl Runs {
             workflows: request.available_workflows.clone().unwrap_or_default(),
             suggest: request.more_suggest.unwrap_or(false),
             limits: self.defaults.limits,
+            price: self
+                .defaults
+                .prices
+                .as_ref()
+                .and_then(|prices| prices.price_of(&settings.model)),
             mode,
             agent_name: None,
             fibre,

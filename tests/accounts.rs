@@ -96,6 +96,10 @@ struct Tokens {
 }
 
 async fn auth_on(extra: &[&str]) -> TestEnv {
+    auth_on_with(sage_mock_llm::MockOptions::default(), extra).await
+}
+
+async fn auth_on_with(options: sage_mock_llm::MockOptions, extra: &[&str]) -> TestEnv {
     let mut flags = vec![
         "--no_auth",
         "false",
@@ -105,7 +109,7 @@ async fn auth_on(extra: &[&str]) -> TestEnv {
         ADMIN_PASSWORD,
     ];
     flags.extend_from_slice(extra);
-    let env = TestEnv::with(sage_mock_llm::MockOptions::default(), &flags).await;
+    let env = TestEnv::with(options, &flags).await;
     env.server.state.ensure_admin().await.unwrap();
     env
 }
@@ -1226,4 +1230,105 @@ async fn every_answer_carries_cors_headers_a_401_included() {
         .unwrap()
         .to_lowercase();
     assert!(exposed.contains("x-request-id"), "{exposed}");
+}
+
+/// The kill switch: an admin stops every running run of one user, through the durable cancel
+/// flag any instance honours; the user keeps the tail and what was said; no one else may.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_admin_stops_every_running_run_of_a_user() {
+    let options = sage_mock_llm::MockOptions {
+        token_delay: std::time::Duration::from_millis(30),
+        ..Default::default()
+    };
+    let env = auth_on_with(options, &[]).await;
+    let api = Api::new(&env);
+    let admin = api.login("admin", ADMIN_PASSWORD).await;
+    let ann_id = api.add_user(&admin.access, "ann", "ann-password-1").await;
+    let ann = api.login("ann", "ann-password-1").await;
+    let runs: Vec<_> = ["kill-1", "kill-2"]
+        .into_iter()
+        .map(|session| {
+            let url = format!("{}/api/stream", env.server.url);
+            let token = ann.access.clone();
+            tokio::spawn(async move {
+                let reader = NdjsonReader::open(
+                    reqwest::Client::new().post(url).bearer_auth(token).json(
+                        &json!({"session_id": session, "messages": [{"role": "user", "content": "words:300"}]}),
+                    ),
+                )
+                .await;
+                reader.rest().await
+            })
+        })
+        .collect();
+    for session in ["kill-1", "kill-2"] {
+        let mut running = false;
+        for _ in 0..100 {
+            let (_, status) = api
+                .post(
+                    &format!("/api/sessions/{session}/tasks_status"),
+                    Some(&ann.access),
+                    &json!({}),
+                )
+                .await;
+            if status["data"]["status"] == "running" {
+                running = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(running, "{session} is running");
+    }
+
+    let (status, refused) = api
+        .post(
+            "/api/sessions/runs/stop",
+            Some(&ann.access),
+            &json!({"user_id": ann_id}),
+        )
+        .await;
+    assert_eq!(status, 403, "{refused}");
+    let (status, refused) = api
+        .post("/api/sessions/runs/stop", None, &json!({"user_id": ann_id}))
+        .await;
+    assert_eq!(status, 401, "{refused}");
+    let (status, bad) = api
+        .post(
+            "/api/sessions/runs/stop",
+            Some(&admin.access),
+            &json!({"user": ann_id}),
+        )
+        .await;
+    assert_eq!(status, 422, "{bad}");
+
+    let (status, stopped) = api
+        .post(
+            "/api/sessions/runs/stop",
+            Some(&admin.access),
+            &json!({"user_id": ann_id}),
+        )
+        .await;
+    assert_eq!(status, 200, "{stopped}");
+    assert_eq!(stopped["data"]["stopped"], json!(["kill-1", "kill-2"]));
+    for (run, session) in runs.into_iter().zip(["kill-1", "kill-2"]) {
+        let events = tokio::time::timeout(std::time::Duration::from_secs(10), run)
+            .await
+            .expect("the run stops")
+            .unwrap();
+        assert_tail(&events, session);
+        let said = answer_text(&events).split_whitespace().count();
+        assert!(said < 300, "{session} stopped early: {said} tokens");
+    }
+    let (_, again) = api
+        .post(
+            "/api/sessions/runs/stop",
+            Some(&admin.access),
+            &json!({"user_id": ann_id}),
+        )
+        .await;
+    assert_eq!(
+        again["data"]["stopped"],
+        json!([]),
+        "nothing is running now"
+    );
 }

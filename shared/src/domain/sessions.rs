@@ -277,6 +277,24 @@ impl Sessions {
         Ok(self.runs.request_cancel(session_id.as_str()).await?)
     }
 
+    /// An operator's kill switch: sets the durable cancel flag of every run of `user` now
+    /// running, whichever instance runs it; returns their conversations.
+    pub async fn stop_user_runs(&self, user: &UserId) -> Result<Vec<String>, DomainError> {
+        let mut stopped = Vec::new();
+        for session in self.sessions.user_sessions(user.as_str()).await? {
+            let running = self
+                .runs
+                .run_lock(&session.session_id)
+                .await?
+                .is_some_and(|lock| lock.is_live());
+            if running && self.runs.request_cancel(&session.session_id).await? {
+                stopped.push(session.session_id);
+            }
+        }
+        stopped.sort();
+        Ok(stopped)
+    }
+
     pub async fn status(
         &self,
         user: &UserId,

@@ -213,14 +213,13 @@ impl Caller {
     }
 
     /// For operator routes: a signed-in admin, or anyone while no account is signed in under
-    /// `--no_auth` (the trusted local mode); any other signed-in account is refused.
-    #[cfg(feature = "mcp")]
-    pub fn operator(&self) -> Result<(), ApiError> {
+    /// `--no_auth` (the trusted local mode); any other signed-in account is refused with
+    /// `refusal`.
+    pub fn operator(&self, refusal: &str) -> Result<(), ApiError> {
         match &self.identity {
-            Some(identity) if !identity.is_admin() => Err(DomainError::Forbidden(
-                "only an admin may run tools directly; agents call tools inside runs".into(),
-            )
-            .into()),
+            Some(identity) if !identity.is_admin() => {
+                Err(DomainError::Forbidden(refusal.to_owned()).into())
+            }
             _ => Ok(()),
         }
     }

@@ -91,6 +91,13 @@ pub struct Interrupted {
     pub interrupted: bool,
 }
 
+/// `POST /api/sessions/runs/stop`: the conversations whose runs were asked to stop.
+#[derive(Debug, Serialize)]
+pub struct RunsStopped {
+    pub user_id: String,
+    pub stopped: Vec<String>,
+}
+
 /// One entry of a conversation's file workspace.
 #[derive(Debug, Serialize)]
 pub struct FileEntry {

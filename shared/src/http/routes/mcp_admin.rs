@@ -149,7 +149,7 @@ async fn exec(
     caller: Caller,
     ValidJson(request): ValidJson<ExecRequest>,
 ) -> Answer<Value> {
-    caller.operator()?;
+    caller.operator("only an admin may run tools directly; agents call tools inside runs")?;
     let owner = caller.with_body(request.user_id.as_deref())?;
     let result = admin
         .exec_tool(&owner, &request.tool_name, request.tool_params)

@@ -14,7 +14,7 @@ use crate::http::{ApiError, Envelope, ok};
 use crate::store::{SessionQuery, SortBy};
 use crate::util::SessionId;
 use crate::wire::api::{
-    Conversation, FileList, Interrupted, Renamed, SessionList, SessionRef, TaskStatus,
+    Conversation, FileList, Interrupted, Renamed, RunsStopped, SessionList, SessionRef, TaskStatus,
 };
 
 type Answer<T> = Result<Json<Envelope<T>>, ApiError>;
@@ -30,6 +30,7 @@ pub fn router(sessions: Sessions) -> Router {
             get(shared_messages),
         )
         .route("/api/sessions/{session_id}/interrupt", post(interrupt))
+        .route("/api/sessions/runs/stop", post(stop_user_runs))
         .route("/api/sessions/{session_id}/tasks_status", post(status))
         .route("/api/sessions/{session_id}/file_workspace", post(files))
         .route(
@@ -145,6 +146,31 @@ async fn interrupt(
         session_id: id.to_string(),
         user_id: user.to_string(),
         interrupted,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StopRunsRequest {
+    user_id: String,
+}
+
+/// The kill switch: an admin stops every running run of one user.
+async fn stop_user_runs(
+    State(sessions): State<Sessions>,
+    caller: Caller,
+    ValidJson(request): ValidJson<StopRunsRequest>,
+) -> Answer<RunsStopped> {
+    caller.operator("only an admin may stop another user's runs")?;
+    let user_id = request.user_id.trim();
+    if user_id.is_empty() {
+        return Err(DomainError::invalid("user_id: the user whose runs to stop").into());
+    }
+    let user = crate::util::UserId::new(user_id);
+    let stopped = sessions.stop_user_runs(&user).await?;
+    Ok(ok(RunsStopped {
+        user_id: user.to_string(),
+        stopped,
     }))
 }
 

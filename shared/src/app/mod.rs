@@ -190,6 +190,7 @@ impl App {
             store.clone(),
             store.clone(),
             store.clone(),
+            store.clone(),
             files.clone(),
             search.clone(),
         );

@@ -7,7 +7,7 @@ use crate::domain::DomainError;
 use crate::domain::files::{FileDownload, Files};
 use crate::search::{Collection, Removal, SearchDocument, SearchIndex, SearchQuery};
 use crate::store::{
-    EventLog, RunControl, SessionQuery, SessionRecord, SessionStore, SummaryStore,
+    AccountStore, EventLog, RunControl, SessionQuery, SessionRecord, SessionStore, SummaryStore,
     query_sessions_within,
 };
 use crate::util::{SessionId, UserId, iso_time, now_secs};
@@ -22,6 +22,7 @@ const MAX_SEARCH_HITS: usize = 1000;
 #[derive(Clone)]
 pub struct Sessions {
     sessions: Arc<dyn SessionStore>,
+    accounts: Arc<dyn AccountStore>,
     events: Arc<dyn EventLog>,
     runs: Arc<dyn RunControl>,
     summaries: Arc<dyn SummaryStore>,
@@ -68,6 +69,7 @@ impl Sessions {
 
     pub fn new(
         sessions: Arc<dyn SessionStore>,
+        accounts: Arc<dyn AccountStore>,
         events: Arc<dyn EventLog>,
         runs: Arc<dyn RunControl>,
         summaries: Arc<dyn SummaryStore>,
@@ -76,6 +78,7 @@ impl Sessions {
     ) -> Self {
         Self {
             sessions,
+            accounts,
             events,
             runs,
             summaries,
@@ -292,6 +295,26 @@ impl Sessions {
             }
         }
         stopped.sort();
+        Ok(stopped)
+    }
+
+    /// The kill switch for everyone: every account's running runs, and the anonymous user's
+    /// (`--no_auth`).
+    pub async fn stop_all_runs(&self) -> Result<Vec<String>, DomainError> {
+        let mut users = vec![UserId::from_optional(None)];
+        users.extend(
+            self.accounts
+                .list_accounts()
+                .await?
+                .into_iter()
+                .map(|account| UserId::new(account.user_id)),
+        );
+        let mut stopped = Vec::new();
+        for user in users {
+            stopped.extend(self.stop_user_runs(&user).await?);
+        }
+        stopped.sort();
+        stopped.dedup();
         Ok(stopped)
     }
 

@@ -152,26 +152,38 @@ async fn interrupt(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct StopRunsRequest {
-    user_id: String,
+    #[serde(default)]
+    user_id: Option<String>,
+    #[serde(default)]
+    all: bool,
 }
 
-/// The kill switch: an admin stops every running run of one user.
+/// The kill switch: an admin stops every running run of one user, or of everyone.
 async fn stop_user_runs(
     State(sessions): State<Sessions>,
     caller: Caller,
     ValidJson(request): ValidJson<StopRunsRequest>,
 ) -> Answer<RunsStopped> {
     caller.operator("only an admin may stop another user's runs")?;
-    let user_id = request.user_id.trim();
-    if user_id.is_empty() {
-        return Err(DomainError::invalid("user_id: the user whose runs to stop").into());
-    }
-    let user = crate::util::UserId::new(user_id);
-    let stopped = sessions.stop_user_runs(&user).await?;
-    Ok(ok(RunsStopped {
-        user_id: user.to_string(),
-        stopped,
-    }))
+    let user_id = request
+        .user_id
+        .as_deref()
+        .map(str::trim)
+        .unwrap_or_default();
+    let (user_id, stopped) = match (user_id.is_empty(), request.all) {
+        (false, false) => {
+            let user = crate::util::UserId::new(user_id);
+            (user.to_string(), sessions.stop_user_runs(&user).await?)
+        }
+        (true, true) => ("*".to_owned(), sessions.stop_all_runs().await?),
+        _ => {
+            return Err(DomainError::invalid(
+                "user_id: the user whose runs to stop, or `all: true` for everyone's (not both)",
+            )
+            .into());
+        }
+    };
+    Ok(ok(RunsStopped { user_id, stopped }))
 }
 
 async fn status(

@@ -214,3 +214,47 @@ async fn bad_code_calls_and_a_server_without_a_sandbox_say_so() {
         results[0]
     );
 }
+
+/// `--code_timeout_seconds` bounds a call that asks for nothing, and no call may ask for more;
+/// `--code_network` lets code reach the network.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_server_sets_the_time_limit_and_may_open_the_network() {
+    let env = TestEnv::with(
+        Default::default(),
+        &[
+            "--code_sandbox",
+            "bwrap",
+            "--code_timeout_seconds",
+            "1",
+            "--code_network",
+        ],
+    )
+    .await;
+    let llm_port = env
+        .llm
+        .base_url
+        .trim_end_matches("/v1")
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_owned();
+    let results = run_tools_named(
+        &env.server.url,
+        "ct-limits",
+        "ada",
+        &CODE_TOOLS,
+        &[
+            shell("sleep 20; echo woke", json!({})),
+            shell("sleep 20; echo woke", json!({"timeout": 60})),
+            python(&format!(
+                "import socket\nsocket.create_connection(('127.0.0.1', {llm_port}), 2)\nprint('connected')"
+            )),
+        ],
+    )
+    .await;
+    for result in &results[..2] {
+        assert_eq!(result["timed_out"], true, "{result}");
+        assert!(result["duration_ms"].as_u64().unwrap() < 10_000, "{result}");
+    }
+    assert_eq!(text(&results[2], "stdout"), "connected\n", "{}", results[2]);
+}

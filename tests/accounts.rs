@@ -1332,3 +1332,59 @@ async fn an_admin_stops_every_running_run_of_a_user() {
         "nothing is running now"
     );
 }
+
+/// The usage ledger is per user: each reads their own, only an admin reads another's or
+/// everyone's.
+#[tokio::test(flavor = "multi_thread")]
+async fn each_user_reads_only_their_own_usage_and_an_admin_reads_everyones() {
+    let env = auth_on(&[]).await;
+    let api = Api::new(&env);
+    let admin = api.login("admin", ADMIN_PASSWORD).await;
+    let alice_id = api.add_user(&admin.access, "alice", "alice-password").await;
+    let bob_id = api.add_user(&admin.access, "bob", "bob-password").await;
+    let alice = api.login("alice", "alice-password").await;
+    let bob = api.login("bob", "bob-password").await;
+    for (token, session, words) in [(&alice.access, "use-a", 3), (&bob.access, "use-b", 6)] {
+        let (status, _) = api
+            .stream(
+                Some(token),
+                &json!({"session_id": session, "messages": [{"role": "user", "content": format!("words:{words}")}]}),
+            )
+            .await;
+        assert_eq!(status, 200);
+    }
+    let (status, mine) = api.get("/api/usage", Some(&alice.access)).await;
+    assert_eq!(status, 200, "{mine}");
+    assert_eq!(mine["data"]["total"]["runs"], 1, "{mine}");
+    let (status, bobs) = api
+        .get(&format!("/api/usage?user_id={bob_id}"), Some(&admin.access))
+        .await;
+    assert_eq!(status, 200, "{bobs}");
+    assert_eq!(bobs["data"]["total"]["runs"], 1);
+    assert_ne!(
+        bobs["data"]["total"]["total_tokens"],
+        mine["data"]["total"]["total_tokens"]
+    );
+
+    let (status, body) = api
+        .get(&format!("/api/usage?user_id={bob_id}"), Some(&alice.access))
+        .await;
+    assert_refused(status, &body, 403);
+    let (status, body) = api.get("/api/usage/all", Some(&alice.access)).await;
+    assert_refused(status, &body, 403);
+    let (status, body) = api.get("/api/usage", None).await;
+    assert_refused(status, &body, 401);
+
+    let (status, all) = api.get("/api/usage/all", Some(&admin.access)).await;
+    assert_eq!(status, 200, "{all}");
+    let mut users: Vec<&str> = all["data"]["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|line| line["user_id"].as_str().unwrap())
+        .collect();
+    users.sort();
+    let mut expected = [alice_id.as_str(), bob_id.as_str()];
+    expected.sort();
+    assert_eq!(users, expected, "{all}");
+}

@@ -1,6 +1,7 @@
-//! `cargo lambda build --release` produces each function's `bootstrap` (`tests/run.sh` runs that
-//! build before the tests, without the profile's LTO unless `SAGE_TEST_FULL_RELEASE=1`; this
-//! checks what it produced; BENCHMARKS.md has the deployed sizes).
+//! `cargo lambda build` produces each function's `bootstrap`, each built on its own so it links
+//! only its own backends (`tests/run.sh` runs those builds before the tests, in the dev profile
+//! unless `SAGE_TEST_FULL_RELEASE=1` asks for the release one; this checks what they produced;
+//! BENCHMARKS.md has the deployed sizes).
 
 use std::io::Read;
 
@@ -12,7 +13,7 @@ fn cargo_lambda_build_release_produced_every_bootstrap() {
         let bootstrap = target_dir().join("lambda").join(function).join("bootstrap");
         let metadata = std::fs::metadata(&bootstrap).unwrap_or_else(|_| {
             panic!(
-                "{} is missing; run `bash tests/run.sh`, which runs `cargo lambda build --release`",
+                "{} is missing; run `bash tests/run.sh`, which runs `cargo lambda build`",
                 bootstrap.display()
             )
         });
@@ -25,7 +26,7 @@ fn cargo_lambda_build_release_produced_every_bootstrap() {
         let (newest, source) = newest_source(&["shared", dir, "Cargo.toml", "Cargo.lock"]);
         assert!(
             metadata.modified().unwrap() >= newest,
-            "{function}: the bootstrap is older than {}; run `cargo lambda build --release`",
+            "{function}: the bootstrap is older than {}; run `cargo lambda build -p {function}`",
             source.display()
         );
         eprintln!("{function}: bootstrap {} bytes", metadata.len());

@@ -41,4 +41,5 @@ mod summary_job;
 mod summary_step;
 mod template;
 mod traces;
+mod usage_ledger;
 mod user_memory;

@@ -138,19 +138,21 @@ log "building every binary (the tests start sage-local and sage-stream as proces
 cargo build --workspace --bins
 
 # One function per build: cargo unifies features across the packages of one build, and each
-# function must link only the backends it names (tests/lambda_build.rs checks the sizes).
-# The release profile's fat LTO over one codegen unit is what makes the deployed bootstraps small,
-# and it is most of these builds' time; the tests only need each function to build for Lambda, so
-# they skip it. BENCHMARKS.md measures the sizes with the full profile;
+# function must link only the backends it names, so each must build on its own.
+# The tests only need each function to build for Lambda's target with cargo-lambda, so they use
+# the dev profile (about 2 min each here; the release profile's optimisation took 4-4.6 min each
+# even without its LTO). BENCHMARKS.md measures the deployed sizes with the release profile;
 # SAGE_TEST_FULL_RELEASE=1 builds that here.
-log "cargo lambda build --release: each function's bootstrap (tests/lambda_build.rs checks them)"
-if [ "${SAGE_TEST_FULL_RELEASE:-0}" != 1 ]; then
-  export CARGO_PROFILE_RELEASE_LTO=off CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16
+if [ "${SAGE_TEST_FULL_RELEASE:-0}" = 1 ]; then
+  log "cargo lambda build --release: each function's deployed bootstrap (tests/lambda_build.rs checks them)"
+  lambda_profile=(--release)
+else
+  log "cargo lambda build: each function's bootstrap, dev profile (tests/lambda_build.rs checks them)"
+  lambda_profile=()
 fi
 for function in sage-health sage-session sage-mcp-admin sage-stream sage-jobs; do
-  cargo lambda build --release -p "$function"
+  cargo lambda build "${lambda_profile[@]}" -p "$function"
 done
-unset CARGO_PROFILE_RELEASE_LTO CARGO_PROFILE_RELEASE_CODEGEN_UNITS
 
 log "running the test suite"
 export CI=${CI:-false}

@@ -9,7 +9,7 @@ use sage_core::store::{
     AccountRecord, AgentRecord, DocStatus, IdempotencyRecord, KnowledgeBaseRecord,
     KnowledgeDocRecord, McpServerRecord, MemoryStore, ProviderRecord, RefreshTokenRecord,
     RunStatus, SessionQuery, SessionRecord, SkillRecord, SortBy, SqlStore, Store, StoreError,
-    SummaryRecord, SystemSettingsRecord, UserMemoryRecord, query_sessions,
+    SummaryRecord, SystemSettingsRecord, UsageRecord, UserMemoryRecord, query_sessions,
 };
 use sage_core::wire::mcp::{McpServerConfig, ToolSpec};
 use sage_core::wire::{Event, EventType, StoredEvent};
@@ -169,6 +169,114 @@ async fn a_taken_sequence_number_fails_the_whole_batch(store: Arc<dyn Store>) {
         store.last_seq("s3").await.unwrap(),
         2,
         "nothing of the batch was written"
+    );
+}
+
+fn usage(user_id: &str, session_id: &str, seq: u64, day: &str, tokens: u64) -> UsageRecord {
+    UsageRecord {
+        user_id: user_id.into(),
+        session_id: session_id.into(),
+        seq,
+        run_id: format!("run-{session_id}-{seq}"),
+        day: day.into(),
+        model: "model-a".into(),
+        calls: 2,
+        prompt_tokens: tokens - 1,
+        completion_tokens: 1,
+        total_tokens: tokens,
+        cost: tokens.is_multiple_of(2).then_some(0.25),
+        recorded_at: 1_796_342_400.0,
+    }
+}
+
+async fn usage_is_written_with_its_events_or_not_at_all(store: Arc<dyn Store>) {
+    let sorted = |mut records: Vec<UsageRecord>| {
+        records.sort_by(|a, b| (&a.session_id, a.seq).cmp(&(&b.session_id, b.seq)));
+        records
+    };
+    store
+        .append_events("u1", &events("u1", 1..=2))
+        .await
+        .unwrap();
+    let first = usage("ann", "u1", 4, "2026-12-03", 10);
+    store
+        .append_events_with_usage("u1", &events("u1", 3..=5), &first)
+        .await
+        .unwrap();
+    assert_eq!(store.last_seq("u1").await.unwrap(), 5, "the events landed");
+
+    // A taken sequence number fails the write: neither the events nor the usage land.
+    let clash = usage("ann", "u1", 6, "2026-12-03", 99);
+    let error = store
+        .append_events_with_usage("u1", &events("u1", 5..=6), &clash)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StoreError::SeqConflict { .. }), "{error}");
+    assert_eq!(store.last_seq("u1").await.unwrap(), 5);
+    // The same usage again (a retried write) is refused too: it is never counted twice.
+    let error = store
+        .append_events_with_usage("u1", &events("u1", 6..=6), &first)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StoreError::SeqConflict { .. }), "{error}");
+    assert_eq!(store.last_seq("u1").await.unwrap(), 5);
+
+    let second = usage("ann", "u2", 1, "2026-12-04", 7);
+    let other_user = usage("bob", "u3", 1, "2026-12-04", 5);
+    let later = usage("ann", "u4", 1, "2026-12-05", 3);
+    for record in [&second, &other_user, &later] {
+        store
+            .append_events_with_usage(
+                &record.session_id,
+                &events(&record.session_id, 1..=1),
+                record,
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        sorted(
+            store
+                .user_usage("ann", "2026-12-03", "2026-12-04")
+                .await
+                .unwrap()
+        ),
+        vec![first.clone(), second.clone()],
+        "one user's records, days inclusive"
+    );
+    assert_eq!(
+        sorted(
+            store
+                .user_usage("ann", "2026-12-05", "2026-12-05")
+                .await
+                .unwrap()
+        ),
+        vec![later.clone()]
+    );
+    assert!(
+        store
+            .user_usage("carol", "2026-01-01", "2026-12-31")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        sorted(store.all_usage("2026-12-04", "2026-12-04").await.unwrap()),
+        vec![second.clone(), other_user.clone()],
+        "every user's records of the day"
+    );
+
+    // The ledger is an account of what was spent: deleting the conversation keeps it.
+    store.delete_session("u1").await.unwrap();
+    assert_eq!(store.last_seq("u1").await.unwrap(), 0);
+    assert_eq!(
+        sorted(
+            store
+                .user_usage("ann", "2026-12-03", "2026-12-03")
+                .await
+                .unwrap()
+        ),
+        vec![first]
     );
 }
 
@@ -936,6 +1044,7 @@ macro_rules! conformance {
             conformance!(@test $make, events_come_back_in_order_after_a_sequence_number);
             conformance!(@test $make, a_taken_sequence_number_fails_the_whole_batch);
             conformance!(@test $make, deleting_a_session_removes_its_events_and_lock);
+            conformance!(@test $make, usage_is_written_with_its_events_or_not_at_all);
             conformance!(@test $make, the_run_lock_admits_one_run_until_released_or_expired);
             conformance!(@test $make, the_cancel_flag_reaches_only_a_live_run);
             conformance!(@test $make, an_idempotency_key_binds_once);

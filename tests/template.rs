@@ -248,6 +248,8 @@ const ROUTES: &[(&str, &str, &str)] = &[
     ("/api/tools", "get", "McpAdminFunction"),
     ("/api/tools/exec", "post", "McpAdminFunction"),
     ("/api/conversations", "get", "SessionFunction"),
+    ("/api/usage", "get", "SessionFunction"),
+    ("/api/usage/all", "get", "SessionFunction"),
     (
         "/api/conversations/{proxy+}",
         "x-amazon-apigateway-any-method",
@@ -1304,6 +1306,12 @@ fn stream_runs_are_bounded_below_the_function_timeout() {
         ("SAGE_RUN_MAX_TOKENS", "RunMaxTokens", "HasRunMaxTokens"),
         ("SAGE_RUN_MAX_COST", "RunMaxCost", "HasRunMaxCost"),
         ("SAGE_PRICE_TABLE", "PriceTable", "HasPriceTable"),
+        (
+            "SAGE_USER_DAILY_TOKENS",
+            "UserDailyTokens",
+            "HasUserDailyTokens",
+        ),
+        ("SAGE_USER_DAILY_COST", "UserDailyCost", "HasUserDailyCost"),
     ] {
         let (tag, choice) = tagged(&vars[variable]).expect("an !If");
         assert_eq!(tag, "If", "{variable}");

@@ -24,7 +24,7 @@ pub use fibre::{
     SubSessionError, SubSessions, finish_tool, team_specs,
 };
 
-use crate::config::{ModelPrice, RunLimits};
+use crate::config::{BudgetLeft, ModelPrice, RunLimits};
 use crate::context::{
     Budgets, ContextSettings, MAX_INPUT_TOKENS, PromptMessage, content_as_text, fit_call,
     message_tokens, plan_history, tool_tokens,
@@ -118,6 +118,8 @@ pub struct RunSpec {
     /// `more_suggest`: end with follow-up suggestions (`query_suggest` events).
     pub suggest: bool,
     pub limits: RunLimits,
+    /// What is left of the user's daily budget: bounds the run like `limits`.
+    pub budget_left: BudgetLeft,
     /// What the run's model costs (`--price_table`), when known.
     pub price: Option<ModelPrice>,
     pub mode: RunMode,
@@ -683,6 +685,25 @@ impl Agent {
                 Some(spent) if spent >= max => {
                     return Err(RunError::Limit(format!(
                         "${max} of model cost (run_max_cost)"
+                    )));
+                }
+                Some(_) => {}
+            }
+        }
+        let left = &self.spec.budget_left;
+        if let Some(tokens) = left.tokens
+            && self.usage.total.total_tokens >= tokens
+        {
+            return Err(RunError::Limit(format!(
+                "the {tokens} tokens left of your daily budget (user_daily_tokens)"
+            )));
+        }
+        if let Some(dollars) = left.cost {
+            match self.usage.cost {
+                None => return Err(RunError::Unpriced(self.spec.settings.model.clone())),
+                Some(spent) if spent >= dollars => {
+                    return Err(RunError::Limit(format!(
+                        "the ${dollars:.4} left of your daily budget (user_daily_cost)"
                     )));
                 }
                 Some(_) => {}

@@ -36,6 +36,7 @@ use crate::domain::skills::Skills;
 use crate::domain::summaries::Summaries;
 #[cfg(feature = "mcp")]
 use crate::domain::tools_admin::ToolsAdmin;
+use crate::domain::usage::Usage;
 use crate::http::routes;
 use crate::http::{Limits, with_middleware, with_timeout};
 #[cfg(feature = "llm")]
@@ -63,6 +64,7 @@ pub struct App {
     skills: Skills,
     files: Files,
     knowledge: Knowledge,
+    usage: Usage,
     accounts: Accounts,
     agents: Agents,
     providers: Providers,
@@ -199,6 +201,7 @@ impl App {
             config.search.es_url.is_some().then(|| search.clone()),
         );
         let skills = Skills::new(store.clone());
+        let usage = Usage::new(store.clone(), config.budget);
         #[cfg(feature = "llm")]
         let embedder = crate::search::Embedder::from_config(&config.search)
             .map(|embedder| Arc::new(embedder) as Arc<dyn TextEmbedder>);
@@ -310,6 +313,7 @@ impl App {
                 memories.clone(),
                 skills.clone(),
                 knowledge.clone(),
+                usage.clone(),
                 shutdown.clone(),
                 tasks.clone(),
             );
@@ -323,6 +327,7 @@ impl App {
             skills,
             files,
             knowledge,
+            usage,
             accounts,
             agents,
             providers,
@@ -521,7 +526,8 @@ impl App {
             .merge(routes::providers::router(self.providers.clone()))
             .merge(routes::skills::router(self.skills.clone()))
             .merge(routes::knowledge::router(self.knowledge.clone()))
-            .merge(routes::files::router(self.files.clone()));
+            .merge(routes::files::router(self.files.clone()))
+            .merge(routes::usage::router(self.usage.clone()));
         #[cfg(feature = "llm")]
         let routes = routes.merge(routes::agents::drafts_router(self.drafts.clone()));
         with_timeout(routes, self.config.server.request_timeout)

@@ -92,6 +92,8 @@ pub struct Config {
     #[command(flatten)]
     pub limits: RunLimits,
     #[command(flatten)]
+    pub budget: DailyBudget,
+    #[command(flatten)]
     pub pricing: PricingConfig,
     #[command(flatten)]
     pub context: ContextConfig,
@@ -252,6 +254,28 @@ pub struct RunLimits {
     /// before each model call.
     #[arg(id = "run_max_cost", long = "run_max_cost", value_name = "USD", env = "SAGE_RUN_MAX_COST", value_parser = dollars)]
     pub max_cost: Option<f64>,
+}
+
+/// What one user may spend per UTC day, counted in the usage ledger; none is set by default.
+/// A user whose budget is spent gets 429 before a run starts, and a run stops when it would
+/// spend more than what is left of it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Args)]
+#[command(rename_all = "snake_case")]
+pub struct DailyBudget {
+    /// Most tokens (prompt and completion) one user's runs may use per UTC day.
+    #[arg(id = "user_daily_tokens", long = "user_daily_tokens", value_name = "TOKENS", env = "SAGE_USER_DAILY_TOKENS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub tokens: Option<u64>,
+    /// Most US dollars one user's runs may spend per UTC day, priced by `--price_table`.
+    #[arg(id = "user_daily_cost", long = "user_daily_cost", value_name = "USD", env = "SAGE_USER_DAILY_COST", value_parser = dollars)]
+    pub cost: Option<f64>,
+}
+
+/// What is left today of a user's daily budget: it bounds a run as its `RunLimits` do.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct BudgetLeft {
+    pub tokens: Option<u64>,
+    /// US dollars.
+    pub cost: Option<f64>,
 }
 
 /// What model tokens cost.
@@ -591,6 +615,12 @@ impl Config {
             return Err(Self::command().error(
                 clap::error::ErrorKind::ArgumentConflict,
                 "--run_max_cost needs --price_table: without prices no cost is known",
+            ));
+        }
+        if config.budget.cost.is_some() && config.pricing.price_table.is_none() {
+            return Err(Self::command().error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "--user_daily_cost needs --price_table: without prices no cost is known",
             ));
         }
         Ok(config)

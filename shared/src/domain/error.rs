@@ -16,6 +16,9 @@ pub enum DomainError {
     Forbidden(String),
     #[error("{0}")]
     Conflict(String),
+    /// A budget is spent: the caller must wait for it to reset.
+    #[error("{0}")]
+    LimitReached(String),
     /// Something this service needs is not configured or not available.
     #[error("{0}")]
     Unavailable(String),

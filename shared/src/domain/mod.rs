@@ -24,5 +24,6 @@ pub mod skills;
 pub mod summaries;
 #[cfg(feature = "mcp")]
 pub mod tools_admin;
+pub mod usage;
 
 pub use error::DomainError;

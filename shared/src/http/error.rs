@@ -75,6 +75,7 @@ impl ApiError {
                 DomainError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
                 DomainError::Forbidden(_) => StatusCode::FORBIDDEN,
                 DomainError::Conflict(_) => StatusCode::CONFLICT,
+                DomainError::LimitReached(_) => StatusCode::TOO_MANY_REQUESTS,
                 DomainError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
                 DomainError::Upstream(_) => StatusCode::BAD_GATEWAY,
                 DomainError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{EventLog, StoreError};
+use super::{EventLog, StoreError, UsageRecord};
 use crate::wire::StoredEvent;
 
 const MAX_REQUESTS_PER_WRITE: usize = 256;
@@ -63,6 +63,20 @@ impl EventSink {
             return Ok(request.events);
         }
         result.await.unwrap_or(Err(StoreError::WriterStopped))
+    }
+
+    /// Stores a run's closing events with the usage they account for, in one write of their
+    /// own (the ledger row must commit with them, not with other sessions' batches).
+    pub async fn append_with_usage(
+        &self,
+        session_id: &str,
+        events: Vec<StoredEvent>,
+        usage: &UsageRecord,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        self.store
+            .append_events_with_usage(session_id, &events, usage)
+            .await?;
+        Ok(events)
     }
 }
 

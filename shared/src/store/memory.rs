@@ -9,7 +9,7 @@ use super::{
     KnowledgeBaseRecord, KnowledgeStore, McpServerRecord, McpServerStore, ProviderRecord,
     ProviderStore, RefreshTokenRecord, RunControl, RunLock, SessionRecord, SessionStore,
     SkillRecord, SkillStore, Store, StoreError, SummaryRecord, SummaryStore, SystemSettingsRecord,
-    UserMemoryRecord, UserMemoryStore, lease_deadline,
+    UsageLedger, UsageRecord, UserMemoryRecord, UserMemoryStore, lease_deadline,
 };
 use crate::util::now_secs;
 use crate::wire::StoredEvent;
@@ -36,6 +36,27 @@ struct Inner {
     providers: BTreeMap<(String, String), ProviderRecord>,
     skills: BTreeMap<String, SkillRecord>,
     knowledge_bases: BTreeMap<(String, String), KnowledgeBaseRecord>,
+    usage: BTreeMap<(String, u64), UsageRecord>,
+}
+
+fn append_to_log(
+    inner: &mut Inner,
+    session_id: &str,
+    events: &[StoredEvent],
+) -> Result<(), StoreError> {
+    let log = inner.events.entry(session_id.to_owned()).or_default();
+    let mut last = log.last().map_or(0, |stored| stored.seq);
+    for stored in events {
+        if stored.seq <= last {
+            return Err(StoreError::SeqConflict {
+                session_id: session_id.to_owned(),
+                seq: stored.seq,
+            });
+        }
+        last = stored.seq;
+    }
+    log.extend_from_slice(events);
+    Ok(())
 }
 
 impl MemoryStore {
@@ -45,6 +66,31 @@ impl MemoryStore {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         f(&mut guard)
+    }
+}
+
+#[async_trait]
+impl UsageLedger for MemoryStore {
+    async fn user_usage(
+        &self,
+        user_id: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<Vec<UsageRecord>, StoreError> {
+        let mut records = self.all_usage(from, to).await?;
+        records.retain(|record| record.user_id == user_id);
+        Ok(records)
+    }
+
+    async fn all_usage(&self, from: &str, to: &str) -> Result<Vec<UsageRecord>, StoreError> {
+        Ok(self.with(|inner| {
+            inner
+                .usage
+                .values()
+                .filter(|record| (from..=to).contains(&record.day.as_str()))
+                .cloned()
+                .collect()
+        }))
     }
 }
 
@@ -102,19 +148,25 @@ impl EventLog for MemoryStore {
         session_id: &str,
         events: &[StoredEvent],
     ) -> Result<(), StoreError> {
+        self.with(|inner| append_to_log(inner, session_id, events))
+    }
+
+    async fn append_events_with_usage(
+        &self,
+        session_id: &str,
+        events: &[StoredEvent],
+        usage: &UsageRecord,
+    ) -> Result<(), StoreError> {
         self.with(|inner| {
-            let log = inner.events.entry(session_id.to_owned()).or_default();
-            let mut last = log.last().map_or(0, |stored| stored.seq);
-            for stored in events {
-                if stored.seq <= last {
-                    return Err(StoreError::SeqConflict {
-                        session_id: session_id.to_owned(),
-                        seq: stored.seq,
-                    });
-                }
-                last = stored.seq;
+            let key = (usage.session_id.clone(), usage.seq);
+            if inner.usage.contains_key(&key) {
+                return Err(StoreError::SeqConflict {
+                    session_id: session_id.to_owned(),
+                    seq: usage.seq,
+                });
             }
-            log.extend_from_slice(events);
+            append_to_log(inner, session_id, events)?;
+            inner.usage.insert(key, usage.clone());
             Ok(())
         })
     }

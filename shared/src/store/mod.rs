@@ -22,7 +22,7 @@ pub use memory::MemoryStore;
 pub use records::{
     AccountRecord, AgentRecord, DocStatus, IdempotencyRecord, KnowledgeBaseRecord,
     KnowledgeDocRecord, McpServerRecord, ProviderRecord, RefreshTokenRecord, RunLock, RunStatus,
-    SessionRecord, SkillRecord, SummaryRecord, SystemSettingsRecord, UserMemoryRecord,
+    SessionRecord, SkillRecord, SummaryRecord, SystemSettingsRecord, UsageRecord, UserMemoryRecord,
 };
 #[cfg(any(feature = "sqlite", feature = "mysql"))]
 pub use sql::SqlStore;
@@ -109,6 +109,29 @@ pub trait EventLog: Send + Sync + 'static {
         after: u64,
     ) -> Result<Vec<StoredEvent>, StoreError>;
     async fn last_seq(&self, session_id: &str) -> Result<u64, StoreError>;
+
+    /// Appends a run's closing events together with the usage they account for: both or
+    /// neither. A taken sequence number fails with `SeqConflict`, as in `append_events`.
+    async fn append_events_with_usage(
+        &self,
+        session_id: &str,
+        events: &[StoredEvent],
+        usage: &UsageRecord,
+    ) -> Result<(), StoreError>;
+}
+
+/// The usage ledger: what each user's runs spent, by UTC day. Deleting a session keeps it.
+#[async_trait]
+pub trait UsageLedger: Send + Sync + 'static {
+    /// The user's records for the days `from..=to` (`YYYY-MM-DD`), in no particular order.
+    async fn user_usage(
+        &self,
+        user_id: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<Vec<UsageRecord>, StoreError>;
+    /// Every user's records for the days `from..=to`, in no particular order.
+    async fn all_usage(&self, from: &str, to: &str) -> Result<Vec<UsageRecord>, StoreError>;
 }
 
 /// What keeps runs single, stoppable from any instance, and retries idempotent: the run lock
@@ -318,6 +341,7 @@ pub trait KnowledgeStore: Send + Sync + 'static {
 pub trait Store:
     SessionStore
     + EventLog
+    + UsageLedger
     + RunControl
     + McpServerStore
     + UserMemoryStore

@@ -299,3 +299,25 @@ pub struct ProviderRecord {
     pub created_at: f64,
     pub updated_at: f64,
 }
+
+/// One run's model usage, recorded once: keyed by its session and the sequence number of the
+/// run's `token_usage` event, and written in the same store write as that event, so the ledger
+/// and the transcript agree and a replay or resume never counts twice.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsageRecord {
+    pub user_id: String,
+    pub session_id: String,
+    pub seq: u64,
+    pub run_id: String,
+    /// The UTC day it was recorded, `YYYY-MM-DD`.
+    pub day: String,
+    pub model: String,
+    /// Model calls the run made.
+    pub calls: u32,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+    /// US dollars, when the model was priced.
+    pub cost: Option<f64>,
+    pub recorded_at: f64,
+}

@@ -1,10 +1,12 @@
 //! Small things every floor uses: the clock, identifiers that validate when parsed, and the
 //! error a caller's input gets when it does not fit.
 
+mod day;
 mod ids;
 pub mod tls;
 pub mod words;
 
+pub use day::Day;
 pub use ids::{SessionId, UserId};
 
 /// Seconds since the Unix epoch, as Sage's records and events carry them.

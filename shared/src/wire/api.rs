@@ -296,3 +296,35 @@ pub struct SystemInfo {
     pub auth_required: bool,
     pub version: &'static str,
 }
+
+/// What runs spent: totals of the usage ledger.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct UsageTotals {
+    pub runs: u64,
+    pub calls: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+    /// US dollars; null when no run was priced.
+    pub cost: Option<f64>,
+}
+
+/// One day's spending on one model (and, in the admin's view, by one user).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UsageLine {
+    pub day: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    pub model: String,
+    #[serde(flatten)]
+    pub totals: UsageTotals,
+}
+
+/// `GET /api/usage` and `GET /api/usage/all`: the days `from..=to`, by day and model.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UsageReport {
+    pub from: String,
+    pub to: String,
+    pub total: UsageTotals,
+    pub lines: Vec<UsageLine>,
+}

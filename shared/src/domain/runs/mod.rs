@@ -21,7 +21,7 @@ use crate::agent::{
     Agent, FIBRE_MAX_LOOP_COUNT, FibreSetup, RunMode, RunOutcome, RunSpec, SYS_FINISH_TASK,
     SubAgent, finish_tool,
 };
-use crate::config::{LlmConfig, PriceTable, RunLimits};
+use crate::config::{BudgetLeft, LlmConfig, PriceTable, RunLimits};
 use crate::context::{ContextSettings, content_as_text, merge_events, to_model_messages};
 use crate::domain::DomainError;
 use crate::domain::agents::Agents;
@@ -35,6 +35,7 @@ use crate::domain::skills::{
     RunSkill, Skills, prompt_block as skill_prompt_block, requested_skill, skill_tools,
 };
 use crate::domain::tools_admin::ToolsAdmin;
+use crate::domain::usage::Usage;
 use crate::llm::{ChatModel, LlmSettings};
 use crate::store::{
     EventLog, EventSink, IdempotencyRecord, RunControl, RunStatus, SEARCH_TEXT_LIMIT,
@@ -52,7 +53,7 @@ use crate::wire::{
 use follow::{follow, live_then_log};
 use sub_sessions::RunSubSessions;
 use watch::keep_lease;
-use writer::{LiveFeed, spawn_writer};
+use writer::{LiveFeed, RunAccount, spawn_writer};
 
 const DEFAULT_MAX_LOOP_COUNT: u32 = 50;
 const TITLE_CHARS: usize = 50;
@@ -138,6 +139,7 @@ pub struct Runs {
     memories: Memories,
     skills: Skills,
     knowledge: Knowledge,
+    usage: Usage,
     watch: Arc<RunWatch>,
     tasks: TaskTracker,
 }
@@ -156,6 +158,7 @@ impl Runs {
         memories: Memories,
         skills: Skills,
         knowledge: Knowledge,
+        usage: Usage,
         shutdown: CancellationToken,
         tasks: TaskTracker,
     ) -> Self {
@@ -172,6 +175,7 @@ impl Runs {
             memories,
             skills,
             knowledge,
+            usage,
             watch,
             tasks,
         }
@@ -207,6 +211,7 @@ impl Runs {
         }
         let settings = resolve_llm(&self.defaults.llm, request.llm_model_config.as_ref())?;
         let skills = RunExtras {
+            budget_left: self.usage.budget_left(&user).await?,
             skills: self.run_skills(&user, &request).await?,
             knowledge: self
                 .knowledge
@@ -354,9 +359,14 @@ impl Runs {
                 "session {session_id} is already running"
             )));
         }
+        let account = RunAccount {
+            user_id: user.as_str().to_owned(),
+            run_id: run_id.clone(),
+            model: settings.model.clone(),
+        };
         let prepared = async {
             let (spec, after_seq) = self
-                .prepare(request, settings, extras, session_id, user)
+                .prepare(request, settings, extras, session_id, user, &account)
                 .await?;
             if let Some(key) = idempotency_key {
                 stores
@@ -373,7 +383,7 @@ impl Runs {
                 Ok(StartedRun {
                     session_id: session_id.to_string(),
                     first_seq: after_seq + 1,
-                    events: self.launch(spec, run_id, after_seq, remembers),
+                    events: self.launch(spec, account, after_seq, remembers),
                 })
             }
             Err(error) => {
@@ -393,6 +403,7 @@ impl Runs {
         extras: &RunExtras,
         session_id: &SessionId,
         user: &UserId,
+        account: &RunAccount,
     ) -> Result<(RunSpec, u64), DomainError> {
         let stores = &self.stores;
         let session_id = session_id.as_str();
@@ -462,7 +473,7 @@ impl Runs {
                 sub_agents: extras.sub_agents.clone(),
                 sub_sessions: Arc::new(RunSubSessions {
                     stores: self.stores.clone(),
-                    user: user.as_str().to_owned(),
+                    account: account.clone(),
                 }),
             })
         } else {
@@ -529,6 +540,7 @@ impl Runs {
             workflows: request.available_workflows.clone().unwrap_or_default(),
             suggest: request.more_suggest.unwrap_or(false),
             limits: self.defaults.limits,
+            budget_left: extras.budget_left,
             price: self
                 .defaults
                 .prices
@@ -565,10 +577,11 @@ impl Runs {
     fn launch(
         &self,
         spec: RunSpec,
-        run_id: String,
+        account: RunAccount,
         after_seq: u64,
         remembers: Option<UserId>,
     ) -> EventStream {
+        let run_id = account.run_id.clone();
         let session_id = spec.session_id.clone();
         let settings = spec.settings.clone();
         let sessions = self.sessions.clone();
@@ -602,6 +615,7 @@ impl Runs {
                     feed,
                     cancel.clone(),
                     trace_id,
+                    account,
                 );
                 watch.register(&session_id, &run_id, cancel);
                 let supervisor = tokio::spawn(keep_lease(
@@ -839,6 +853,7 @@ async fn finish_session(
 /// What a run brings beside its request: its skills, knowledge bases and (fibre mode)
 /// sub-agents, checked before it starts.
 struct RunExtras {
+    budget_left: BudgetLeft,
     skills: Vec<RunSkill>,
     knowledge: Vec<RunKnowledgeBase>,
     sub_agents: Vec<SubAgent>,

@@ -7,7 +7,7 @@ use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
-use super::writer::{LiveFeed, spawn_writer};
+use super::writer::{LiveFeed, RunAccount, spawn_writer};
 use super::{RunStores, finish_session, input_event, title_of};
 use crate::agent::{Emitter, RunOutcome, SubSessionError, SubSessions};
 use crate::store::SessionRecord;
@@ -16,7 +16,8 @@ use crate::wire::{InputMessage, StoredEvent};
 
 pub(super) struct RunSubSessions {
     pub(super) stores: RunStores,
-    pub(super) user: String,
+    /// The main run's: a sub-agent's usage is the same user's, in the same run.
+    pub(super) account: RunAccount,
 }
 
 #[async_trait]
@@ -39,7 +40,7 @@ impl SubSessions for RunSubSessions {
             .get_session(session_id)
             .await
             .map_err(stored)?
-            && existing.user_id != self.user
+            && existing.user_id != self.account.user_id
         {
             return Err(refused());
         }
@@ -50,7 +51,7 @@ impl SubSessions for RunSubSessions {
         };
         let mut record = SessionRecord::new(
             session_id,
-            &self.user,
+            &self.account.user_id,
             &title_of(std::slice::from_ref(&message)),
         );
         record.agent_name = Some(agent_name.to_owned());
@@ -59,7 +60,7 @@ impl SubSessions for RunSubSessions {
             .create_session(&record)
             .await
             .map_err(stored)?;
-        if record.user_id != self.user {
+        if record.user_id != self.account.user_id {
             return Err(refused());
         }
         let last = stores
@@ -85,6 +86,7 @@ impl SubSessions for RunSubSessions {
             LiveFeed::closed(),
             CancellationToken::new(),
             None,
+            self.account.clone(),
         );
         let sessions = stores.sessions.clone();
         let events = stores.events.clone();

@@ -16,8 +16,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::agent::Emitter;
-use crate::store::EventSink;
-use crate::util::new_id;
+use crate::store::{EventSink, UsageRecord};
+use crate::util::{Day, new_id};
 use crate::wire::{Event, EventType, Role, StoredEvent};
 
 const MAX_BATCH: usize = 64;
@@ -63,6 +63,54 @@ impl LiveFeed {
     }
 }
 
+/// Whose run a writer stores: its `token_usage` event is recorded in the usage ledger under
+/// this user, run and model, in the same write.
+#[derive(Debug, Clone)]
+pub struct RunAccount {
+    pub user_id: String,
+    pub run_id: String,
+    pub model: String,
+}
+
+impl RunAccount {
+    /// The ledger record of a stored `token_usage` event; none for any other event, or for a run
+    /// that made no model call.
+    fn usage_of(&self, stored: &StoredEvent) -> Option<UsageRecord> {
+        let event = &stored.event;
+        if event.kind != EventType::TokenUsage {
+            return None;
+        }
+        let usage = event.metadata.as_ref()?.get("token_usage")?;
+        let calls = usage.get("per_step_info")?.as_array()?.len();
+        if calls == 0 {
+            return None;
+        }
+        let total = usage.get("total_info");
+        let count = |name: &str| {
+            total
+                .and_then(|total| total.get(name))
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0)
+        };
+        Some(UsageRecord {
+            user_id: self.user_id.clone(),
+            session_id: event.session_id.clone(),
+            seq: stored.seq,
+            run_id: self.run_id.clone(),
+            day: Day::of(event.timestamp).to_string(),
+            model: self.model.clone(),
+            calls: u32::try_from(calls).unwrap_or(u32::MAX),
+            prompt_tokens: count("prompt_tokens"),
+            completion_tokens: count("completion_tokens"),
+            total_tokens: count("total_tokens"),
+            cost: total
+                .and_then(|total| total.get("cost"))
+                .and_then(serde_json::Value::as_f64),
+            recorded_at: event.timestamp,
+        })
+    }
+}
+
 /// Starts the writer. `after_seq` is the last sequence number already in the session's log. When
 /// every `Emitter` is dropped the writer stores `stream_end` and returns it unsent, with the
 /// feed, so the caller can finish its bookkeeping (release the session) before the client learns
@@ -74,6 +122,7 @@ pub fn spawn_writer(
     mut client: LiveFeed,
     cancel: CancellationToken,
     trace_id: Option<String>,
+    account: RunAccount,
 ) -> (Emitter, JoinHandle<(Option<StoredEvent>, LiveFeed)>) {
     let (events, mut incoming) = mpsc::channel::<Event>(EMIT_CAPACITY);
     let aborted = Arc::new(AtomicBool::new(false));
@@ -91,7 +140,12 @@ pub fn spawn_writer(
                 })
                 .collect();
             let span = tracing::info_span!("store.append", events = stored.len());
-            let stored = match sink.append(&session_id, stored).instrument(span).await {
+            let usage = stored.iter().find_map(|event| account.usage_of(event));
+            let written = match &usage {
+                Some(usage) => sink.append_with_usage(&session_id, stored, usage).instrument(span).await,
+                None => sink.append(&session_id, stored).instrument(span).await,
+            };
+            let stored = match written {
                 Ok(stored) => stored,
                 Err(error) => {
                     tracing::error!(%session_id, error = %crate::telemetry::chain(&error), "event log write failed; ending the run");

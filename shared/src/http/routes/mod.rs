@@ -13,3 +13,4 @@ pub mod session;
 pub mod skills;
 #[cfg(feature = "mcp")]
 pub mod stream;
+pub mod usage;

@@ -22,7 +22,7 @@ use super::{
     KnowledgeBaseRecord, KnowledgeStore, McpServerRecord, McpServerStore, ProviderRecord,
     ProviderStore, RefreshTokenRecord, RunControl, RunLock, RunStatus, SessionRecord, SessionStore,
     SkillRecord, SkillStore, Store, StoreError, SummaryRecord, SummaryStore, SystemSettingsRecord,
-    UserMemoryRecord, UserMemoryStore, lease_deadline,
+    UsageLedger, UsageRecord, UserMemoryRecord, UserMemoryStore, lease_deadline,
 };
 use crate::blob::{ObjectKey, ObjectStore};
 use crate::config::StoreConfig;
@@ -905,16 +905,91 @@ impl SessionStore for DynamoStore {
     }
 }
 
-#[async_trait]
-impl EventLog for DynamoStore {
-    async fn append_events(
+/// A run's usage: `USAGE#<user_id>` / `<day>#<session_id>#<seq>`, and in the index under
+/// `gsi1pk = USAGE` by day, so one user's days and the admin's view over everyone are queries.
+#[derive(Serialize, Deserialize)]
+struct UsageItem {
+    pk: String,
+    sk: String,
+    gsi1pk: String,
+    gsi1sk: String,
+    user_id: String,
+    session_id: String,
+    seq: u64,
+    run_id: String,
+    day: String,
+    model: String,
+    calls: u32,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    total_tokens: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cost: Option<f64>,
+    recorded_at: f64,
+}
+
+const USAGE: &str = "USAGE";
+
+fn usage_pk(user_id: &str) -> String {
+    format!("USAGE#{user_id}")
+}
+
+fn usage_item(usage: &UsageRecord) -> Result<Item, StoreError> {
+    let key = format!("{}#{}", usage.session_id, event_sk(usage.seq));
+    to_item(&UsageItem {
+        pk: usage_pk(&usage.user_id),
+        sk: format!("{}#{key}", usage.day),
+        gsi1pk: USAGE.into(),
+        gsi1sk: format!("{}#{}#{key}", usage.day, usage.user_id),
+        user_id: usage.user_id.clone(),
+        session_id: usage.session_id.clone(),
+        seq: usage.seq,
+        run_id: usage.run_id.clone(),
+        day: usage.day.clone(),
+        model: usage.model.clone(),
+        calls: usage.calls,
+        prompt_tokens: usage.prompt_tokens,
+        completion_tokens: usage.completion_tokens,
+        total_tokens: usage.total_tokens,
+        cost: usage.cost,
+        recorded_at: usage.recorded_at,
+    })
+}
+
+fn usage_from_item(item: Item) -> Result<UsageRecord, StoreError> {
+    let item: UsageItem = from_item(item)?;
+    Ok(UsageRecord {
+        user_id: item.user_id,
+        session_id: item.session_id,
+        seq: item.seq,
+        run_id: item.run_id,
+        day: item.day,
+        model: item.model,
+        calls: item.calls,
+        prompt_tokens: item.prompt_tokens,
+        completion_tokens: item.completion_tokens,
+        total_tokens: item.total_tokens,
+        cost: item.cost,
+        recorded_at: item.recorded_at,
+    })
+}
+
+impl DynamoStore {
+    /// Writes the events, 100 items per transaction at most, with `usage` in the last one.
+    async fn put_events(
         &self,
         session_id: &str,
         events: &[StoredEvent],
+        usage: Option<&UsageRecord>,
     ) -> Result<(), StoreError> {
-        // A transaction takes at most 100 items; our batches are smaller, larger ones are split.
-        for chunk in events.chunks(100) {
-            let mut writes = Vec::with_capacity(chunk.len());
+        let chunks: Vec<&[StoredEvent]> = if events.is_empty() {
+            vec![&[]]
+        } else {
+            events.chunks(99).collect()
+        };
+        let last = chunks.len() - 1;
+        for (index, chunk) in chunks.into_iter().enumerate() {
+            let mut writes = Vec::with_capacity(chunk.len() + 1);
             for stored in chunk {
                 let (body, body_key) = self.event_body(session_id, stored).await?;
                 let item = to_item(&EventItem {
@@ -924,36 +999,88 @@ impl EventLog for DynamoStore {
                     body,
                     body_key,
                 })?;
-                let put = Put::builder()
-                    .table_name(&self.table)
-                    .set_item(Some(item))
-                    .condition_expression("attribute_not_exists(pk)")
-                    .build()
-                    .map_err(build_error)?;
-                writes.push(TransactWriteItem::builder().put(put).build());
+                writes.push(self.put_new(item)?);
             }
-            let result = self
-                .client
-                .transact_write_items()
-                .set_transact_items(Some(writes))
-                .send()
-                .await;
-            match result {
-                Ok(_) => {}
-                Err(error)
-                    if error
-                        .as_service_error()
-                        .is_some_and(|e| e.is_transaction_canceled_exception()) =>
-                {
-                    return Err(StoreError::SeqConflict {
-                        session_id: session_id.to_owned(),
-                        seq: chunk[0].seq,
-                    });
-                }
-                Err(error) => return Err(dynamo_error(error)),
+            if let Some(usage) = usage.filter(|_| index == last) {
+                writes.push(self.put_new(usage_item(usage)?)?);
+            }
+            if writes.is_empty() {
+                continue;
+            }
+            if !self.transact(writes).await? {
+                return Err(StoreError::SeqConflict {
+                    session_id: session_id.to_owned(),
+                    seq: chunk.first().map_or(0, |stored| stored.seq),
+                });
             }
         }
         Ok(())
+    }
+}
+
+#[async_trait]
+impl UsageLedger for DynamoStore {
+    async fn user_usage(
+        &self,
+        user_id: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<Vec<UsageRecord>, StoreError> {
+        let items: Vec<Item> = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+            .expression_attribute_values(":pk", s(usage_pk(user_id)))
+            .expression_attribute_values(":from", s(format!("{from}#")))
+            .expression_attribute_values(":to", s(format!("{to}#~")))
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(dynamo_error)?;
+        items.into_iter().map(usage_from_item).collect()
+    }
+
+    async fn all_usage(&self, from: &str, to: &str) -> Result<Vec<UsageRecord>, StoreError> {
+        let items: Vec<Item> = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(USER_INDEX)
+            .key_condition_expression("gsi1pk = :usage AND gsi1sk BETWEEN :from AND :to")
+            .expression_attribute_values(":usage", s(USAGE))
+            .expression_attribute_values(":from", s(format!("{from}#")))
+            .expression_attribute_values(":to", s(format!("{to}#~")))
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(dynamo_error)?;
+        items.into_iter().map(usage_from_item).collect()
+    }
+}
+
+#[async_trait]
+impl EventLog for DynamoStore {
+    async fn append_events(
+        &self,
+        session_id: &str,
+        events: &[StoredEvent],
+    ) -> Result<(), StoreError> {
+        self.put_events(session_id, events, None).await
+    }
+
+    async fn append_events_with_usage(
+        &self,
+        session_id: &str,
+        events: &[StoredEvent],
+        usage: &UsageRecord,
+    ) -> Result<(), StoreError> {
+        self.put_events(session_id, events, Some(usage)).await
     }
 
     async fn events_after(

@@ -14,7 +14,7 @@ use super::{
     KnowledgeBaseRecord, KnowledgeStore, McpServerRecord, McpServerStore, ProviderRecord,
     ProviderStore, RefreshTokenRecord, RunControl, RunLock, RunStatus, SessionRecord, SessionStore,
     SkillRecord, SkillStore, Store, StoreError, SummaryRecord, SummaryStore, SystemSettingsRecord,
-    UserMemoryRecord, UserMemoryStore, lease_deadline,
+    UsageLedger, UsageRecord, UserMemoryRecord, UserMemoryStore, lease_deadline,
 };
 #[cfg(feature = "mysql")]
 use crate::config::StoreConfig;
@@ -448,6 +448,58 @@ impl EventLog for SqlStore {
         true
     }
 
+    async fn append_events_with_usage(
+        &self,
+        session_id: &str,
+        events: &[StoredEvent],
+        usage: &UsageRecord,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut written = Ok(());
+        if !events.is_empty() {
+            let bodies = events
+                .iter()
+                .map(|stored| Ok((stored.seq as i64, serde_json::to_string(&stored.event)?)))
+                .collect::<Result<Vec<_>, serde_json::Error>>()?;
+            let mut insert = QueryBuilder::new("INSERT INTO events (session_id, seq, body) ");
+            insert.push_values(&bodies, |mut row, (seq, body)| {
+                row.push_bind(session_id).push_bind(*seq).push_bind(body);
+            });
+            written = insert.build().execute(&mut *tx).await.map(|_| ());
+        }
+        if written.is_ok() {
+            written = sqlx::query(
+                "INSERT INTO usage_ledger (session_id, seq, user_id, run_id, day, model, calls,
+                 prompt_tokens, completion_tokens, total_tokens, cost, recorded_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&usage.session_id)
+            .bind(usage.seq as i64)
+            .bind(&usage.user_id)
+            .bind(&usage.run_id)
+            .bind(&usage.day)
+            .bind(&usage.model)
+            .bind(i64::from(usage.calls))
+            .bind(usage.prompt_tokens as i64)
+            .bind(usage.completion_tokens as i64)
+            .bind(usage.total_tokens as i64)
+            .bind(usage.cost)
+            .bind(usage.recorded_at)
+            .execute(&mut *tx)
+            .await
+            .map(|_| ());
+        }
+        match written {
+            Ok(()) => Ok(tx.commit().await?),
+            // Dropping the transaction rolls it back.
+            Err(error) if is_unique_violation(&error) => Err(StoreError::SeqConflict {
+                session_id: session_id.to_owned(),
+                seq: events.first().map_or(usage.seq, |stored| stored.seq),
+            }),
+            Err(error) => Err(error.into()),
+        }
+    }
+
     async fn events_after(
         &self,
         session_id: &str,
@@ -711,6 +763,54 @@ impl UserMemoryStore for SqlStore {
             .execute(&self.pool)
             .await?;
         Ok(result.rows_affected() == 1)
+    }
+}
+
+fn usage_from_row(row: &AnyRow) -> Result<UsageRecord, StoreError> {
+    Ok(UsageRecord {
+        user_id: row.try_get("user_id")?,
+        session_id: row.try_get("session_id")?,
+        seq: row.try_get::<i64, _>("seq")? as u64,
+        run_id: row.try_get("run_id")?,
+        day: row.try_get("day")?,
+        model: row.try_get("model")?,
+        calls: row
+            .try_get::<i64, _>("calls")?
+            .try_into()
+            .unwrap_or(u32::MAX),
+        prompt_tokens: row.try_get::<i64, _>("prompt_tokens")? as u64,
+        completion_tokens: row.try_get::<i64, _>("completion_tokens")? as u64,
+        total_tokens: row.try_get::<i64, _>("total_tokens")? as u64,
+        cost: row.try_get("cost")?,
+        recorded_at: row.try_get("recorded_at")?,
+    })
+}
+
+#[async_trait]
+impl UsageLedger for SqlStore {
+    async fn user_usage(
+        &self,
+        user_id: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<Vec<UsageRecord>, StoreError> {
+        let rows =
+            sqlx::query("SELECT * FROM usage_ledger WHERE user_id = ? AND day >= ? AND day <= ?")
+                .bind(user_id)
+                .bind(from)
+                .bind(to)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(usage_from_row).collect()
+    }
+
+    async fn all_usage(&self, from: &str, to: &str) -> Result<Vec<UsageRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM usage_ledger WHERE day >= ? AND day <= ?")
+            .bind(from)
+            .bind(to)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(usage_from_row).collect()
     }
 }
 

@@ -419,3 +419,112 @@ async fn file_and_plan_tools_work_on_s3_under_sage_local() {
     let keys: Vec<&str> = stored.iter().map(|object| object.key.as_str()).collect();
     assert_eq!(keys, ["bt-s3/.sage/todo.json", "bt-s3/notes/plan.md"]);
 }
+
+/// `/api/tools/exec` runs a built-in file tool in one of the caller's conversations, in its
+/// workspace and confined to it as in a run; the tools that only make sense in a run, another
+/// user's conversation and a missing one are refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_runs_a_built_in_tool_in_a_named_conversation_of_the_caller() {
+    let env = TestEnv::new().await;
+    let events = post_ndjson(
+        &env.stream_url(),
+        &json!({"session_id": "exec-1", "user_id": "ann", "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_tail(&events, "exec-1");
+    let url = format!("{}/api/tools/exec", env.server.url);
+    let exec = |tool: &str, session: Option<&str>, user: &str, params: Value| {
+        let mut body = json!({"tool_name": tool, "user_id": user, "tool_params": params});
+        if let Some(session) = session {
+            body["session_id"] = json!(session);
+        }
+        let url = url.clone();
+        async move { send_json(Method::POST, &url, &body).await }
+    };
+    let (status, written) = exec(
+        "file_write",
+        Some("exec-1"),
+        "ann",
+        json!({"file_path": "notes/a.txt", "content": "hello from exec"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{written}");
+    let (status, read) = exec(
+        "file_read",
+        Some("exec-1"),
+        "ann",
+        json!({"file_path": "notes/a.txt"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{read}");
+    assert!(
+        read["data"].to_string().contains("hello from exec"),
+        "{read}"
+    );
+    let (_, files) = send_json(
+        Method::POST,
+        &format!(
+            "{}/api/sessions/exec-1/file_workspace?user_id=ann",
+            env.server.url
+        ),
+        &json!({}),
+    )
+    .await;
+    assert!(
+        files["data"].to_string().contains("notes/a.txt"),
+        "the file is in the conversation's workspace: {files}"
+    );
+
+    let refused = |status: u16, body: &Value, expected: u16, starts: &str| {
+        assert_eq!(status, expected, "{body}");
+        assert_eq!(body["code"], expected);
+        let message = body["message"].as_str().unwrap();
+        assert!(message.contains(starts), "{message}");
+    };
+    let (status, body) = exec(
+        "file_read",
+        Some("exec-1"),
+        "ann",
+        json!({"file_path": "../exec-2/secret.txt"}),
+    )
+    .await;
+    refused(status, &body, 400, "not inside the workspace");
+    let (status, body) = exec(
+        "file_write",
+        Some("exec-1"),
+        "ann",
+        json!({"file_path": "b.txt"}),
+    )
+    .await;
+    refused(status, &body, 400, "content");
+    let (status, body) = exec("file_read", None, "ann", json!({"file_path": "a.txt"})).await;
+    refused(status, &body, 400, "session_id:");
+    let (status, body) = exec(
+        "file_read",
+        Some("exec-1"),
+        "bob",
+        json!({"file_path": "notes/a.txt"}),
+    )
+    .await;
+    refused(status, &body, 403, "another user");
+    let (status, body) = exec(
+        "file_read",
+        Some("no-such-conversation"),
+        "ann",
+        json!({"file_path": "a.txt"}),
+    )
+    .await;
+    refused(status, &body, 404, "no conversation");
+    let (status, body) = exec("file_read", Some("../x"), "ann", json!({})).await;
+    refused(status, &body, 400, "session_id:");
+    let (status, body) = exec(
+        "ask_followup_question",
+        Some("exec-1"),
+        "ann",
+        json!({"question": "?"}),
+    )
+    .await;
+    refused(status, &body, 400, "runs only inside a run");
+    let (status, body) = exec("echo", Some("exec-1"), "ann", json!({"text": "x"})).await;
+    refused(status, &body, 400, "session_id:");
+}

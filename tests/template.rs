@@ -202,7 +202,14 @@ fn expected_functions() -> Vec<Expected> {
             log_group: "McpAdminLogGroup",
             streams: false,
             grants: [
-                vec![grant(None, STORE_ACTIONS, &[TABLE, TABLE_INDEXES])],
+                vec![
+                    grant(None, STORE_ACTIONS, &[TABLE, TABLE_INDEXES]),
+                    grant(
+                        None,
+                        &["s3:GetObject", "s3:PutObject"],
+                        &["${Bucket.Arn}/*"],
+                    ),
+                ],
                 jwt_grants(),
             ]
             .concat(),

@@ -35,7 +35,7 @@ use crate::domain::skills::Skills;
 #[cfg(feature = "llm")]
 use crate::domain::summaries::Summaries;
 #[cfg(feature = "mcp")]
-use crate::domain::tools_admin::ToolsAdmin;
+use crate::domain::tools_admin::{SessionWorkspaces, ToolsAdmin};
 use crate::domain::usage::Usage;
 use crate::http::routes;
 use crate::http::{Limits, with_middleware, with_timeout};
@@ -263,12 +263,22 @@ impl App {
             if !code.is_available() {
                 tracing::info!("the code tools are off: no code sandbox (--code_sandbox)");
             }
+            let downloads = crate::tools::DownloadPolicy {
+                allow_private: config.tools.download_allow_private,
+                max_bytes: config.tools.download_max_bytes,
+            };
             let tools = ToolsAdmin::new(
                 store.clone(),
                 pool.clone(),
                 policy,
                 config.tools.timeout,
                 config.server.preset_mcp_config.clone(),
+                SessionWorkspaces {
+                    sessions: store.clone(),
+                    objects: objects.clone(),
+                    downloads,
+                    code: code.clone(),
+                },
             );
             let runs = Runs::new(
                 RunStores {
@@ -297,10 +307,7 @@ impl App {
                     tool_timeout: config.tools.timeout,
                     mcp_policy: policy,
                     code,
-                    downloads: crate::tools::DownloadPolicy {
-                        allow_private: config.tools.download_allow_private,
-                        max_bytes: config.tools.download_max_bytes,
-                    },
+                    downloads,
                     limits: config.limits,
                     prices: config.pricing.price_table.clone(),
                 },

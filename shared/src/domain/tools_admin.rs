@@ -9,13 +9,15 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::blob::ObjectStore;
 use crate::domain::DomainError;
-use crate::store::{McpServerRecord, McpServerStore};
+use crate::store::{McpServerRecord, McpServerStore, SessionStore};
 use crate::tools::{
-    McpError, McpPolicy, McpPool, McpServerConfig, ToolCallError, ToolSpec, discover_tools,
-    followup_tool_spec, workspace_tool_specs,
+    BuiltinTools, CODE_TOOLS, CodeSandbox, DownloadPolicy, McpError, McpPolicy, McpPool,
+    McpServerConfig, ToolCallError, ToolSpec, WORKSPACE_TOOLS, check_arguments, code_tools,
+    discover_tools, followup_tool_spec, workspace_tool_specs, workspace_tools,
 };
-use crate::util::{UserId, now_secs};
+use crate::util::{SessionId, UserId, now_secs};
 use crate::wire::api::{McpServerSummary, ToolEntry};
 
 /// The `source` Sage gives its built-in tools ("basic tools"), which its web client shows.
@@ -32,6 +34,17 @@ pub struct ToolsAdmin {
     policy: McpPolicy,
     tool_timeout: Duration,
     preset_file: PathBuf,
+    workspaces: SessionWorkspaces,
+}
+
+/// What runs the built-in file and code tools outside a run: the conversations they work in,
+/// their workspaces, and the same policies a run has.
+#[derive(Clone)]
+pub struct SessionWorkspaces {
+    pub sessions: Arc<dyn SessionStore>,
+    pub objects: Arc<dyn ObjectStore>,
+    pub downloads: DownloadPolicy,
+    pub code: CodeSandbox,
 }
 
 fn validate_name(name: &str) -> Result<(), DomainError> {
@@ -77,6 +90,7 @@ impl ToolsAdmin {
         policy: McpPolicy,
         tool_timeout: Duration,
         preset_file: PathBuf,
+        workspaces: SessionWorkspaces,
     ) -> Self {
         Self {
             servers,
@@ -84,6 +98,7 @@ impl ToolsAdmin {
             policy,
             tool_timeout,
             preset_file,
+            workspaces,
         }
     }
 
@@ -272,12 +287,34 @@ impl ToolsAdmin {
     }
 
     /// `/api/tools/exec`: one call on the first of the caller's enabled servers offering the tool.
+    /// Runs one tool for `owner`: a built-in file or code tool in `session` (one of the owner's
+    /// conversations, in its workspace), or a registered MCP server's tool (no session).
     pub async fn exec_tool(
         &self,
         owner: &UserId,
         tool: &str,
         params: serde_json::Map<String, Value>,
+        session: Option<&SessionId>,
     ) -> Result<Value, DomainError> {
+        if WORKSPACE_TOOLS.contains(&tool) || CODE_TOOLS.contains(&tool) {
+            let session = session.ok_or_else(|| {
+                DomainError::invalid(format!(
+                    "session_id: `{tool}` works in a conversation's workspace; name one of yours"
+                ))
+            })?;
+            return self.exec_in_session(owner, tool, params, session).await;
+        }
+        if self.basic_tools().iter().any(|entry| entry.name == tool) {
+            return Err(DomainError::invalid(format!(
+                "tool_name: `{tool}` runs only inside a run"
+            )));
+        }
+        if session.is_some() {
+            return Err(DomainError::invalid(format!(
+                "session_id: only the built-in file and code tools run in a conversation; \
+                 `{tool}` is not one of them"
+            )));
+        }
         let owner = owner.as_str();
         let servers = self.enabled_servers(&UserId::new(owner)).await?;
         let server = servers
@@ -293,6 +330,51 @@ impl ToolsAdmin {
                 }
                 other => DomainError::Upstream(format!("tool `{tool}` failed: {other}")),
             })
+    }
+
+    async fn exec_in_session(
+        &self,
+        owner: &UserId,
+        tool: &str,
+        params: serde_json::Map<String, Value>,
+        session: &SessionId,
+    ) -> Result<Value, DomainError> {
+        let workspaces = &self.workspaces;
+        match workspaces.sessions.get_session(session.as_str()).await? {
+            None => return Err(DomainError::NotFound(format!("no conversation {session}"))),
+            Some(record) if record.user_id != owner.as_str() => {
+                return Err(DomainError::Forbidden(format!(
+                    "conversation {session} belongs to another user"
+                )));
+            }
+            Some(_) => {}
+        }
+        let requested = [tool.to_owned()];
+        let tools: Arc<dyn BuiltinTools> = workspace_tools(
+            workspaces.objects.clone(),
+            session.as_str(),
+            &requested,
+            workspaces.downloads,
+        )
+        .or_else(|| {
+            code_tools(
+                workspaces.objects.clone(),
+                session.as_str(),
+                &requested,
+                workspaces.code.clone(),
+            )
+        })
+        .ok_or_else(|| DomainError::invalid(format!("tool_name: `{tool}` is not built in")))?;
+        let refused = |error: ToolCallError| match error {
+            ToolCallError::Timeout(_) => {
+                DomainError::UpstreamTimeout(format!("tool `{tool}` timed out: {error}"))
+            }
+            other => DomainError::invalid(format!("tool `{tool}`: {other}")),
+        };
+        if let Some(spec) = tools.specs().into_iter().find(|spec| spec.name == tool) {
+            check_arguments(tool, &spec.parameters, &params).map_err(refused)?;
+        }
+        tools.call(tool, params).await.map_err(refused)
     }
 
     /// Registers the preset file's servers as shared servers. A missing file is a log line; a server

@@ -11,6 +11,7 @@ use crate::domain::tools_admin::{ToolsAdmin, server_summary};
 use crate::http::extract::{Caller, ValidJson, ValidQuery};
 use crate::http::{ApiError, Envelope, ok};
 use crate::tools::McpServerConfig;
+use crate::util::SessionId;
 use crate::wire::api::{McpServerList, McpServerRef, McpServerToggled, McpServerTools, ToolList};
 
 type Answer<T> = Result<Json<Envelope<T>>, ApiError>;
@@ -142,6 +143,8 @@ struct ExecRequest {
     #[serde(default)]
     tool_params: serde_json::Map<String, Value>,
     user_id: Option<String>,
+    /// The conversation whose workspace a built-in file or code tool works in.
+    session_id: Option<String>,
 }
 
 async fn exec(
@@ -151,8 +154,19 @@ async fn exec(
 ) -> Answer<Value> {
     caller.operator("only an admin may run tools directly; agents call tools inside runs")?;
     let owner = caller.with_body(request.user_id.as_deref())?;
+    let session = request
+        .session_id
+        .as_deref()
+        .map(SessionId::parse)
+        .transpose()
+        .map_err(DomainError::from)?;
     let result = admin
-        .exec_tool(&owner, &request.tool_name, request.tool_params)
+        .exec_tool(
+            &owner,
+            &request.tool_name,
+            request.tool_params,
+            session.as_ref(),
+        )
         .await?;
     Ok(ok(result))
 }

@@ -247,3 +247,39 @@ async fn sub_agent_ids_must_be_the_callers_agents() {
     .status();
     assert_eq!(status, 404, "refused before the run started: no session");
 }
+
+/// A run's limits bound its sub-agents too: their model calls count against the run's, so two
+/// sub-agents that would loop for ever stop once the run as a whole reaches its limit.
+#[tokio::test(flavor = "multi_thread")]
+async fn sub_agents_spend_from_the_limits_of_their_run() {
+    let env = TestEnv::with(Default::default(), &["--run_max_llm_calls", "6"]).await;
+    let helper = create_agent(&env, "ada", "Helper").await;
+    let task =
+        |n: u32| json!({"agent_id": helper, "content": format!("call-forever:todo_read part {n}")});
+    let events = post_ndjson(
+        &env.stream_url(),
+        &fibre_run(
+            "fb-limit",
+            "ada",
+            &delegation(json!([task(1), task(2)])),
+            json!({"available_sub_agent_ids": [helper], "available_tools": ["todo_read"]}),
+        ),
+    )
+    .await;
+    assert_tail(&events, "fb-limit");
+    let calls = env.llm.requests().await.len();
+    assert!(
+        (6..=8).contains(&calls),
+        "{calls} model calls under a limit of 6 for the whole run (two sub-agents may pass the \
+         check at the same moment)"
+    );
+    let limited = of_type(&events, "error")
+        .iter()
+        .filter(|event| {
+            event["content"]
+                .as_str()
+                .is_some_and(|text| text.contains("6 model calls (run_max_llm_calls)"))
+        })
+        .count();
+    assert!(limited >= 1, "{events:#?}");
+}

@@ -120,6 +120,8 @@ pub struct RunSpec {
     pub limits: RunLimits,
     /// What is left of the user's daily budget: bounds the run like `limits`.
     pub budget_left: BudgetLeft,
+    /// What the run has spent so far, shared with its sub-agents.
+    pub meter: Arc<RunMeter>,
     /// What the run's model costs (`--price_table`), when known.
     pub price: Option<ModelPrice>,
     pub mode: RunMode,
@@ -184,6 +186,44 @@ impl UsageTally {
             total["cost"] = json!(cost);
         }
         json!({"total_info": total, "per_step_info": self.steps})
+    }
+}
+
+/// What a whole run has spent, its sub-agents' calls included: what its limits and the user's
+/// daily budget are checked against. Sub-agents share their parent's meter.
+#[derive(Debug, Default)]
+pub struct RunMeter {
+    spent: std::sync::Mutex<Spent>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Spent {
+    calls: u32,
+    tokens: u64,
+    /// US dollars, of the calls whose model is priced.
+    cost: f64,
+}
+
+impl RunMeter {
+    fn add(&self, usage: Option<&Usage>, price: Option<ModelPrice>) {
+        let mut spent = self
+            .spent
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        spent.calls = spent.calls.saturating_add(1);
+        if let Some(usage) = usage {
+            spent.tokens += usage.total_tokens;
+            if let Some(price) = price {
+                spent.cost += price.cost(usage.prompt_tokens, usage.completion_tokens);
+            }
+        }
+    }
+
+    fn spent(&self) -> Spent {
+        *self
+            .spent
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -664,50 +704,47 @@ impl Agent {
         Ok(Some(guidance))
     }
 
-    /// Refuses the next model call once the run has used what its limits allow.
+    /// Refuses the next model call once the run (its sub-agents included) has used what its
+    /// limits or the user's daily budget allow.
     fn check_limits(&self) -> Result<(), RunError> {
         let limits = &self.spec.limits;
+        let left = &self.spec.budget_left;
+        let spent = self.spec.meter.spent();
         if let Some(max) = limits.max_llm_calls
-            && self.usage.steps.len() >= max as usize
+            && spent.calls >= max
         {
             return Err(RunError::Limit(format!(
                 "{max} model calls (run_max_llm_calls)"
             )));
         }
         if let Some(max) = limits.max_tokens
-            && self.usage.total.total_tokens >= max
+            && spent.tokens >= max
         {
             return Err(RunError::Limit(format!("{max} tokens (run_max_tokens)")));
         }
-        if let Some(max) = limits.max_cost {
-            match self.usage.cost {
-                None => return Err(RunError::Unpriced(self.spec.settings.model.clone())),
-                Some(spent) if spent >= max => {
-                    return Err(RunError::Limit(format!(
-                        "${max} of model cost (run_max_cost)"
-                    )));
-                }
-                Some(_) => {}
-            }
-        }
-        let left = &self.spec.budget_left;
         if let Some(tokens) = left.tokens
-            && self.usage.total.total_tokens >= tokens
+            && spent.tokens >= tokens
         {
             return Err(RunError::Limit(format!(
                 "the {tokens} tokens left of your daily budget (user_daily_tokens)"
             )));
         }
-        if let Some(dollars) = left.cost {
-            match self.usage.cost {
-                None => return Err(RunError::Unpriced(self.spec.settings.model.clone())),
-                Some(spent) if spent >= dollars => {
-                    return Err(RunError::Limit(format!(
-                        "the ${dollars:.4} left of your daily budget (user_daily_cost)"
-                    )));
-                }
-                Some(_) => {}
-            }
+        if (limits.max_cost.is_some() || left.cost.is_some()) && self.spec.price.is_none() {
+            return Err(RunError::Unpriced(self.spec.settings.model.clone()));
+        }
+        if let Some(max) = limits.max_cost
+            && spent.cost >= max
+        {
+            return Err(RunError::Limit(format!(
+                "${max} of model cost (run_max_cost)"
+            )));
+        }
+        if let Some(dollars) = left.cost
+            && spent.cost >= dollars
+        {
+            return Err(RunError::Limit(format!(
+                "the ${dollars:.4} left of your daily budget (user_daily_cost)"
+            )));
         }
         Ok(())
     }
@@ -752,6 +789,7 @@ impl Agent {
         .instrument(span.clone())
         .await;
         record_llm_span(&span, usage.as_ref(), first_chunk, result.as_ref().err());
+        self.spec.meter.add(usage.as_ref(), self.spec.price);
         self.usage.record(step, usage, self.spec.price);
         Ok(result.map(|()| answer)?)
     }
@@ -858,6 +896,7 @@ impl Agent {
         .instrument(span.clone())
         .await;
         record_llm_span(&span, usage.as_ref(), first_chunk, result.as_ref().err());
+        self.spec.meter.add(usage.as_ref(), self.spec.price);
         self.usage.record(step, usage, self.spec.price);
         if matches!(kind, EventType::DoSubtaskResult | EventType::FinalAnswer)
             && !text.trim().is_empty()

@@ -541,6 +541,7 @@ impl Runs {
             suggest: request.more_suggest.unwrap_or(false),
             limits: self.defaults.limits,
             budget_left: extras.budget_left,
+            meter: Default::default(),
             price: self
                 .defaults
                 .prices

@@ -475,56 +475,78 @@ async fn exec_runs_a_built_in_tool_in_a_named_conversation_of_the_caller() {
         "the file is in the conversation's workspace: {files}"
     );
 
-    let refused = |status: u16, body: &Value, expected: u16, starts: &str| {
-        assert_eq!(status, expected, "{body}");
+    // (tool, session, user, arguments, status, what the message says)
+    let refusals = [
+        (
+            "file_read",
+            Some("exec-1"),
+            "ann",
+            json!({"file_path": "../exec-2/secret.txt"}),
+            400,
+            "not inside the workspace",
+        ),
+        (
+            "file_write",
+            Some("exec-1"),
+            "ann",
+            json!({"file_path": "b.txt"}),
+            400,
+            "content",
+        ),
+        (
+            "file_read",
+            None,
+            "ann",
+            json!({"file_path": "a.txt"}),
+            400,
+            "session_id:",
+        ),
+        (
+            "file_read",
+            Some("exec-1"),
+            "bob",
+            json!({"file_path": "notes/a.txt"}),
+            403,
+            "another user",
+        ),
+        (
+            "file_read",
+            Some("no-such-conversation"),
+            "ann",
+            json!({"file_path": "a.txt"}),
+            404,
+            "no conversation",
+        ),
+        (
+            "file_read",
+            Some("../x"),
+            "ann",
+            json!({}),
+            400,
+            "session_id:",
+        ),
+        (
+            "ask_followup_question",
+            Some("exec-1"),
+            "ann",
+            json!({"question": "?"}),
+            400,
+            "runs only inside a run",
+        ),
+        (
+            "echo",
+            Some("exec-1"),
+            "ann",
+            json!({"text": "x"}),
+            400,
+            "session_id:",
+        ),
+    ];
+    for (tool, session, user, arguments, expected, says) in refusals {
+        let (status, body) = exec(tool, session, user, arguments).await;
+        assert_eq!(status, expected, "{tool} {session:?} {user}: {body}");
         assert_eq!(body["code"], expected);
         let message = body["message"].as_str().unwrap();
-        assert!(message.contains(starts), "{message}");
-    };
-    let (status, body) = exec(
-        "file_read",
-        Some("exec-1"),
-        "ann",
-        json!({"file_path": "../exec-2/secret.txt"}),
-    )
-    .await;
-    refused(status, &body, 400, "not inside the workspace");
-    let (status, body) = exec(
-        "file_write",
-        Some("exec-1"),
-        "ann",
-        json!({"file_path": "b.txt"}),
-    )
-    .await;
-    refused(status, &body, 400, "content");
-    let (status, body) = exec("file_read", None, "ann", json!({"file_path": "a.txt"})).await;
-    refused(status, &body, 400, "session_id:");
-    let (status, body) = exec(
-        "file_read",
-        Some("exec-1"),
-        "bob",
-        json!({"file_path": "notes/a.txt"}),
-    )
-    .await;
-    refused(status, &body, 403, "another user");
-    let (status, body) = exec(
-        "file_read",
-        Some("no-such-conversation"),
-        "ann",
-        json!({"file_path": "a.txt"}),
-    )
-    .await;
-    refused(status, &body, 404, "no conversation");
-    let (status, body) = exec("file_read", Some("../x"), "ann", json!({})).await;
-    refused(status, &body, 400, "session_id:");
-    let (status, body) = exec(
-        "ask_followup_question",
-        Some("exec-1"),
-        "ann",
-        json!({"question": "?"}),
-    )
-    .await;
-    refused(status, &body, 400, "runs only inside a run");
-    let (status, body) = exec("echo", Some("exec-1"), "ann", json!({"text": "x"})).await;
-    refused(status, &body, 400, "session_id:");
+        assert!(message.contains(says), "{tool}: {message}");
+    }
 }

@@ -303,7 +303,7 @@ pub struct ProviderRecord {
 /// One run's model usage, recorded once: keyed by its session and the sequence number of the
 /// run's `token_usage` event, and written in the same store write as that event, so the ledger
 /// and the transcript agree and a replay or resume never counts twice.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct UsageRecord {
     pub user_id: String,
     pub session_id: String,
@@ -318,6 +318,7 @@ pub struct UsageRecord {
     pub completion_tokens: u64,
     pub total_tokens: u64,
     /// US dollars, when the model was priced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost: Option<f64>,
     pub recorded_at: f64,
 }

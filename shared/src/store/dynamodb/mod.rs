@@ -913,19 +913,8 @@ struct UsageItem {
     sk: String,
     gsi1pk: String,
     gsi1sk: String,
-    user_id: String,
-    session_id: String,
-    seq: u64,
-    run_id: String,
-    day: String,
-    model: String,
-    calls: u32,
-    prompt_tokens: u64,
-    completion_tokens: u64,
-    total_tokens: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    cost: Option<f64>,
-    recorded_at: f64,
+    #[serde(flatten)]
+    usage: UsageRecord,
 }
 
 const USAGE: &str = "USAGE";
@@ -941,37 +930,12 @@ fn usage_item(usage: &UsageRecord) -> Result<Item, StoreError> {
         sk: format!("{}#{key}", usage.day),
         gsi1pk: USAGE.into(),
         gsi1sk: format!("{}#{}#{key}", usage.day, usage.user_id),
-        user_id: usage.user_id.clone(),
-        session_id: usage.session_id.clone(),
-        seq: usage.seq,
-        run_id: usage.run_id.clone(),
-        day: usage.day.clone(),
-        model: usage.model.clone(),
-        calls: usage.calls,
-        prompt_tokens: usage.prompt_tokens,
-        completion_tokens: usage.completion_tokens,
-        total_tokens: usage.total_tokens,
-        cost: usage.cost,
-        recorded_at: usage.recorded_at,
+        usage: usage.clone(),
     })
 }
 
 fn usage_from_item(item: Item) -> Result<UsageRecord, StoreError> {
-    let item: UsageItem = from_item(item)?;
-    Ok(UsageRecord {
-        user_id: item.user_id,
-        session_id: item.session_id,
-        seq: item.seq,
-        run_id: item.run_id,
-        day: item.day,
-        model: item.model,
-        calls: item.calls,
-        prompt_tokens: item.prompt_tokens,
-        completion_tokens: item.completion_tokens,
-        total_tokens: item.total_tokens,
-        cost: item.cost,
-        recorded_at: item.recorded_at,
-    })
+    Ok(from_item::<UsageItem>(item)?.usage)
 }
 
 impl DynamoStore {

@@ -387,6 +387,24 @@ impl SessionStore for SqlStore {
     }
 }
 
+/// One INSERT of a session's events.
+fn events_insert(
+    session_id: &str,
+    events: &[StoredEvent],
+) -> Result<QueryBuilder<sqlx::Any>, StoreError> {
+    let mut rows = Vec::with_capacity(events.len());
+    for stored in events {
+        rows.push((stored.seq as i64, serde_json::to_string(&stored.event)?));
+    }
+    let mut insert = QueryBuilder::new("INSERT INTO events (session_id, seq, body) ");
+    insert.push_values(rows, |mut row, (seq, body)| {
+        row.push_bind(session_id.to_owned())
+            .push_bind(seq)
+            .push_bind(body);
+    });
+    Ok(insert)
+}
+
 #[async_trait]
 impl EventLog for SqlStore {
     async fn append_events(
@@ -397,14 +415,7 @@ impl EventLog for SqlStore {
         if events.is_empty() {
             return Ok(());
         }
-        let bodies = events
-            .iter()
-            .map(|stored| Ok((stored.seq as i64, serde_json::to_string(&stored.event)?)))
-            .collect::<Result<Vec<_>, serde_json::Error>>()?;
-        let mut insert = QueryBuilder::new("INSERT INTO events (session_id, seq, body) ");
-        insert.push_values(&bodies, |mut row, (seq, body)| {
-            row.push_bind(session_id).push_bind(*seq).push_bind(body);
-        });
+        let mut insert = events_insert(session_id, events)?;
         match insert.build().execute(&self.pool).await {
             Err(error) if is_unique_violation(&error) => Err(StoreError::SeqConflict {
                 session_id: session_id.to_owned(),
@@ -457,14 +468,7 @@ impl EventLog for SqlStore {
         let mut tx = self.pool.begin().await?;
         let mut written = Ok(());
         if !events.is_empty() {
-            let bodies = events
-                .iter()
-                .map(|stored| Ok((stored.seq as i64, serde_json::to_string(&stored.event)?)))
-                .collect::<Result<Vec<_>, serde_json::Error>>()?;
-            let mut insert = QueryBuilder::new("INSERT INTO events (session_id, seq, body) ");
-            insert.push_values(&bodies, |mut row, (seq, body)| {
-                row.push_bind(session_id).push_bind(*seq).push_bind(body);
-            });
+            let mut insert = events_insert(session_id, events)?;
             written = insert.build().execute(&mut *tx).await.map(|_| ());
         }
         if written.is_ok() {

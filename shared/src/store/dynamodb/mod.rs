@@ -797,6 +797,29 @@ impl DynamoStore {
             .map_err(dynamo_error)
     }
 
+    /// The partition's items with a sort key in `from..=to`, read consistently.
+    async fn query_range(
+        &self,
+        pk: String,
+        from: String,
+        to: String,
+    ) -> Result<Vec<Item>, StoreError> {
+        self.client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+            .expression_attribute_values(":pk", s(pk))
+            .expression_attribute_values(":from", s(from))
+            .expression_attribute_values(":to", s(to))
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(dynamo_error)
+    }
+
     /// Puts the item when `condition` holds; false when it did not.
     async fn put_when(&self, item: Item, condition: &str) -> Result<bool, StoreError> {
         check_size(&item)?;
@@ -990,21 +1013,9 @@ impl UsageLedger for DynamoStore {
         from: &str,
         to: &str,
     ) -> Result<Vec<UsageRecord>, StoreError> {
-        let items: Vec<Item> = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
-            .expression_attribute_values(":pk", s(usage_pk(user_id)))
-            .expression_attribute_values(":from", s(format!("{from}#")))
-            .expression_attribute_values(":to", s(format!("{to}#~")))
-            .consistent_read(true)
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .map_err(dynamo_error)?;
+        let items = self
+            .query_range(usage_pk(user_id), format!("{from}#"), format!("{to}#~"))
+            .await?;
         items.into_iter().map(usage_from_item).collect()
     }
 
@@ -1052,21 +1063,13 @@ impl EventLog for DynamoStore {
         session_id: &str,
         after: u64,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let items: Vec<Item> = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
-            .expression_attribute_values(":pk", s(session_pk(session_id)))
-            .expression_attribute_values(":from", s(event_sk(after + 1)))
-            .expression_attribute_values(":to", s("EVENT#~"))
-            .consistent_read(true)
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .map_err(dynamo_error)?;
+        let items = self
+            .query_range(
+                session_pk(session_id),
+                event_sk(after + 1),
+                "EVENT#~".into(),
+            )
+            .await?;
         let mut events = Vec::with_capacity(items.len());
         for item in items {
             let item: EventItem = from_item(item)?;

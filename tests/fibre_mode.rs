@@ -163,6 +163,33 @@ async fn delegated_tasks_run_at_the_same_time_each_in_a_resumable_sub_session() 
             "another user cannot read a sub-session: {status}"
         );
     }
+
+    // The user's conversations are the main one only; deleting it deletes its sub-sessions.
+    let (_, listed) = get_json(&format!("{}/api/conversations?user_id=ada", env.server.url)).await;
+    let listed: Vec<&str> = listed["data"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|conversation| conversation["session_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, ["fb-main"]);
+    let (status, _) = send_json(
+        Method::DELETE,
+        &format!("{}/api/conversations/fb-main?user_id=ada", env.server.url),
+        &json!({}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    for sub in &subs {
+        let status = reqwest::get(format!(
+            "{}/api/stream/resume/{sub}?user_id=ada&last_index=0",
+            env.server.url
+        ))
+        .await
+        .unwrap()
+        .status();
+        assert_eq!(status, 404, "{sub} went with its conversation");
+    }
     peer.stop().await;
 }
 

@@ -78,6 +78,11 @@ async fn sessions_are_listed_searched_sorted_and_paged(store: Arc<dyn Store>) {
         .create_session(&SessionRecord::new("other-user", "someone", "apple"))
         .await
         .unwrap();
+    // A fibre run's sub-session is stored like any session, but is not one of the conversations.
+    let mut sub = SessionRecord::new("q0_sub_1", "lister", "apple sub-task");
+    sub.parent_session_id = Some("q0".into());
+    store.create_session(&sub).await.unwrap();
+    assert_eq!(store.get_session("q0_sub_1").await.unwrap().unwrap(), sub);
     let query =
         |sort_by, page, page_size, search: Option<&str>, agent: Option<&str>| SessionQuery {
             user_id: "lister".into(),

@@ -235,6 +235,11 @@ impl Sessions {
             )));
         }
         self.sessions.delete_session(session_id.as_str()).await?;
+        for sub in self.sessions.user_sessions(user.as_str()).await? {
+            if sub.parent_session_id.as_deref() == Some(session_id.as_str()) {
+                self.sessions.delete_session(&sub.session_id).await?;
+            }
+        }
         if let Err(error) = self.files.delete_session_files(session_id).await {
             tracing::warn!(%session_id, %error, "could not delete the conversation's files");
         }

@@ -437,6 +437,7 @@ pub async fn query_sessions_within(
         .user_sessions(&query.user_id)
         .await?
         .into_iter()
+        .filter(|s| s.parent_session_id.is_none())
         .filter(|s| query.agent_id.is_none() || s.agent_id == query.agent_id)
         .filter(|s| match (matching, &needle) {
             (Some(matching), _) => matching.contains(&s.session_id),

@@ -51,6 +51,9 @@ pub struct SessionRecord {
     pub status: RunStatus,
     /// The sequence number of the log's last event when the last run ended.
     pub log_seq: u64,
+    /// A fibre run's sub-session: the conversation it works for. Such sessions are not listed
+    /// among the user's conversations and go when it goes.
+    pub parent_session_id: Option<String>,
 }
 
 impl SessionRecord {
@@ -70,6 +73,7 @@ impl SessionRecord {
             search_text: String::new(),
             status: RunStatus::Idle,
             log_seq: 0,
+            parent_session_id: None,
         }
     }
 }

@@ -474,6 +474,7 @@ impl Runs {
                 sub_sessions: Arc::new(RunSubSessions {
                     stores: self.stores.clone(),
                     account: account.clone(),
+                    parent: session_id.to_owned(),
                 }),
             })
         } else {

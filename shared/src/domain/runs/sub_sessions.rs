@@ -18,6 +18,8 @@ pub(super) struct RunSubSessions {
     pub(super) stores: RunStores,
     /// The main run's: a sub-agent's usage is the same user's, in the same run.
     pub(super) account: RunAccount,
+    /// The conversation the sub-sessions work for.
+    pub(super) parent: String,
 }
 
 #[async_trait]
@@ -55,6 +57,7 @@ impl SubSessions for RunSubSessions {
             &title_of(std::slice::from_ref(&message)),
         );
         record.agent_name = Some(agent_name.to_owned());
+        record.parent_session_id = Some(self.parent.clone());
         let record = stores
             .sessions
             .create_session(&record)

@@ -149,6 +149,8 @@ struct SessionItem {
     status: RunStatus,
     #[serde(default)]
     log_seq: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    parent_session_id: Option<String>,
     gsi1pk: String,
     gsi1sk: String,
 }
@@ -171,6 +173,7 @@ impl From<&SessionRecord> for SessionItem {
             search_text: session.search_text.clone(),
             status: session.status,
             log_seq: session.log_seq,
+            parent_session_id: session.parent_session_id.clone(),
             gsi1pk: format!("USER#{}", session.user_id),
             gsi1sk: format!("SESSION#{:020.6}", session.updated_at),
         }
@@ -193,6 +196,7 @@ impl From<SessionItem> for SessionRecord {
             search_text: item.search_text,
             status: item.status,
             log_seq: item.log_seq,
+            parent_session_id: item.parent_session_id,
         }
     }
 }

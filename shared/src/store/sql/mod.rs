@@ -184,6 +184,7 @@ fn session_from_row(row: &AnyRow) -> Result<SessionRecord, sqlx::Error> {
         search_text: row.try_get("search_text")?,
         status: RunStatus::parse(&status),
         log_seq: row.try_get::<i64, _>("log_seq")? as u64,
+        parent_session_id: row.try_get("parent_session_id")?,
     })
 }
 
@@ -297,7 +298,8 @@ fn is_unique_violation(error: &sqlx::Error) -> bool {
 }
 
 const SESSION_COLUMNS: &str = "session_id, user_id, agent_id, agent_name, title, created_at, \
-    updated_at, message_count, user_count, agent_count, search_text, status, log_seq";
+    updated_at, message_count, user_count, agent_count, search_text, status, log_seq, \
+    parent_session_id";
 
 #[async_trait]
 impl SessionStore for SqlStore {
@@ -311,7 +313,7 @@ impl SessionStore for SqlStore {
 
     async fn create_session(&self, session: &SessionRecord) -> Result<SessionRecord, StoreError> {
         let statement = format!(
-            "{} INTO sessions ({SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "{} INTO sessions ({SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             self.insert_ignore()
         );
         sqlx::query(sqlx::AssertSqlSafe(statement))
@@ -328,6 +330,7 @@ impl SessionStore for SqlStore {
             .bind(&session.search_text)
             .bind(session.status.as_str())
             .bind(session.log_seq as i64)
+            .bind(&session.parent_session_id)
             .execute(&self.pool)
             .await?;
         Ok(self

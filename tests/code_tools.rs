@@ -109,14 +109,7 @@ async fn code_cannot_leave_its_sandbox() {
     let secret = env.workspace().join("other-session/secret.txt");
     std::fs::create_dir_all(secret.parent().unwrap()).unwrap();
     std::fs::write(&secret, "TOP-SECRET-42").unwrap();
-    let llm_port = env
-        .llm
-        .base_url
-        .trim_end_matches("/v1")
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .to_owned();
+    let llm_port = env.llm.port;
     let results = run_tools_named(
         &env.server.url,
         "ct-jail",
@@ -230,14 +223,7 @@ async fn the_server_sets_the_time_limit_and_may_open_the_network() {
         ],
     )
     .await;
-    let llm_port = env
-        .llm
-        .base_url
-        .trim_end_matches("/v1")
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .to_owned();
+    let llm_port = env.llm.port;
     let results = run_tools_named(
         &env.server.url,
         "ct-limits",

@@ -8,6 +8,7 @@ use tokio::sync::oneshot;
 /// The scripted model, in process, on its own port.
 pub struct MockLlm {
     pub base_url: String,
+    pub port: u16,
     _shutdown: oneshot::Sender<()>,
 }
 
@@ -21,6 +22,7 @@ impl MockLlm {
         }));
         Self {
             base_url: format!("http://{address}/v1"),
+            port: address.port(),
             _shutdown: shutdown,
         }
     }

@@ -235,22 +235,26 @@ impl Sessions {
             )));
         }
         self.sessions.delete_session(session_id.as_str()).await?;
+        let mut deleted = vec![session_id.to_string()];
         for sub in self.sessions.user_sessions(user.as_str()).await? {
             if sub.parent_session_id.as_deref() == Some(session_id.as_str()) {
                 self.sessions.delete_session(&sub.session_id).await?;
+                deleted.push(sub.session_id);
             }
         }
         if let Err(error) = self.files.delete_session_files(session_id).await {
             tracing::warn!(%session_id, %error, "could not delete the conversation's files");
         }
-        let removal = Removal {
-            owner: user.to_string(),
-            collection: Collection::Conversations,
-            scope: String::new(),
-            parent: Some(session_id.to_string()),
-        };
-        if let Err(error) = self.search.remove(&removal).await {
-            tracing::warn!(%session_id, error = %crate::telemetry::chain(&error), "could not remove the conversation from search");
+        for parent in deleted {
+            let removal = Removal {
+                owner: user.to_string(),
+                collection: Collection::Conversations,
+                scope: String::new(),
+                parent: Some(parent),
+            };
+            if let Err(error) = self.search.remove(&removal).await {
+                tracing::warn!(%session_id, error = %crate::telemetry::chain(&error), "could not remove the conversation from search");
+            }
         }
         Ok(())
     }

@@ -32,6 +32,17 @@ fn delegation(tasks: Value) -> String {
     format!("call:sys_delegate_task{}", json!({ "tasks": tasks }))
 }
 
+/// What `GET /api/stream/resume/{session}` answers `user` from the start of the log.
+async fn resume_status(env: &TestEnv, session: &str, user: &str) -> reqwest::StatusCode {
+    reqwest::get(format!(
+        "{}/api/stream/resume/{session}?user_id={user}&last_index=0",
+        env.server.url
+    ))
+    .await
+    .unwrap()
+    .status()
+}
+
 /// The tool result of the main run's delegation.
 fn delegation_results(events: &[Value], main: &str) -> Vec<Value> {
     let result = of_type(events, "tool_call_result")
@@ -151,13 +162,7 @@ async fn delegated_tasks_run_at_the_same_time_each_in_a_resumable_sub_session() 
             shown.iter().map(|e| &e["message_id"]).collect::<Vec<_>>(),
             "{sub}: the sub-session's log holds what the main stream showed"
         );
-        let status = reqwest::get(format!(
-            "{}/api/stream/resume/{sub}?user_id=bob&last_index=0",
-            env.server.url
-        ))
-        .await
-        .unwrap()
-        .status();
+        let status = resume_status(&env, sub, "bob").await;
         assert!(
             status.is_client_error(),
             "another user cannot read a sub-session: {status}"
@@ -181,13 +186,7 @@ async fn delegated_tasks_run_at_the_same_time_each_in_a_resumable_sub_session() 
     .await;
     assert_eq!(status, 200);
     for sub in &subs {
-        let status = reqwest::get(format!(
-            "{}/api/stream/resume/{sub}?user_id=ada&last_index=0",
-            env.server.url
-        ))
-        .await
-        .unwrap()
-        .status();
+        let status = resume_status(&env, sub, "ada").await;
         assert_eq!(status, 404, "{sub} went with its conversation");
     }
     peer.stop().await;
@@ -265,13 +264,7 @@ async fn sub_agent_ids_must_be_the_callers_agents() {
             "{body}"
         );
     }
-    let status = reqwest::get(format!(
-        "{}/api/stream/resume/fb-bad?user_id=ada&last_index=0",
-        env.server.url
-    ))
-    .await
-    .unwrap()
-    .status();
+    let status = resume_status(&env, "fb-bad", "ada").await;
     assert_eq!(status, 404, "refused before the run started: no session");
 }
 

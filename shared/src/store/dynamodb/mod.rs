@@ -8,6 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, Delete, DeleteRequest, GlobalSecondaryIndex,
     KeySchemaElement, KeyType, Projection, ProjectionType, Put, ScalarAttributeType,
@@ -44,6 +45,18 @@ fn s(value: impl Into<String>) -> AttributeValue {
 
 fn n(value: impl ToString) -> AttributeValue {
     AttributeValue::N(value.to_string())
+}
+
+/// Every page of a query's items, read consistently.
+async fn every_item(query: QueryFluentBuilder) -> Result<Vec<Item>, StoreError> {
+    query
+        .consistent_read(true)
+        .into_paginator()
+        .items()
+        .send()
+        .try_collect()
+        .await
+        .map_err(dynamo_error)
 }
 
 fn session_pk(session_id: &str) -> String {
@@ -790,15 +803,7 @@ impl DynamoStore {
                 .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
                 .expression_attribute_values(":prefix", s(prefix))
         };
-        query
-            .expression_attribute_values(":pk", s(pk))
-            .consistent_read(true)
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .map_err(dynamo_error)
+        every_item(query.expression_attribute_values(":pk", s(pk))).await
     }
 
     /// The partition's items with a sort key in `from..=to`, read consistently.
@@ -808,20 +813,15 @@ impl DynamoStore {
         from: String,
         to: String,
     ) -> Result<Vec<Item>, StoreError> {
-        self.client
+        let query = self
+            .client
             .query()
             .table_name(&self.table)
             .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
             .expression_attribute_values(":pk", s(pk))
             .expression_attribute_values(":from", s(from))
-            .expression_attribute_values(":to", s(to))
-            .consistent_read(true)
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .map_err(dynamo_error)
+            .expression_attribute_values(":to", s(to));
+        every_item(query).await
     }
 
     /// Puts the item when `condition` holds; false when it did not.

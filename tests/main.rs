@@ -24,6 +24,7 @@ mod lambda_watch;
 mod mcp_admin;
 mod mcp_transports;
 mod multi_mode;
+mod openapi;
 mod providers;
 mod request_errors;
 mod robustness;

@@ -17,6 +17,13 @@ python_env() {
     log "installing the Python MCP SDK (mcp<2) and cargo-lambda into $VENV"
     "$VENV/bin/pip" install --quiet --disable-pip-version-check "mcp>=1.10,<2" "cargo-lambda>=1.8"
   fi
+  # tests/openapi.rs: the document's validator, and the generated-request fuzzer.
+  if ! "$VENV/bin/python" -c 'import openapi_spec_validator' 2>/dev/null \
+     || ! [ -x "$VENV/bin/schemathesis" ]; then
+    log "installing openapi-spec-validator and schemathesis into $VENV"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check \
+      "openapi-spec-validator>=0.7,<0.10" "schemathesis>=4.3,<5"
+  fi
   export SAGE_TEST_PYTHON=$VENV/bin/python
   export PATH=$VENV/bin:$PATH
 }

@@ -1,10 +1,13 @@
-//! `sage-local`: every function's router on one port, for local use and end-to-end tests.
+//! `sage-local`: every function's router on one port, for local use and end-to-end tests, and
+//! the chat page and API docs that use them.
 
 use std::future::{Future, IntoFuture};
 
 use axum::serve::ListenerExt;
 use sage_core::{App, local_router};
 use tokio::net::TcpListener;
+
+mod web;
 
 /// Serves until `shutdown` resolves, then drains: running runs are interrupted and end their
 /// streams with the tail, the event writers flush, and the server exits within the configured
@@ -29,7 +32,8 @@ pub async fn serve(
             let _ = draining.send(());
         }
     };
-    let server = axum::serve(listener, local_router(app.clone()))
+    let routes = local_router(app.clone()).merge(web::routes());
+    let server = axum::serve(listener, routes)
         .with_graceful_shutdown(signal)
         .into_future();
     let deadline = async move {

@@ -11,6 +11,7 @@ use axum::Router;
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::blob::{BlobError, ObjectStore, open_objects};
 use crate::config::{AuthConfig, Config};
@@ -38,7 +39,7 @@ use crate::domain::summaries::Summaries;
 use crate::domain::tools_admin::{SessionWorkspaces, ToolsAdmin};
 use crate::domain::usage::Usage;
 use crate::http::routes;
-use crate::http::{Limits, with_middleware, with_timeout};
+use crate::http::{Documented, Limits, with_middleware, with_timeout};
 #[cfg(feature = "llm")]
 use crate::jobs::{JobReport, JobRequest, SummaryJob};
 #[cfg(feature = "llm")]
@@ -504,8 +505,9 @@ impl App {
         }
     }
 
-    /// The routes, with what every `Caller` needs to check a token.
-    fn finish(&self, routes: Router) -> Router {
+    /// The routes and their document, with what every `Caller` needs to check a token.
+    fn finish(&self, routes: Documented) -> Router {
+        let routes = routes.into_router();
         let routes = routes.layer(axum::Extension(self.accounts.clone()));
         #[cfg(feature = "lambda")]
         let routes = routes.layer(axum::middleware::from_fn(
@@ -525,7 +527,13 @@ impl App {
         routes
     }
 
-    fn session_routes(&self) -> Router {
+    /// Routes that do not stream, with the request timeout.
+    fn timed(&self, routes: OpenApiRouter) -> Documented {
+        Documented::new(routes.split_for_parts())
+            .map_routes(|routes| with_timeout(routes, self.config.server.request_timeout))
+    }
+
+    fn session_routes(&self) -> Documented {
         let routes = routes::session::router(self.sessions.clone())
             .merge(routes::memory::router(self.memories.clone()))
             .merge(routes::accounts::router(self.accounts.clone()))
@@ -537,27 +545,24 @@ impl App {
             .merge(routes::usage::router(self.usage.clone()));
         #[cfg(feature = "llm")]
         let routes = routes.merge(routes::agents::drafts_router(self.drafts.clone()));
-        with_timeout(routes, self.config.server.request_timeout)
+        self.timed(routes)
     }
 
-    fn health_routes(&self) -> Router {
-        with_timeout(
-            routes::health::router(self.health.clone()),
-            self.config.server.request_timeout,
-        )
+    fn health_routes(&self) -> Documented {
+        self.timed(routes::health::router(self.health.clone()))
     }
 
     #[cfg(feature = "mcp")]
-    fn mcp_admin_routes(&self) -> Router {
-        with_timeout(
-            routes::mcp_admin::router(self.tools.clone()),
-            self.config.server.request_timeout,
-        )
+    fn mcp_admin_routes(&self) -> Documented {
+        self.timed(routes::mcp_admin::router(self.tools.clone()))
     }
 
     #[cfg(feature = "mcp")]
-    fn stream_routes(&self) -> Router {
-        routes::stream::router(self.runs.clone(), self.config.server.sse_ping)
+    fn stream_routes(&self) -> Documented {
+        Documented::new(
+            routes::stream::router(self.runs.clone(), self.config.server.sse_ping)
+                .split_for_parts(),
+        )
     }
 }
 

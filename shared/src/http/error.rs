@@ -12,7 +12,7 @@ use crate::domain::DomainError;
 use crate::util::{InputError, now_secs};
 
 /// `{"code":200,"message":...,"data":...,"timestamp":...}`
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Envelope<T: Serialize> {
     pub code: u16,
     pub message: String,
@@ -29,10 +29,13 @@ pub fn ok<T: Serialize>(data: T) -> Json<Envelope<T>> {
     })
 }
 
-#[derive(Debug, Serialize)]
+/// Every error: `code` is the HTTP status; `error_detail` names the field when the body broke
+/// the schema.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(super) struct ErrorBody<'a> {
     pub code: u16,
     pub message: &'a str,
+    #[schema(required)]
     pub error_detail: Option<&'a str>,
     pub timestamp: f64,
 }

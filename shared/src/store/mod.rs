@@ -388,7 +388,7 @@ pub async fn open_store(
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SortBy {
     Date,
@@ -458,7 +458,8 @@ pub async fn query_sessions_within(
         }),
     }
     let total = sessions.len() as u64;
-    let start = (query.page.saturating_sub(1) * query.page_size) as usize;
+    let start = usize::try_from(query.page.saturating_sub(1).saturating_mul(query.page_size))
+        .unwrap_or(usize::MAX);
     let sessions = sessions
         .into_iter()
         .skip(start)

@@ -6,7 +6,7 @@ use serde_json::Value;
 use super::event::{EventType, Role, ToolCall};
 
 /// One message of a conversation, merged from its events by `message_id`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct MergedMessage {
     pub message_id: String,
     pub role: Role,
@@ -23,7 +23,7 @@ pub struct MergedMessage {
 }
 
 /// A conversation as lists show it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SessionSummary {
     pub session_id: String,
     pub user_id: String,
@@ -43,7 +43,7 @@ pub struct SessionSummary {
 }
 
 /// `GET /api/conversations`
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SessionList {
     pub list: Vec<SessionSummary>,
     pub total: u64,
@@ -55,7 +55,7 @@ pub struct SessionList {
 }
 
 /// `GET /api/conversations/{id}/messages` and the share view.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Conversation {
     pub conversation_id: String,
     pub messages: Vec<MergedMessage>,
@@ -64,7 +64,7 @@ pub struct Conversation {
 }
 
 /// `POST /api/sessions/{id}/tasks_status`
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TaskStatus {
     pub session_id: String,
     pub status: &'static str,
@@ -73,18 +73,18 @@ pub struct TaskStatus {
     pub message_count: u64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SessionRef {
     pub session_id: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Renamed {
     pub session_id: String,
     pub title: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Interrupted {
     pub session_id: String,
     pub user_id: String,
@@ -92,14 +92,14 @@ pub struct Interrupted {
 }
 
 /// `POST /api/sessions/runs/stop`: the conversations whose runs were asked to stop.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RunsStopped {
     pub user_id: String,
     pub stopped: Vec<String>,
 }
 
 /// One entry of a conversation's file workspace.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct FileEntry {
     pub name: String,
     pub path: String,
@@ -108,20 +108,20 @@ pub struct FileEntry {
     pub is_directory: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct FileList {
     pub session_id: String,
     pub files: Vec<FileEntry>,
 }
 
 /// `POST /api/oss/upload`: where the stored file can be fetched.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Uploaded {
     pub url: String,
 }
 
 /// An MCP server as `/api/mcp/list` shows it; its `api_key` masked.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct McpServerSummary {
     pub name: String,
     pub protocol: String,
@@ -141,32 +141,32 @@ pub struct McpServerSummary {
     pub last_error: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct McpServerList {
     pub servers: Vec<McpServerSummary>,
 }
 
 /// What adding or refreshing a server answers.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct McpServerTools {
     pub server_name: String,
     pub status: &'static str,
     pub tools: Vec<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct McpServerRef {
     pub server_name: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct McpServerToggled {
     pub server_name: String,
     pub disabled: bool,
 }
 
 /// A tool of `/api/tools`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ToolEntry {
     pub name: String,
     pub description: String,
@@ -178,13 +178,13 @@ pub struct ToolEntry {
     pub user_id: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ToolList {
     pub tools: Vec<ToolEntry>,
 }
 
 /// `GET /api/health`
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Health {
     pub status: &'static str,
     pub timestamp: f64,
@@ -193,14 +193,14 @@ pub struct Health {
 }
 
 /// `GET /api/health/ready`
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Readiness {
     pub ready: bool,
     pub checks: Vec<String>,
 }
 
 /// One long-term memory, as `GET /api/memories` and the recall tool show it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct UserMemory {
     pub key: String,
     pub content: String,
@@ -210,19 +210,19 @@ pub struct UserMemory {
     pub updated_at: f64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UserMemoryList {
     pub memories: Vec<UserMemory>,
     pub total: usize,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct MemoryForgotten {
     pub key: String,
 }
 
 /// `POST /api/user/login` and `/api/user/refresh`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TokenPair {
     pub access_token: String,
     pub refresh_token: String,
@@ -232,7 +232,7 @@ pub struct TokenPair {
 }
 
 /// The claims of an access token, as Sage's client keeps them (`userInfo`).
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct AccessClaims {
     pub userid: String,
     pub username: String,
@@ -245,19 +245,19 @@ pub struct AccessClaims {
 }
 
 /// `GET /api/user/check_login`
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LoginCheck {
     pub user: AccessClaims,
 }
 
 /// `POST /api/user/register` and `/api/user/add`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AccountCreated {
     pub user_id: String,
 }
 
 /// One account in the admin's list (never its password hash).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AccountSummary {
     pub user_id: String,
     /// The same id again: Sage's client deletes by `id`.
@@ -271,25 +271,25 @@ pub struct AccountSummary {
 }
 
 /// `GET /api/user/list`
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AccountList {
     pub items: Vec<AccountSummary>,
     pub total: usize,
 }
 
 /// `GET /api/user/options`: one entry per account.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AccountOption {
     pub label: String,
     pub value: String,
 }
 
 /// An answer with nothing to say: `{}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Empty {}
 
 /// `GET /api/system/info` (public).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SystemInfo {
     pub allow_registration: bool,
     /// Every route but the public ones needs a token.
@@ -298,7 +298,7 @@ pub struct SystemInfo {
 }
 
 /// What runs spent: totals of the usage ledger.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct UsageTotals {
     pub runs: u64,
     pub calls: u64,
@@ -310,7 +310,7 @@ pub struct UsageTotals {
 }
 
 /// One day's spending on one model (and, in the admin's view, by one user).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct UsageLine {
     pub day: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -321,7 +321,7 @@ pub struct UsageLine {
 }
 
 /// `GET /api/usage` and `GET /api/usage/all`: the days `from..=to`, by day and model.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct UsageReport {
     pub from: String,
     pub to: String,

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// `POST /api/knowledge-base/add`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct KnowledgeBaseNew {
     pub name: String,
     #[serde(rename = "type", default)]
@@ -15,14 +15,15 @@ pub struct KnowledgeBaseNew {
     pub language: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct KnowledgeBaseCreated {
     pub kdb_id: String,
     pub user_id: String,
 }
 
 /// `GET /api/knowledge-base/list` (the knowledge page sends `page_no`).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct KnowledgeBaseListQuery {
     #[serde(default)]
     pub query_name: Option<String>,
@@ -34,7 +35,7 @@ pub struct KnowledgeBaseListQuery {
     pub page_size: Option<usize>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct KnowledgeBaseView {
     pub id: String,
     pub name: String,
@@ -52,7 +53,7 @@ pub struct KnowledgeBaseView {
     pub user_id: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct KnowledgeBaseList {
     pub list: Vec<KnowledgeBaseView>,
     pub total: usize,
@@ -60,7 +61,8 @@ pub struct KnowledgeBaseList {
 }
 
 /// `?kdb_id=` of `GET /api/knowledge-base/info` and `GET /doc/list`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct KnowledgeBaseQuery {
     pub kdb_id: String,
     #[serde(default, alias = "page_no")]
@@ -70,7 +72,7 @@ pub struct KnowledgeBaseQuery {
 }
 
 /// `POST /api/knowledge-base/update`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct KnowledgeBaseUpdate {
     pub kdb_id: String,
     #[serde(default)]
@@ -82,24 +84,24 @@ pub struct KnowledgeBaseUpdate {
 }
 
 /// `POST /api/knowledge-base/clear`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct KnowledgeBaseRef {
     pub kdb_id: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Owned {
     pub user_id: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DocumentsAdded {
     #[serde(rename = "taskId")]
     pub task_id: String,
     pub user_id: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DocumentView {
     pub id: String,
     pub doc_name: String,
@@ -113,7 +115,7 @@ pub struct DocumentView {
     pub error: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DocumentList {
     pub list: Vec<DocumentView>,
     pub total: usize,
@@ -121,7 +123,7 @@ pub struct DocumentList {
 }
 
 /// `POST /api/knowledge-base/retrieve`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct RetrieveRequest {
     pub kdb_id: String,
     pub query: String,
@@ -133,7 +135,7 @@ fn default_top_k() -> usize {
     10
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RetrievedPassage {
     pub doc_id: String,
     pub doc_content: String,
@@ -143,7 +145,7 @@ pub struct RetrievedPassage {
     pub passage: u64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RetrieveAnswer {
     pub results: Vec<RetrievedPassage>,
     pub user_id: String,

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 /// The same shape in the preset file, in storage and in `extra_mcp_config`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct McpServerConfig {
     #[serde(default)]
     pub disabled: bool,
@@ -78,7 +78,7 @@ impl McpServerConfig {
 }
 
 /// A tool as a server describes it, kept with the server so runs need not list tools anew.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ToolSpec {
     pub name: String,
     #[serde(default)]

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// What the client sends: every field, or (on update) those that change. A key sent back as
 /// the masked form the list showed stays as it was.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 pub struct ProviderInput {
     pub name: Option<String>,
     pub base_url: Option<String>,
@@ -19,7 +19,7 @@ pub struct ProviderInput {
 }
 
 /// A provider's settings, its keys aside (they are kept sealed).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProviderSettings {
     pub name: String,
     pub base_url: String,
@@ -33,7 +33,7 @@ pub struct ProviderSettings {
 }
 
 /// A provider as the list shows it: each key masked to its last four characters.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ProviderView {
     pub id: String,
     pub user_id: String,
@@ -45,7 +45,7 @@ pub struct ProviderView {
 }
 
 /// `POST /api/llm-provider/create`
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ProviderCreated {
     pub id: String,
 }

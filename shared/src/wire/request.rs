@@ -9,14 +9,24 @@ use super::mcp::McpServerConfig;
 use crate::util::{InputError, SessionId};
 
 /// Where a run's long-term memory lives: with the session, or with the user.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    Deserialize,
+    clap::ValueEnum,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum MemoryType {
     Session,
     User,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 pub struct InputMessage {
     #[serde(default)]
     pub message_id: Option<String>,
@@ -25,7 +35,7 @@ pub struct InputMessage {
     pub content: Value,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 pub struct LlmModelConfig {
     pub base_url: Option<String>,
     pub api_key: Option<String>,
@@ -38,7 +48,7 @@ pub struct LlmModelConfig {
 }
 
 /// A request's `context_budget_config`: the `--context_*` settings for this run.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ContextBudgetConfig {
     pub history_ratio: Option<f64>,
@@ -66,7 +76,7 @@ impl ContextBudgetConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AgentMode {
     Simple,
@@ -116,7 +126,7 @@ impl StreamRequest {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 pub struct StreamRequest {
     pub messages: Vec<InputMessage>,
     pub session_id: Option<String>,

@@ -379,7 +379,7 @@ impl Accounts {
         let total = accounts.len();
         let items = accounts
             .into_iter()
-            .skip(((page - 1) * page_size) as usize)
+            .skip(usize::try_from((page - 1).saturating_mul(page_size)).unwrap_or(usize::MAX))
             .take(page_size as usize)
             .map(|account| AccountSummary {
                 id: account.user_id.clone(),

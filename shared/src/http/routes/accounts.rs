@@ -1,9 +1,8 @@
 //! Accounts (`/api/user/*`) and the system settings (`/api/system/*`), served by the Session
 //! function: log in, refresh, register, the signed-in user's own account, the admin's routes.
 
+use axum::Json;
 use axum::extract::State;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use secrecy::SecretString;
 use serde::Deserialize;
 
@@ -13,32 +12,35 @@ use crate::http::{ApiError, Envelope, ok};
 use crate::wire::api::{
     AccountCreated, AccountList, AccountOption, Empty, LoginCheck, SystemInfo, TokenPair,
 };
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 type Answer<T> = Result<Json<Envelope<T>>, ApiError>;
 
-pub fn router(accounts: Accounts) -> Router {
-    Router::new()
-        .route("/api/user/login", post(login))
-        .route("/api/user/refresh", post(refresh))
-        .route("/api/user/register", post(register))
-        .route("/api/user/check_login", get(check_login))
-        .route("/api/user/change-password", post(change_password))
-        .route("/api/user/list", get(list))
-        .route("/api/user/add", post(add))
-        .route("/api/user/delete", post(delete))
-        .route("/api/user/options", get(options))
-        .route("/api/system/info", get(system_info))
-        .route("/api/system/update_settings", post(update_settings))
+pub fn router(accounts: Accounts) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(login))
+        .routes(routes!(refresh))
+        .routes(routes!(register))
+        .routes(routes!(check_login))
+        .routes(routes!(change_password))
+        .routes(routes!(list))
+        .routes(routes!(add))
+        .routes(routes!(delete))
+        .routes(routes!(options))
+        .routes(routes!(system_info))
+        .routes(routes!(update_settings))
         .with_state(accounts)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct LoginBody {
     #[serde(alias = "username")]
     username_or_email: String,
     password: String,
 }
 
+#[utoipa::path(post, path = "/api/user/login", tag = "session", request_body = LoginBody, security(()), responses((status = 200, body = Envelope<TokenPair>)))]
 async fn login(
     State(accounts): State<Accounts>,
     ValidJson(body): ValidJson<LoginBody>,
@@ -49,11 +51,12 @@ async fn login(
         .await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct RefreshBody {
     refresh_token: String,
 }
 
+#[utoipa::path(post, path = "/api/user/refresh", tag = "session", request_body = RefreshBody, security(()), responses((status = 200, body = Envelope<TokenPair>)))]
 async fn refresh(
     State(accounts): State<Accounts>,
     ValidJson(body): ValidJson<RefreshBody>,
@@ -61,7 +64,7 @@ async fn refresh(
     Ok(ok(accounts.refresh(&body.refresh_token).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct AccountBody {
     username: String,
     password: String,
@@ -82,6 +85,7 @@ impl AccountBody {
     }
 }
 
+#[utoipa::path(post, path = "/api/user/register", tag = "session", request_body = AccountBody, security(()), responses((status = 200, body = Envelope<AccountCreated>)))]
 async fn register(
     State(accounts): State<Accounts>,
     ValidJson(body): ValidJson<AccountBody>,
@@ -89,17 +93,19 @@ async fn register(
     Ok(ok(accounts.register(body.parse()?).await?))
 }
 
+#[utoipa::path(get, path = "/api/user/check_login", tag = "session", responses((status = 200, body = Envelope<LoginCheck>)))]
 async fn check_login(State(accounts): State<Accounts>, caller: Caller) -> Answer<LoginCheck> {
     let user = accounts.claims(caller.signed_in()?).await?;
     Ok(ok(LoginCheck { user }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct PasswordChange {
     old_password: String,
     new_password: String,
 }
 
+#[utoipa::path(post, path = "/api/user/change-password", tag = "session", request_body = PasswordChange, responses((status = 200, body = Envelope<Empty>)))]
 async fn change_password(
     State(accounts): State<Accounts>,
     caller: Caller,
@@ -115,12 +121,14 @@ async fn change_password(
     Ok(ok(Empty {}))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListParams {
     page: Option<u64>,
     page_size: Option<u64>,
 }
 
+#[utoipa::path(get, path = "/api/user/list", tag = "session", params(ListParams), responses((status = 200, body = Envelope<AccountList>)))]
 async fn list(
     State(accounts): State<Accounts>,
     caller: Caller,
@@ -133,6 +141,7 @@ async fn list(
         .await?))
 }
 
+#[utoipa::path(post, path = "/api/user/add", tag = "session", request_body = AccountBody, responses((status = 200, body = Envelope<AccountCreated>)))]
 async fn add(
     State(accounts): State<Accounts>,
     caller: Caller,
@@ -141,12 +150,13 @@ async fn add(
     Ok(ok(accounts.add(caller.signed_in()?, body.parse()?).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct DeleteBody {
     #[serde(alias = "id")]
     user_id: String,
 }
 
+#[utoipa::path(post, path = "/api/user/delete", tag = "session", request_body = DeleteBody, responses((status = 200, body = Envelope<Empty>)))]
 async fn delete(
     State(accounts): State<Accounts>,
     caller: Caller,
@@ -156,20 +166,23 @@ async fn delete(
     Ok(ok(Empty {}))
 }
 
+#[utoipa::path(get, path = "/api/user/options", tag = "session", responses((status = 200, body = Envelope<Vec<AccountOption>>)))]
 async fn options(State(accounts): State<Accounts>, caller: Caller) -> Answer<Vec<AccountOption>> {
     Ok(ok(accounts.options(caller.signed_in()?).await?))
 }
 
+#[utoipa::path(get, path = "/api/system/info", tag = "session", security(()), responses((status = 200, body = Envelope<SystemInfo>)))]
 async fn system_info(State(accounts): State<Accounts>) -> Answer<SystemInfo> {
     Ok(ok(accounts.system_info().await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SettingsBody {
     allow_registration: bool,
 }
 
+#[utoipa::path(post, path = "/api/system/update_settings", tag = "session", request_body = SettingsBody, responses((status = 200, body = Envelope<Empty>)))]
 async fn update_settings(
     State(accounts): State<Accounts>,
     caller: Caller,

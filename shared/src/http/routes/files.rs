@@ -6,19 +6,20 @@ use axum::extract::multipart::{Multipart, MultipartRejection};
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 
 use crate::domain::DomainError;
 use crate::domain::files::{FileDownload, Files};
 use crate::http::extract::Caller;
 use crate::http::{ApiError, Envelope, Limits, ok};
 use crate::wire::api::Uploaded;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn router(files: Files) -> Router {
-    Router::new()
-        .route("/api/oss/upload", post(upload))
-        .route("/api/oss/file/{id}/{name}", get(download))
+pub fn router(files: Files) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(upload))
+        .routes(routes!(download))
         .with_state(files)
 }
 
@@ -46,7 +47,16 @@ pub fn file_response(file: FileDownload) -> Response {
     response
 }
 
+/// The upload form, as documented: the handler reads the multipart stream itself.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct UploadForm {
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+}
+
 /// The multipart field `file`, as Sage's client sends it; the body limit bounds its size.
+#[utoipa::path(post, path = "/api/oss/upload", tag = "session", request_body(content = UploadForm, content_type = "multipart/form-data"), responses((status = 200, body = Envelope<Uploaded>)))]
 async fn upload(
     State(files): State<Files>,
     caller: Caller,
@@ -79,6 +89,7 @@ async fn upload(
     Err(bad_form("the multipart field `file` is missing".into()))
 }
 
+#[utoipa::path(get, path = "/api/oss/file/{id}/{name}", tag = "session", params(("id" = String, Path), ("name" = String, Path)), responses((status = 200, description = "The file", content_type = "*/*", body = Vec<u8>)))]
 async fn download(
     State(files): State<Files>,
     Path((id, name)): Path<(String, String)>,

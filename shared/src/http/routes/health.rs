@@ -1,25 +1,29 @@
 //! The Health function's routes (`api.md` §5).
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::domain::health::HealthCheck;
 use crate::http::{Envelope, ok};
 use crate::util::now_secs;
-use crate::wire::api::Health;
+use crate::wire::api::{Health, Readiness};
 
-pub fn router(check: HealthCheck) -> Router {
-    Router::new()
-        .route("/api/health", get(health))
-        .route("/health", get(health))
-        .route("/active", get(active))
-        .route("/api/health/ready", get(ready))
+pub fn router(check: HealthCheck) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(health_alias))
+        .routes(routes!(active))
+        .routes(routes!(ready))
         .with_state(check)
 }
 
+/// The service is up.
+#[utoipa::path(get, path = "/api/health", tag = "health",
+    responses((status = 200, body = Envelope<Health>)))]
 async fn health() -> Json<Envelope<Health>> {
     ok(Health {
         status: "healthy",
@@ -29,11 +33,26 @@ async fn health() -> Json<Envelope<Health>> {
     })
 }
 
+/// The path Sage's deployment guide documents for the health check.
+#[utoipa::path(get, path = "/health", tag = "health",
+    responses((status = 200, body = Envelope<Health>)))]
+async fn health_alias() -> Json<Envelope<Health>> {
+    health().await
+}
+
+/// Sage's liveness answer.
+#[utoipa::path(get, path = "/active", tag = "health",
+    responses((status = 200, body = String, content_type = "application/json",
+        example = json!("Service is available."))))]
 async fn active() -> Json<&'static str> {
     Json("Service is available.")
 }
 
-/// 503 with the same body when any dependency is down.
+/// Checks each configured dependency; 503 with the same body when any is down.
+#[utoipa::path(get, path = "/api/health/ready", tag = "health", responses(
+    (status = 200, body = Envelope<Readiness>),
+    (status = 503, description = "A dependency is down", body = Envelope<Readiness>),
+))]
 async fn ready(State(check): State<HealthCheck>) -> Response {
     let readiness = check.readiness().await;
     let status = if readiness.ready {

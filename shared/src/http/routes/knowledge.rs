@@ -2,10 +2,9 @@
 //! describe, change, delete and clear a base; add, list, delete and re-index its documents;
 //! retrieve passages. Every route acts on the caller's own bases only.
 
+use axum::Json;
 use axum::extract::multipart::{Multipart, MultipartRejection};
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::routing::{delete, get, post};
-use axum::{Json, Router};
 
 use crate::domain::DomainError;
 use crate::domain::knowledge::{
@@ -22,35 +21,46 @@ use crate::wire::knowledge::{
     RetrievedPassage,
 };
 
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
 type Answer<T> = Result<Json<Envelope<T>>, ApiError>;
 
 /// Room for a few documents of the largest size and the multipart framing.
 const UPLOAD_BODY_BYTES: usize = 4 * MAX_DOCUMENT_BYTES + 256 * 1024;
 const MAX_PAGE_SIZE: usize = 100;
 
-pub fn router(knowledge: Knowledge) -> Router {
-    Router::new()
-        .route("/api/knowledge-base/add", post(create))
-        .route("/api/knowledge-base/list", get(list))
-        .route("/api/knowledge-base/info", get(info))
-        .route("/api/knowledge-base/update", post(update).put(update))
-        .route(
-            "/api/knowledge-base/delete/{id}",
-            delete(remove).post(remove),
-        )
-        .route("/api/knowledge-base/clear", post(clear))
-        .route(
-            "/api/knowledge-base/doc/add_by_files",
-            post(add_files).layer(DefaultBodyLimit::max(UPLOAD_BODY_BYTES)),
-        )
-        .route("/api/knowledge-base/doc/list", get(documents))
-        .route(
-            "/api/knowledge-base/doc/delete/{id}",
-            delete(remove_document).post(remove_document),
-        )
-        .route("/api/knowledge-base/doc/redo/{id}", post(redo_document))
-        .route("/api/knowledge-base/retrieve", post(retrieve))
+pub fn router(knowledge: Knowledge) -> OpenApiRouter {
+    let (schemas, paths, add_files) = routes!(add_files);
+    OpenApiRouter::new()
+        .routes(routes!(create))
+        .routes(routes!(list))
+        .routes(routes!(info))
+        .routes(routes!(update))
+        .routes(routes!(remove))
+        .routes(routes!(clear))
+        .routes((
+            schemas,
+            paths,
+            add_files.layer(DefaultBodyLimit::max(UPLOAD_BODY_BYTES)),
+        ))
+        .routes(routes!(documents))
+        .routes(routes!(remove_document))
+        .routes(routes!(redo_document))
+        .routes(routes!(retrieve))
         .with_state(knowledge)
+}
+
+/// The upload form, as documented: the handler reads the multipart stream itself.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct DocumentsForm {
+    kdb_id: String,
+    /// Replace documents of the same name.
+    r#override: Option<bool>,
+    /// One part per document.
+    #[schema(value_type = Vec<String>, format = Binary)]
+    files: Vec<Vec<u8>>,
 }
 
 fn view(base: KnowledgeBaseRecord) -> KnowledgeBaseView {
@@ -91,6 +101,7 @@ fn page_of<T>(
     Ok((items, total))
 }
 
+#[utoipa::path(post, path = "/api/knowledge-base/add", tag = "session", request_body = KnowledgeBaseNew, responses((status = 200, body = Envelope<KnowledgeBaseCreated>)))]
 async fn create(
     State(knowledge): State<Knowledge>,
     caller: Caller,
@@ -114,6 +125,7 @@ async fn create(
     }))
 }
 
+#[utoipa::path(get, path = "/api/knowledge-base/list", tag = "session", params(KnowledgeBaseListQuery), responses((status = 200, body = Envelope<KnowledgeBaseList>)))]
 async fn list(
     State(knowledge): State<Knowledge>,
     caller: Caller,
@@ -135,6 +147,7 @@ async fn list(
     }))
 }
 
+#[utoipa::path(get, path = "/api/knowledge-base/info", tag = "session", params(KnowledgeBaseQuery), responses((status = 200, body = Envelope<KnowledgeBaseView>)))]
 async fn info(
     State(knowledge): State<Knowledge>,
     caller: Caller,
@@ -144,6 +157,7 @@ async fn info(
     Ok(ok(view(knowledge.get(user.as_str(), &query.kdb_id).await?)))
 }
 
+#[utoipa::path(method(post, put), path = "/api/knowledge-base/update", tag = "session", request_body = KnowledgeBaseUpdate, responses((status = 200, body = Envelope<KnowledgeBaseView>)))]
 async fn update(
     State(knowledge): State<Knowledge>,
     caller: Caller,
@@ -164,6 +178,7 @@ async fn update(
     Ok(ok(view(base)))
 }
 
+#[utoipa::path(method(delete, post), path = "/api/knowledge-base/delete/{id}", tag = "session", params(("id" = String, Path)), responses((status = 200, body = Envelope<Owned>)))]
 async fn remove(
     State(knowledge): State<Knowledge>,
     caller: Caller,
@@ -176,6 +191,7 @@ async fn remove(
     }))
 }
 
+#[utoipa::path(post, path = "/api/knowledge-base/clear", tag = "session", request_body = KnowledgeBaseRef, responses((status = 200, body = Envelope<Owned>)))]
 async fn clear(
     State(knowledge): State<Knowledge>,
     caller: Caller,
@@ -189,6 +205,7 @@ async fn clear(
 }
 
 /// Multipart fields `kdb_id`, `override` (true/false) and one `files` per file.
+#[utoipa::path(post, path = "/api/knowledge-base/doc/add_by_files", tag = "session", request_body(content = DocumentsForm, content_type = "multipart/form-data"), responses((status = 200, body = Envelope<DocumentsAdded>)))]
 async fn add_files(
     State(knowledge): State<Knowledge>,
     caller: Caller,
@@ -248,6 +265,7 @@ async fn add_files(
     }))
 }
 
+#[utoipa::path(get, path = "/api/knowledge-base/doc/list", tag = "session", params(KnowledgeBaseQuery), responses((status = 200, body = Envelope<DocumentList>)))]
 async fn documents(
     State(knowledge): State<Knowledge>,
     caller: Caller,
@@ -276,6 +294,7 @@ async fn documents(
     }))
 }
 
+#[utoipa::path(method(delete, post), path = "/api/knowledge-base/doc/delete/{id}", tag = "session", params(("id" = String, Path)), responses((status = 200, body = Envelope<Owned>)))]
 async fn remove_document(
     State(knowledge): State<Knowledge>,
     caller: Caller,
@@ -288,6 +307,7 @@ async fn remove_document(
     }))
 }
 
+#[utoipa::path(post, path = "/api/knowledge-base/doc/redo/{id}", tag = "session", params(("id" = String, Path)), responses((status = 200, body = Envelope<Owned>)))]
 async fn redo_document(
     State(knowledge): State<Knowledge>,
     caller: Caller,
@@ -300,6 +320,7 @@ async fn redo_document(
     }))
 }
 
+#[utoipa::path(post, path = "/api/knowledge-base/retrieve", tag = "session", request_body = RetrieveRequest, responses((status = 200, body = Envelope<RetrieveAnswer>)))]
 async fn retrieve(
     State(knowledge): State<Knowledge>,
     caller: Caller,

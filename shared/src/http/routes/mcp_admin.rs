@@ -1,8 +1,7 @@
 //! The MCP-admin function's routes (`api.md` §3).
 
+use axum::Json;
 use axum::extract::{Path, State};
-use axum::routing::{delete, get, post, put};
-use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -13,18 +12,20 @@ use crate::http::{ApiError, Envelope, ok};
 use crate::tools::McpServerConfig;
 use crate::util::SessionId;
 use crate::wire::api::{McpServerList, McpServerRef, McpServerToggled, McpServerTools, ToolList};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 type Answer<T> = Result<Json<Envelope<T>>, ApiError>;
 
-pub fn router(admin: ToolsAdmin) -> Router {
-    Router::new()
-        .route("/api/mcp/add", post(add))
-        .route("/api/mcp/list", get(list))
-        .route("/api/mcp/{name}", delete(remove))
-        .route("/api/mcp/{name}/refresh", post(refresh))
-        .route("/api/mcp/{name}/toggle", put(toggle))
-        .route("/api/tools", get(tools))
-        .route("/api/tools/exec", post(exec))
+pub fn router(admin: ToolsAdmin) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(add))
+        .routes(routes!(list))
+        .routes(routes!(remove))
+        .routes(routes!(refresh))
+        .routes(routes!(toggle))
+        .routes(routes!(tools))
+        .routes(routes!(exec))
         .with_state(admin)
 }
 
@@ -32,7 +33,7 @@ fn tool_names(record: &crate::store::McpServerRecord) -> Vec<String> {
     record.tools.iter().map(|t| t.name.clone()).collect()
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 struct AddRequest {
     name: String,
     user_id: Option<String>,
@@ -40,6 +41,7 @@ struct AddRequest {
     config: McpServerConfig,
 }
 
+#[utoipa::path(post, path = "/api/mcp/add", tag = "mcp", request_body = AddRequest, responses((status = 200, body = Envelope<McpServerTools>)))]
 async fn add(
     State(admin): State<ToolsAdmin>,
     caller: Caller,
@@ -56,6 +58,7 @@ async fn add(
     }))
 }
 
+#[utoipa::path(get, path = "/api/mcp/list", tag = "mcp", responses((status = 200, body = Envelope<McpServerList>)))]
 async fn list(State(admin): State<ToolsAdmin>, caller: Caller) -> Answer<McpServerList> {
     let servers = admin.visible_servers(&caller.user()?).await?;
     Ok(ok(McpServerList {
@@ -63,6 +66,7 @@ async fn list(State(admin): State<ToolsAdmin>, caller: Caller) -> Answer<McpServ
     }))
 }
 
+#[utoipa::path(delete, path = "/api/mcp/{name}", tag = "mcp", params(("name" = String, Path)), responses((status = 200, body = Envelope<McpServerRef>)))]
 async fn remove(
     State(admin): State<ToolsAdmin>,
     Path(name): Path<String>,
@@ -72,6 +76,7 @@ async fn remove(
     Ok(ok(McpServerRef { server_name: name }))
 }
 
+#[utoipa::path(post, path = "/api/mcp/{name}/refresh", tag = "mcp", params(("name" = String, Path)), responses((status = 200, body = Envelope<McpServerTools>)))]
 async fn refresh(
     State(admin): State<ToolsAdmin>,
     Path(name): Path<String>,
@@ -89,12 +94,13 @@ async fn refresh(
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 struct ToggleRequest {
     disabled: bool,
     user_id: Option<String>,
 }
 
+#[utoipa::path(put, path = "/api/mcp/{name}/toggle", tag = "mcp", params(("name" = String, Path)), request_body = ToggleRequest, responses((status = 200, body = Envelope<McpServerToggled>)))]
 async fn toggle(
     State(admin): State<ToolsAdmin>,
     Path(name): Path<String>,
@@ -109,12 +115,14 @@ async fn toggle(
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ToolsQuery {
     #[serde(rename = "type")]
     kind: Option<String>,
 }
 
+#[utoipa::path(get, path = "/api/tools", tag = "mcp", params(ToolsQuery), responses((status = 200, body = Envelope<ToolList>)))]
 async fn tools(
     State(admin): State<ToolsAdmin>,
     caller: Caller,
@@ -137,7 +145,7 @@ async fn tools(
     Ok(ok(ToolList { tools }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 struct ExecRequest {
     tool_name: String,
     #[serde(default)]
@@ -147,6 +155,7 @@ struct ExecRequest {
     session_id: Option<String>,
 }
 
+#[utoipa::path(post, path = "/api/tools/exec", tag = "mcp", request_body = ExecRequest, responses((status = 200, body = Envelope<Value>, description = "the tool result; admins only")))]
 async fn exec(
     State(admin): State<ToolsAdmin>,
     caller: Caller,

@@ -2,9 +2,8 @@
 
 use axum::extract::{Path, State};
 
+use axum::Json;
 use axum::response::Response;
-use axum::routing::{delete, get, post, put};
-use axum::{Json, Router};
 use serde::Deserialize;
 
 use crate::domain::DomainError;
@@ -16,27 +15,23 @@ use crate::util::SessionId;
 use crate::wire::api::{
     Conversation, FileList, Interrupted, Renamed, RunsStopped, SessionList, SessionRef, TaskStatus,
 };
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 type Answer<T> = Result<Json<Envelope<T>>, ApiError>;
 
-pub fn router(sessions: Sessions) -> Router {
-    Router::new()
-        .route("/api/conversations", get(list))
-        .route("/api/conversations/{session_id}", delete(remove))
-        .route("/api/conversations/{session_id}/messages", get(messages))
-        .route("/api/conversations/{session_id}/title", put(rename))
-        .route(
-            "/api/share/conversations/{session_id}/messages",
-            get(shared_messages),
-        )
-        .route("/api/sessions/{session_id}/interrupt", post(interrupt))
-        .route("/api/sessions/runs/stop", post(stop_user_runs))
-        .route("/api/sessions/{session_id}/tasks_status", post(status))
-        .route("/api/sessions/{session_id}/file_workspace", post(files))
-        .route(
-            "/api/sessions/{session_id}/file_workspace/download",
-            get(download),
-        )
+pub fn router(sessions: Sessions) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(remove))
+        .routes(routes!(messages))
+        .routes(routes!(rename))
+        .routes(routes!(shared_messages))
+        .routes(routes!(interrupt))
+        .routes(routes!(stop_user_runs))
+        .routes(routes!(status))
+        .routes(routes!(files))
+        .routes(routes!(download))
         .with_state(sessions)
 }
 
@@ -46,15 +41,18 @@ fn session_id(raw: &str) -> Result<SessionId, ApiError> {
         .map_err(|_| DomainError::NotFound(format!("no conversation {raw}")).into())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListParams {
     page: Option<u64>,
     page_size: Option<u64>,
     search: Option<String>,
     agent_id: Option<String>,
+    #[param(inline)]
     sort_by: Option<SortBy>,
 }
 
+#[utoipa::path(get, path = "/api/conversations", tag = "session", params(ListParams), responses((status = 200, body = Envelope<SessionList>)))]
 async fn list(
     State(sessions): State<Sessions>,
     caller: Caller,
@@ -71,6 +69,7 @@ async fn list(
     Ok(ok(sessions.list(&query).await?))
 }
 
+#[utoipa::path(get, path = "/api/conversations/{session_id}/messages", tag = "session", params(("session_id" = String, Path)), responses((status = 200, body = Envelope<Conversation>)))]
 async fn messages(
     State(sessions): State<Sessions>,
     Path(id): Path<String>,
@@ -80,6 +79,7 @@ async fn messages(
     Ok(ok(sessions.messages(&id, Some(&caller.user()?)).await?))
 }
 
+#[utoipa::path(get, path = "/api/share/conversations/{session_id}/messages", tag = "session", params(("session_id" = String, Path)), responses((status = 200, body = Envelope<Conversation>)))]
 async fn shared_messages(
     State(sessions): State<Sessions>,
     Path(id): Path<String>,
@@ -87,6 +87,7 @@ async fn shared_messages(
     Ok(ok(sessions.messages(&session_id(&id)?, None).await?))
 }
 
+#[utoipa::path(delete, path = "/api/conversations/{session_id}", tag = "session", params(("session_id" = String, Path)), responses((status = 200, body = Envelope<SessionRef>)))]
 async fn remove(
     State(sessions): State<Sessions>,
     Path(id): Path<String>,
@@ -99,12 +100,13 @@ async fn remove(
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 struct TitleRequest {
     title: String,
     user_id: Option<String>,
 }
 
+#[utoipa::path(put, path = "/api/conversations/{session_id}/title", tag = "session", params(("session_id" = String, Path)), request_body = TitleRequest, responses((status = 200, body = Envelope<Renamed>)))]
 async fn rename(
     State(sessions): State<Sessions>,
     Path(id): Path<String>,
@@ -120,7 +122,7 @@ async fn rename(
     }))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 struct InterruptRequest {
     /// Sage's clients send a reason; it is not kept.
     #[serde(rename = "message")]
@@ -128,6 +130,7 @@ struct InterruptRequest {
     user_id: Option<String>,
 }
 
+#[utoipa::path(post, path = "/api/sessions/{session_id}/interrupt", tag = "session", params(("session_id" = String, Path)), request_body(content = Option<InterruptRequest>, description = "optional; Sage's clients send a reason"), responses((status = 200, body = Envelope<Interrupted>)))]
 async fn interrupt(
     State(sessions): State<Sessions>,
     Path(id): Path<String>,
@@ -149,7 +152,7 @@ async fn interrupt(
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct StopRunsRequest {
     #[serde(default)]
@@ -159,6 +162,7 @@ struct StopRunsRequest {
 }
 
 /// The kill switch: an admin stops every running run of one user, or of everyone.
+#[utoipa::path(post, path = "/api/sessions/runs/stop", tag = "session", request_body = StopRunsRequest, responses((status = 200, body = Envelope<RunsStopped>)))]
 async fn stop_user_runs(
     State(sessions): State<Sessions>,
     caller: Caller,
@@ -186,6 +190,7 @@ async fn stop_user_runs(
     Ok(ok(RunsStopped { user_id, stopped }))
 }
 
+#[utoipa::path(post, path = "/api/sessions/{session_id}/tasks_status", tag = "session", params(("session_id" = String, Path)), responses((status = 200, body = Envelope<TaskStatus>)))]
 async fn status(
     State(sessions): State<Sessions>,
     Path(id): Path<String>,
@@ -195,6 +200,7 @@ async fn status(
     Ok(ok(sessions.status(&caller.user()?, &id).await?))
 }
 
+#[utoipa::path(post, path = "/api/sessions/{session_id}/file_workspace", tag = "session", params(("session_id" = String, Path)), responses((status = 200, body = Envelope<FileList>)))]
 async fn files(
     State(sessions): State<Sessions>,
     Path(id): Path<String>,
@@ -208,11 +214,13 @@ async fn files(
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct DownloadParams {
     file_path: String,
 }
 
+#[utoipa::path(get, path = "/api/sessions/{session_id}/file_workspace/download", tag = "session", params(("session_id" = String, Path), DownloadParams), responses((status = 200, description = "The file", content_type = "*/*", body = Vec<u8>)))]
 async fn download(
     State(sessions): State<Sessions>,
     Path(id): Path<String>,

@@ -1,10 +1,9 @@
 //! Skills (`/api/skills*`, served by the Session function): list the system's and your own,
 //! upload a zip, read and edit `SKILL.md`, delete.
 
+use axum::Json;
 use axum::extract::multipart::{Multipart, MultipartRejection};
 use axum::extract::{DefaultBodyLimit, State};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 
 use crate::domain::DomainError;
 use crate::domain::skills::{MAX_ARCHIVE_BYTES, Skills};
@@ -15,28 +14,44 @@ use crate::wire::skill::{
     SkillContent, SkillContentUpdate, SkillImport, SkillList, SkillQuery, SkillView,
 };
 
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
 type Answer<T> = Result<Json<Envelope<T>>, ApiError>;
 
 /// Room for the multipart framing around the largest archive.
 const UPLOAD_BODY_BYTES: usize = MAX_ARCHIVE_BYTES + 64 * 1024;
 
-pub fn router(skills: Skills) -> Router {
-    Router::new()
-        .route("/api/skills", get(list).delete(remove))
-        .route(
-            "/api/skills/upload",
-            post(upload).layer(DefaultBodyLimit::max(UPLOAD_BODY_BYTES)),
-        )
-        .route("/api/skills/import-url", post(import_url))
-        .route("/api/skills/content", get(content).put(update_content))
+pub fn router(skills: Skills) -> OpenApiRouter {
+    let (schemas, paths, upload) = routes!(upload);
+    OpenApiRouter::new()
+        .routes(routes!(list, remove))
+        .routes((
+            schemas,
+            paths,
+            upload.layer(DefaultBodyLimit::max(UPLOAD_BODY_BYTES)),
+        ))
+        .routes(routes!(import_url))
+        .routes(routes!(content, update_content))
         .with_state(skills)
 }
 
+/// The upload form, as documented: the handler reads the multipart stream itself.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct SkillArchiveForm {
+    /// A zip archive with `SKILL.md`.
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+}
+
+#[utoipa::path(get, path = "/api/skills", tag = "session", responses((status = 200, body = Envelope<SkillList>)))]
 async fn list(State(skills): State<Skills>, caller: Caller) -> Answer<SkillList> {
     Ok(ok(skills.list(&caller.user()?).await?))
 }
 
 /// The multipart field `file`: a zip archive with `SKILL.md`.
+#[utoipa::path(post, path = "/api/skills/upload", tag = "session", request_body(content = SkillArchiveForm, content_type = "multipart/form-data"), responses((status = 200, body = Envelope<SkillView>)))]
 async fn upload(
     State(skills): State<Skills>,
     caller: Caller,
@@ -63,6 +78,7 @@ async fn upload(
     ))
 }
 
+#[utoipa::path(post, path = "/api/skills/import-url", tag = "session", request_body = SkillImport, responses((status = 200, body = Envelope<SkillView>)))]
 async fn import_url(
     State(_skills): State<Skills>,
     caller: Caller,
@@ -77,6 +93,7 @@ async fn import_url(
     .into())
 }
 
+#[utoipa::path(get, path = "/api/skills/content", tag = "session", params(SkillQuery), responses((status = 200, body = Envelope<SkillContent>)))]
 async fn content(
     State(skills): State<Skills>,
     caller: Caller,
@@ -85,6 +102,7 @@ async fn content(
     Ok(ok(skills.content(&caller.user()?, &query.name).await?))
 }
 
+#[utoipa::path(put, path = "/api/skills/content", tag = "session", request_body = SkillContentUpdate, responses((status = 200, body = Envelope<SkillView>)))]
 async fn update_content(
     State(skills): State<Skills>,
     caller: Caller,
@@ -100,6 +118,7 @@ async fn update_content(
         .await?))
 }
 
+#[utoipa::path(delete, path = "/api/skills", tag = "session", params(SkillQuery), responses((status = 200, body = Envelope<Empty>)))]
 async fn remove(
     State(skills): State<Skills>,
     caller: Caller,

@@ -2,13 +2,13 @@
 
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::Response;
-use axum::routing::{get, post};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::domain::runs::{Idempotency, Runs};
 use crate::http::ApiError;
@@ -16,6 +16,7 @@ use crate::http::extract::{Caller, RawBody, ValidQuery, parse_json};
 use crate::http::framing::{FIRST_SEQ_HEADER, event_response};
 use crate::util::{InputError, SessionId};
 use crate::wire::StreamRequest;
+use crate::wire::event::Event;
 
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
@@ -25,12 +26,12 @@ struct StreamState {
     sse_ping: Duration,
 }
 
-pub fn router(runs: Runs, sse_ping: Duration) -> Router {
-    Router::new()
-        .route("/api/stream", post(stream))
-        .route("/api/chat", post(stream))
-        .route("/api/web-stream", post(stream))
-        .route("/api/stream/resume/{session_id}", get(resume))
+pub fn router(runs: Runs, sse_ping: Duration) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(stream))
+        .routes(routes!(chat))
+        .routes(routes!(web_stream))
+        .routes(routes!(resume))
         .with_state(StreamState { runs, sse_ping })
 }
 
@@ -43,6 +44,23 @@ fn idempotency(headers: &HeaderMap, body: &[u8]) -> Result<Option<Idempotency>, 
     Idempotency::parse(value.to_str().unwrap_or_default(), body_hash).map(Some)
 }
 
+/// Starts a run and streams its events: NDJSON by default, SSE (`id` = the event's sequence
+/// number) with `Accept: text/event-stream`. Every stream ends with the tail: `token_usage`
+/// when the model was called, then `stream_end`.
+#[utoipa::path(post, path = "/api/stream", tag = "stream",
+    request_body = StreamRequest,
+    params(
+        ("Idempotency-Key" = Option<String>, Header,
+            description = "a retry with the same key and body re-attaches to the same run"),
+    ),
+    responses(
+        (status = 200, description = "The run's events, one per line (NDJSON) or per SSE message",
+            headers(("x-sage-first-seq" = u64, description = "sequence number of the run's first event")),
+            content(
+                (Event = "application/x-ndjson"),
+                (Event = "text/event-stream"),
+            )),
+    ))]
 async fn stream(
     State(state): State<StreamState>,
     caller: Caller,
@@ -60,12 +78,49 @@ async fn stream(
     Ok(response)
 }
 
-#[derive(Debug, Deserialize)]
+/// The same as `/api/stream` (Sage's older path).
+#[utoipa::path(post, path = "/api/chat", tag = "stream", request_body = StreamRequest,
+    responses((status = 200, description = "The run's events, as `/api/stream`",
+        content((Event = "application/x-ndjson"), (Event = "text/event-stream")))))]
+async fn chat(
+    state: State<StreamState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: RawBody,
+) -> Result<Response, ApiError> {
+    stream(state, caller, headers, body).await
+}
+
+/// The same as `/api/stream` (the path Sage's web client posts to).
+#[utoipa::path(post, path = "/api/web-stream", tag = "stream", request_body = StreamRequest,
+    responses((status = 200, description = "The run's events, as `/api/stream`",
+        content((Event = "application/x-ndjson"), (Event = "text/event-stream")))))]
+async fn web_stream(
+    state: State<StreamState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: RawBody,
+) -> Result<Response, ApiError> {
+    stream(state, caller, headers, body).await
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ResumeParams {
+    /// Replay the events after this sequence number (default 0: all of them).
     last_index: Option<u64>,
 }
 
-/// Replays the events after `last_index` (or SSE `Last-Event-ID`), then follows the live run.
+/// Replays the events after `last_index` (or SSE `Last-Event-ID`), then follows the live run,
+/// then ends with the tail.
+#[utoipa::path(get, path = "/api/stream/resume/{session_id}", tag = "stream",
+    params(
+        ("session_id" = String, Path, description = "the conversation"),
+        ResumeParams,
+        ("Last-Event-ID" = Option<u64>, Header, description = "SSE reconnect: the last event seen"),
+    ),
+    responses((status = 200, description = "The events after the given one",
+        content((Event = "application/x-ndjson"), (Event = "text/event-stream")))))]
 async fn resume(
     State(state): State<StreamState>,
     Path(session_id): Path<String>,

@@ -220,3 +220,18 @@ async fn an_unknown_route_is_an_enveloped_404() {
     assert_eq!(status, 404);
     assert_envelope(&body, 404);
 }
+
+/// Found by the schemathesis run (tests/openapi.rs): a page number whose offset overflows
+/// crashed the request (the connection closed without an answer).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_page_far_past_the_end_is_an_empty_page() {
+    let env = AppEnv::new().await;
+    let huge = u64::MAX / 2 + 1;
+    let (status, answer) = env
+        .app
+        .get_json(&format!("/api/conversations?page={huge}&page_size=100"))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["data"]["list"], json!([]));
+    assert_eq!(answer["data"]["has_prev"], true);
+}

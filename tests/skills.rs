@@ -285,3 +285,90 @@ async fn bad_archives_are_refused_with_the_field_named_and_nothing_stored() {
     let (_, list) = call(&env, Method::GET, "/api/skills?user_id=lee", None).await;
     assert_eq!(list["data"]["skills"], json!([]));
 }
+
+/// A file server on loopback: the skill's zip at `/csv-report.zip`, anything else 404.
+async fn zip_server() -> String {
+    let zip = csv_skill();
+    let app = axum::Router::new().route(
+        "/csv-report.zip",
+        axum::routing::get(move || {
+            let zip = zip.clone();
+            async move { ([("content-type", "application/zip")], zip) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{address}")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_skill_is_imported_from_a_url_through_the_download_guard() {
+    let files = zip_server().await;
+    let url = format!("{files}/csv-report.zip");
+
+    // Loopback is not public: refused unless the operator allows private addresses.
+    let guarded = TestEnv::new().await;
+    let (status, answer) = call(
+        &guarded,
+        Method::POST,
+        "/api/skills/import-url?user_id=ada",
+        Some(json!({"url": url})),
+    )
+    .await;
+    assert_eq!(status, 400, "{answer}");
+    let message = answer["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("url: ") && message.contains("not a public address"),
+        "{answer}"
+    );
+    let (_, listed) = call(&guarded, Method::GET, "/api/skills?user_id=ada", None).await;
+    assert_eq!(listed["data"]["skills"], json!([]), "nothing was saved");
+
+    let env = TestEnv::with(Default::default(), &["--download_allow_private"]).await;
+    let (status, answer) = call(
+        &env,
+        Method::POST,
+        "/api/skills/import-url?user_id=ada",
+        Some(json!({"url": url})),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["data"]["name"], "csv-report");
+    let (_, content) = call(
+        &env,
+        Method::GET,
+        "/api/skills/content?name=csv-report&user_id=ada",
+        None,
+    )
+    .await;
+    assert!(
+        content["data"]["content"]
+            .as_str()
+            .unwrap()
+            .contains("REPORT-FORMAT-77"),
+        "{content}"
+    );
+
+    for (body, field_message) in [
+        (json!({"url": format!("{files}/missing.zip")}), "404"),
+        (
+            json!({"url": "ftp://example.com/skill.zip"}),
+            "http or https",
+        ),
+        (json!({"url": " "}), "url:"),
+    ] {
+        let (status, answer) = call(
+            &env,
+            Method::POST,
+            "/api/skills/import-url?user_id=ada",
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert!(
+            answer["message"].as_str().unwrap().contains(field_message),
+            "{body}: {answer}"
+        );
+    }
+}

@@ -31,6 +31,8 @@
 //! the answer is `\n- More about <the user's first three words>?\n- Can you give an example?`.
 //! When the first is a system message starting with `Pick the one workflow`, the answer is the
 //! first listed workflow whose name the user's request contains, else `none`. When it starts
+//! with `You design AI agents` (drafting an agent) and the request has no `say:`, the answer is
+//! an agent as a JSON object named after the description's first three words. When it starts
 //! with `Choose the tools needed` (tool selection), the answer is a JSON list of the listed tools
 //! whose names the request contains. When the last message is a system message starting with
 //! `Decide whether the task is done` (the completion judge), the answer is
@@ -234,6 +236,27 @@ struct Script {
     say: Option<String>,
     fail_status: Option<u16>,
     drop_connection: bool,
+}
+
+/// The agent a designer model drafts from the description in `request`.
+fn drafted_agent(request: &str) -> String {
+    let description = request
+        .split_once("The agent to design:")
+        .map_or(request, |(_, description)| description);
+    let words: Vec<&str> = description.split_whitespace().take(3).collect();
+    let name = if words.is_empty() {
+        "Assistant".to_owned()
+    } else {
+        words.join(" ").chars().take(64).collect()
+    };
+    let topic: String = description.trim().chars().take(500).collect();
+    json!({
+        "name": name,
+        "description": format!("An agent for: {topic}"),
+        "systemPrefix": format!("You are {name}. Help the user with: {topic}"),
+        "availableTools": [],
+    })
+    .to_string()
 }
 
 /// The workflow choice: the first listed workflow (`- name: ...` lines) whose name the user's
@@ -479,6 +502,9 @@ async fn completions(
     let tool_choice = messages.first().is_some_and(|m| {
         m["role"] == "system" && message_text(m).starts_with("Choose the tools needed")
     });
+    let agent_design = messages.first().is_some_and(|m| {
+        m["role"] == "system" && message_text(m).starts_with("You design AI agents")
+    });
     let judge = messages.last().is_some_and(|m| {
         m["role"] == "system" && message_text(m).starts_with("Decide whether the task is done")
     });
@@ -615,6 +641,8 @@ async fn completions(
                 .rev()
                 .collect();
             format!("Tool results: {}", results.join(" | "))
+        } else if agent_design && script.say.is_none() {
+            drafted_agent(&last_user)
         } else if let Some(said) = &script.say {
             said.clone()
         } else {

@@ -201,7 +201,11 @@ impl App {
             store.clone(),
             config.search.es_url.is_some().then(|| search.clone()),
         );
-        let skills = Skills::new(store.clone());
+        let downloads = crate::util::DownloadPolicy {
+            allow_private: config.tools.download_allow_private,
+            max_bytes: config.tools.download_max_bytes,
+        };
+        let skills = Skills::new(store.clone(), downloads);
         let usage = Usage::new(store.clone(), config.budget);
         #[cfg(feature = "llm")]
         let embedder = crate::search::Embedder::from_config(&config.search)
@@ -264,10 +268,6 @@ impl App {
             if !code.is_available() {
                 tracing::info!("the code tools are off: no code sandbox (--code_sandbox)");
             }
-            let downloads = crate::tools::DownloadPolicy {
-                allow_private: config.tools.download_allow_private,
-                max_bytes: config.tools.download_max_bytes,
-            };
             let tools = ToolsAdmin::new(
                 store.clone(),
                 pool.clone(),

@@ -45,6 +45,7 @@ impl Documented {
         Self { routes, api }
     }
 
+    #[cfg(feature = "mcp")]
     pub fn merge(mut self, other: Documented) -> Self {
         self.routes = self.routes.merge(other.routes);
         self.api.merge(other.api);

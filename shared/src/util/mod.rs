@@ -2,12 +2,30 @@
 //! error a caller's input gets when it does not fit.
 
 mod day;
+#[cfg(feature = "llm")]
+pub mod fetch;
 mod ids;
 pub mod tls;
 pub mod words;
 
 pub use day::Day;
 pub use ids::{SessionId, UserId};
+
+/// What downloads may reach and fetch (`--download_allow_private`, `--download_max_bytes`).
+#[derive(Debug, Clone, Copy)]
+pub struct DownloadPolicy {
+    pub allow_private: bool,
+    pub max_bytes: u64,
+}
+
+impl Default for DownloadPolicy {
+    fn default() -> Self {
+        Self {
+            allow_private: false,
+            max_bytes: 20 * 1024 * 1024,
+        }
+    }
+}
 
 /// Seconds since the Unix epoch, as Sage's records and events carry them.
 pub fn now_secs() -> f64 {

@@ -15,7 +15,7 @@ pub use tools::{LOAD_SKILL, prompt_block, skill_tools};
 
 use crate::domain::DomainError;
 use crate::store::{SkillRecord, SkillStore, StoreError};
-use crate::util::{UserId, now_secs};
+use crate::util::{DownloadPolicy, UserId, now_secs};
 use crate::wire::skill::{SkillContent, SkillList, SkillView};
 
 /// The owner of system skills.
@@ -25,6 +25,9 @@ const MAX_RUN_SKILLS: usize = 50;
 #[derive(Clone)]
 pub struct Skills {
     store: Arc<dyn SkillStore>,
+    /// What an import may fetch (the download tool's policy).
+    #[cfg_attr(not(feature = "llm"), allow(dead_code))]
+    imports: DownloadPolicy,
 }
 
 /// A skill a run may load.
@@ -36,8 +39,8 @@ pub struct RunSkill {
 }
 
 impl Skills {
-    pub fn new(store: Arc<dyn SkillStore>) -> Self {
-        Self { store }
+    pub fn new(store: Arc<dyn SkillStore>, imports: DownloadPolicy) -> Self {
+        Self { store, imports }
     }
 
     /// The system's skills and the caller's own, by name.
@@ -54,6 +57,33 @@ impl Skills {
     pub async fn upload(&self, caller: &UserId, archive: &[u8]) -> Result<SkillView, DomainError> {
         let package = SkillPackage::from_zip(archive)?;
         self.save(caller, package).await
+    }
+
+    /// Fetches a zip from a public http(s) URL (through the download address guard, at most
+    /// [`MAX_ARCHIVE_BYTES`]) and saves it as [`Skills::upload`] does.
+    pub async fn import_url(&self, caller: &UserId, url: &str) -> Result<SkillView, DomainError> {
+        if url.trim().is_empty() {
+            return Err(DomainError::invalid("url: the zip's http(s) address"));
+        }
+        #[cfg(feature = "llm")]
+        {
+            let policy = DownloadPolicy {
+                max_bytes: self.imports.max_bytes.min(MAX_ARCHIVE_BYTES as u64),
+                ..self.imports
+            };
+            let fetched = crate::util::fetch::fetch_public(url, policy)
+                .await
+                .map_err(|error| DomainError::invalid(format!("url: {error}")))?;
+            self.upload(caller, &fetched.body).await
+        }
+        #[cfg(not(feature = "llm"))]
+        {
+            let _ = caller;
+            Err(DomainError::Unavailable(
+                "this function cannot fetch URLs: download the zip and use /api/skills/upload"
+                    .into(),
+            ))
+        }
     }
 
     /// `SKILL.md` of a skill the caller can see.

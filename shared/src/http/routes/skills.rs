@@ -80,17 +80,11 @@ async fn upload(
 
 #[utoipa::path(post, path = "/api/skills/import-url", tag = "session", request_body = SkillImport, responses((status = 200, body = Envelope<SkillView>)))]
 async fn import_url(
-    State(_skills): State<Skills>,
+    State(skills): State<Skills>,
     caller: Caller,
-    ValidJson(_import): ValidJson<SkillImport>,
+    ValidJson(import): ValidJson<SkillImport>,
 ) -> Answer<SkillView> {
-    caller.user()?;
-    Err(DomainError::Unavailable(
-        "importing a skill from a URL is not available yet: download the zip and use \
-         /api/skills/upload"
-            .into(),
-    )
-    .into())
+    Ok(ok(skills.import_url(&caller.user()?, &import.url).await?))
 }
 
 #[utoipa::path(get, path = "/api/skills/content", tag = "session", params(SkillQuery), responses((status = 200, body = Envelope<SkillContent>)))]

@@ -20,7 +20,7 @@ use crate::blob::{BlobError, ObjectKey, ObjectStore, RESERVED_FOLDER};
 mod documents;
 mod download;
 
-pub use download::DownloadPolicy;
+pub use crate::util::fetch::DownloadPolicy;
 
 pub const FILE_READ: &str = "file_read";
 pub const FILE_WRITE: &str = "file_write";

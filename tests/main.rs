@@ -6,6 +6,7 @@ mod common;
 mod accounts;
 mod agents;
 mod blob_conformance;
+mod browser;
 mod builtin_tools;
 mod client_routes;
 mod code_tools;

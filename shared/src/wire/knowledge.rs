@@ -30,8 +30,10 @@ pub struct KnowledgeBaseListQuery {
     #[serde(rename = "type", default)]
     pub kind: Option<String>,
     #[serde(default, alias = "page_no")]
+    #[param(minimum = 1)]
     pub page: Option<usize>,
     #[serde(default)]
+    #[param(minimum = 1, maximum = 100)]
     pub page_size: Option<usize>,
 }
 
@@ -66,8 +68,10 @@ pub struct KnowledgeBaseList {
 pub struct KnowledgeBaseQuery {
     pub kdb_id: String,
     #[serde(default, alias = "page_no")]
+    #[param(minimum = 1)]
     pub page: Option<usize>,
     #[serde(default)]
+    #[param(minimum = 1, maximum = 100)]
     pub page_size: Option<usize>,
 }
 

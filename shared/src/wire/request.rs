@@ -128,6 +128,7 @@ impl StreamRequest {
 
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 pub struct StreamRequest {
+    #[schema(min_items = 1)]
     pub messages: Vec<InputMessage>,
     pub session_id: Option<String>,
     pub user_id: Option<String>,

@@ -124,7 +124,11 @@ async fn change_password(
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 struct ListParams {
+    /// From 1.
+    #[param(minimum = 1)]
     page: Option<u64>,
+    /// 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     page_size: Option<u64>,
 }
 

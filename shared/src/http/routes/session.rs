@@ -44,7 +44,11 @@ fn session_id(raw: &str) -> Result<SessionId, ApiError> {
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 struct ListParams {
+    /// From 1.
+    #[param(minimum = 1)]
     page: Option<u64>,
+    /// 1 to 100 (default 10).
+    #[param(minimum = 1, maximum = 100)]
     page_size: Option<u64>,
     search: Option<String>,
     agent_id: Option<String>,

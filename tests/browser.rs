@@ -51,6 +51,8 @@ async fn page_server(dir: &std::path::Path) -> (MockLlm, ShimProcess) {
             JWT_KEY,
             "--admin_password",
             PASSWORD,
+            // The page's upload test has the model download the attachment from this server.
+            "--download_allow_private",
         ],
         &[],
     )
@@ -61,7 +63,9 @@ async fn page_server(dir: &std::path::Path) -> (MockLlm, ShimProcess) {
 /// Runs one script with node; its output is the failure message when it exits non-zero.
 async fn run_script(script: &str, base_url: &str) {
     let scripts = browser_scripts();
-    let screenshots = target_dir().join("browser").join(script.trim_end_matches(".mjs"));
+    let screenshots = target_dir()
+        .join("browser")
+        .join(script.trim_end_matches(".mjs"));
     std::fs::create_dir_all(&screenshots).unwrap();
     let run = tokio::process::Command::new("node")
         .arg(scripts.join(script))
@@ -99,4 +103,46 @@ async fn the_api_docs_render_with_nothing_fetched_beyond_the_server() {
     let dir = tempfile::tempdir().unwrap();
     let (_llm, shim) = page_server(dir.path()).await;
     run_script("docs.mjs", &shim.url).await;
+}
+
+/// `sage-local` embeds `local/web/dist`, committed so that a fresh clone serves the page without
+/// npm; `tests/run.sh` builds the sources into `target/web-dist`, which must be the same bytes.
+#[test]
+fn the_committed_page_is_the_build_of_its_sources() {
+    let built = target_dir().join("web-dist");
+    assert!(
+        built.exists(),
+        "{} is missing; run `bash tests/run.sh`, which builds local/web there",
+        built.display()
+    );
+    let committed = workspace_root().join("local/web/dist");
+    let files = |root: &std::path::Path| {
+        let mut files = std::collections::BTreeMap::new();
+        let mut folders = vec![root.to_path_buf()];
+        while let Some(folder) = folders.pop() {
+            for entry in std::fs::read_dir(&folder).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    folders.push(path);
+                } else {
+                    let relative = path.strip_prefix(root).unwrap().display().to_string();
+                    files.insert(relative, std::fs::read(&path).unwrap());
+                }
+            }
+        }
+        files
+    };
+    let (built, committed) = (files(&built), files(&committed));
+    assert_eq!(
+        built.keys().collect::<Vec<_>>(),
+        committed.keys().collect::<Vec<_>>(),
+        "local/web/dist is stale: run `(cd local/web && npm run build)` and commit dist/"
+    );
+    for (name, bytes) in &built {
+        assert!(
+            committed[name] == *bytes,
+            "local/web/dist/{name} differs from the build of local/web: run `(cd local/web && \
+             npm run build)` and commit dist/"
+        );
+    }
 }

@@ -49,6 +49,21 @@ node_peers() {
   fi
 }
 
+# The chat page (tests/browser.rs): Debian's Chromium, Playwright, and a fresh build of local/web
+# to compare with the committed local/web/dist that sage-local embeds.
+web_page() {
+  if ! [ -x /usr/bin/chromium ]; then
+    log "installing Chromium (the page's browser tests)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+  fi
+  if [ ! -d tests/browser/node_modules/playwright-core ]; then
+    (cd tests/browser && npm ci --silent --no-audit --no-fund)
+  fi
+  log "building local/web into target/web-dist"
+  (cd local/web && npm ci --silent --no-audit --no-fund \
+    && SAGE_WEB_OUT="$ROOT/target/web-dist" npm run build --silent >/dev/null)
+}
+
 code_sandbox() {
   if ! command -v bwrap >/dev/null 2>&1; then
     log "installing bubblewrap (the code tools' sandbox)"
@@ -136,6 +151,7 @@ node_peers
 code_sandbox
 rust_tools
 mkdir -p target
+web_page
 mariadb_server
 drop_test_databases
 moto_server

@@ -308,8 +308,14 @@ async function resumeRun(run) {
   setSession(run.sessionId);
   clearMessages();
   messages.slice(0, lastUser + 1).forEach(apply);
+  // As EventSource reconnects: the events after Last-Event-ID. The run's own events from its
+  // first one, since the turns before it came from the history.
   const after = run.firstSeq !== undefined ? run.firstSeq - 1 : 0;
-  await follow(`/api/stream/resume/${encodeURIComponent(run.sessionId)}?last_index=${after}`, { method: 'GET' }, run);
+  await follow(
+    `/api/stream/resume/${encodeURIComponent(run.sessionId)}`,
+    { method: 'GET', headers: { 'Last-Event-ID': String(after) } },
+    run,
+  );
 }
 
 // ---- conversations, agents, files --------------------------------------------------------------
@@ -519,6 +525,7 @@ async function start() {
   if (saved) await guarded(() => resumeRun(saved));
   else if (fromHash) await guarded(() => openConversation(fromHash));
   document.body.dataset.ready = 'true';
+  performance.mark('sage-ready');
 }
 
 start();

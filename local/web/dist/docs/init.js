@@ -4,4 +4,5 @@ window.ui = SwaggerUIBundle({
   deepLinking: true,
   validatorUrl: null,
   persistAuthorization: true,
+  tryItOutEnabled: false,
 });

@@ -7,6 +7,10 @@ import { BASE_URL, PASSWORD, USERNAME, api, check, launch, main, shot, signIn, s
 const ASSISTANT = '[data-testid="message"][data-role="assistant"][data-type="do_subtask_result"]';
 
 await main(async () => {
+  // Words no earlier run on the same server used: the history search must find this run's only.
+  const tag = Date.now().toString(36);
+  const zebra = `Zebra${tag} report words:60`;
+  const reload = `Reload${tag} words:120`;
   const token = await signIn();
   const authOn = token !== null;
   const agent = await api(
@@ -109,7 +113,7 @@ await main(async () => {
 
     await step('pick an agent and watch the answer stream in', async () => {
       await page.selectOption('[data-testid="agent-select"]', agentId);
-      await sendMessage('Zebra report words:60');
+      await sendMessage(zebra);
       const lengths = [];
       for (let i = 0; i < 10; i += 1) {
         lengths.push((await lastAnswer()).length);
@@ -122,7 +126,7 @@ await main(async () => {
       check(answer.startsWith('tok0 ') && answer.includes('tok59'), `the whole answer: ${answer}`);
       const sent = JSON.parse(requests.filter((r) => r.method === 'POST').pop().body);
       check(sent.agent_id === agentId, `the stream body names the agent: ${JSON.stringify(sent)}`);
-      check(sent.messages[0].content === 'Zebra report words:60', 'the stream body carries the message');
+      check(sent.messages[0].content === zebra, 'the stream body carries the message');
       const usage = page.locator('[data-testid="token-usage"]').last();
       await usage.waitFor();
       check(Number(await usage.getAttribute('data-total')) > 0, `token usage shown: ${await usage.textContent()}`);
@@ -160,7 +164,7 @@ await main(async () => {
     });
 
     await step('stop a slow run: it ends with the tail', async () => {
-      const usagesBefore = await page.locator('[data-testid="token-usage"]').count();
+      await newChat();
       await sendMessage('words:400');
       await waitAnswerLonger(30);
       const started = Date.now();
@@ -169,7 +173,7 @@ await main(async () => {
       const answer = await lastAnswer();
       check(!answer.includes('tok399'), 'the run stopped before its end');
       check(
-        (await page.locator('[data-testid="token-usage"]').count()) === usagesBefore + 1,
+        (await page.locator('[data-testid="token-usage"]').count()) === 1,
         'the stream tail (token usage) arrived after the stop',
       );
       const status = await api('POST', `/api/sessions/${encodeURIComponent(await currentSession())}/tasks_status`, undefined, token);
@@ -181,7 +185,7 @@ await main(async () => {
 
     await step('reload in the middle of a run: the same text, no token lost or repeated', async () => {
       await newChat();
-      await sendMessage('Reload test words:120');
+      await sendMessage(reload);
       await waitAnswerLonger(60);
       const sessionId = await currentSession();
       const before = requests.length;
@@ -201,7 +205,7 @@ await main(async () => {
       check(shown.trim() === expected, `every token once, in order: ${shown}`);
       const userMessages = await page.$$eval('[data-testid="message"][data-role="user"]', (all) => all.map((m) => m.dataset.raw));
       check(
-        userMessages.length === 1 && userMessages[0] === 'Reload test words:120',
+        userMessages.length === 1 && userMessages[0] === reload,
         `the question is shown once: ${JSON.stringify(userMessages)}`,
       );
       check((await page.locator('[data-testid="token-usage"]').count()) === 1, 'one token usage line');
@@ -209,24 +213,27 @@ await main(async () => {
     });
 
     await step('search, open, rename and delete conversations', async () => {
-      await searchFor('Zebra', 'Zebra');
+      await searchFor(`Zebra${tag}`, `Zebra${tag}`);
       await shot(page, 'searched');
       await page.click('[data-testid="conversation-item"] [data-testid="open-conversation"]');
-      await page.waitForFunction(() => document.querySelector('[data-testid="message"][data-role="user"]')?.dataset.raw === 'Zebra report words:60');
-      const zebra = await currentSession();
-      check((await lastAnswer()) === (await storedAnswer(zebra)), 'the opened conversation shows its stored answer');
+      await page.waitForFunction(
+        ([text]) => document.querySelector('[data-testid="message"][data-role="user"]')?.dataset.raw === text,
+        [zebra],
+      );
+      const zebraSession = await currentSession();
+      check((await lastAnswer()) === (await storedAnswer(zebraSession)), 'the opened conversation shows its stored answer');
       await page.click('[data-testid="conversation-item"] [data-testid="rename-conversation"]');
-      await page.fill('[data-testid="rename-input"]', 'Striped report');
+      await page.fill('[data-testid="rename-input"]', `Striped ${tag}`);
       await page.press('[data-testid="rename-input"]', 'Enter');
       await page.waitForSelector('[data-testid="rename-input"]', { state: 'detached' });
-      await searchFor('Striped', 'Striped report');
-      const renamed = await stored(zebra);
-      check(renamed.conversation_info.title === 'Striped report', `the title is stored: ${renamed.conversation_info.title}`);
-      await searchFor('Reload test', 'Reload test');
+      await searchFor(`Striped ${tag}`, `Striped ${tag}`);
+      const renamed = await stored(zebraSession);
+      check(renamed.conversation_info.title === `Striped ${tag}`, `the title is stored: ${renamed.conversation_info.title}`);
+      await searchFor(`Reload${tag}`, `Reload${tag}`);
       const doomed = await page.getAttribute('[data-testid="conversation-item"]', 'data-session-id');
       await page.click('[data-testid="conversation-item"] [data-testid="delete-conversation"]');
       await page.click('[data-testid="conversation-item"] [data-testid="confirm-delete"]');
-      await searchFor('Reload test', null);
+      await searchFor(`Reload${tag}`, null);
       const gone = await fetch(`${BASE_URL}/api/conversations/${encodeURIComponent(doomed)}/messages`, {
         headers: token ? { Authorization: `Bearer ${token}` } : {},
       });

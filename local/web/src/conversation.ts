@@ -90,6 +90,9 @@ export class Conversation {
   private views = new Map<Block, View>();
   private dirty = new Set<Block>();
   private scheduled = false;
+  private loading = false;
+  /** The last folded box opened while it streamed: folded again once something follows it. */
+  private openBox: HTMLDetailsElement | null = null;
   private anonymous = 0;
 
   constructor(
@@ -110,7 +113,28 @@ export class Conversation {
   /** Replaces what is shown by saved blocks. */
   load(blocks: Block[]): void {
     this.clear();
+    this.loading = true;
     for (const block of blocks) this.add(block);
+    this.loading = false;
+    this.flush();
+  }
+
+  /** Stored messages of a conversation, shown whole. */
+  history(messages: SageEvent[]): void {
+    this.loading = true;
+    for (const message of messages) this.apply(message);
+    this.loading = false;
+    this.settle();
+  }
+
+  /** At the end of a run: tool calls that got no result are marked so. */
+  settle(): void {
+    for (const [id, step] of this.calls) {
+      if (step.result === undefined) {
+        step.result = '';
+        this.touch(this.callBlock.get(id));
+      }
+    }
     this.flush();
   }
 
@@ -178,6 +202,17 @@ export class Conversation {
     }
   }
 
+  /** Takes a block off the screen (a message the server refused). */
+  remove(key: string): void {
+    const block = this.byKey.get(key);
+    if (!block) return;
+    this.views.get(block)?.element.remove();
+    this.views.delete(block);
+    this.dirty.delete(block);
+    this.byKey.delete(key);
+    this.blocks = this.blocks.filter((other) => other !== block);
+  }
+
   /** The text of every message with this role and type, in order (what the tests compare). */
   texts(role = 'assistant'): string[] {
     return this.blocks.flatMap((block) => (block.kind === 'text' && block.role === role ? [block.text] : []));
@@ -192,6 +227,8 @@ export class Conversation {
         this.callBlock.set(step.id, block);
       }
     }
+    if (this.openBox && !this.openBox.dataset.toggled) this.openBox.open = false;
+    this.openBox = null;
     const view = this.create(block);
     this.views.set(block, view);
     this.container.append(view.element);
@@ -241,8 +278,11 @@ export class Conversation {
     const body = element('div', 'message-text');
     if (FOLDED.has(block.type)) {
       const details = element('details');
-      details.open = true;
+      details.open = !this.loading;
+      if (details.open) this.openBox = details;
       const summary = element('summary', 'label', label);
+      // Once the reader opens or folds it, it stays as they left it.
+      summary.addEventListener('click', () => (details.dataset.toggled = 'true'));
       details.append(summary, body);
       node.append(details);
     } else {
@@ -306,12 +346,12 @@ export class Conversation {
         view.element.append(card);
       }
       card.querySelector('.tool-name')!.textContent = `${block.agent ? `${block.agent} · ` : ''}${step.name}`;
-      const status = step.result === undefined ? 'running' : step.failed ? 'failed' : 'done';
+      const status = step.result === undefined ? 'running' : step.failed ? 'failed' : step.result === '' ? 'no result' : 'done';
       card.querySelector('.tool-status')!.textContent = status;
       card.dataset.status = status;
       card.classList.toggle('failed', !!step.failed);
       card.querySelector('.tool-args')!.textContent = prettyArgs(step.args);
-      card.querySelector('.tool-result')!.textContent = step.result ?? '…';
+      card.querySelector('.tool-result')!.textContent = step.result === undefined ? '…' : step.result || '(no result)';
     }
   }
 

@@ -276,6 +276,7 @@ async function follow(run: Run, mode: Mode): Promise<void> {
       mode = run.lastSeq !== undefined || run.firstSeq !== undefined ? 'resume' : 'post';
     }
   } finally {
+    if (ended || controller.signal.aborted) conversation.settle();
     conversation.flush();
     if (ended || controller.signal.aborted) {
       saveRun(null);
@@ -304,6 +305,7 @@ async function send(event?: Event): Promise<void> {
   if (!conversation.sessionId) setSession(`session_${Date.now()}`);
   const sessionId = conversation.sessionId!;
   const run: Run = { sessionId, key: uuid(), body: JSON.stringify(requestBody(content, sessionId)) };
+  const typed = { text: input.value, attachments: state.attachments };
   input.value = '';
   state.attachments = [];
   renderAttachments();
@@ -315,10 +317,16 @@ async function send(event?: Event): Promise<void> {
     try {
       await follow(run, 'post');
     } catch (error) {
+      if (error instanceof ApiError && error.status === 401) throw error; // signs in, sends again
       if (run.firstSeq === undefined) {
-        // refused before it started (busy session, no model...): nothing to continue
+        // refused before it started (busy session, no model...): nothing to continue; the
+        // message goes back into the box
         saveRun(null);
         state.run = null;
+        conversation.remove(`user-${run.key}`);
+        if (!input.value) input.value = typed.text;
+        if (!state.attachments.length) state.attachments = typed.attachments;
+        renderAttachments();
       }
       throw error;
     }
@@ -354,7 +362,7 @@ async function restoreRun(run: Run): Promise<void> {
       if (!(error instanceof ApiError && error.status === 404)) throw error;
     }
     const lastUser = messages.map((m) => m.role).lastIndexOf('user');
-    messages.slice(0, lastUser + 1).forEach((m) => conversation.apply(m));
+    conversation.history(messages.slice(0, lastUser + 1));
     const sent = (JSON.parse(run.body).messages?.[0]?.content as string) ?? '';
     if (lastUser < 0 || messages[lastUser].content !== sent) conversation.user(sent, `user-${run.key}`);
     conversation.flush();
@@ -366,6 +374,14 @@ async function restoreRun(run: Run): Promise<void> {
       await follow(run, mode);
     } catch (error) {
       if (!(error instanceof ApiError) || error.status === 401) throw error;
+      if (mode === 'post' && error.status === 409 && !(await stored(run))) {
+        // The first POST was cut off so early that the server never stored the message, yet it
+        // keeps its Idempotency-Key "still starting": send it once more under a new key.
+        run.key = uuid();
+        saveRun(run);
+        await follow(run, 'post');
+        return;
+      }
       // the server knows no such run any more: show what it stored
       saveRun(null);
       state.run = null;
@@ -374,18 +390,34 @@ async function restoreRun(run: Run): Promise<void> {
   });
 }
 
+/** Whether the server stored the run's message as the conversation's last user message. */
+async function stored(run: Run): Promise<boolean> {
+  try {
+    const data = await call<{ messages: SageEvent[] }>('GET', `/api/conversations/${enc(run.sessionId)}/messages`);
+    const users = data.messages.filter((m) => m.role === 'user');
+    return users.length > 0 && users[users.length - 1].content === JSON.parse(run.body).messages?.[0]?.content;
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 404) return false;
+    throw error;
+  }
+}
+
 // ---- conversations -----------------------------------------------------------------------------
 
+const BUSY = 'A run is in progress here: stop it or wait for its end first.';
+
 async function openConversation(id: string): Promise<void> {
-  if (state.running) return;
+  if (state.running) {
+    if (id !== conversation.sessionId) showError(BUSY);
+    return;
+  }
   const data = await call<{ messages: SageEvent[]; conversation_info?: { agent_id?: string | null } }>(
     'GET',
     `/api/conversations/${enc(id)}/messages`,
   );
   setSession(id);
   conversation.clear();
-  data.messages.forEach((message) => conversation.apply(message));
-  conversation.flush();
+  conversation.history(data.messages);
   const agentId = data.conversation_info?.agent_id;
   const select = $<HTMLSelectElement>('agent-select');
   if (agentId && [...select.options].some((option) => option.value === agentId)) select.value = agentId;
@@ -637,7 +669,10 @@ async function attach(event: Event): Promise<void> {
 // ---- layout ------------------------------------------------------------------------------------
 
 function newChat(): void {
-  if (state.running) return;
+  if (state.running) {
+    showError(BUSY);
+    return;
+  }
   setSession(null);
   conversation.clear();
   void refreshWorkspace();
@@ -669,6 +704,10 @@ $('workspace-close').addEventListener('click', () => {
 });
 $('sidebar-toggle').addEventListener('click', () => document.body.classList.toggle('sidebar-open'));
 $('sidebar-close').addEventListener('click', closePanelsOnPhone);
+// On a phone the open sidebar darkens the page (#app::after); a tap there folds it.
+$('app').addEventListener('click', (event) => {
+  if (event.target === $('app')) closePanelsOnPhone();
+});
 $('conversation-search').addEventListener('input', () => {
   clearTimeout(searchTimer);
   searchTimer = setTimeout(() => void refreshConversations(), 250);
@@ -687,7 +726,8 @@ $('login-dialog').addEventListener('cancel', (event) => event.preventDefault());
 async function start(): Promise<void> {
   setRunning(false);
   await guarded(ensureSignedIn);
-  await Promise.all([guarded(loadAgents), guarded(loadTools), refreshConversations()]);
+  // The tool list is an extra: without it (an older server, a refusal) the picker stays hidden.
+  await Promise.all([guarded(loadAgents), loadTools().catch(() => undefined), refreshConversations()]);
   const run = readJson<Run>(sessionStorage, RUN_KEY);
   const fromHash = sessionFromHash();
   if (run && run.sessionId && (!fromHash || fromHash === run.sessionId)) await guarded(() => restoreRun(run));

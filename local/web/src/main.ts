@@ -432,6 +432,19 @@ interface ConversationItem {
   updated_at?: string;
 }
 
+
+/** A small button that shows a glyph and names its action for screen readers. */
+function iconButton(testid: string, label: string, glyph: string): HTMLButtonElement {
+  const button = document.createElement('button');
+  button.type = 'button';
+  button.className = 'icon';
+  button.dataset.testid = testid;
+  button.title = label;
+  button.setAttribute('aria-label', label);
+  button.textContent = glyph;
+  return button;
+}
+
 function conversationRow(item: ConversationItem): HTMLLIElement {
   const row = document.createElement('li');
   row.dataset.testid = 'conversation-item';
@@ -444,13 +457,7 @@ function conversationRow(item: ConversationItem): HTMLLIElement {
   open.textContent = item.title || item.session_id;
   open.title = item.updated_at ? `${item.title}\n${new Date(item.updated_at).toLocaleString()}` : item.title;
   open.onclick = () => guarded(() => openConversation(item.session_id));
-  const rename = document.createElement('button');
-  rename.type = 'button';
-  rename.className = 'icon';
-  rename.dataset.testid = 'rename-conversation';
-  rename.title = 'Rename';
-  rename.setAttribute('aria-label', 'Rename');
-  rename.textContent = '✎';
+  const rename = iconButton('rename-conversation', 'Rename', '✎');
   rename.onclick = () => {
     const field = document.createElement('input');
     field.dataset.testid = 'rename-input';
@@ -477,13 +484,7 @@ function conversationRow(item: ConversationItem): HTMLLIElement {
     field.focus();
     field.select();
   };
-  const remove = document.createElement('button');
-  remove.type = 'button';
-  remove.className = 'icon';
-  remove.dataset.testid = 'delete-conversation';
-  remove.title = 'Delete';
-  remove.setAttribute('aria-label', 'Delete');
-  remove.textContent = '✕';
+  const remove = iconButton('delete-conversation', 'Delete', '✕');
   remove.onclick = () => {
     const sure = document.createElement('button');
     sure.type = 'button';

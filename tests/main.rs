@@ -14,6 +14,7 @@ mod config_flags;
 mod context_budget;
 mod conversation_search;
 mod document_tools;
+mod event_packing;
 mod fibre_mode;
 mod files;
 mod health;

@@ -160,21 +160,39 @@ async fn events_come_back_in_order_after_a_sequence_number(store: Arc<dyn Store>
     assert!(store.events_after("never", 0).await.unwrap().is_empty());
 }
 
+/// Two writers that read the same last sequence number collide on their first event.
 async fn a_taken_sequence_number_fails_the_whole_batch(store: Arc<dyn Store>) {
-    store
-        .append_events("s3", &events("s3", 1..=2))
-        .await
-        .unwrap();
+    let written = events("s3", 1..=4);
+    store.append_events("s3", &written[..2]).await.unwrap();
+    store.append_events("s3", &written[2..]).await.unwrap();
     let error = store
-        .append_events("s3", &events("s3", 2..=4))
+        .append_events("s3", &events("s3", 3..=6))
         .await
         .unwrap_err();
     assert!(matches!(error, StoreError::SeqConflict { .. }), "{error}");
     assert_eq!(
         store.last_seq("s3").await.unwrap(),
-        2,
+        4,
         "nothing of the batch was written"
     );
+    assert_eq!(store.events_after("s3", 0).await.unwrap(), written);
+}
+
+/// A batch may be stored packed (DynamoDB); reading after any number inside it, or across
+/// batches, returns exactly the events after that number.
+async fn reading_after_any_number_inside_a_batch_returns_exactly_the_rest(store: Arc<dyn Store>) {
+    let mut written = events("s9", 1..=150);
+    for stored in written.iter_mut().skip(40).take(3) {
+        stored.event.content = Some(json!("long ".repeat(400)));
+    }
+    store.append_events("s9", &written[..130]).await.unwrap();
+    store.append_events("s9", &written[130..131]).await.unwrap();
+    store.append_events("s9", &written[131..]).await.unwrap();
+    for after in 0..=150 {
+        let read = store.events_after("s9", after).await.unwrap();
+        assert_eq!(read, written[after as usize..], "after {after}");
+    }
+    assert_eq!(store.last_seq("s9").await.unwrap(), 150);
 }
 
 fn usage(user_id: &str, session_id: &str, seq: u64, day: &str, tokens: u64) -> UsageRecord {
@@ -213,7 +231,7 @@ async fn usage_is_written_with_its_events_or_not_at_all(store: Arc<dyn Store>) {
     // A taken sequence number fails the write: neither the events nor the usage land.
     let clash = usage("ann", "u1", 6, "2026-12-03", 99);
     let error = store
-        .append_events_with_usage("u1", &events("u1", 5..=6), &clash)
+        .append_events_with_usage("u1", &events("u1", 3..=6), &clash)
         .await
         .unwrap_err();
     assert!(matches!(error, StoreError::SeqConflict { .. }), "{error}");
@@ -1050,6 +1068,7 @@ macro_rules! conformance {
             conformance!(@test $make, a_taken_sequence_number_fails_the_whole_batch);
             conformance!(@test $make, deleting_a_session_removes_its_events_and_lock);
             conformance!(@test $make, usage_is_written_with_its_events_or_not_at_all);
+            conformance!(@test $make, reading_after_any_number_inside_a_batch_returns_exactly_the_rest);
             conformance!(@test $make, the_run_lock_admits_one_run_until_released_or_expired);
             conformance!(@test $make, the_cancel_flag_reaches_only_a_live_run);
             conformance!(@test $make, an_idempotency_key_binds_once);

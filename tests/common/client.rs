@@ -29,7 +29,7 @@ pub async fn post_ndjson(url: &str, body: &Value) -> Vec<Value> {
     ndjson_events(&response.text().await.unwrap())
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SseFrame {
     pub id: String,
     pub event: String,

@@ -68,7 +68,8 @@ pub const MOTO_ENV: [(&str, &str); 3] = [
     ("AWS_REGION", "us-east-1"),
 ];
 
-pub async fn dynamo_store(table: &str) -> sage_core::store::DynamoStore {
+/// A DynamoDB client of moto.
+pub fn dynamo_client() -> aws_sdk_dynamodb::Client {
     let credentials =
         aws_sdk_dynamodb::config::Credentials::new("testing", "testing", None, None, "tests");
     let config = aws_sdk_dynamodb::Config::builder()
@@ -77,10 +78,11 @@ pub async fn dynamo_store(table: &str) -> sage_core::store::DynamoStore {
         .endpoint_url(dynamodb_endpoint())
         .credentials_provider(credentials)
         .build();
-    let store = sage_core::store::DynamoStore::with_client(
-        aws_sdk_dynamodb::Client::from_conf(config),
-        table,
-    );
+    aws_sdk_dynamodb::Client::from_conf(config)
+}
+
+pub async fn dynamo_store(table: &str) -> sage_core::store::DynamoStore {
+    let store = sage_core::store::DynamoStore::with_client(dynamo_client(), table);
     store.create_table().await.unwrap_or_else(|error| {
         panic!("moto at {} refused the table: {error}", dynamodb_endpoint())
     });

@@ -287,7 +287,8 @@ impl App {
                     events: store.clone(),
                     control: store.clone(),
                     summaries: store.clone(),
-                    sink: EventSink::new(store.clone()),
+                    sink: EventSink::new(store.clone())
+                        .with_pack_window(config.store.event_pack_window()),
                 },
                 RunDefaults {
                     llm: config.llm.clone(),

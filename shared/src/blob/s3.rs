@@ -38,9 +38,7 @@ impl S3Objects {
             .minio_bucket_name
             .clone()
             .ok_or_else(|| BlobError::Config("--minio_bucket_name is required for S3".into()))?;
-        let region = aws_config::meta::region::RegionProviderChain::default_provider()
-            .or_else(aws_config::Region::new("us-east-1"));
-        let mut loader = crate::util::tls::aws_config_loader().region(region);
+        let mut loader = crate::util::tls::aws_config_loader();
         if let (Some(access_key), Some(secret_key)) =
             (&config.minio_access_key, &config.minio_secret_key)
         {
@@ -61,7 +59,7 @@ impl S3Objects {
                 format!("http://{endpoint}")
             }
         });
-        let shared = loader.load().await;
+        let shared = crate::util::tls::load_aws_config(loader).await;
         let mut builder = aws_sdk_s3::config::Builder::from(&shared);
         if let Some(endpoint) = &endpoint {
             builder = builder.endpoint_url(endpoint).force_path_style(true);

@@ -390,9 +390,23 @@ pub struct StoreConfig {
     /// Endpoint override (DynamoDB Local, moto).
     #[arg(long, env = "SAGE_DYNAMODB_ENDPOINT")]
     pub dynamodb_endpoint: Option<String>,
+    /// How long a message's text deltas may wait to be written together (milliseconds): fewer,
+    /// fuller writes for a little latency. The first delta of a message is never held. Default:
+    /// 100 on DynamoDB, which prices each item written, 0 elsewhere.
+    #[arg(long, env = "SAGE_EVENT_PACK_WINDOW_MS", value_parser = clap::value_parser!(u64).range(0..=2000))]
+    pub event_pack_window_ms: Option<u64>,
 }
 
 impl StoreConfig {
+    pub fn event_pack_window(&self) -> std::time::Duration {
+        let default = if self.db_type == DbType::Dynamodb {
+            100
+        } else {
+            0
+        };
+        std::time::Duration::from_millis(self.event_pack_window_ms.unwrap_or(default))
+    }
+
     pub fn sqlite_file(&self) -> PathBuf {
         self.db_path.join("sage.db")
     }

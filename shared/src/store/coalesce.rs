@@ -2,6 +2,7 @@
 //! transaction then carries the events of many sessions, instead of one commit per run per flush.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -26,6 +27,7 @@ struct Append {
 pub struct EventSink {
     store: Arc<dyn EventLog>,
     batcher: Option<mpsc::Sender<Append>>,
+    pack_window: Duration,
 }
 
 impl EventSink {
@@ -36,7 +38,21 @@ impl EventSink {
             tokio::spawn(run_batcher(store.clone(), receiver));
             sender
         });
-        Self { store, batcher }
+        Self {
+            store,
+            batcher,
+            pack_window: Duration::ZERO,
+        }
+    }
+
+    /// How long a writer may hold a message's text deltas to write them together.
+    pub fn with_pack_window(mut self, window: Duration) -> Self {
+        self.pack_window = window;
+        self
+    }
+
+    pub fn pack_window(&self) -> Duration {
+        self.pack_window
     }
 
     /// Stores the events and hands them back.

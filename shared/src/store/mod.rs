@@ -77,8 +77,10 @@ pub trait SessionStore: Send + Sync + 'static {
 /// Each session's events, numbered from 1: what was streamed, and the caller's messages.
 #[async_trait]
 pub trait EventLog: Send + Sync + 'static {
-    /// Appends events with the sequence numbers the caller assigned; a taken number fails with
-    /// `SeqConflict` and nothing of the batch is written.
+    /// Appends events with the sequence numbers the caller assigned, contiguous and after
+    /// `last_seq`. A taken number fails with `SeqConflict` and nothing of the batch is written; a
+    /// backend that packs a batch into one record (DynamoDB) sees the collision where the batch
+    /// starts, which is where two writers that read the same `last_seq` meet.
     async fn append_events(
         &self,
         session_id: &str,

@@ -22,3 +22,19 @@ pub fn aws_config_loader() -> aws_config::ConfigLoader {
         .build_https();
     aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(https)
 }
+
+/// Loads the SDK configuration, in us-east-1 when the environment names no region (what
+/// DynamoDB Local, MinIO and moto accept). The region is looked up by the loader itself, over
+/// its HTTPS client: the SDK's stand-alone region chain would build an instance-metadata client
+/// that needs the SDK's default client, which this build leaves out.
+#[cfg(any(feature = "dynamodb", feature = "s3"))]
+pub async fn load_aws_config(loader: aws_config::ConfigLoader) -> aws_config::SdkConfig {
+    let config = loader.load().await;
+    if config.region().is_some() {
+        return config;
+    }
+    config
+        .into_builder()
+        .region(aws_config::Region::new("us-east-1"))
+        .build()
+}

@@ -131,7 +131,23 @@ pub fn spawn_writer(
         let mut seq = after_seq;
         let mut sent: u64 = 0;
         let mut batch = Vec::new();
+        let window = sink.pack_window();
+        let mut open_message: Option<String> = None;
         while incoming.recv_many(&mut batch, MAX_BATCH).await > 0 {
+            if !window.is_zero() {
+                let until = tokio::time::Instant::now() + window;
+                while batch.len() < MAX_BATCH && continues_message(&batch, open_message.as_deref()) {
+                    let room = MAX_BATCH - batch.len();
+                    match tokio::time::timeout_at(until, incoming.recv_many(&mut batch, room)).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                }
+                open_message = batch
+                    .last()
+                    .filter(|event| is_text_delta(event))
+                    .and_then(|event| event.message_id.clone());
+            }
             let stored: Vec<StoredEvent> = batch
                 .drain(..)
                 .map(|event| {
@@ -178,6 +194,28 @@ pub fn spawn_writer(
         (end, client)
     }.in_current_span());
     (emitter, writer)
+}
+
+/// A piece of a message's text, as the model streams it.
+fn is_text_delta(event: &Event) -> bool {
+    matches!(event.content, Some(serde_json::Value::String(_)))
+        && event.tool_calls.is_none()
+        && event.message_id.is_some()
+        && !matches!(
+            event.kind,
+            EventType::Error | EventType::TokenUsage | EventType::StreamEnd | EventType::ToolCallResult
+        )
+}
+
+/// True while `batch` holds only further deltas of the message whose text was last written: such
+/// deltas may wait for the pack window. The first delta of a message, and anything else, goes
+/// out at once.
+fn continues_message(batch: &[Event], open_message: Option<&str>) -> bool {
+    open_message.is_some_and(|open| {
+        batch
+            .iter()
+            .all(|event| is_text_delta(event) && event.message_id.as_deref() == Some(open))
+    })
 }
 
 /// The log is unwritable: tell the client, unstored, and close with the mandatory tail.

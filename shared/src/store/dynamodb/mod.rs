@@ -1,6 +1,8 @@
 //! The `dynamodb` store: one table, keys `pk`/`sk`, GSI `by_user` (`gsi1pk`/`gsi1sk`), TTL
 //! attribute `ttl`. The item layout is written down in infra/dynamodb.md.
 
+mod pack;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -222,16 +224,22 @@ fn session_from_item(item: Item) -> Result<SessionRecord, StoreError> {
     from_item::<SessionItem>(item).map(SessionRecord::from)
 }
 
-/// One event of a session's log: `SESSION#<id>` / `EVENT#<seq, zero-padded>`.
+/// Events `seq..=last` of a session's log: `SESSION#<id>` / `EVENT#<seq, zero-padded>`.
 #[derive(Serialize, Deserialize)]
 struct EventItem {
     pk: String,
     sk: String,
     seq: u64,
-    /// The event as the wire carries it, so a replay is byte-identical; empty when `body_key`
-    /// holds it.
+    /// The last event of a packed item (see `pack`); absent when the item holds one event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last: Option<u64>,
+    /// The event as the wire carries it, so a replay is byte-identical; empty when `packed` or
+    /// `body_key` holds it.
     #[serde(default)]
     body: String,
+    /// The events of a packed item, deflated (see `pack`).
+    #[serde(default, with = "serde_bytes", skip_serializing_if = "Option::is_none")]
+    packed: Option<Vec<u8>>,
     /// An event too large for an item: the object store key of its body.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     body_key: Option<String>,
@@ -631,13 +639,11 @@ impl DynamoStore {
     /// Builds the client from the environment (region, credentials) and warms its connection.
     /// With an endpoint override (DynamoDB Local, moto) the table is created when missing.
     pub async fn connect(config: &StoreConfig) -> Result<Self, StoreError> {
-        let region = aws_config::meta::region::RegionProviderChain::default_provider()
-            .or_else(aws_config::Region::new("us-east-1"));
-        let mut loader = crate::util::tls::aws_config_loader().region(region);
+        let mut loader = crate::util::tls::aws_config_loader();
         if let Some(endpoint) = &config.dynamodb_endpoint {
             loader = loader.endpoint_url(endpoint);
         }
-        let store = Self::with_client(Client::new(&loader.load().await), &config.dynamodb_table);
+        let store = Self::with_client(Client::new(&crate::util::tls::load_aws_config(loader).await), &config.dynamodb_table);
         if config.dynamodb_endpoint.is_some() {
             store.create_table().await?;
         }
@@ -659,25 +665,57 @@ impl DynamoStore {
         self
     }
 
-    /// The event's body, or its key once the body is in the object store.
-    async fn event_body(
+    /// Puts a body too large for an item in the object store; returns its key.
+    async fn spill_body(
         &self,
+        objects: &Arc<dyn ObjectStore>,
         session_id: &str,
-        stored: &StoredEvent,
-    ) -> Result<(String, Option<String>), StoreError> {
-        let body = serde_json::to_string(&stored.event)?;
-        let Some(objects) = self.spill.as_ref().filter(|_| body.len() > SPILL_BYTES) else {
-            return Ok((body, None));
-        };
+        seq: u64,
+        body: String,
+    ) -> Result<String, StoreError> {
         // A unique key: a batch that loses its sequence numbers to another writer leaves an
         // orphan, never overwrites the winner's body.
         let key = spill_folder(session_id)?.join(&format!(
-            "{:012}-{}.json",
-            stored.seq,
+            "{seq:012}-{}.json",
             uuid::Uuid::new_v4().simple()
         ))?;
         objects.put(&key, body.into()).await?;
-        Ok((String::new(), Some(key.to_string())))
+        Ok(key.to_string())
+    }
+
+    /// The batch as items, each with its first sequence number: small events packed together, a
+    /// huge one's body in the object store.
+    async fn event_items(
+        &self,
+        session_id: &str,
+        events: &[StoredEvent],
+    ) -> Result<Vec<(u64, Item)>, StoreError> {
+        let mut bodies = Vec::with_capacity(events.len());
+        for stored in events {
+            bodies.push((stored.seq, serde_json::to_string(&stored.event)?));
+        }
+        let mut items = Vec::new();
+        for pack::Pack { first, last, body } in pack::pack(bodies) {
+            let (body, packed, body_key) = match (body, self.spill.as_ref()) {
+                (pack::PackBody::Deflated(bytes), _) => (String::new(), Some(bytes), None),
+                (pack::PackBody::Plain(body), Some(objects)) if body.len() > SPILL_BYTES => {
+                    let key = self.spill_body(objects, session_id, first, body).await?;
+                    (String::new(), None, Some(key))
+                }
+                (pack::PackBody::Plain(body), _) => (body, None, None),
+            };
+            let item = to_item(&EventItem {
+                pk: session_pk(session_id),
+                sk: event_sk(first),
+                seq: first,
+                last: (last != first).then_some(last),
+                body,
+                packed,
+                body_key,
+            })?;
+            items.push((first, item));
+        }
+        Ok(items)
     }
 
     async fn read_spilled(&self, key: &str) -> Result<String, StoreError> {
@@ -966,46 +1004,48 @@ fn usage_from_item(item: Item) -> Result<UsageRecord, StoreError> {
 }
 
 impl DynamoStore {
-    /// Writes the events, 100 items per transaction at most, with `usage` in the last one.
+    /// Writes the events, 100 items per transaction at most, with `usage` in the last one. A
+    /// batch that fits one item and carries no usage is a plain conditional put, which costs
+    /// half the write units of a transaction.
     async fn put_events(
         &self,
         session_id: &str,
         events: &[StoredEvent],
         usage: Option<&UsageRecord>,
     ) -> Result<(), StoreError> {
-        let chunks: Vec<&[StoredEvent]> = if events.is_empty() {
-            vec![&[]]
-        } else {
-            events.chunks(99).collect()
+        let conflict = |seq: u64| StoreError::SeqConflict {
+            session_id: session_id.to_owned(),
+            seq,
         };
-        let last = chunks.len() - 1;
-        for (index, chunk) in chunks.into_iter().enumerate() {
-            let mut writes = Vec::with_capacity(chunk.len() + 1);
-            for stored in chunk {
-                let (body, body_key) = self.event_body(session_id, stored).await?;
-                let item = to_item(&EventItem {
-                    pk: session_pk(session_id),
-                    sk: event_sk(stored.seq),
-                    seq: stored.seq,
-                    body,
-                    body_key,
-                })?;
-                writes.push(self.put_new(item)?);
-            }
-            if let Some(usage) = usage.filter(|_| index == last) {
+        let items = self.event_items(session_id, events).await?;
+        if usage.is_none() && items.len() <= 1 {
+            let Some((seq, item)) = items.into_iter().next() else {
+                return Ok(());
+            };
+            return match self.put_if_absent(item).await? {
+                true => Ok(()),
+                false => Err(conflict(seq)),
+            };
+        }
+        let mut remaining = items.into_iter().peekable();
+        loop {
+            let chunk: Vec<(u64, Item)> = remaining.by_ref().take(99).collect();
+            let is_last = remaining.peek().is_none();
+            let chunk_seq = chunk.first().map_or(0, |(seq, _)| *seq);
+            let mut writes = chunk
+                .into_iter()
+                .map(|(_, item)| self.put_new(item))
+                .collect::<Result<Vec<_>, _>>()?;
+            if let Some(usage) = usage.filter(|_| is_last) {
                 writes.push(self.put_new(usage_item(usage)?)?);
             }
-            if writes.is_empty() {
-                continue;
+            if !writes.is_empty() && !self.transact(writes).await? {
+                return Err(conflict(chunk_seq));
             }
-            if !self.transact(writes).await? {
-                return Err(StoreError::SeqConflict {
-                    session_id: session_id.to_owned(),
-                    seq: chunk.first().map_or(0, |stored| stored.seq),
-                });
+            if is_last {
+                return Ok(());
             }
         }
-        Ok(())
     }
 }
 
@@ -1067,24 +1107,41 @@ impl EventLog for DynamoStore {
         session_id: &str,
         after: u64,
     ) -> Result<Vec<StoredEvent>, StoreError> {
+        // The item holding `after + 1` may begin up to a pack's length before it.
         let items = self
             .query_range(
                 session_pk(session_id),
-                event_sk(after + 1),
+                event_sk(pack::earliest_item_holding(after + 1)),
                 "EVENT#~".into(),
             )
             .await?;
         let mut events = Vec::with_capacity(items.len());
         for item in items {
             let item: EventItem = from_item(item)?;
-            let body = match &item.body_key {
-                Some(key) => self.read_spilled(key).await?,
-                None => item.body,
+            let last = item.last.unwrap_or(item.seq);
+            if last <= after {
+                continue;
+            }
+            let body = match (item.packed, &item.body_key) {
+                (Some(bytes), _) => pack::PackBody::Deflated(bytes),
+                (None, Some(key)) => pack::PackBody::Plain(self.read_spilled(key).await?),
+                (None, None) => pack::PackBody::Plain(item.body),
             };
-            events.push(StoredEvent {
-                seq: item.seq,
-                event: serde_json::from_str(&body)?,
-            });
+            let lines = pack::unpack(item.seq, last, body).ok_or_else(|| {
+                StoreError::Mapping(
+                    format!(
+                        "the event item at {} does not hold events {}..={last}",
+                        item.seq, item.seq
+                    )
+                    .into(),
+                )
+            })?;
+            for (seq, line) in lines.into_iter().filter(|(seq, _)| *seq > after) {
+                events.push(StoredEvent {
+                    seq,
+                    event: serde_json::from_str(&line)?,
+                });
+            }
         }
         Ok(events)
     }
@@ -1104,7 +1161,10 @@ impl EventLog for DynamoStore {
             .await
             .map_err(dynamo_error)?;
         match output.items.unwrap_or_default().into_iter().next() {
-            Some(item) => Ok(from_item::<EventItem>(item)?.seq),
+            Some(item) => {
+                let item = from_item::<EventItem>(item)?;
+                Ok(item.last.unwrap_or(item.seq))
+            }
             None => Ok(0),
         }
     }

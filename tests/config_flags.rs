@@ -58,6 +58,7 @@ const FLAGS_THAT_ACT: &[(&str, Option<&str>)] = &[
     ("--mysql_database", Some("d")),
     ("--dynamodb_table", Some("t")),
     ("--dynamodb_endpoint", Some("http://127.0.0.1:5000")),
+    ("--event_pack_window_ms", Some("40")),
 ];
 
 fn acting_flag_args() -> Vec<String> {
@@ -103,6 +104,7 @@ fn every_flag_that_acts_is_accepted_and_applied() {
     assert_eq!(config.limits.max_llm_calls, Some(40));
     assert_eq!(config.limits.max_tokens, Some(200_000));
     assert_eq!(config.limits.max_duration, Some(Duration::from_secs(600)));
+    assert_eq!(config.store.event_pack_window(), Duration::from_millis(40));
 }
 
 #[test]
@@ -115,6 +117,13 @@ fn defaults_follow_the_seed() {
     assert_eq!(config.llm.model_name, "deepseek-chat");
     assert_eq!(config.llm.max_tokens, 4096);
     assert_eq!(config.llm.max_model_len, 54000);
+    assert_eq!(config.store.event_pack_window(), Duration::ZERO);
+    let dynamodb = Config::try_from_args(["sage", "--db_type", "dynamodb"]).unwrap();
+    assert_eq!(
+        dynamodb.store.event_pack_window(),
+        Duration::from_millis(100),
+        "DynamoDB prices each item: its deltas wait up to 100 ms to share one"
+    );
 }
 
 fn start_failure(args: &[&str], env: &[(&str, &str)]) -> String {
@@ -156,6 +165,35 @@ fn a_bad_value_or_unknown_flag_stops_start_up_naming_it() {
         start_failure(&[], &[("SAGE_DEFAULT_LLM_MAX_TOKENS", "many")])
             .contains("--default_llm_max_tokens")
     );
+    assert!(
+        start_failure(&["--event_pack_window_ms", "5000"], &[]).contains("--event_pack_window_ms")
+    );
+    // The sandbox function's settings belong together, and nothing of them is ignored.
+    let memory = ["--db_type", "memory"];
+    for (args, says) in [
+        (
+            &["--code_sandbox", "lambda"][..],
+            "--code_sandbox lambda needs --code_sandbox_function",
+        ),
+        (
+            &["--code_sandbox_function", "sandbox"][..],
+            "--code_sandbox_function names the sandbox function of --code_sandbox lambda",
+        ),
+        (
+            &[
+                "--code_sandbox",
+                "lambda",
+                "--code_sandbox_function",
+                "sandbox",
+                "--code_network",
+            ][..],
+            "--code_network does not apply to --code_sandbox lambda",
+        ),
+    ] {
+        let all: Vec<&str> = args.iter().chain(&memory).copied().collect();
+        let stderr = start_failure(&all, &[]);
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
 }
 
 async fn model_seen_by_llm(extra_args: &[&str], env: &[(&str, &str)]) -> String {

@@ -97,7 +97,8 @@ async fn answer_on_dynamodb(flags: &[&str]) -> Answered {
     ];
     args.extend_from_slice(flags);
     let shim = ShimProcess::start(dir.path(), &args, &MOTO_ENV).await;
-    let body = json!({"session_id": "pack-1", "messages": [{"role": "user", "content": "words:1000"}]});
+    let body =
+        json!({"session_id": "pack-1", "messages": [{"role": "user", "content": "words:1000"}]});
     let events = post_ndjson(&format!("{}/api/stream", shim.url), &body).await;
     assert_tail(&events, "pack-1");
     let expected: String = (0..1000).map(|i| format!("tok{i} ")).collect();
@@ -133,9 +134,11 @@ async fn a_thousand_delta_answer_on_dynamodb_is_written_by_the_kilobyte() {
         sizes.map(|size| 2 * size.div_ceil(1024)).sum()
     };
     let units_packed = units(&mut items.iter().map(|(_, _, size)| *size));
-    let units_unpacked = units(&mut events.iter().map(|event| {
-        serde_json::to_string(event).unwrap().len() + 60
-    }));
+    let units_unpacked = units(
+        &mut events
+            .iter()
+            .map(|event| serde_json::to_string(event).unwrap().len() + 60),
+    );
     println!(
         "event log of a 1,000-delta answer: {events_stored} events, {bytes} bytes streamed, \
          {} items (bound {bound}); write units at most {units_packed} packed, \
@@ -167,7 +170,10 @@ async fn a_thousand_delta_answer_on_dynamodb_is_written_by_the_kilobyte() {
     // Resuming after any number inside a packed item returns exactly the events after it.
     let full = sse_resume(&shim.url, "pack-1", 0).await;
     let packed: Vec<&(u64, u64, usize)> = items.iter().filter(|(f, l, _)| l > f).collect();
-    assert!(packed.len() >= 10, "most items hold several events: {items:?}");
+    assert!(
+        packed.len() >= 10,
+        "most items hold several events: {items:?}"
+    );
     for (first, last, _) in packed.iter().step_by(packed.len() / 8) {
         for after in [*first, (first + last) / 2, last - 1] {
             let resumed = sse_resume(&shim.url, "pack-1", after).await;
@@ -187,8 +193,13 @@ async fn a_thousand_delta_answer_on_dynamodb_is_written_by_the_kilobyte() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_pack_window_is_what_gathers_a_slow_models_deltas() {
     let windowed = answer_on_dynamodb(&[]).await.items.len();
-    let unwindowed = answer_on_dynamodb(&["--event_pack_window_ms", "0"]).await.items.len();
-    println!("items for a 1,000-delta answer: {windowed} with the default window, {unwindowed} without");
+    let unwindowed = answer_on_dynamodb(&["--event_pack_window_ms", "0"])
+        .await
+        .items
+        .len();
+    println!(
+        "items for a 1,000-delta answer: {windowed} with the default window, {unwindowed} without"
+    );
     assert!(
         unwindowed > 3 * windowed,
         "without the window each write carries what queued during the last one: \

@@ -32,3 +32,48 @@ fn cargo_lambda_build_release_produced_every_bootstrap() {
         eprintln!("{function}: bootstrap {} bytes", metadata.len());
     }
 }
+
+/// Each bootstrap, built on its own as it is deployed, reaches DynamoDB at start-up. A workspace
+/// build links the AWS SDK's default HTTPS client through the tests' own dependencies and so
+/// hides a bootstrap that cannot make its first AWS call; this runs the real bootstraps. With no
+/// Lambda runtime API to poll they stop after start-up; the table they created is the proof.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_bootstrap_built_alone_reaches_dynamodb_at_start_up() {
+    for (function, _) in FUNCTIONS {
+        let bootstrap = target_dir().join("lambda").join(function).join("bootstrap");
+        let table = crate::common::fresh_name("boot");
+        let output = tokio::process::Command::new(&bootstrap)
+            .env_clear()
+            .envs(crate::common::MOTO_ENV)
+            .env("SAGE_DB_TYPE", "dynamodb")
+            .env("SAGE_DYNAMODB_ENDPOINT", crate::common::dynamodb_endpoint())
+            .env("SAGE_DYNAMODB_TABLE", &table)
+            .env(
+                "SAGE_PRESET_RUNNING_CONFIG_PATH",
+                "/nonexistent/agent_setting.json",
+            )
+            .env("SAGE_MCP_CONFIG_PATH", "/nonexistent/mcp_setting.json")
+            .env("SAGE_DEFAULT_LLM_API_KEY", "k")
+            .kill_on_drop(true)
+            .output();
+        let output = tokio::time::timeout(std::time::Duration::from_secs(60), output)
+            .await
+            .unwrap_or_else(|_| panic!("{function}: still running after 60 s"))
+            .unwrap_or_else(|error| {
+                panic!("{function}: {} does not run: {error}", bootstrap.display())
+            });
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !stderr.contains("http_client is required"),
+            "{function} cannot make an AWS call: {stderr}"
+        );
+        crate::common::dynamo_client()
+            .describe_table()
+            .table_name(&table)
+            .send()
+            .await
+            .unwrap_or_else(|error| {
+                panic!("{function} did not reach DynamoDB at start-up ({error:?}): {stderr}")
+            });
+    }
+}

@@ -73,6 +73,9 @@ impl Emulator {
             format!("SAGE_MINIO_BUCKET_NAME={table}"),
             "SAGE_PRESET_RUNNING_CONFIG_PATH=/nonexistent/agent_setting.json".to_owned(),
             "SAGE_MCP_CONFIG_PATH=/nonexistent/mcp_setting.json".to_owned(),
+            // The emulator serves Lambda's Invoke API: a function that calls another (Stream
+            // calling the sandbox function) reaches it here.
+            format!("AWS_ENDPOINT_URL_LAMBDA=http://127.0.0.1:{port}"),
         ];
         env_vars.extend(
             MOTO_ENV
@@ -520,6 +523,14 @@ fn cargo_lambda_deploy_uses_each_functions_metadata_and_agrees_with_the_template
             config["enable_function_url"], false,
             "{binary}: cargo-lambda would create a BUFFERED URL; URLs come from the template"
         );
+        if binary == "sage-sandbox" {
+            assert!(
+                config["env_var"].as_array().is_none_or(Vec::is_empty),
+                "the sandbox function is given no settings: {config}"
+            );
+            assert!(Path::new(&scratch.path().join("bootstrap.zip")).exists());
+            continue;
+        }
         let vars: Vec<&str> = config["env_var"]
             .as_array()
             .expect("deploy variables")
@@ -565,4 +576,65 @@ async fn a_functions_spans_arrive_before_its_invocation_returns() {
         "{request:?}"
     );
     assert_eq!(request.service, "sage-session");
+}
+
+/// In the cloud the code tools run in the sandbox function: Stream, under the emulator, sends the
+/// session's files to `sage-sandbox` (its own Lambda function), which runs the program with an
+/// empty environment and answers with the files it made; Stream keeps them in the bucket.
+#[tokio::test(flavor = "multi_thread")]
+async fn stream_runs_the_code_tools_in_the_sandbox_function() {
+    let llm = MockLlm::start(MockOptions::default()).await;
+    let emulator = Emulator::start(&[
+        "SAGE_DEFAULT_LLM_API_KEY=test-key".to_owned(),
+        format!("SAGE_DEFAULT_LLM_API_BASE_URL={}", llm.base_url),
+        "SAGE_CODE_SANDBOX=lambda".to_owned(),
+        "SAGE_CODE_SANDBOX_FUNCTION=sage-sandbox".to_owned(),
+        "SAGE_CODE_TIMEOUT_SECONDS=20".to_owned(),
+    ])
+    .await;
+    let objects = s3_objects(&emulator.table, None).await;
+    let data = sage_core::blob::ObjectKey::parse("sandbox-1/data.txt").unwrap();
+    sage_core::blob::ObjectStore::put(&objects, &data, "from the bucket".into())
+        .await
+        .unwrap();
+
+    let code = "import os\nprint(open('data.txt').read().upper())\nprint(sorted(k for k in os.environ if k.startswith(('AWS', 'SAGE'))))\nos.makedirs('out', exist_ok=True)\nopen('out/made.txt', 'w').write('made in the sandbox')";
+    let message = format!("call:execute_python_code{}", json!({"code": code}));
+    let body = json!({"session_id": "sandbox-1", "available_tools": ["execute_python_code"],
+                      "messages": [{"role": "user", "content": message}]});
+    let mut event: Value =
+        serde_json::from_slice(&std::fs::read(fixture("function-url-stream.json")).unwrap())
+            .unwrap();
+    event["body"] = Value::String(body.to_string());
+    event["headers"]["content-length"] = Value::String(body.to_string().len().to_string());
+    let raw = emulator
+        .invoke_event("sage-stream", &event, "code tool call")
+        .await;
+    let events: Vec<Value> = String::from_utf8(raw)
+        .unwrap()
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| serde_json::from_str(line).expect("one JSON object per line"))
+        .collect();
+    assert_tail(&events, "sandbox-1");
+    let result = &of_type(&events, "tool_call_result")[0]["content"];
+    assert_eq!(result["exit_code"], 0, "{result}");
+    assert_eq!(
+        result["stdout"], "FROM THE BUCKET\n[]\n",
+        "the program reads the session's file and sees no credentials or settings: {result}"
+    );
+    assert_eq!(result["files_changed"], json!(["out/made.txt"]));
+    let made = sage_core::blob::ObjectKey::parse("sandbox-1/out/made.txt").unwrap();
+    let read = sage_core::blob::ObjectStore::get(&objects, &made)
+        .await
+        .unwrap()
+        .expect("the made file is in the bucket");
+    let bytes: Vec<u8> =
+        futures_util::TryStreamExt::try_fold(read.body, Vec::new(), |mut all, chunk| async move {
+            all.extend_from_slice(&chunk);
+            Ok(all)
+        })
+        .await
+        .unwrap();
+    assert_eq!(bytes, b"made in the sandbox");
 }

@@ -173,7 +173,7 @@ else
   log "cargo lambda build: each function's bootstrap, dev profile (tests/lambda_build.rs checks them)"
   lambda_profile=()
 fi
-for function in sage-health sage-session sage-mcp-admin sage-stream sage-jobs; do
+for function in sage-health sage-session sage-mcp-admin sage-stream sage-jobs sage-sandbox; do
   cargo lambda build "${lambda_profile[@]}" -p "$function"
 done
 

@@ -108,6 +108,15 @@ fn jwt_grants() -> Vec<Grant> {
     ]
 }
 
+/// Stream and MCP-admin run the code tools in the sandbox function, and may call only it.
+fn sandbox_grant() -> Grant {
+    grant(
+        None,
+        &["lambda:InvokeFunction"],
+        &["${SandboxFunction.Arn}"],
+    )
+}
+
 fn search_grant() -> Grant {
     grant(
         Some("CreateSearch"),
@@ -132,6 +141,7 @@ fn expected_functions() -> Vec<Expected> {
     ];
     stream_grants.extend(key_grants());
     stream_grants.extend(jwt_grants());
+    stream_grants.push(sandbox_grant());
     let mut health_grants = vec![
         grant(None, &["dynamodb:GetItem"], &[TABLE]),
         grant(None, &["s3:ListBucket"], &["${Bucket.Arn}"]),
@@ -209,6 +219,7 @@ fn expected_functions() -> Vec<Expected> {
                         &["s3:GetObject", "s3:PutObject"],
                         &["${Bucket.Arn}/*"],
                     ),
+                    sandbox_grant(),
                 ],
                 jwt_grants(),
             ]
@@ -519,6 +530,7 @@ fn every_function_runs_bootstrap_on_provided_al2023_arm64_by_default_built_by_ca
     let expected: BTreeSet<String> = expected_functions()
         .iter()
         .map(|f| f.logical_id.to_owned())
+        .chain(["SandboxFunction".to_owned()])
         .collect();
     assert_eq!(functions, expected, "the template's functions");
 
@@ -1351,5 +1363,56 @@ fn stream_runs_are_bounded_below_the_function_timeout() {
         config.limits.max_duration,
         Some(std::time::Duration::from_secs_f64(seconds))
     );
-    assert_eq!(vars["SAGE_CODE_SANDBOX"], "off");
+    assert_eq!(vars["SAGE_CODE_SANDBOX"], "lambda");
+}
+
+/// The code tools' programs run in a function of their own: built by cargo-lambda like the
+/// others, with a role that grants nothing (no table, bucket, parameter or even logs), no
+/// settings of its own, invoked only by Stream and MCP-admin, which name it in their settings.
+#[test]
+fn code_runs_in_a_sandbox_function_whose_role_grants_nothing() {
+    let template = template();
+    let properties = effective_properties(&template, "SandboxFunction");
+    assert_eq!(properties["Handler"], "bootstrap");
+    assert_eq!(properties["Runtime"], "provided.al2023");
+    assert_eq!(properties["CodeUri"], "functions/sandbox");
+    let metadata = &resource(&template, "SandboxFunction")["Metadata"];
+    assert_eq!(metadata["BuildMethod"], "rust-cargolambda");
+    assert_eq!(metadata["BuildProperties"]["Binary"], "sage-sandbox");
+    assert_eq!(render(&properties["Role"]), "${SandboxRole.Arn}");
+    let own = &resource(&template, "SandboxFunction")["Properties"];
+    assert!(
+        own["Environment"].is_null(),
+        "no settings of the product's beyond the globals (its programs see an empty environment)"
+    );
+    let code_timeout = 30.0;
+    assert!(properties["Timeout"].as_f64().unwrap() > code_timeout);
+
+    let role = &resource(&template, "SandboxRole")["Properties"];
+    assert!(role["Policies"].is_null(), "no inline policy: {role:?}");
+    assert!(role["ManagedPolicyArns"].is_null(), "no managed policy");
+    let trust = &role["AssumeRolePolicyDocument"]["Statement"];
+    assert_eq!(trust[0]["Principal"]["Service"], "lambda.amazonaws.com");
+
+    for caller in ["StreamFunction", "McpAdminFunction"] {
+        let vars = variables(&effective_properties(&template, caller));
+        assert_eq!(vars["SAGE_CODE_SANDBOX"], "lambda", "{caller}");
+        assert!(
+            is_ref(&vars["SAGE_CODE_SANDBOX_FUNCTION"], "SandboxFunction"),
+            "{caller}"
+        );
+    }
+    for id in mapping_keys(&template["Resources"])
+        .into_iter()
+        .filter(|id| id.ends_with("Role") && id != "SandboxRole")
+    {
+        let invokes = role_grants(&template, &id)
+            .iter()
+            .any(|grant| grant.resources.contains("${SandboxFunction.Arn}"));
+        assert_eq!(
+            invokes,
+            id == "StreamRole" || id == "McpAdminRole",
+            "{id}: only Stream and MCP-admin may run code"
+        );
+    }
 }

@@ -16,6 +16,7 @@ mod http;
 pub mod jobs;
 #[cfg(feature = "llm")]
 pub mod llm;
+pub mod sandbox;
 pub mod search;
 pub mod store;
 pub mod telemetry;

@@ -7,12 +7,13 @@ use std::time::Duration;
 use super::process::{ChildGuard, wait_for_port, workspace_root};
 
 /// Each function: its package (and binary) and its directory.
-pub const FUNCTIONS: [(&str, &str); 5] = [
+pub const FUNCTIONS: [(&str, &str); 6] = [
     ("sage-stream", "functions/stream"),
     ("sage-health", "functions/health"),
     ("sage-mcp-admin", "functions/mcp-admin"),
     ("sage-session", "functions/session"),
     ("sage-jobs", "functions/jobs"),
+    ("sage-sandbox", "functions/sandbox"),
 ];
 
 /// cargo-lambda, from the test venv or the PATH (`tests/run.sh` installs it).

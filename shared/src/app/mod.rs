@@ -258,13 +258,7 @@ impl App {
                 allow_stdio: config.tools.mcp_allow_stdio,
                 allow_link_local: config.tools.mcp_allow_link_local,
             };
-            let code = crate::tools::CodeSandbox::resolve(
-                config.tools.code_sandbox,
-                config.tools.code_timeout,
-                config.tools.code_memory_mb,
-                config.tools.code_network,
-            )
-            .map_err(|missing| StartupError::Unsupported(missing.to_string()))?;
+            let code = code_sandbox(&config.tools)?;
             if !code.is_available() {
                 tracing::info!("the code tools are off: no code sandbox (--code_sandbox)");
             }
@@ -705,4 +699,57 @@ pub fn local_router(app: App) -> Router {
         .merge(app.session_routes())
         .merge(app.health_routes());
     app.finish(routes)
+}
+
+/// Where the code tools run, from `--code_sandbox`: bubblewrap here, or the sandbox function.
+#[cfg(feature = "mcp")]
+fn code_sandbox(
+    tools: &crate::config::ToolsConfig,
+) -> Result<crate::tools::CodeSandbox, StartupError> {
+    use crate::config::CodeSandboxMode;
+    let function = tools.code_sandbox_function.as_deref();
+    if tools.code_sandbox != CodeSandboxMode::Lambda {
+        if function.is_some() {
+            return Err(StartupError::Unsupported(
+                "--code_sandbox_function names the sandbox function of --code_sandbox lambda; \
+                 this server's code sandbox is another"
+                    .into(),
+            ));
+        }
+        return crate::tools::CodeSandbox::resolve(
+            tools.code_sandbox,
+            tools.code_timeout,
+            tools.code_memory_mb,
+            tools.code_network,
+        )
+        .map_err(|missing| StartupError::Unsupported(missing.to_string()));
+    }
+    let Some(function) = function else {
+        return Err(StartupError::Unsupported(
+            "--code_sandbox lambda needs --code_sandbox_function, the sandbox function's name"
+                .into(),
+        ));
+    };
+    if tools.code_network {
+        return Err(StartupError::Unsupported(
+            "--code_network does not apply to --code_sandbox lambda: the sandbox function's \
+             network is its own (infra/DEPLOY.md)"
+                .into(),
+        ));
+    }
+    #[cfg(feature = "lambda-sandbox")]
+    {
+        Ok(crate::tools::CodeSandbox::in_function(
+            crate::sandbox::SandboxFunction::new(function),
+            tools.code_timeout,
+            tools.code_memory_mb,
+        ))
+    }
+    #[cfg(not(feature = "lambda-sandbox"))]
+    {
+        Err(StartupError::Unsupported(format!(
+            "--code_sandbox lambda ({function}): this build has no sandbox function client \
+             (the `lambda-sandbox` feature)"
+        )))
+    }
 }

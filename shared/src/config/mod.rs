@@ -36,6 +36,8 @@ pub enum CodeSandboxMode {
     Bwrap,
     /// The code tools are off: every call answers that this server runs no code.
     Off,
+    /// The sandbox function named by `--code_sandbox_function` runs them (the cloud).
+    Lambda,
 }
 
 fn ratio(value: &str) -> Result<f64, String> {
@@ -316,6 +318,9 @@ pub struct ToolsConfig {
     /// Where the code tools (`execute_*`) run: never in the server's own process.
     #[arg(long, env = "SAGE_CODE_SANDBOX", value_enum, default_value = "auto")]
     pub code_sandbox: CodeSandboxMode,
+    /// The Lambda function that runs the code tools under `--code_sandbox lambda`.
+    #[arg(long, env = "SAGE_CODE_SANDBOX_FUNCTION")]
+    pub code_sandbox_function: Option<String>,
     /// Seconds a code tool call may run (a call may ask for less).
     #[arg(long = "code_timeout_seconds", env = "SAGE_CODE_TIMEOUT_SECONDS", default_value = "30", value_parser = seconds)]
     pub code_timeout: Duration,

@@ -4,11 +4,11 @@
 //! only that folder writable (as `/workspace`), the system's programs read-only, no other file
 //! of this host, an empty environment, no network unless `--code_network`, an address-space
 //! limit (`--code_memory_mb`) and a time limit (`--code_timeout_seconds`); what it writes there
-//! goes back to the workspace.
+//! goes back to the workspace. In the cloud (`--code_sandbox lambda`) the sandbox function runs
+//! the program instead: a Lambda function with no permissions, sent the workspace's files and
+//! answering with the ones the program made or changed.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,12 +16,13 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::TryStreamExt;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use super::{BuiltinTools, JsonObject, ToolCallError, ToolSpec};
 use crate::blob::{ObjectKey, ObjectStore, RESERVED_FOLDER};
 use crate::config::CodeSandboxMode;
+use crate::sandbox::{
+    MAX_WORKSPACE_BYTES, MAX_WORKSPACE_FILES, RunOutcome, RunRequest, SANDBOX_PATH, WorkspaceFile,
+};
 
 pub const EXECUTE_SHELL_COMMAND: &str = "execute_shell_command";
 pub const EXECUTE_PYTHON_CODE: &str = "execute_python_code";
@@ -35,21 +36,24 @@ pub const CODE_TOOLS: [&str; 4] = [
     CHECK_COMMAND_AVAILABILITY,
 ];
 
-/// What an answer carries of each output stream.
-const MAX_OUTPUT_BYTES: usize = 32 * 1024;
-/// The workspace a call gets: at most this much, in at most this many files.
-const MAX_WORKSPACE_BYTES: u64 = 64 * 1024 * 1024;
-const MAX_WORKSPACE_FILES: usize = 2000;
-const SANDBOX_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
-
 /// How this server runs code, resolved at start-up.
 #[derive(Debug, Clone)]
 pub struct CodeSandbox {
-    /// `bwrap` and `prlimit`; `None` when the code tools are off.
-    programs: Option<(PathBuf, PathBuf)>,
+    /// `None` when the code tools are off.
+    runner: Option<Runner>,
     pub timeout: Duration,
     pub memory_bytes: u64,
     pub network: bool,
+}
+
+#[derive(Debug, Clone)]
+enum Runner {
+    Bwrap {
+        bwrap: PathBuf,
+        prlimit: PathBuf,
+    },
+    #[cfg(feature = "lambda-sandbox")]
+    Function(crate::sandbox::SandboxFunction),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +70,7 @@ fn on_path(program: &str) -> Option<PathBuf> {
 }
 
 impl CodeSandbox {
+    /// The local sandbox `mode` names. `lambda` is built by `in_function`.
     pub fn resolve(
         mode: CodeSandboxMode,
         timeout: Duration,
@@ -73,7 +78,7 @@ impl CodeSandbox {
         network: bool,
     ) -> Result<Self, SandboxMissing> {
         let programs = match mode {
-            CodeSandboxMode::Off => None,
+            CodeSandboxMode::Off | CodeSandboxMode::Lambda => None,
             CodeSandboxMode::Auto => on_path("bwrap").zip(on_path("prlimit")),
             CodeSandboxMode::Bwrap => Some((
                 on_path("bwrap").ok_or(SandboxMissing("bwrap"))?,
@@ -81,17 +86,32 @@ impl CodeSandbox {
             )),
         };
         Ok(Self {
-            programs,
+            runner: programs.map(|(bwrap, prlimit)| Runner::Bwrap { bwrap, prlimit }),
             timeout,
             memory_bytes: memory_mb * 1024 * 1024,
             network,
         })
     }
 
+    /// Programs run by the sandbox function; its network is the function's own.
+    #[cfg(feature = "lambda-sandbox")]
+    pub fn in_function(
+        function: crate::sandbox::SandboxFunction,
+        timeout: Duration,
+        memory_mb: u64,
+    ) -> Self {
+        Self {
+            runner: Some(Runner::Function(function)),
+            timeout,
+            memory_bytes: memory_mb * 1024 * 1024,
+            network: false,
+        }
+    }
+
     /// Code tools off: every call says so.
     pub fn off() -> Self {
         Self {
-            programs: None,
+            runner: None,
             timeout: Duration::from_secs(30),
             memory_bytes: 1024 * 1024 * 1024,
             network: false,
@@ -99,7 +119,7 @@ impl CodeSandbox {
     }
 
     pub fn is_available(&self) -> bool {
-        self.programs.is_some()
+        self.runner.is_some()
     }
 }
 
@@ -143,66 +163,16 @@ struct Program {
     timeout: Duration,
 }
 
-/// Reads up to [`MAX_OUTPUT_BYTES`] and drains the rest, so a chatty program never blocks.
-async fn capped(mut stream: impl AsyncRead + Unpin) -> (String, bool) {
-    let mut kept = Vec::new();
-    let mut buffer = [0u8; 8192];
-    let mut truncated = false;
-    while let Ok(read) = stream.read(&mut buffer).await {
-        if read == 0 {
-            break;
-        }
-        let room = MAX_OUTPUT_BYTES.saturating_sub(kept.len());
-        kept.extend_from_slice(&buffer[..read.min(room)]);
-        truncated |= read > room;
-    }
-    (String::from_utf8_lossy(&kept).into_owned(), truncated)
-}
-
-fn digest(bytes: &[u8]) -> [u8; 32] {
-    Sha256::digest(bytes).into()
-}
-
-/// Every regular file under `dir` (links are never followed), relative, with its bytes.
-fn files_under(dir: &Path) -> std::io::Result<Vec<(String, Vec<u8>)>> {
-    let mut found = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    let mut total = 0u64;
-    while let Some(folder) = pending.pop() {
-        for entry in std::fs::read_dir(&folder)? {
-            let entry = entry?;
-            let kind = entry.file_type()?;
-            let path = entry.path();
-            if kind.is_dir() {
-                pending.push(path);
-            } else if kind.is_file() {
-                let Ok(relative) = path.strip_prefix(dir) else {
-                    continue;
-                };
-                let Some(relative) = relative.to_str() else {
-                    continue;
-                };
-                total += entry.metadata()?.len();
-                if total > MAX_WORKSPACE_BYTES || found.len() >= MAX_WORKSPACE_FILES {
-                    return Err(std::io::Error::other("the workspace grew past its limits"));
-                }
-                found.push((relative.to_owned(), std::fs::read(&path)?));
-            }
-        }
-    }
-    Ok(found)
-}
-
 impl CodeTools {
-    /// Copies the workspace into `dir`; returns each file's digest.
-    async fn materialize(&self, dir: &Path) -> Result<HashMap<String, [u8; 32]>, ToolCallError> {
+    /// The workspace's files, for a call to work on.
+    async fn read_workspace(&self) -> Result<Vec<WorkspaceFile>, ToolCallError> {
         let listed = self
             .objects
             .list(&self.root)
             .await
             .map_err(|error| sandbox_failed("read the workspace", error))?;
         let prefix = format!("{}/", self.root.as_str());
-        let mut copied = HashMap::new();
+        let mut files = Vec::new();
         let mut total = 0;
         for info in listed {
             let Some(relative) = info.key.as_str().strip_prefix(&prefix) else {
@@ -212,7 +182,7 @@ impl CodeTools {
                 continue;
             }
             total += info.size;
-            if total > MAX_WORKSPACE_BYTES || copied.len() >= MAX_WORKSPACE_FILES {
+            if total > MAX_WORKSPACE_BYTES || files.len() >= MAX_WORKSPACE_FILES {
                 return Err(invalid(
                     "the workspace is too large for the code tools (64 MiB, 2,000 files)",
                 ));
@@ -233,66 +203,58 @@ impl CodeTools {
                 })
                 .await
                 .map_err(|error| sandbox_failed("read the workspace", error))?;
-            let target = dir.join(relative);
-            if let Some(parent) = target.parent() {
-                tokio::fs::create_dir_all(parent)
-                    .await
-                    .map_err(|error| sandbox_failed("prepare the workspace", error))?;
-            }
-            tokio::fs::write(&target, &bytes)
-                .await
-                .map_err(|error| sandbox_failed("prepare the workspace", error))?;
-            copied.insert(relative.to_owned(), digest(&bytes));
+            files.push(WorkspaceFile {
+                path: relative.to_owned(),
+                bytes,
+            });
         }
-        Ok(copied)
+        Ok(files)
     }
 
-    /// Writes back the files the program made or changed; returns their paths.
-    async fn write_back(
-        &self,
-        dir: PathBuf,
-        before: &HashMap<String, [u8; 32]>,
-    ) -> Result<Vec<String>, ToolCallError> {
-        let after = tokio::task::spawn_blocking(move || files_under(&dir))
-            .await
-            .map_err(|error| sandbox_failed("read the results", error))?
-            .map_err(|error| invalid(format!("the results were not kept: {error}")))?;
-        let mut changed = Vec::new();
-        for (relative, bytes) in after {
-            if relative.split('/').next() == Some(RESERVED_FOLDER)
-                || before.get(&relative) == Some(&digest(&bytes))
-            {
+    /// Saves the files the program made or changed; returns their paths.
+    async fn save(&self, files: Vec<WorkspaceFile>) -> Result<Vec<String>, ToolCallError> {
+        let mut saved = Vec::with_capacity(files.len());
+        for file in files {
+            if file.path.split('/').next() == Some(RESERVED_FOLDER) {
                 continue;
             }
-            let Ok(key) = self.root.join(&relative) else {
+            let Ok(key) = self.root.join(&file.path) else {
                 continue;
             };
             self.objects
-                .put(&key, Bytes::from(bytes))
+                .put(&key, Bytes::from(file.bytes))
                 .await
                 .map_err(|error| sandbox_failed("save the results", error))?;
-            changed.push(relative);
+            saved.push(file.path);
         }
-        changed.sort();
-        Ok(changed)
+        saved.sort();
+        Ok(saved)
     }
 
-    async fn run(&self, program: Program) -> Result<Value, ToolCallError> {
-        let Some((bwrap, prlimit)) = &self.sandbox.programs else {
-            return Err(invalid(
-                "this server runs no code: its code sandbox is off (--code_sandbox)",
-            ));
-        };
-        let folder = tempfile::tempdir().map_err(|error| sandbox_failed("start", error))?;
-        let before = self.materialize(folder.path()).await?;
-        let workdir = folder.path().join(&program.workdir);
+    /// Runs the program under bubblewrap in a folder holding `files`.
+    async fn run_in_bwrap(
+        &self,
+        bwrap: &Path,
+        prlimit: &Path,
+        request: RunRequest,
+    ) -> Result<RunOutcome, crate::sandbox::SandboxError> {
+        use crate::sandbox::{changed_files, run_command, write_files};
+        let folder = tempfile::tempdir().map_err(|source| crate::sandbox::SandboxError::Io {
+            what: "start",
+            source,
+        })?;
+        let before = write_files(folder.path(), &request.files).await?;
+        let workdir = folder.path().join(&request.workdir);
         tokio::fs::create_dir_all(&workdir)
             .await
-            .map_err(|error| sandbox_failed("prepare the workspace", error))?;
-        let inside = Path::new("/workspace").join(&program.workdir);
+            .map_err(|source| crate::sandbox::SandboxError::Io {
+                what: "prepare the workspace",
+                source,
+            })?;
+        let inside = Path::new("/workspace").join(&request.workdir);
         let mut command = tokio::process::Command::new(prlimit);
         command
-            .arg(format!("--as={}", self.sandbox.memory_bytes))
+            .arg(format!("--as={}", request.memory_bytes))
             .arg("--core=0")
             .arg("--")
             .arg(bwrap)
@@ -329,55 +291,68 @@ impl CodeTools {
             .arg("--chdir")
             .arg(&inside)
             .arg("--")
-            .args(&program.argv)
-            .env_clear()
-            .stdin(if program.stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = command
-            .spawn()
-            .map_err(|error| sandbox_failed("start", error))?;
-        if let (Some(mut stdin), Some(input)) = (child.stdin.take(), program.stdin) {
-            tokio::spawn(async move {
-                let _ = stdin.write_all(input.as_bytes()).await;
-            });
-        }
-        let stdout = tokio::spawn(capped(child.stdout.take().expect("piped")));
-        let stderr = tokio::spawn(capped(child.stderr.take().expect("piped")));
-        let started = std::time::Instant::now();
-        let (exit_code, timed_out) = match tokio::time::timeout(program.timeout, child.wait()).await
-        {
-            Ok(Ok(status)) => (status.code(), false),
-            Ok(Err(error)) => return Err(sandbox_failed("run the program", error)),
-            Err(_) => {
-                let _ = child.kill().await;
-                (None, true)
-            }
-        };
-        let (stdout, stdout_truncated) = stdout.await.unwrap_or_default();
-        let (mut stderr, stderr_truncated) = stderr.await.unwrap_or_default();
-        if timed_out {
-            stderr.push_str(&format!(
-                "\n[stopped after {} seconds: the time limit]",
-                program.timeout.as_secs_f64()
+            .args(&request.argv)
+            .env_clear();
+        let finished = run_command(
+            command,
+            request.stdin,
+            Duration::from_millis(request.timeout_ms),
+        )
+        .await?;
+        let files = changed_files(folder.path().to_path_buf(), before).await?;
+        Ok(RunOutcome {
+            exit_code: finished.exit_code,
+            stdout: finished.stdout,
+            stderr: finished.stderr,
+            output_truncated: finished.output_truncated,
+            timed_out: finished.timed_out,
+            duration_ms: finished.duration.as_millis() as u64,
+            files,
+        })
+    }
+
+    async fn run(&self, program: Program) -> Result<Value, ToolCallError> {
+        let Some(runner) = &self.sandbox.runner else {
+            return Err(invalid(
+                "this server runs no code: its code sandbox is off (--code_sandbox)",
             ));
-        }
-        let files_changed = self
-            .write_back(folder.path().to_path_buf(), &before)
-            .await?;
+        };
+        let request = RunRequest {
+            argv: program.argv,
+            stdin: program.stdin,
+            workdir: program.workdir,
+            timeout_ms: program.timeout.as_millis() as u64,
+            memory_bytes: self.sandbox.memory_bytes,
+            files: self.read_workspace().await?,
+        };
+        let outcome = match runner {
+            Runner::Bwrap { bwrap, prlimit } => self
+                .run_in_bwrap(bwrap, prlimit, request)
+                .await
+                .map_err(|error| match error {
+                    crate::sandbox::SandboxError::TooLarge => {
+                        invalid(format!("the results were not kept: {error}"))
+                    }
+                    error => sandbox_failed("run the program", crate::telemetry::chain(&error)),
+                })?,
+            #[cfg(feature = "lambda-sandbox")]
+            Runner::Function(function) => function.run(&request).await.map_err(|error| {
+                use crate::sandbox::FunctionError;
+                match error {
+                    FunctionError::TooLarge => invalid(error.to_string()),
+                    error => sandbox_failed("run the program", crate::telemetry::chain(&error)),
+                }
+            })?,
+        };
+        let files_changed = self.save(outcome.files).await?;
         Ok(json!({
-            "success": exit_code == Some(0),
-            "exit_code": exit_code,
-            "stdout": stdout,
-            "stderr": stderr,
-            "output_truncated": stdout_truncated || stderr_truncated,
-            "timed_out": timed_out,
-            "duration_ms": started.elapsed().as_millis() as u64,
+            "success": outcome.exit_code == Some(0),
+            "exit_code": outcome.exit_code,
+            "stdout": outcome.stdout,
+            "stderr": outcome.stderr,
+            "output_truncated": outcome.output_truncated,
+            "timed_out": outcome.timed_out,
+            "duration_ms": outcome.duration_ms,
             "files_changed": files_changed,
         }))
     }

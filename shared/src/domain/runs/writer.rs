@@ -203,7 +203,10 @@ fn is_text_delta(event: &Event) -> bool {
         && event.message_id.is_some()
         && !matches!(
             event.kind,
-            EventType::Error | EventType::TokenUsage | EventType::StreamEnd | EventType::ToolCallResult
+            EventType::Error
+                | EventType::TokenUsage
+                | EventType::StreamEnd
+                | EventType::ToolCallResult
         )
 }
 

@@ -643,7 +643,10 @@ impl DynamoStore {
         if let Some(endpoint) = &config.dynamodb_endpoint {
             loader = loader.endpoint_url(endpoint);
         }
-        let store = Self::with_client(Client::new(&crate::util::tls::load_aws_config(loader).await), &config.dynamodb_table);
+        let store = Self::with_client(
+            Client::new(&crate::util::tls::load_aws_config(loader).await),
+            &config.dynamodb_table,
+        );
         if config.dynamodb_endpoint.is_some() {
             store.create_table().await?;
         }
@@ -675,10 +678,8 @@ impl DynamoStore {
     ) -> Result<String, StoreError> {
         // A unique key: a batch that loses its sequence numbers to another writer leaves an
         // orphan, never overwrites the winner's body.
-        let key = spill_folder(session_id)?.join(&format!(
-            "{seq:012}-{}.json",
-            uuid::Uuid::new_v4().simple()
-        ))?;
+        let key = spill_folder(session_id)?
+            .join(&format!("{seq:012}-{}.json", uuid::Uuid::new_v4().simple()))?;
         objects.put(&key, body.into()).await?;
         Ok(key.to_string())
     }

@@ -96,7 +96,9 @@ fn deflate(group: &[(u64, String)]) -> Vec<u8> {
         if index > 0 {
             encoder.write_all(b"\n").expect("writing to memory");
         }
-        encoder.write_all(body.as_bytes()).expect("writing to memory");
+        encoder
+            .write_all(body.as_bytes())
+            .expect("writing to memory");
     }
     encoder.finish().expect("writing to memory")
 }
@@ -161,7 +163,11 @@ mod tests {
         let input = deltas(1..=1000);
         let raw: usize = input.iter().map(|(_, body)| body.len()).sum();
         let packs = pack(input.clone());
-        assert!(packs.iter().all(|pack| stored_size(pack) <= ITEM_BODY_BYTES));
+        assert!(
+            packs
+                .iter()
+                .all(|pack| stored_size(pack) <= ITEM_BODY_BYTES)
+        );
         assert!(
             packs.len() < raw.div_ceil(1024) / 4,
             "{} items for {raw} bytes",
@@ -181,7 +187,9 @@ mod tests {
         input.extend(deltas(4..=5));
         let packs = pack(input);
         assert_eq!(ranges(&packs), [(1, 2), (3, 3), (4, 5)]);
-        assert!(matches!(packs[1].body, PackBody::Plain(ref text) if text.len() == ITEM_BODY_BYTES + 1));
+        assert!(
+            matches!(packs[1].body, PackBody::Plain(ref text) if text.len() == ITEM_BODY_BYTES + 1)
+        );
     }
 
     #[test]
@@ -192,7 +200,9 @@ mod tests {
             .map(|seq| {
                 let text: String = (0..600)
                     .map(|_| {
-                        state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                        state = state
+                            .wrapping_mul(6_364_136_223_846_793_005)
+                            .wrapping_add(1);
                         char::from(b'!' + (state >> 58) as u8)
                     })
                     .collect();
@@ -200,7 +210,11 @@ mod tests {
             })
             .collect::<Vec<_>>();
         let packs = pack(noise.clone());
-        assert!(packs.iter().all(|pack| stored_size(pack) <= ITEM_BODY_BYTES));
+        assert!(
+            packs
+                .iter()
+                .all(|pack| stored_size(pack) <= ITEM_BODY_BYTES)
+        );
         assert_eq!(packs.len(), 6);
         let back: Vec<_> = packs
             .into_iter()

@@ -75,8 +75,12 @@ struct Answered {
 }
 
 async fn answer_on_dynamodb(flags: &[&str]) -> Answered {
+    answer_at_pace(Duration::from_millis(2), 1000, flags).await
+}
+
+async fn answer_at_pace(token_delay: Duration, words: usize, flags: &[&str]) -> Answered {
     let llm = MockLlm::start(MockOptions {
-        token_delay: Duration::from_millis(2),
+        token_delay,
         ..Default::default()
     })
     .await;
@@ -97,13 +101,13 @@ async fn answer_on_dynamodb(flags: &[&str]) -> Answered {
     ];
     args.extend_from_slice(flags);
     let shim = ShimProcess::start(dir.path(), &args, &MOTO_ENV).await;
-    let body =
-        json!({"session_id": "pack-1", "messages": [{"role": "user", "content": "words:1000"}]});
+    let content = format!("words:{words}");
+    let body = json!({"session_id": "pack-1", "messages": [{"role": "user", "content": content}]});
     let events = post_ndjson(&format!("{}/api/stream", shim.url), &body).await;
     assert_tail(&events, "pack-1");
-    let expected: String = (0..1000).map(|i| format!("tok{i} ")).collect();
+    let expected: String = (0..words).map(|i| format!("tok{i} ")).collect();
     assert_eq!(answer_text(&events), expected);
-    assert!(of_type(&events, "do_subtask_result").len() >= 1000);
+    assert!(of_type(&events, "do_subtask_result").len() >= words);
     let items = event_items(&table, "pack-1").await;
     Answered {
         shim,
@@ -205,4 +209,36 @@ async fn the_pack_window_is_what_gathers_a_slow_models_deltas() {
         "without the window each write carries what queued during the last one: \
          {unwindowed} items against {windowed}"
     );
+}
+
+/// BENCHMARKS.md, "The DynamoDB event log": items and write units per 1,000-token answer at three
+/// model paces and three pack windows (300-token answers, scaled). Run with
+/// `cargo nextest run -p sage-e2e --run-ignored only -E 'test(event_log_write_units)' --no-capture`.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a benchmark: about two minutes"]
+async fn event_log_write_units_by_model_pace() {
+    const WORDS: usize = 300;
+    println!("| chunk every | window | items per 1,000 tokens | write units per 1,000 tokens (at most) |");
+    println!("|---|---|---|---|");
+    for delay in [2, 20, 50] {
+        for window in ["0", "100", "250"] {
+            let answered = answer_at_pace(
+                Duration::from_millis(delay),
+                WORDS,
+                &["--event_pack_window_ms", window],
+            )
+            .await;
+            let scale = 1000.0 / WORDS as f64;
+            let items = answered.items.len() as f64 * scale;
+            let units: usize = answered
+                .items
+                .iter()
+                .map(|(_, _, size)| 2 * size.div_ceil(1024))
+                .sum();
+            println!(
+                "| {delay} ms | {window} ms | {items:.0} | {:.0} |",
+                units as f64 * scale
+            );
+        }
+    }
 }

@@ -218,7 +218,9 @@ async fn the_pack_window_is_what_gathers_a_slow_models_deltas() {
 #[ignore = "a benchmark: about two minutes"]
 async fn event_log_write_units_by_model_pace() {
     const WORDS: usize = 300;
-    println!("| chunk every | window | items per 1,000 tokens | write units per 1,000 tokens (at most) |");
+    println!(
+        "| chunk every | window | items per 1,000 tokens | write units per 1,000 tokens (at most) |"
+    );
     println!("|---|---|---|---|");
     for delay in [2, 20, 50] {
         for window in ["0", "100", "250"] {

@@ -191,6 +191,42 @@ async fn two_identical_requests_with_one_idempotency_key_make_one_run() {
     assert_eq!(env.llm.requests().await.len(), 1);
 }
 
+/// A client that hangs up while its run starts (here after 1 to 20 ms), then retries with its
+/// key, gets that run: the start never stops half-way, so the key is always bound to the run's
+/// first event, and no run starts twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_cut_off_while_its_run_starts_is_retried_into_that_run() {
+    let env = TestEnv::with(slow(5), &[]).await;
+    let attempts = 20u64;
+    for attempt in 0..attempts {
+        let key = format!("cut-{attempt}");
+        let session = format!("cut-s{attempt}");
+        let body = json!({"session_id": session, "user_id": "u1",
+                          "messages": [{"role": "user", "content": "words:3"}]});
+        let request = || {
+            reqwest::Client::new()
+                .post(env.stream_url())
+                .header("idempotency-key", &key)
+                .json(&body)
+        };
+        let cut_off = request()
+            .timeout(Duration::from_millis(1 + attempt))
+            .send()
+            .await;
+        drop(cut_off);
+        let retried = NdjsonReader::open(request()).await;
+        assert_eq!(retried.status, 200, "attempt {attempt}: the retry attaches");
+        let events = retried.rest().await;
+        assert_tail(&events, &session);
+        assert_eq!(answer_text(&events), "tok0 tok1 tok2 ", "attempt {attempt}");
+    }
+    assert_eq!(
+        env.llm.turn_requests().await.len() as u64,
+        attempts,
+        "one run per key"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_same_key_with_another_body_is_a_409() {
     let env = TestEnv::new().await;

@@ -195,7 +195,27 @@ impl Runs {
 
     /// Starts a run. Errors before the stream change nothing. With an idempotency key seen
     /// before (same body), the caller is attached to that run instead.
+    ///
+    /// The start runs to its end on a task of its own: a client that hangs up while its run
+    /// starts must not leave it half-started (an `Idempotency-Key` claimed but never bound to
+    /// its first event, a run lock held until its lease runs out). The run then goes on, as it
+    /// does when a client leaves mid-stream, and a retry with the key attaches to it.
     pub async fn start(
+        &self,
+        request: StreamRequest,
+        idempotency: Option<Idempotency>,
+    ) -> Result<StartedRun, DomainError> {
+        let runs = self.clone();
+        let starting = self
+            .tasks
+            .spawn(async move { runs.start_here(request, idempotency).await }.in_current_span());
+        starting.await.unwrap_or_else(|error| {
+            tracing::error!(%error, "a run's start failed");
+            Err(DomainError::Unavailable("the run could not start".into()))
+        })
+    }
+
+    async fn start_here(
         &self,
         mut request: StreamRequest,
         idempotency: Option<Idempotency>,

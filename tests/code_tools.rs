@@ -244,3 +244,70 @@ async fn the_server_sets_the_time_limit_and_may_open_the_network() {
     }
     assert_eq!(text(&results[2], "stdout"), "connected\n", "{}", results[2]);
 }
+
+/// A sandbox function that cannot be reached: a run's call gets a tool error saying the sandbox
+/// failed (no address, no SDK message), `/api/tools/exec` answers 503 (the call was fine, the
+/// service is not), and the workspace is untouched.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_sandbox_function_is_a_503_and_a_plain_tool_error() {
+    let llm = MockLlm::start(Default::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let mut env: Vec<(&str, &str)> = MOTO_ENV.to_vec();
+    env.push(("AWS_ENDPOINT_URL_LAMBDA", &closed));
+    let shim = sage_local_on_file_store(
+        dir.path(),
+        &llm.base_url,
+        &[
+            "--code_sandbox",
+            "lambda",
+            "--code_sandbox_function",
+            "sage-sandbox",
+        ],
+        &env,
+    )
+    .await;
+    let results = run_tools_named(
+        &shim.url,
+        "nosb-1",
+        "ann",
+        &CODE_TOOLS,
+        &[shell("echo hi > made.txt", json!({}))],
+    )
+    .await;
+    assert_eq!(results[0]["error"], true, "{}", results[0]);
+    let message = text(&results[0], "message");
+    assert_eq!(
+        message, "the sandbox could not run the program",
+        "{}",
+        results[0]
+    );
+
+    let (status, answer) = send_json(
+        reqwest::Method::POST,
+        &format!("{}/api/tools/exec", shim.url),
+        &json!({"tool_name": "execute_shell_command", "user_id": "ann", "session_id": "nosb-1",
+                "tool_params": {"command": "echo hi > made.txt"}}),
+    )
+    .await;
+    assert_eq!(status, 503, "{answer}");
+    let body = answer.to_string();
+    assert!(
+        body.contains("the sandbox could not run the program"),
+        "{body}"
+    );
+    assert!(
+        !body.contains("127.0.0.1") && !body.contains("dispatch"),
+        "{body}"
+    );
+    let (_, files) = send_json(
+        reqwest::Method::POST,
+        &format!(
+            "{}/api/sessions/nosb-1/file_workspace?user_id=ann",
+            shim.url
+        ),
+        &json!({}),
+    )
+    .await;
+    assert!(!files.to_string().contains("made.txt"), "{files}");
+}

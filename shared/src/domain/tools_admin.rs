@@ -369,6 +369,9 @@ impl ToolsAdmin {
             ToolCallError::Timeout(_) => {
                 DomainError::UpstreamTimeout(format!("tool `{tool}` timed out: {error}"))
             }
+            ToolCallError::Unavailable(_) => {
+                DomainError::Unavailable(format!("tool `{tool}`: {error}"))
+            }
             other => DomainError::invalid(format!("tool `{tool}`: {other}")),
         };
         if let Some(spec) = tools.specs().into_iter().find(|spec| spec.name == tool) {

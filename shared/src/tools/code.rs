@@ -129,7 +129,7 @@ fn invalid(message: impl Into<String>) -> ToolCallError {
 
 fn sandbox_failed(what: &str, error: impl std::fmt::Display) -> ToolCallError {
     tracing::warn!(%error, "code sandbox: {what}");
-    invalid(format!("the sandbox could not {what}"))
+    ToolCallError::Unavailable(format!("the sandbox could not {what}"))
 }
 
 /// The code tools among `requested`, for the session's workspace.

@@ -86,6 +86,10 @@ pub enum ToolCallError {
     Timeout(Duration),
     #[error("{0}")]
     Execution(String),
+    /// Something the tool needs (the workspace storage, the code sandbox) failed: the call was
+    /// fine and may succeed later.
+    #[error("{0}")]
+    Unavailable(String),
     /// The request never left: safe to try once more on a new connection.
     #[error("the request could not be sent: {0}")]
     Unsent(String),
@@ -101,7 +105,9 @@ impl ToolCallError {
             Self::InvalidJson(_) => "INVALID_JSON",
             Self::InvalidArguments(_) => "INVALID_ARGUMENTS",
             Self::Timeout(_) => "TIMEOUT",
-            Self::Execution(_) | Self::Unsent(_) | Self::Closed(_) => "EXECUTION_ERROR",
+            Self::Execution(_) | Self::Unavailable(_) | Self::Unsent(_) | Self::Closed(_) => {
+                "EXECUTION_ERROR"
+            }
         }
     }
 

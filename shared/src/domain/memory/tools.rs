@@ -52,7 +52,7 @@ fn tags(arguments: &JsonObject) -> Vec<String> {
 
 fn failed(error: DomainError) -> ToolCallError {
     match error {
-        DomainError::Store(_) => ToolCallError::Execution("the memory store failed".into()),
+        DomainError::Store(_) => ToolCallError::Unavailable("the memory store failed".into()),
         other => ToolCallError::Execution(other.to_string()),
     }
 }

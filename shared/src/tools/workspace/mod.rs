@@ -96,7 +96,7 @@ fn store_failed(error: BlobError) -> ToolCallError {
         return invalid("that path is not inside the workspace");
     }
     tracing::warn!(%error, "workspace tool: object store call failed");
-    ToolCallError::Execution("the workspace storage failed; try again".into())
+    ToolCallError::Unavailable("the workspace storage failed; try again".into())
 }
 
 /// A path the model sent, as a key inside `root`; a path that would leave it is refused.

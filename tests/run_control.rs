@@ -416,3 +416,28 @@ async fn a_run_on_one_instance_is_interrupted_through_another_over_dynamodb() {
     )
     .await;
 }
+
+/// The conversation's `conversation_info.status` says `running` while a run goes on (as
+/// `tasks_status` does), and how it ended afterwards.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_conversation_reads_as_running_while_its_run_goes_on() {
+    let env = TestEnv::with(slow(30), &[]).await;
+    let body =
+        json!({"session_id": "live-1", "messages": [{"role": "user", "content": "words:20"}]});
+    let mut reader = NdjsonReader::post(&env.stream_url(), &body).await;
+    let first = reader.next().await.expect("the run has begun");
+    let url = format!("{}/api/conversations/live-1/messages", env.server.url);
+    let (_, during) = get_json(&url).await;
+    assert_eq!(
+        during["data"]["conversation_info"]["status"], "running",
+        "{during}"
+    );
+    let mut events = vec![first];
+    events.extend(reader.rest().await);
+    assert_tail(&events, "live-1");
+    let (_, after) = get_json(&url).await;
+    assert_eq!(
+        after["data"]["conversation_info"]["status"], "idle",
+        "{after}"
+    );
+}

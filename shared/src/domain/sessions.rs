@@ -7,8 +7,8 @@ use crate::domain::DomainError;
 use crate::domain::files::{FileDownload, Files};
 use crate::search::{Collection, Removal, SearchDocument, SearchIndex, SearchQuery};
 use crate::store::{
-    AccountStore, EventLog, RunControl, SessionQuery, SessionRecord, SessionStore, SummaryStore,
-    query_sessions_within,
+    AccountStore, EventLog, RunControl, RunStatus, SessionQuery, SessionRecord, SessionStore,
+    SummaryStore, query_sessions_within,
 };
 use crate::util::{SessionId, UserId, iso_time, now_secs};
 use crate::wire::api::{Conversation, FileEntry, SessionList, SessionSummary, TaskStatus};
@@ -202,11 +202,16 @@ impl Sessions {
         };
         let log = self.events.events_after(session_id.as_str(), 0).await?;
         let merged = merge_events(log.iter().map(|stored| &stored.event));
+        let mut info = summary(&session, self.summary_text(session_id.as_str()).await?);
+        // The record keeps how the last run ended; a live lock says one runs now.
+        if self.is_running(session_id).await? {
+            info.status = RunStatus::Running.as_str();
+        }
         Ok(Conversation {
             conversation_id: session_id.to_string(),
             message_count: merged.len(),
             messages: merged,
-            conversation_info: summary(&session, self.summary_text(session_id.as_str()).await?),
+            conversation_info: info,
         })
     }
 

@@ -283,9 +283,13 @@ fn limited(program: &[String], memory_bytes: u64) -> tokio::process::Command {
     }
 }
 
-/// What the sandbox function does with one request: the files in a fresh folder, the program
-/// there with an empty environment, and the files it made or changed back.
-pub async fn run_request(request: RunRequest) -> Result<RunOutcome, SandboxError> {
+/// Runs a request in a fresh folder holding its files: `command` makes the program's command
+/// from the folder and the request (bubblewrap here, the plain program in the sandbox function).
+/// Returns how it ended and the files it made or changed.
+pub async fn run_in_folder(
+    request: RunRequest,
+    command: impl FnOnce(&Path, &RunRequest) -> tokio::process::Command,
+) -> Result<RunOutcome, SandboxError> {
     if request.argv.is_empty() {
         return Err(SandboxError::OutsideWorkspace(String::new()));
     }
@@ -299,15 +303,9 @@ pub async fn run_request(request: RunRequest) -> Result<RunOutcome, SandboxError
     tokio::fs::create_dir_all(&workdir)
         .await
         .map_err(io("prepare the workspace"))?;
-    let mut command = limited(&request.argv, request.memory_bytes);
-    command
-        .env_clear()
-        .env("PATH", SANDBOX_PATH)
-        .env("HOME", folder.path())
-        .env("LANG", "C.UTF-8")
-        .current_dir(&workdir);
+    let program = command(folder.path(), &request);
     let finished = run_command(
-        command,
+        program,
         request.stdin,
         Duration::from_millis(request.timeout_ms),
     )
@@ -322,6 +320,22 @@ pub async fn run_request(request: RunRequest) -> Result<RunOutcome, SandboxError
         duration_ms: finished.duration.as_millis() as u64,
         files,
     })
+}
+
+/// What the sandbox function does with one request: the program runs in the folder with an
+/// empty environment.
+pub async fn run_request(request: RunRequest) -> Result<RunOutcome, SandboxError> {
+    run_in_folder(request, |folder, request| {
+        let mut command = limited(&request.argv, request.memory_bytes);
+        command
+            .env_clear()
+            .env("PATH", SANDBOX_PATH)
+            .env("HOME", folder)
+            .env("LANG", "C.UTF-8")
+            .current_dir(folder.join(&request.workdir));
+        command
+    })
+    .await
 }
 
 /// The size of `files` once encoded for the sandbox function.

@@ -21,7 +21,7 @@ use super::{BuiltinTools, JsonObject, ToolCallError, ToolSpec};
 use crate::blob::{ObjectKey, ObjectStore, RESERVED_FOLDER};
 use crate::config::CodeSandboxMode;
 use crate::sandbox::{
-    MAX_WORKSPACE_BYTES, MAX_WORKSPACE_FILES, RunOutcome, RunRequest, SANDBOX_PATH, WorkspaceFile,
+    MAX_WORKSPACE_BYTES, MAX_WORKSPACE_FILES, RunRequest, SANDBOX_PATH, WorkspaceFile,
 };
 
 pub const EXECUTE_SHELL_COMMAND: &str = "execute_shell_command";
@@ -231,26 +231,14 @@ impl CodeTools {
         Ok(saved)
     }
 
-    /// Runs the program under bubblewrap in a folder holding `files`.
-    async fn run_in_bwrap(
+    /// The program under bubblewrap: the folder as `/workspace`, the only writable one.
+    fn bwrap_command(
         &self,
         bwrap: &Path,
         prlimit: &Path,
-        request: RunRequest,
-    ) -> Result<RunOutcome, crate::sandbox::SandboxError> {
-        use crate::sandbox::{changed_files, run_command, write_files};
-        let folder = tempfile::tempdir().map_err(|source| crate::sandbox::SandboxError::Io {
-            what: "start",
-            source,
-        })?;
-        let before = write_files(folder.path(), &request.files).await?;
-        let workdir = folder.path().join(&request.workdir);
-        tokio::fs::create_dir_all(&workdir)
-            .await
-            .map_err(|source| crate::sandbox::SandboxError::Io {
-                what: "prepare the workspace",
-                source,
-            })?;
+        folder: &Path,
+        request: &RunRequest,
+    ) -> tokio::process::Command {
         let inside = Path::new("/workspace").join(&request.workdir);
         let mut command = tokio::process::Command::new(prlimit);
         command
@@ -286,29 +274,14 @@ impl CodeTools {
         command
             .args(["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"])
             .arg("--bind")
-            .arg(folder.path())
+            .arg(folder)
             .arg("/workspace")
             .arg("--chdir")
             .arg(&inside)
             .arg("--")
             .args(&request.argv)
             .env_clear();
-        let finished = run_command(
-            command,
-            request.stdin,
-            Duration::from_millis(request.timeout_ms),
-        )
-        .await?;
-        let files = changed_files(folder.path().to_path_buf(), before).await?;
-        Ok(RunOutcome {
-            exit_code: finished.exit_code,
-            stdout: finished.stdout,
-            stderr: finished.stderr,
-            output_truncated: finished.output_truncated,
-            timed_out: finished.timed_out,
-            duration_ms: finished.duration.as_millis() as u64,
-            files,
-        })
+        command
     }
 
     async fn run(&self, program: Program) -> Result<Value, ToolCallError> {
@@ -326,15 +299,18 @@ impl CodeTools {
             files: self.read_workspace().await?,
         };
         let outcome = match runner {
-            Runner::Bwrap { bwrap, prlimit } => self
-                .run_in_bwrap(bwrap, prlimit, request)
+            Runner::Bwrap { bwrap, prlimit } => {
+                crate::sandbox::run_in_folder(request, |folder, request| {
+                    self.bwrap_command(bwrap, prlimit, folder, request)
+                })
                 .await
                 .map_err(|error| match error {
                     crate::sandbox::SandboxError::TooLarge => {
                         invalid(format!("the results were not kept: {error}"))
                     }
                     error => sandbox_failed("run the program", crate::telemetry::chain(&error)),
-                })?,
+                })?
+            }
             #[cfg(feature = "lambda-sandbox")]
             Runner::Function(function) => function.run(&request).await.map_err(|error| {
                 use crate::sandbox::FunctionError;

@@ -1387,6 +1387,14 @@ fn code_runs_in_a_sandbox_function_whose_role_grants_nothing() {
     );
     let code_timeout = 30.0;
     assert!(properties["Timeout"].as_f64().unwrap() > code_timeout);
+    // Interpreters come as layers the operator names; none by default.
+    assert_eq!(template["Parameters"]["SandboxLayers"]["Default"], "");
+    let (tag, choice) = tagged(&properties["Layers"]).expect("an !If");
+    assert_eq!(tag, "If");
+    let choice = choice.as_sequence().unwrap();
+    assert_eq!(choice[0].as_str(), Some("HasSandboxLayers"));
+    assert!(is_ref(&choice[1], "SandboxLayers"));
+    assert!(is_ref(&choice[2], "AWS::NoValue"));
 
     let role = &resource(&template, "SandboxRole")["Properties"];
     assert!(role["Policies"].is_null(), "no inline policy: {role:?}");

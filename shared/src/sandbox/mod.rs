@@ -26,6 +26,8 @@ pub const MAX_WORKSPACE_BYTES: u64 = 64 * 1024 * 1024;
 pub const MAX_WORKSPACE_FILES: usize = 2000;
 /// The programs a sandboxed call finds.
 pub const SANDBOX_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+/// In the sandbox function, the programs of its Lambda layers (`/opt/bin`) too.
+const FUNCTION_PATH: &str = "/opt/bin:/usr/local/bin:/usr/bin:/bin";
 
 /// One file of the workspace, relative to it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -329,7 +331,7 @@ pub async fn run_request(request: RunRequest) -> Result<RunOutcome, SandboxError
         let mut command = limited(&request.argv, request.memory_bytes);
         command
             .env_clear()
-            .env("PATH", SANDBOX_PATH)
+            .env("PATH", FUNCTION_PATH)
             .env("HOME", folder)
             .env("LANG", "C.UTF-8")
             .current_dir(folder.join(&request.workdir));

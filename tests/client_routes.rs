@@ -249,22 +249,10 @@ async fn the_clients_routes_live_and_die_on_sqlite() {
 async fn the_clients_routes_live_and_die_on_dynamodb() {
     let llm = MockLlm::start(sage_mock_llm::MockOptions::default()).await;
     let dir = tempfile::tempdir().unwrap();
-    let endpoint = dynamodb_endpoint();
-    let table = fresh_name("sage_client");
     let workspace = dir.path().join("workspace").display().to_string();
     let mut args = auth_flags();
     args.extend(
         [
-            "--default_llm_api_key",
-            "server-key",
-            "--default_llm_api_base_url",
-            &llm.base_url,
-            "--db_type",
-            "dynamodb",
-            "--dynamodb_endpoint",
-            &endpoint,
-            "--dynamodb_table",
-            &table,
             "--workspace",
             &workspace,
             "--preset_running_config",
@@ -275,6 +263,6 @@ async fn the_clients_routes_live_and_die_on_dynamodb() {
         .map(str::to_owned),
     );
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let shim = ShimProcess::start(dir.path(), &args, &MOTO_ENV).await;
+    let (shim, _) = sage_local_on_dynamodb(dir.path(), &llm.base_url, &args).await;
     lifecycle(&shim.url, &llm).await;
 }

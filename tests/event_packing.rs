@@ -85,22 +85,7 @@ async fn answer_at_pace(token_delay: Duration, words: usize, flags: &[&str]) -> 
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let endpoint = dynamodb_endpoint();
-    let table = fresh_name("sage_pack");
-    let mut args = vec![
-        "--db_type",
-        "dynamodb",
-        "--dynamodb_endpoint",
-        &endpoint,
-        "--dynamodb_table",
-        &table,
-        "--default_llm_api_key",
-        "k",
-        "--default_llm_api_base_url",
-        &llm.base_url,
-    ];
-    args.extend_from_slice(flags);
-    let shim = ShimProcess::start(dir.path(), &args, &MOTO_ENV).await;
+    let (shim, table) = sage_local_on_dynamodb(dir.path(), &llm.base_url, flags).await;
     let content = format!("words:{words}");
     let body = json!({"session_id": "pack-1", "messages": [{"role": "user", "content": content}]});
     let events = post_ndjson(&format!("{}/api/stream", shim.url), &body).await;

@@ -263,25 +263,14 @@ async fn an_event_too_large_for_a_dynamodb_item_round_trips_through_the_bucket()
     let dir = tempfile::tempdir().unwrap();
     let endpoint = dynamodb_endpoint();
     let bucket = fresh_name("sage-spill").replace('_', "-");
-    let table = fresh_name("sage_spill");
-    let args = [
-        "--db_type",
-        "dynamodb",
-        "--dynamodb_endpoint",
-        &endpoint,
-        "--dynamodb_table",
-        &table,
+    let flags = [
         "--minio_endpoint",
         &endpoint,
         "--minio_bucket_name",
         &bucket,
-        "--default_llm_api_key",
-        "k",
-        "--default_llm_api_base_url",
-        &llm.base_url,
         "--mcp_allow_stdio",
     ];
-    let shim = ShimProcess::start(dir.path(), &args, &MOTO_ENV).await;
+    let (shim, _) = sage_local_on_dynamodb(dir.path(), &llm.base_url, &flags).await;
     let base = shim.url.clone();
     let times = 60_000;
     let events = post_ndjson(

@@ -238,6 +238,32 @@ pub async fn sage_local_on_file_store(
     ShimProcess::start(dir, &args, env).await
 }
 
+/// `sage-local` on a fresh DynamoDB table on moto, the scripted model at `llm_base_url` as its
+/// provider, with `extra` flags; the table's name with it.
+pub async fn sage_local_on_dynamodb(
+    dir: &Path,
+    llm_base_url: &str,
+    extra: &[&str],
+) -> (ShimProcess, String) {
+    let endpoint = crate::common::dynamodb_endpoint();
+    let table = crate::common::fresh_name("sage_dynamo");
+    let mut args = vec![
+        "--db_type",
+        "dynamodb",
+        "--dynamodb_endpoint",
+        &endpoint,
+        "--dynamodb_table",
+        &table,
+        "--default_llm_api_key",
+        "k",
+        "--default_llm_api_base_url",
+        llm_base_url,
+    ];
+    args.extend_from_slice(extra);
+    let shim = ShimProcess::start(dir, &args, &crate::common::MOTO_ENV).await;
+    (shim, table)
+}
+
 /// `sage-local` on the `file` store with its files in a fresh S3 bucket on moto, the scripted
 /// model as its provider.
 pub struct SageLocalOnS3 {

@@ -31,7 +31,8 @@ async fn sage_stream_streams_events_incrementally_through_the_emulator() {
     let response = client
         .post(&url)
         .json(&user_message("words:6"))
-        .timeout(Duration::from_secs(300))
+        // The first invocation compiles sage-stream with its own features (minutes on 2 cores).
+        .timeout(Duration::from_secs(900))
         .send()
         .await
         .unwrap();

@@ -5,6 +5,7 @@ mod common;
 
 mod accounts;
 mod agents;
+mod approvals;
 mod blob_conformance;
 mod browser;
 mod builtin_tools;

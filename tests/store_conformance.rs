@@ -7,9 +7,10 @@ use std::time::Duration;
 use crate::common::*;
 use sage_core::store::{
     AccountRecord, AgentRecord, DocStatus, IdempotencyRecord, KnowledgeBaseRecord,
-    KnowledgeDocRecord, McpServerRecord, MemoryStore, ProviderRecord, RefreshTokenRecord,
-    RunStatus, SessionQuery, SessionRecord, SkillRecord, SortBy, SqlStore, Store, StoreError,
-    SummaryRecord, SystemSettingsRecord, UsageRecord, UserMemoryRecord, query_sessions,
+    KnowledgeDocRecord, McpServerRecord, MemoryStore, PendingApprovalRecord, ProviderRecord,
+    RefreshTokenRecord, RunStatus, SessionQuery, SessionRecord, SkillRecord, SortBy, SqlStore,
+    Store, StoreError, SummaryRecord, SystemSettingsRecord, UsageRecord, UserMemoryRecord,
+    query_sessions,
 };
 use sage_core::wire::mcp::{McpServerConfig, ToolSpec};
 use sage_core::wire::{Event, EventType, StoredEvent};
@@ -448,6 +449,55 @@ async fn an_idempotency_key_binds_once(store: Arc<dyn Store>) {
             .unwrap()
             .is_none()
     );
+}
+
+async fn a_pending_approval_is_taken_by_one_decision(store: Arc<dyn Store>) {
+    let record = |approval_id: &str| PendingApprovalRecord {
+        session_id: "paused".into(),
+        approval_id: approval_id.into(),
+        user_id: "u".into(),
+        created_at: 1.0,
+        expires_at: 4_000_000_000.0,
+        state: format!(
+            "{{\"turn\": \"{approval_id}\", \"text\": \"{}\"}}",
+            "é".repeat(3000)
+        ),
+    };
+    assert!(store.pending_approval("paused").await.unwrap().is_none());
+    store.put_pending_approval(&record("first")).await.unwrap();
+    store.put_pending_approval(&record("second")).await.unwrap();
+    assert_eq!(
+        store.pending_approval("paused").await.unwrap(),
+        Some(record("second")),
+        "a newer pause replaces the older one"
+    );
+    assert!(
+        !store
+            .take_pending_approval("paused", "first")
+            .await
+            .unwrap()
+    );
+    let takes = futures_util::future::join_all(
+        (0..4).map(|_| store.take_pending_approval("paused", "second")),
+    )
+    .await;
+    assert_eq!(
+        takes
+            .into_iter()
+            .filter(|taken| *taken.as_ref().unwrap())
+            .count(),
+        1,
+        "exactly one decision takes it"
+    );
+    assert!(store.pending_approval("paused").await.unwrap().is_none());
+
+    store
+        .create_session(&SessionRecord::new("paused", "u", "t"))
+        .await
+        .unwrap();
+    store.put_pending_approval(&record("third")).await.unwrap();
+    store.delete_session("paused").await.unwrap();
+    assert!(store.pending_approval("paused").await.unwrap().is_none());
 }
 
 async fn mcp_servers_are_kept_per_owner(store: Arc<dyn Store>) {
@@ -1072,6 +1122,7 @@ macro_rules! conformance {
             conformance!(@test $make, the_run_lock_admits_one_run_until_released_or_expired);
             conformance!(@test $make, the_cancel_flag_reaches_only_a_live_run);
             conformance!(@test $make, an_idempotency_key_binds_once);
+            conformance!(@test $make, a_pending_approval_is_taken_by_one_decision);
             conformance!(@test $make, mcp_servers_are_kept_per_owner);
             conformance!(@test $make, user_memories_are_kept_per_user_and_key);
             conformance!(@test $make, summaries_are_written_once_per_log_position);

@@ -278,10 +278,16 @@ const ROUTES: &[(&str, &str, &str)] = &[
         "x-amazon-apigateway-any-method",
         "SessionFunction",
     ),
+    ("/api/sessions/runs/stop", "post", "SessionFunction"),
     (
-        "/api/sessions/{proxy+}",
+        "/api/sessions/{session_id}/{proxy+}",
         "x-amazon-apigateway-any-method",
         "SessionFunction",
+    ),
+    (
+        "/api/sessions/{session_id}/approve",
+        "post",
+        "StreamFunction",
     ),
     ("/api/memories", "get", "SessionFunction"),
     (
@@ -667,13 +673,8 @@ fn stream_is_served_with_response_streaming_and_the_others_buffered() {
                 "{path}: a buffered function is not streamed"
             );
         }
-        if path.contains('{') {
-            let parameter = path
-                .split('{')
-                .nth(1)
-                .unwrap()
-                .trim_end_matches('}')
-                .trim_end_matches('+');
+        for parameter in path.split('{').skip(1) {
+            let parameter = parameter.split('}').next().unwrap().trim_end_matches('+');
             let declared = operation["parameters"].as_sequence().is_some_and(|params| {
                 params
                     .iter()

@@ -1,4 +1,5 @@
-//! The Stream function: `/api/stream` over Lambda response streaming.
+//! The Stream function: `/api/stream`, its resume, and a paused run's approval, over Lambda
+//! response streaming.
 
 use sage_core::telemetry::exit_on_error;
 use sage_core::{App, Config, stream_router};

@@ -299,6 +299,9 @@ impl FibreTools {
             mode: RunMode::Simple,
             agent_name: Some(agent.name.clone()),
             fibre: None,
+            // A sub-agent cannot pause for an approval: such calls are refused there.
+            approval_gate: None,
+            resumed: None,
             ..self.parent.clone()
         };
         let (outcome, result) = Agent::new(spec, self.llm.clone(), self.pool.clone(), child)
@@ -310,6 +313,7 @@ impl FibreTools {
         let status = match outcome {
             RunOutcome::Completed => "completed",
             RunOutcome::Interrupted => "interrupted",
+            RunOutcome::AwaitingApproval => "awaiting approval",
             RunOutcome::Failed => "failed",
         };
         json!({

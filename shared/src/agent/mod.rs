@@ -12,11 +12,13 @@ use futures_util::stream::FuturesUnordered;
 use serde_json::{Value, json};
 use tracing::Instrument;
 
+mod approvals;
 mod decisions;
 mod emitter;
 mod fibre;
 mod multi;
 
+pub use approvals::{ApprovalGate, DecidedTurn, Decision, HeldTurn};
 pub use decisions::{JUDGE_INSTRUCTION, MAX_TOOLS_WITHOUT_SELECTION, TOOL_SELECTION_INSTRUCTION};
 pub use emitter::Emitter;
 pub use fibre::{
@@ -129,6 +131,14 @@ pub struct RunSpec {
     pub agent_name: Option<String>,
     /// Fibre mode: the sub-agents that exist from the start, and where their sub-sessions live.
     pub fibre: Option<FibreSetup>,
+    /// Tools whose calls wait for the owner's approval (`tools_requiring_approval`); the
+    /// calls to a server that requires approval wait too.
+    pub approval_tools: Vec<String>,
+    /// Where a held turn is kept. Without one (multi and fibre modes, sub-agents) the run
+    /// cannot wait, and a call that needs approval is refused instead of run.
+    pub approval_gate: Option<Arc<dyn ApprovalGate>>,
+    /// A continuation: the turn a decision released.
+    pub resumed: Option<DecidedTurn>,
 }
 
 /// What a fibre-mode run starts with.
@@ -232,6 +242,8 @@ pub enum RunOutcome {
     Completed,
     Interrupted,
     Failed,
+    /// Paused on calls that wait for the owner's approval.
+    AwaitingApproval,
 }
 
 /// Why a run ended early with an `error` event.
@@ -251,6 +263,10 @@ enum RunError {
          so this run cannot start."
     )]
     Unpriced(String),
+    #[error("The run could not pause for the approval of {0}; it stops here.")]
+    Hold(String),
+    #[error("The approval request expired before anyone decided; the run ended.")]
+    ApprovalExpired,
 }
 
 /// The messages of a run's model calls: its system prompt and the active conversation, which
@@ -300,6 +316,8 @@ enum LoopEnd {
     Finished,
     /// `ask_followup_question`: the run waits for the user's next message.
     WaitingForUser,
+    /// Calls wait for the owner's approval; the run ends until a decision continues it.
+    AwaitingApproval,
     /// The turn cap came first.
     Capped,
     /// The client interrupted.
@@ -331,6 +349,10 @@ pub struct Agent {
     last_answer: String,
     /// The `result` of the finishing call that ended the run, if one did.
     finish_result: Option<String>,
+    /// The run held a turn for approval.
+    held: bool,
+    /// Model turns used before this invocation (a continuation goes on from its held turn).
+    turns_before: u32,
 }
 
 impl Agent {
@@ -348,6 +370,8 @@ impl Agent {
             emitter,
             last_answer: String::new(),
             finish_result: None,
+            held: false,
+            turns_before: 0,
         }
     }
 
@@ -406,6 +430,8 @@ impl Agent {
         };
         if self.emitter.is_interrupted() {
             outcome = RunOutcome::Interrupted;
+        } else if self.held && outcome == RunOutcome::Completed {
+            outcome = RunOutcome::AwaitingApproval;
         }
         tools.close().await;
         let usage = Event::token_usage(&self.spec.session_id, &self.usage.to_json());
@@ -489,8 +515,14 @@ impl Agent {
         definitions: &[Value],
         mut prompt: Prompt,
     ) -> Result<(), RunError> {
-        let cap = self.spec.max_loop_count;
         let agent = self.name();
+        let mut cap = self.spec.max_loop_count;
+        if let Some(decided) = self.spec.resumed.take() {
+            self.resume_turn(tools, &decided, &agent, &mut prompt)
+                .await?;
+            self.turns_before = decided.turn.turns_used;
+            cap = cap.saturating_sub(decided.turn.turns_used).max(1);
+        }
         let end = self
             .tool_loop(
                 tools,
@@ -504,7 +536,7 @@ impl Agent {
                 },
             )
             .await?;
-        if end == LoopEnd::Aborted {
+        if matches!(end, LoopEnd::Aborted | LoopEnd::AwaitingApproval) {
             return Ok(());
         }
         if end == LoopEnd::Capped {
@@ -580,9 +612,20 @@ impl Agent {
                 }
                 continue;
             }
-            let results = self.run_tool_turn(tools, turn, shape.agent, prompt).await;
+            let results = self
+                .run_tool_turn(
+                    tools,
+                    turn,
+                    shape.agent,
+                    prompt,
+                    self.turns_before + call + 1,
+                )
+                .await?;
             if self.emitter.is_aborted() {
                 return Ok(LoopEnd::Aborted);
+            }
+            if self.held {
+                return Ok(LoopEnd::AwaitingApproval);
             }
             let mut end = None;
             for (call, content) in &results {
@@ -609,14 +652,17 @@ impl Agent {
     }
 
     /// Emits a turn's `tool_call`, runs its calls, and feeds the turn and the results back;
-    /// returns each call with its result.
+    /// returns each call with its result. Calls that wait for approval do not run: where the
+    /// run can wait, it holds them (see [`approvals`]) after running the others; where it
+    /// cannot, they are refused.
     async fn run_tool_turn(
         &mut self,
         tools: &ToolBox,
         turn: TurnOutput,
         agent: &str,
         prompt: &mut Prompt,
-    ) -> Vec<(ToolCall, Value)> {
+        turns_used: u32,
+    ) -> Result<Vec<(ToolCall, Value)>, RunError> {
         self.emitter
             .emit(Event {
                 tool_calls: Some(turn.tool_calls.clone()),
@@ -631,18 +677,109 @@ impl Agent {
             "tool_calls": turn.tool_calls,
         }));
         if self.emitter.is_aborted() {
+            return Ok(Vec::new());
+        }
+        let (waiting, free): (Vec<ToolCall>, Vec<ToolCall>) =
+            turn.tool_calls.into_iter().partition(|call| {
+                approvals::waits(
+                    &self.spec.approval_tools,
+                    &call.function.name,
+                    tools.server_requires_approval(&call.function.name),
+                )
+            });
+        let mut results = self.run_calls(tools, free, agent, prompt).await;
+        if waiting.is_empty() {
+            return Ok(results);
+        }
+        let Some(gate) = self.spec.approval_gate.clone() else {
+            for call in waiting {
+                let content = approvals::cannot_wait();
+                self.emit_tool_result(&call, &content, agent).await;
+                push_tool_result(prompt, &call, &content);
+                results.push((call, content));
+            }
+            return Ok(results);
+        };
+        let held = HeldTurn {
+            text: turn.text,
+            waiting,
+            turns_used,
+        };
+        let (approval_id, expires_at) = gate.hold(&held).await.map_err(|error| {
+            tracing::error!(session_id = %self.spec.session_id, %error, "could not hold a turn for approval");
+            RunError::Hold(held.waiting[0].function.name.clone())
+        })?;
+        for call in &held.waiting {
+            self.emitter
+                .emit(Event {
+                    content: Some(approvals::request_content(&approval_id, call, expires_at)),
+                    tool_call_id: Some(call.id.clone()),
+                    message_id: Some(new_id()),
+                    agent_name: Some(agent.into()),
+                    ..Event::new(
+                        &self.spec.session_id,
+                        Role::Assistant,
+                        EventType::ToolApprovalRequest,
+                    )
+                })
+                .await;
+        }
+        self.held = true;
+        Ok(results)
+    }
+
+    /// Runs `calls` concurrently and feeds their results back.
+    async fn run_calls(
+        &self,
+        tools: &ToolBox,
+        calls: Vec<ToolCall>,
+        agent: &str,
+        prompt: &mut Prompt,
+    ) -> Vec<(ToolCall, Value)> {
+        if calls.is_empty() {
             return Vec::new();
         }
-        let results = self.call_tools(tools, &turn.tool_calls, agent).await;
-        let results: Vec<(ToolCall, Value)> = turn.tool_calls.into_iter().zip(results).collect();
+        let results = self.call_tools(tools, &calls, agent).await;
+        let results: Vec<(ToolCall, Value)> = calls.into_iter().zip(results).collect();
         for (call, content) in &results {
-            prompt.push(json!({
-                "role": "tool",
-                "tool_call_id": call.id,
-                "content": content_as_text(content),
-            }));
+            push_tool_result(prompt, call, content);
         }
         results
+    }
+
+    /// A continuation's first step: the held turn goes back into the prompt, its approved calls
+    /// run, and the refused ones get a result that says why.
+    async fn resume_turn(
+        &mut self,
+        tools: &ToolBox,
+        decided: &DecidedTurn,
+        agent: &str,
+        prompt: &mut Prompt,
+    ) -> Result<(), RunError> {
+        let calls: Vec<(ToolCall, Decision)> = decided
+            .calls()
+            .map(|(call, decision)| (call, decision.clone()))
+            .collect();
+        prompt.push(json!({
+            "role": "assistant",
+            "content": decided.turn.text,
+            "tool_calls": calls.iter().map(|(call, _)| call).collect::<Vec<_>>(),
+        }));
+        let mut approved = Vec::new();
+        for (call, decision) in calls {
+            match approvals::refusal(&decision) {
+                Some(content) => {
+                    self.emit_tool_result(&call, &content, agent).await;
+                    push_tool_result(prompt, &call, &content);
+                }
+                None => approved.push(call),
+            }
+        }
+        self.run_calls(tools, approved, agent, prompt).await;
+        if decided.expired() {
+            return Err(RunError::ApprovalExpired);
+        }
+        Ok(())
     }
 
     /// The suggestion step: no tools; the answer streams as `query_suggest`.
@@ -955,18 +1092,22 @@ impl Agent {
                 tracing::info!(tool = %call.function.name, %error, "tool call failed");
                 error.to_content(&call.function.name)
             });
-            self.emitter
-                .emit(Event {
-                    content: Some(content.clone()),
-                    tool_call_id: Some(call.id.clone()),
-                    message_id: Some(new_id()),
-                    agent_name: Some(agent.into()),
-                    ..Event::new(&self.spec.session_id, Role::Tool, EventType::ToolCallResult)
-                })
-                .await;
+            self.emit_tool_result(call, &content, agent).await;
             results[index] = content;
         }
         results
+    }
+
+    async fn emit_tool_result(&self, call: &ToolCall, content: &Value, agent: &str) {
+        self.emitter
+            .emit(Event {
+                content: Some(content.clone()),
+                tool_call_id: Some(call.id.clone()),
+                message_id: Some(new_id()),
+                agent_name: Some(agent.into()),
+                ..Event::new(&self.spec.session_id, Role::Tool, EventType::ToolCallResult)
+            })
+            .await;
     }
 
     async fn emit_text(&self, kind: EventType, agent: &str, message_id: &str, text: String) {
@@ -980,4 +1121,12 @@ impl Agent {
             ))
             .await;
     }
+}
+
+fn push_tool_result(prompt: &mut Prompt, call: &ToolCall, content: &Value) {
+    prompt.push(json!({
+        "role": "tool",
+        "tool_call_id": call.id,
+        "content": content_as_text(content),
+    }));
 }

@@ -140,7 +140,7 @@ impl Agent {
                 )
                 .await?;
             match end {
-                LoopEnd::Aborted => return Ok(()),
+                LoopEnd::Aborted | LoopEnd::AwaitingApproval => return Ok(()),
                 LoopEnd::WaitingForUser => return self.end_multi(&mut prompt, false).await,
                 _ => {}
             }

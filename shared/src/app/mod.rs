@@ -300,6 +300,7 @@ impl App {
                         AfterRun::AfterStreamEnd
                     },
                     lease: config.server.run_lease,
+                    approval_timeout: config.server.approval_timeout,
                     tool_timeout: config.tools.timeout,
                     mcp_policy: policy,
                     code,

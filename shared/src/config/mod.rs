@@ -146,6 +146,10 @@ pub struct ServerConfig {
     /// Seconds a run's lock lives without a heartbeat: how long a crashed run blocks its session.
     #[arg(long = "run_lease_seconds", env = "SAGE_RUN_LEASE_SECONDS", default_value = "30", value_parser = seconds)]
     pub run_lease: Duration,
+    /// Seconds a run paused for a tool call's approval waits for its owner's decision; a later
+    /// decision ends the run with an `error` event instead of continuing it.
+    #[arg(long = "approval_timeout_seconds", env = "SAGE_APPROVAL_TIMEOUT_SECONDS", default_value = "3600", value_parser = seconds)]
+    pub approval_timeout: Duration,
     /// Largest request body accepted, in bytes (larger ones answer 413).
     #[arg(long, env = "SAGE_MAX_BODY_BYTES", default_value_t = 10 * 1024 * 1024)]
     pub max_body_bytes: usize,

@@ -52,6 +52,9 @@ impl ValidAgent {
         if config.available_tools.len() > MAX_TOOLS {
             return invalid("availableTools: at most 500 names");
         }
+        if config.tools_requiring_approval.len() > MAX_TOOLS {
+            return invalid("toolsRequiringApproval: at most 500 names");
+        }
         if config
             .max_loop_count
             .is_some_and(|count| count == 0 || count > MAX_LOOP_COUNT)
@@ -366,6 +369,7 @@ fn preset_config(id: &str, preset: &AgentPreset) -> AgentConfig {
         agent_mode: preset.agent_mode,
         deep_thinking: preset.deep_thinking,
         max_loop_count: preset.max_loop_count,
+        tools_requiring_approval: preset.tools_requiring_approval.clone(),
         ..AgentConfig::default()
     }
 }
@@ -382,6 +386,7 @@ fn apply_preset(preset: &AgentPreset, request: &mut StreamRequest) {
     fill(&mut request.agent_mode, preset.agent_mode);
     fill(&mut request.max_loop_count, preset.max_loop_count);
     fill(&mut request.llm_model_config, preset.llm_model_config);
+    require_approval(request, preset.tools_requiring_approval);
 }
 
 fn apply_config(config: AgentConfig, request: &mut StreamRequest) {
@@ -403,6 +408,20 @@ fn apply_config(config: AgentConfig, request: &mut StreamRequest) {
     fill(&mut request.more_suggest, config.more_suggest);
     fill(&mut request.max_loop_count, config.max_loop_count);
     fill(&mut request.llm_provider_id, config.llm_provider_id);
+    require_approval(request, config.tools_requiring_approval);
+}
+
+/// The agent's approval list adds to the request's: a request never runs fewer calls unapproved.
+fn require_approval(request: &mut StreamRequest, agent: Vec<String>) {
+    if agent.is_empty() {
+        return;
+    }
+    let list = request.tools_requiring_approval.get_or_insert_default();
+    for name in agent {
+        if !list.contains(&name) {
+            list.push(name);
+        }
+    }
 }
 
 /// The agent's setting wins where it has one.

@@ -31,6 +31,9 @@ pub struct AgentPreset {
     pub max_loop_count: Option<u32>,
     #[serde(rename = "llm_model_config")]
     pub llm_model_config: Option<LlmModelConfig>,
+    /// Tools whose calls wait for the session owner's approval.
+    #[serde(default, alias = "tools_requiring_approval")]
+    pub tools_requiring_approval: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -6,10 +6,11 @@ use async_trait::async_trait;
 
 use super::{
     AccountRecord, AccountStore, AgentRecord, AgentStore, EventLog, IdempotencyRecord,
-    KnowledgeBaseRecord, KnowledgeStore, McpServerRecord, McpServerStore, ProviderRecord,
-    ProviderStore, RefreshTokenRecord, RunControl, RunLock, SessionRecord, SessionStore,
-    SkillRecord, SkillStore, Store, StoreError, SummaryRecord, SummaryStore, SystemSettingsRecord,
-    UsageLedger, UsageRecord, UserMemoryRecord, UserMemoryStore, lease_deadline,
+    KnowledgeBaseRecord, KnowledgeStore, McpServerRecord, McpServerStore, PendingApprovalRecord,
+    ProviderRecord, ProviderStore, RefreshTokenRecord, RunControl, RunLock, SessionRecord,
+    SessionStore, SkillRecord, SkillStore, Store, StoreError, SummaryRecord, SummaryStore,
+    SystemSettingsRecord, UsageLedger, UsageRecord, UserMemoryRecord, UserMemoryStore,
+    lease_deadline,
 };
 use crate::util::now_secs;
 use crate::wire::StoredEvent;
@@ -27,6 +28,7 @@ struct Inner {
     locks: HashMap<String, RunLock>,
     mcp_servers: BTreeMap<(String, String), McpServerRecord>,
     idempotency: HashMap<String, IdempotencyRecord>,
+    approvals: HashMap<String, PendingApprovalRecord>,
     user_memories: BTreeMap<(String, String), UserMemoryRecord>,
     summaries: HashMap<String, SummaryRecord>,
     accounts: BTreeMap<String, AccountRecord>,
@@ -136,6 +138,7 @@ impl SessionStore for MemoryStore {
             inner.events.remove(session_id);
             inner.locks.remove(session_id);
             inner.summaries.remove(session_id);
+            inner.approvals.remove(session_id);
         });
         Ok(())
     }
@@ -295,6 +298,39 @@ impl RunControl for MemoryStore {
     async fn release_idempotency_key(&self, key: &str) -> Result<(), StoreError> {
         self.with(|inner| inner.idempotency.remove(key));
         Ok(())
+    }
+
+    async fn put_pending_approval(&self, record: &PendingApprovalRecord) -> Result<(), StoreError> {
+        self.with(|inner| {
+            inner
+                .approvals
+                .insert(record.session_id.clone(), record.clone())
+        });
+        Ok(())
+    }
+
+    async fn pending_approval(
+        &self,
+        session_id: &str,
+    ) -> Result<Option<PendingApprovalRecord>, StoreError> {
+        Ok(self.with(|inner| inner.approvals.get(session_id).cloned()))
+    }
+
+    async fn take_pending_approval(
+        &self,
+        session_id: &str,
+        approval_id: &str,
+    ) -> Result<bool, StoreError> {
+        Ok(self.with(|inner| {
+            let ours = inner
+                .approvals
+                .get(session_id)
+                .is_some_and(|record| record.approval_id == approval_id);
+            if ours {
+                inner.approvals.remove(session_id);
+            }
+            ours
+        }))
     }
 }
 

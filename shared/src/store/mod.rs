@@ -21,8 +21,9 @@ pub use dynamodb::DynamoStore;
 pub use memory::MemoryStore;
 pub use records::{
     AccountRecord, AgentRecord, DocStatus, IdempotencyRecord, KnowledgeBaseRecord,
-    KnowledgeDocRecord, McpServerRecord, ProviderRecord, RefreshTokenRecord, RunLock, RunStatus,
-    SessionRecord, SkillRecord, SummaryRecord, SystemSettingsRecord, UsageRecord, UserMemoryRecord,
+    KnowledgeDocRecord, McpServerRecord, PendingApprovalRecord, ProviderRecord, RefreshTokenRecord,
+    RunLock, RunStatus, SessionRecord, SkillRecord, SummaryRecord, SystemSettingsRecord,
+    UsageRecord, UserMemoryRecord,
 };
 #[cfg(any(feature = "sqlite", feature = "mysql"))]
 pub use sql::SqlStore;
@@ -184,6 +185,20 @@ pub trait RunControl: Send + Sync + 'static {
     -> Result<Option<IdempotencyRecord>, StoreError>;
     async fn set_idempotency_first_seq(&self, key: &str, first_seq: u64) -> Result<(), StoreError>;
     async fn release_idempotency_key(&self, key: &str) -> Result<(), StoreError>;
+
+    /// Stores the session's paused run, replacing any earlier one.
+    async fn put_pending_approval(&self, record: &PendingApprovalRecord) -> Result<(), StoreError>;
+    async fn pending_approval(
+        &self,
+        session_id: &str,
+    ) -> Result<Option<PendingApprovalRecord>, StoreError>;
+    /// Removes the session's paused run if it is still `approval_id`; true for the one caller
+    /// that removed it.
+    async fn take_pending_approval(
+        &self,
+        session_id: &str,
+        approval_id: &str,
+    ) -> Result<bool, StoreError>;
 }
 
 /// Registered MCP servers, per owner.

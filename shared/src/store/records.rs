@@ -11,6 +11,9 @@ pub enum RunStatus {
     Running,
     Interrupted,
     Error,
+    /// Paused on tool calls that wait for the owner's approval; nothing runs meanwhile.
+    #[serde(rename = "awaiting_approval")]
+    AwaitingApproval,
 }
 
 impl RunStatus {
@@ -20,6 +23,7 @@ impl RunStatus {
             Self::Running => "running",
             Self::Interrupted => "interrupted",
             Self::Error => "error",
+            Self::AwaitingApproval => "awaiting_approval",
         }
     }
 
@@ -28,6 +32,7 @@ impl RunStatus {
             "running" => Self::Running,
             "interrupted" => Self::Interrupted,
             "error" => Self::Error,
+            "awaiting_approval" => Self::AwaitingApproval,
             _ => Self::Idle,
         }
     }
@@ -102,6 +107,19 @@ pub struct IdempotencyRecord {
     /// Sequence number of the run's first streamed event, once the run has started.
     pub first_seq: Option<u64>,
     pub created_at: f64,
+}
+
+/// A run paused on tool calls that wait for the session owner's decision: at most one per
+/// session, taken by exactly one decision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingApprovalRecord {
+    pub session_id: String,
+    pub approval_id: String,
+    pub user_id: String,
+    pub created_at: f64,
+    pub expires_at: f64,
+    /// What the run's continuation needs (the domain's JSON): its request and the held turn.
+    pub state: String,
 }
 
 /// A registered MCP server with the tools it listed when last reached.

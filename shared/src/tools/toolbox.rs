@@ -29,6 +29,8 @@ struct RegisteredServer {
 struct ToolEntry {
     spec: ToolSpec,
     source: ToolSource,
+    /// Its MCP server requires the owner's approval of every call.
+    server_requires_approval: bool,
 }
 
 #[derive(Default)]
@@ -77,8 +79,11 @@ impl ToolBox {
             match attempt {
                 Ok(connection) => {
                     let connection = Arc::new(connection);
+                    let approval = request_servers[name].require_approval;
                     for spec in connection.tool_specs() {
-                        toolbox.offer(spec, allowed, || ToolSource::Request(connection.clone()));
+                        toolbox.offer(spec, allowed, approval, || {
+                            ToolSource::Request(connection.clone())
+                        });
                     }
                     toolbox.request_connections.push(connection);
                 }
@@ -89,13 +94,18 @@ impl ToolBox {
         }
         for record in registered.iter().filter(|record| !record.config.disabled) {
             for spec in &record.tools {
-                toolbox.offer(spec.clone(), allowed, || {
-                    ToolSource::Registered(Box::new(RegisteredServer {
-                        owner: record.owner.clone(),
-                        name: record.name.clone(),
-                        config: record.config.clone(),
-                    }))
-                });
+                toolbox.offer(
+                    spec.clone(),
+                    allowed,
+                    record.config.require_approval,
+                    || {
+                        ToolSource::Registered(Box::new(RegisteredServer {
+                            owner: record.owner.clone(),
+                            name: record.name.clone(),
+                            config: record.config.clone(),
+                        }))
+                    },
+                );
             }
         }
         for tools in builtin {
@@ -109,13 +119,20 @@ impl ToolBox {
         toolbox
     }
 
-    fn offer(&mut self, spec: ToolSpec, allowed: &[String], source: impl FnOnce() -> ToolSource) {
+    fn offer(
+        &mut self,
+        spec: ToolSpec,
+        allowed: &[String],
+        server_requires_approval: bool,
+        source: impl FnOnce() -> ToolSource,
+    ) {
         if allowed.contains(&spec.name) && !self.by_name.contains_key(&spec.name) {
             self.by_name.insert(
                 spec.name.clone(),
                 ToolEntry {
                     spec,
                     source: source(),
+                    server_requires_approval,
                 },
             );
         }
@@ -130,6 +147,7 @@ impl ToolBox {
                 ToolEntry {
                     spec,
                     source: ToolSource::Builtin(tools.clone()),
+                    server_requires_approval: false,
                 },
             );
         }
@@ -177,6 +195,13 @@ impl ToolBox {
             }
             (ToolSource::Registered(_), None) => Err(ToolCallError::NotFound(tool.to_owned())),
         }
+    }
+
+    /// Whether `tool`'s MCP server requires the owner's approval of every call.
+    pub fn server_requires_approval(&self, tool: &str) -> bool {
+        self.by_name
+            .get(tool)
+            .is_some_and(|entry| entry.server_requires_approval)
     }
 
     /// Which server serves `tool`: its MCP server's name, or `builtin`.

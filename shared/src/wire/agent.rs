@@ -41,6 +41,9 @@ pub struct AgentConfig {
     pub max_loop_count: Option<u32>,
     #[serde(default, rename = "llm_provider_id")]
     pub llm_provider_id: Option<String>,
+    /// Tools whose calls wait for the session owner's approval.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools_requiring_approval: Vec<String>,
 }
 
 /// An agent in `GET /api/agent/list`: a preset (`user_id` "", read-only) or a saved one.

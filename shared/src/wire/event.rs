@@ -30,6 +30,8 @@ pub enum EventType {
     Execution,
     Observation,
     QuerySuggest,
+    /// A tool call that waits for its owner's decision; the run ends its invocation here.
+    ToolApprovalRequest,
     TokenUsage,
     StreamEnd,
 }

@@ -30,6 +30,9 @@ pub struct McpServerConfig {
     pub api_key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_s: Option<f64>,
+    /// Every call to this server's tools waits for the session owner's approval.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_approval: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

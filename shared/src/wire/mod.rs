@@ -12,5 +12,6 @@ pub mod skill;
 pub use api::MergedMessage;
 pub use event::{Event, EventStream, EventType, FunctionCall, Role, StoredEvent, ToolCall};
 pub use request::{
-    AgentMode, ContextBudgetConfig, InputMessage, LlmModelConfig, MemoryType, StreamRequest,
+    AgentMode, ApproveRequest, ContextBudgetConfig, InputMessage, LlmModelConfig, MemoryType,
+    StreamRequest,
 };

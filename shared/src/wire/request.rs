@@ -26,7 +26,7 @@ pub enum MemoryType {
     User,
 }
 
-#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, serde::Serialize, Deserialize, utoipa::ToSchema)]
 pub struct InputMessage {
     #[serde(default)]
     pub message_id: Option<String>,
@@ -35,7 +35,7 @@ pub struct InputMessage {
     pub content: Value,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, serde::Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LlmModelConfig {
     pub base_url: Option<String>,
     pub api_key: Option<String>,
@@ -48,7 +48,7 @@ pub struct LlmModelConfig {
 }
 
 /// A request's `context_budget_config`: the `--context_*` settings for this run.
-#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, serde::Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ContextBudgetConfig {
     pub history_ratio: Option<f64>,
@@ -126,7 +126,7 @@ impl StreamRequest {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, serde::Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StreamRequest {
     #[schema(min_items = 1)]
     pub messages: Vec<InputMessage>,
@@ -155,6 +155,9 @@ pub struct StreamRequest {
     pub memory_type: Option<MemoryType>,
     pub available_workflows: Option<BTreeMap<String, Vec<Value>>>,
     pub extra_mcp_config: Option<BTreeMap<String, McpServerConfig>>,
+    /// Tools that run only once the session's owner approves the call
+    /// (`POST /api/sessions/{id}/approve`); the agent's own list is added to these.
+    pub tools_requiring_approval: Option<Vec<String>>,
 }
 
 impl StreamRequest {
@@ -189,4 +192,22 @@ impl StreamRequest {
         }
         Ok(())
     }
+}
+
+/// `POST /api/sessions/{session_id}/approve`: the owner's decision on the calls a paused run
+/// holds. A decision covers every waiting call; `edit` replaces the arguments of one of them
+/// (`tool_call_id`, needed when several wait) and approves the rest.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApproveRequest {
+    /// `approve`, `reject` or `edit`.
+    pub decision: String,
+    /// The approval decided (from the `tool_approval_request` event); a stale one is refused.
+    pub approval_id: Option<String>,
+    /// `edit`: the call whose arguments change.
+    pub tool_call_id: Option<String>,
+    /// `edit`: the arguments the call runs with instead of the model's (an object).
+    pub arguments: Option<Value>,
+    /// `reject`: why, for the model.
+    pub reason: Option<String>,
 }

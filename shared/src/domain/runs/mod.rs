@@ -1,6 +1,7 @@
 //! Runs: resolve the request, take the session's run lock, store the new messages, then drive
 //! the agent in the background while the caller streams the stored events.
 
+mod approvals;
 mod follow;
 mod sub_sessions;
 mod watch;
@@ -14,12 +15,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+pub use approvals::ApprovalDecision;
 pub use follow::LogReader;
 pub use watch::RunWatch;
 
 use crate::agent::{
-    Agent, FIBRE_MAX_LOOP_COUNT, FibreSetup, RunMode, RunOutcome, RunSpec, SYS_FINISH_TASK,
-    SubAgent, finish_tool,
+    Agent, ApprovalGate, DecidedTurn, FIBRE_MAX_LOOP_COUNT, FibreSetup, RunMode, RunOutcome,
+    RunSpec, SYS_FINISH_TASK, SubAgent, finish_tool,
 };
 use crate::config::{BudgetLeft, LlmConfig, PriceTable, RunLimits};
 use crate::context::{ContextSettings, content_as_text, merge_events, to_model_messages};
@@ -50,6 +52,7 @@ use crate::wire::{
     AgentMode, ContextBudgetConfig, Event, EventStream, EventType, InputMessage, MemoryType, Role,
     StoredEvent, StreamRequest,
 };
+use approvals::{PausedRun, RunApprovals};
 use follow::{follow, live_then_log};
 use sub_sessions::RunSubSessions;
 use watch::keep_lease;
@@ -97,6 +100,7 @@ pub struct RunDefaults {
     pub memory_type: MemoryType,
     pub after_run: AfterRun,
     pub lease: Duration,
+    pub approval_timeout: Duration,
     pub tool_timeout: Duration,
     pub mcp_policy: McpPolicy,
     pub downloads: DownloadPolicy,
@@ -263,7 +267,7 @@ impl Runs {
         };
         let Some(idempotency) = idempotency else {
             return self
-                .begin(&request, &settings, &skills, &user, &session_id, None)
+                .begin(&request, &settings, &skills, &user, &session_id, None, None)
                 .await;
         };
         let record = IdempotencyRecord {
@@ -290,6 +294,7 @@ impl Runs {
                 &user,
                 &session_id,
                 Some(&record.key),
+                None,
             )
             .await;
         if started.is_err() {
@@ -307,6 +312,91 @@ impl Runs {
     ) -> Result<EventStream, DomainError> {
         self.sessions.owned(user, session_id).await?;
         Ok(follow(self.reader(), session_id.to_string(), after))
+    }
+
+    /// The owner's decision on the calls a paused run holds: continues the run (or ends it,
+    /// when the wait has expired) and streams it like [`Runs::start`].
+    pub async fn approve(
+        &self,
+        user: &UserId,
+        session_id: &SessionId,
+        decision: ApprovalDecision,
+    ) -> Result<StartedRun, DomainError> {
+        self.sessions.owned(user, session_id).await?;
+        let record = self
+            .stores
+            .control
+            .pending_approval(session_id.as_str())
+            .await?
+            .filter(|record| record.user_id == user.as_str())
+            .ok_or_else(|| {
+                DomainError::Conflict(format!(
+                    "nothing in session {session_id} waits for approval"
+                ))
+            })?;
+        if decision
+            .approval_id()
+            .is_some_and(|id| id != record.approval_id)
+        {
+            return Err(DomainError::Conflict(
+                "approval_id: that approval was already decided".into(),
+            ));
+        }
+        let paused: PausedRun = serde_json::from_str(&record.state).map_err(StoreError::from)?;
+        let decided = decision.decide(paused.turn, now_secs() > record.expires_at)?;
+        let request = paused.request;
+        let settings = resolve_llm(&self.defaults.llm, request.llm_model_config.as_ref())?;
+        let extras = RunExtras {
+            budget_left: self.usage.budget_left(user).await?,
+            skills: self.run_skills(user, &request).await?,
+            knowledge: self
+                .knowledge
+                .for_run(
+                    user.as_str(),
+                    request
+                        .available_knowledge_bases
+                        .as_deref()
+                        .unwrap_or_default(),
+                )
+                .await?,
+            sub_agents: Vec::new(),
+        };
+        let resume = Resume {
+            approval_id: record.approval_id,
+            decided,
+        };
+        self.begin(
+            &request,
+            &settings,
+            &extras,
+            user,
+            session_id,
+            None,
+            Some(resume),
+        )
+        .await
+    }
+
+    /// Takes the session's run lock; a continuation waits a little for the paused run to let
+    /// go of it (its last events may still be on their way).
+    async fn lock_run(
+        &self,
+        session_id: &SessionId,
+        run_id: &str,
+        waits: bool,
+    ) -> Result<bool, DomainError> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let locked = self
+                .stores
+                .control
+                .try_lock_run(session_id.as_str(), run_id, self.defaults.lease)
+                .await?;
+            if locked || !waits || tokio::time::Instant::now() >= deadline {
+                return Ok(locked);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// The same request again: stream the run it started, from its first event.
@@ -352,6 +442,7 @@ impl Runs {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn begin(
         &self,
         request: &StreamRequest,
@@ -360,9 +451,11 @@ impl Runs {
         user: &UserId,
         session_id: &SessionId,
         idempotency_key: Option<&str>,
+        resume: Option<Resume>,
     ) -> Result<StartedRun, DomainError> {
         let stores = &self.stores;
-        if let Some(existing) = stores.sessions.get_session(session_id.as_str()).await?
+        let existing = stores.sessions.get_session(session_id.as_str()).await?;
+        if let Some(existing) = &existing
             && existing.user_id != user.as_str()
         {
             return Err(DomainError::Forbidden(format!(
@@ -370,23 +463,25 @@ impl Runs {
             )));
         }
         let run_id = new_id();
-        if !stores
-            .control
-            .try_lock_run(session_id.as_str(), &run_id, self.defaults.lease)
-            .await?
-        {
+        if !self.lock_run(session_id, &run_id, resume.is_some()).await? {
             return Err(DomainError::Conflict(format!(
                 "session {session_id} is already running"
             )));
         }
+        let paused = existing.is_some_and(|session| session.status == RunStatus::AwaitingApproval);
         let account = RunAccount {
             user_id: user.as_str().to_owned(),
             run_id: run_id.clone(),
             model: settings.model.clone(),
         };
         let prepared = async {
+            let resumed = self
+                .settle_pending_approval(session_id.as_str(), paused, resume)
+                .await?;
             let (spec, after_seq) = self
-                .prepare(request, settings, extras, session_id, user, &account)
+                .prepare(
+                    request, settings, extras, session_id, user, &account, resumed,
+                )
                 .await?;
             if let Some(key) = idempotency_key {
                 stores
@@ -416,6 +511,40 @@ impl Runs {
         }
     }
 
+    /// Under the run lock: a continuation takes its approval (exactly one decision does); a
+    /// new message to a paused session drops the approval it waited for.
+    async fn settle_pending_approval(
+        &self,
+        session_id: &str,
+        paused: bool,
+        resume: Option<Resume>,
+    ) -> Result<Option<DecidedTurn>, DomainError> {
+        let control = &self.stores.control;
+        match resume {
+            Some(resume) => {
+                if control
+                    .take_pending_approval(session_id, &resume.approval_id)
+                    .await?
+                {
+                    Ok(Some(resume.decided))
+                } else {
+                    Err(DomainError::Conflict(
+                        "that approval was already decided".into(),
+                    ))
+                }
+            }
+            None => {
+                if paused && let Some(pending) = control.pending_approval(session_id).await? {
+                    control
+                        .take_pending_approval(session_id, &pending.approval_id)
+                        .await?;
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
     async fn prepare(
         &self,
         request: &StreamRequest,
@@ -424,6 +553,7 @@ impl Runs {
         session_id: &SessionId,
         user: &UserId,
         account: &RunAccount,
+        resumed: Option<DecidedTurn>,
     ) -> Result<(RunSpec, u64), DomainError> {
         let stores = &self.stores;
         let session_id = session_id.as_str();
@@ -524,6 +654,20 @@ impl Runs {
         if mode != RunMode::Fibre && requested_tools.iter().any(|name| name == SYS_FINISH_TASK) {
             builtin_tools.push(finish_tool());
         }
+        let continues = resumed.is_some();
+        let approval_gate = (mode == RunMode::Simple).then(|| {
+            Arc::new(RunApprovals {
+                control: stores.control.clone(),
+                session_id: session_id.to_owned(),
+                user_id: user.as_str().to_owned(),
+                request: StreamRequest {
+                    messages: Vec::new(),
+                    session_id: Some(session_id.to_owned()),
+                    ..request.clone()
+                },
+                timeout: self.defaults.approval_timeout,
+            }) as Arc<dyn ApprovalGate>
+        });
         let spec = RunSpec {
             session_id: session_id.to_owned(),
             settings: settings.clone(),
@@ -550,15 +694,24 @@ impl Runs {
             } else {
                 request.max_loop_count.unwrap_or(DEFAULT_MAX_LOOP_COUNT)
             },
-            deep_thinking: request.deep_thinking.unwrap_or(false),
+            // A continuation goes on from its held turn: the opening steps ran already.
+            deep_thinking: request.deep_thinking.unwrap_or(false) && !continues,
             available_tools: request.available_tools.clone().unwrap_or_default(),
             registered_servers: self.tools.enabled_servers(user).await?,
             request_servers: request.extra_mcp_config.clone().unwrap_or_default(),
             builtin_tools,
             mcp_policy: self.defaults.mcp_policy,
             tool_timeout: self.defaults.tool_timeout,
-            notices: request.unsupported_options(),
-            workflows: request.available_workflows.clone().unwrap_or_default(),
+            notices: if continues {
+                Vec::new()
+            } else {
+                request.unsupported_options()
+            },
+            workflows: if continues {
+                Default::default()
+            } else {
+                request.available_workflows.clone().unwrap_or_default()
+            },
             suggest: request.more_suggest.unwrap_or(false),
             limits: self.defaults.limits,
             budget_left: extras.budget_left,
@@ -571,6 +724,9 @@ impl Runs {
             mode,
             agent_name: None,
             fibre,
+            approval_tools: request.tools_requiring_approval.clone().unwrap_or_default(),
+            approval_gate,
+            resumed,
         };
         Ok((spec, seq))
     }
@@ -866,10 +1022,17 @@ async fn finish_session(
         RunOutcome::Completed => RunStatus::Idle,
         RunOutcome::Interrupted => RunStatus::Interrupted,
         RunOutcome::Failed => RunStatus::Error,
+        RunOutcome::AwaitingApproval => RunStatus::AwaitingApproval,
     };
     session.log_seq = log.last().map_or(0, |stored| stored.seq);
     session.updated_at = now_secs();
     sessions.update_session(&session).await
+}
+
+/// A decision that continues a paused run.
+struct Resume {
+    approval_id: String,
+    decided: DecidedTurn,
 }
 
 /// What a run brings beside its request: its skills, knowledge bases and (fibre mode)

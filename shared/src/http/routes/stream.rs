@@ -10,13 +10,13 @@ use sha2::{Digest, Sha256};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::domain::runs::{Idempotency, Runs};
+use crate::domain::runs::{ApprovalDecision, Idempotency, Runs};
 use crate::http::ApiError;
 use crate::http::extract::{Caller, RawBody, ValidQuery, parse_json};
 use crate::http::framing::{FIRST_SEQ_HEADER, event_response};
 use crate::util::{InputError, SessionId};
-use crate::wire::StreamRequest;
 use crate::wire::event::Event;
+use crate::wire::{ApproveRequest, StreamRequest};
 
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
@@ -32,6 +32,7 @@ pub fn router(runs: Runs, sse_ping: Duration) -> OpenApiRouter {
         .routes(routes!(chat))
         .routes(routes!(web_stream))
         .routes(routes!(resume))
+        .routes(routes!(approve))
         .with_state(StreamState { runs, sse_ping })
 }
 
@@ -146,4 +147,40 @@ async fn resume(
         .resume(&caller.user()?, &session_id, after)
         .await?;
     Ok(event_response(&headers, events, state.sse_ping))
+}
+
+/// The owner's decision on the tool calls a paused run holds (its `tool_approval_request`
+/// events): `approve`, `reject` (the model is told, and goes on) or `edit` (the call runs with
+/// other arguments). Streams the run's continuation as `/api/stream` does; after the wait has
+/// expired, the continuation ends the run with an `error` event.
+#[utoipa::path(post, path = "/api/sessions/{session_id}/approve", tag = "stream",
+    request_body = ApproveRequest,
+    params(("session_id" = String, Path, description = "the paused conversation")),
+    responses(
+        (status = 200, description = "The continuation's events, as `/api/stream`",
+            headers(("x-sage-first-seq" = u64, description = "sequence number of its first event")),
+            content((Event = "application/x-ndjson"), (Event = "text/event-stream"))),
+        (status = 409, description = "Nothing waits for approval, or it was already decided"),
+    ))]
+async fn approve(
+    State(state): State<StreamState>,
+    Path(session_id): Path<String>,
+    caller: Caller,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
+    let request: ApproveRequest = parse_json(&body)?;
+    let decision = ApprovalDecision::parse(request)?;
+    let session_id = SessionId::parse(&session_id).map_err(|_| {
+        crate::domain::DomainError::NotFound(format!("no conversation {session_id}"))
+    })?;
+    let run = state
+        .runs
+        .approve(&caller.user()?, &session_id, decision)
+        .await?;
+    let mut response = event_response(&headers, run.events, state.sse_ping);
+    response
+        .headers_mut()
+        .insert(FIRST_SEQ_HEADER, HeaderValue::from(run.first_seq));
+    Ok(response)
 }

@@ -22,10 +22,11 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     AccountRecord, AccountStore, AgentRecord, AgentStore, EventLog, IdempotencyRecord,
-    KnowledgeBaseRecord, KnowledgeStore, McpServerRecord, McpServerStore, ProviderRecord,
-    ProviderStore, RefreshTokenRecord, RunControl, RunLock, RunStatus, SessionRecord, SessionStore,
-    SkillRecord, SkillStore, Store, StoreError, SummaryRecord, SummaryStore, SystemSettingsRecord,
-    UsageLedger, UsageRecord, UserMemoryRecord, UserMemoryStore, lease_deadline,
+    KnowledgeBaseRecord, KnowledgeStore, McpServerRecord, McpServerStore, PendingApprovalRecord,
+    ProviderRecord, ProviderStore, RefreshTokenRecord, RunControl, RunLock, RunStatus,
+    SessionRecord, SessionStore, SkillRecord, SkillStore, Store, StoreError, SummaryRecord,
+    SummaryStore, SystemSettingsRecord, UsageLedger, UsageRecord, UserMemoryRecord,
+    UserMemoryStore, lease_deadline,
 };
 use crate::blob::{ObjectKey, ObjectStore};
 use crate::config::StoreConfig;
@@ -277,6 +278,20 @@ struct IdempotencyItem {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     first_seq: Option<u64>,
     created_at: f64,
+    ttl: u64,
+}
+
+/// A run paused for an approval: `SESSION#<id>` / `APPROVAL`, gone with its session.
+#[derive(Serialize, Deserialize)]
+struct ApprovalItem {
+    pk: String,
+    sk: String,
+    session_id: String,
+    approval_id: String,
+    user_id: String,
+    created_at: f64,
+    expires_at: f64,
+    state: String,
     ttl: u64,
 }
 
@@ -1326,6 +1341,56 @@ impl RunControl for DynamoStore {
             .await
             .map_err(dynamo_error)?;
         Ok(())
+    }
+
+    async fn put_pending_approval(&self, record: &PendingApprovalRecord) -> Result<(), StoreError> {
+        let item = to_item(&ApprovalItem {
+            pk: session_pk(&record.session_id),
+            sk: "APPROVAL".into(),
+            session_id: record.session_id.clone(),
+            approval_id: record.approval_id.clone(),
+            user_id: record.user_id.clone(),
+            created_at: record.created_at,
+            expires_at: record.expires_at,
+            state: record.state.clone(),
+            ttl: (record.expires_at + TTL_GRACE_SECS) as u64,
+        })?;
+        self.put(item).await
+    }
+
+    async fn pending_approval(
+        &self,
+        session_id: &str,
+    ) -> Result<Option<PendingApprovalRecord>, StoreError> {
+        let Some(item) = self.get(session_pk(session_id), "APPROVAL").await? else {
+            return Ok(None);
+        };
+        let item: ApprovalItem = from_item(item)?;
+        Ok(Some(PendingApprovalRecord {
+            session_id: item.session_id,
+            approval_id: item.approval_id,
+            user_id: item.user_id,
+            created_at: item.created_at,
+            expires_at: item.expires_at,
+            state: item.state,
+        }))
+    }
+
+    async fn take_pending_approval(
+        &self,
+        session_id: &str,
+        approval_id: &str,
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(session_pk(session_id), "APPROVAL")))
+            .condition_expression("approval_id = :id")
+            .expression_attribute_values(":id", AttributeValue::S(approval_id.to_owned()))
+            .send()
+            .await;
+        conditional(result)
     }
 }
 

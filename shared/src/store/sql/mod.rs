@@ -11,10 +11,11 @@ use sqlx::{AnyPool, Executor, QueryBuilder, Row};
 
 use super::{
     AccountRecord, AccountStore, AgentRecord, AgentStore, EventLog, IdempotencyRecord,
-    KnowledgeBaseRecord, KnowledgeStore, McpServerRecord, McpServerStore, ProviderRecord,
-    ProviderStore, RefreshTokenRecord, RunControl, RunLock, RunStatus, SessionRecord, SessionStore,
-    SkillRecord, SkillStore, Store, StoreError, SummaryRecord, SummaryStore, SystemSettingsRecord,
-    UsageLedger, UsageRecord, UserMemoryRecord, UserMemoryStore, lease_deadline,
+    KnowledgeBaseRecord, KnowledgeStore, McpServerRecord, McpServerStore, PendingApprovalRecord,
+    ProviderRecord, ProviderStore, RefreshTokenRecord, RunControl, RunLock, RunStatus,
+    SessionRecord, SessionStore, SkillRecord, SkillStore, Store, StoreError, SummaryRecord,
+    SummaryStore, SystemSettingsRecord, UsageLedger, UsageRecord, UserMemoryRecord,
+    UserMemoryStore, lease_deadline,
 };
 #[cfg(feature = "mysql")]
 use crate::config::StoreConfig;
@@ -378,6 +379,7 @@ impl SessionStore for SqlStore {
             "DELETE FROM events WHERE session_id = ?",
             "DELETE FROM run_locks WHERE session_id = ?",
             "DELETE FROM session_summaries WHERE session_id = ?",
+            "DELETE FROM pending_approvals WHERE session_id = ?",
             "DELETE FROM sessions WHERE session_id = ?",
         ] {
             sqlx::query(statement)
@@ -691,6 +693,58 @@ impl RunControl for SqlStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    async fn put_pending_approval(&self, record: &PendingApprovalRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "REPLACE INTO pending_approvals
+             (session_id, approval_id, user_id, created_at, expires_at, state)
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&record.session_id)
+        .bind(&record.approval_id)
+        .bind(&record.user_id)
+        .bind(record.created_at)
+        .bind(record.expires_at)
+        .bind(&record.state)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn pending_approval(
+        &self,
+        session_id: &str,
+    ) -> Result<Option<PendingApprovalRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM pending_approvals WHERE session_id = ?")
+            .bind(session_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        Ok(Some(PendingApprovalRecord {
+            session_id: row.try_get("session_id")?,
+            approval_id: row.try_get("approval_id")?,
+            user_id: row.try_get("user_id")?,
+            created_at: row.try_get("created_at")?,
+            expires_at: row.try_get("expires_at")?,
+            state: row.try_get("state")?,
+        }))
+    }
+
+    async fn take_pending_approval(
+        &self,
+        session_id: &str,
+        approval_id: &str,
+    ) -> Result<bool, StoreError> {
+        let result =
+            sqlx::query("DELETE FROM pending_approvals WHERE session_id = ? AND approval_id = ?")
+                .bind(session_id)
+                .bind(approval_id)
+                .execute(&self.pool)
+                .await?;
+        Ok(result.rows_affected() == 1)
     }
 }
 

@@ -1,4 +1,5 @@
-//! `sage-stream` under cargo-lambda's emulator, called at its Function URL path.
+//! `sage-stream`'s deployed bootstrap under cargo-lambda's emulator, called at its Function URL
+//! path.
 
 use std::time::Duration;
 
@@ -16,23 +17,26 @@ async fn sage_stream_streams_events_incrementally_through_the_emulator() {
     .await;
     let port = free_port();
     let env_vars = [
-        "SAGE_DEFAULT_LLM_API_KEY=test-key".to_owned(),
-        format!("SAGE_DEFAULT_LLM_API_BASE_URL={}", llm.base_url),
-        // A function's own build has only the backends it uses in the cloud; one stream needs
-        // no store shared with another process.
-        "SAGE_DB_TYPE=memory".to_owned(),
-        "SAGE_PRESET_RUNNING_CONFIG_PATH=/nonexistent.json".to_owned(),
-    ];
-    let _emulator =
-        start_cargo_lambda_watch(&workspace_root().join("functions/stream"), port, &env_vars).await;
+        ("SAGE_DEFAULT_LLM_API_KEY", "test-key".to_owned()),
+        ("SAGE_DEFAULT_LLM_API_BASE_URL", llm.base_url.clone()),
+        // One stream needs no store shared with another process.
+        ("SAGE_DB_TYPE", "memory".to_owned()),
+        (
+            "SAGE_PRESET_RUNNING_CONFIG_PATH",
+            "/nonexistent.json".to_owned(),
+        ),
+    ]
+    .map(|(name, value)| (name.to_owned(), value));
+    let _emulator = start_lambda_apis(port).await;
+    // The bootstrap `cargo lambda build -p sage-stream` made: built alone, as it is deployed.
+    let _function = start_bootstrap("sage-stream", port, &env_vars);
 
     let url = format!("http://127.0.0.1:{port}/lambda-url/sage-stream/api/stream");
     let client = reqwest::Client::new();
     let response = client
         .post(&url)
         .json(&user_message("words:6"))
-        // The first invocation compiles sage-stream with its own features (minutes on 2 cores).
-        .timeout(Duration::from_secs(900))
+        .timeout(Duration::from_secs(60))
         .send()
         .await
         .unwrap();

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use super::process::{ChildGuard, wait_for_port, workspace_root};
+use super::process::{ChildGuard, newest_source, target_dir, wait_for_port, workspace_root};
 
 /// Each function: its package (and binary) and its directory.
 pub const FUNCTIONS: [(&str, &str); 6] = [
@@ -54,4 +54,73 @@ pub async fn start_cargo_lambda_watch(dir: &Path, port: u16, env_vars: &[String]
     let child = ChildGuard(command.spawn().expect("cargo lambda watch starts"));
     wait_for_port(port, Duration::from_secs(120)).await;
     child
+}
+
+/// The function's `bootstrap` as `cargo lambda build -p FUNCTION` (in `tests/run.sh`) made it:
+/// built on its own, with only its own backends, as it is deployed. Fails when it is missing or
+/// older than its sources.
+pub fn built_bootstrap(function: &str) -> PathBuf {
+    let dir = FUNCTIONS
+        .iter()
+        .find(|(name, _)| *name == function)
+        .map(|(_, dir)| *dir)
+        .unwrap_or_else(|| panic!("{function} is not a function"));
+    let bootstrap = target_dir().join("lambda").join(function).join("bootstrap");
+    let built = std::fs::metadata(&bootstrap)
+        .and_then(|metadata| metadata.modified())
+        .unwrap_or_else(|_| {
+            panic!(
+                "{} is missing; run `bash tests/run.sh`, which runs `cargo lambda build`",
+                bootstrap.display()
+            )
+        });
+    let (newest, source) = newest_source(&["shared", dir, "Cargo.toml", "Cargo.lock"]);
+    assert!(
+        built >= newest,
+        "{function}: the bootstrap is older than {}; run `cargo lambda build -p {function}`",
+        source.display()
+    );
+    bootstrap
+}
+
+/// The emulator's Lambda APIs alone (`cargo lambda watch --only-lambda-apis`) on
+/// 127.0.0.1:`port`: it compiles nothing, and [`start_bootstrap`] runs the function.
+pub async fn start_lambda_apis(port: u16) -> ChildGuard {
+    let child = std::process::Command::new(cargo_lambda())
+        .args(["lambda", "watch", "--only-lambda-apis", "--quiet"])
+        .args([
+            "--invoke-address",
+            "127.0.0.1",
+            "--invoke-port",
+            &port.to_string(),
+        ])
+        .current_dir(workspace_root())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("cargo lambda watch starts");
+    let child = ChildGuard(child);
+    wait_for_port(port, Duration::from_secs(120)).await;
+    child
+}
+
+/// Runs `function`'s built bootstrap against the emulator's runtime API on `port`, as Lambda
+/// runs it: it takes the invocations sent to `/lambda-url/FUNCTION/...`.
+pub fn start_bootstrap(function: &str, port: u16, env_vars: &[(String, String)]) -> ChildGuard {
+    let child = std::process::Command::new(built_bootstrap(function))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env(
+            "AWS_LAMBDA_RUNTIME_API",
+            format!("http://127.0.0.1:{port}/.rt/{function}"),
+        )
+        .env("AWS_LAMBDA_FUNCTION_NAME", function)
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "1024")
+        .envs(env_vars.iter().map(|(name, value)| (name, value)))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|error| panic!("{function}'s bootstrap does not start: {error}"));
+    ChildGuard(child)
 }

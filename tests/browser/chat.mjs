@@ -24,6 +24,17 @@ await main(async () => {
     token,
   );
   const agentId = agent.agent_id;
+  const careful = await api(
+    'POST',
+    '/api/agent/create',
+    {
+      name: `Careful writer ${Date.now()}`,
+      description: 'Writes files only when allowed.',
+      availableTools: ['file_write'],
+      toolsRequiringApproval: ['file_write'],
+    },
+    token,
+  );
   const stored = (sessionId) => api('GET', `/api/conversations/${encodeURIComponent(sessionId)}/messages`, undefined, token);
   /** The stored text of the last assistant answer, as the page concatenates it. */
   const storedAnswer = async (sessionId) => {
@@ -161,6 +172,36 @@ await main(async () => {
       await page.click('[data-testid="tools-picker"] summary');
       await page.uncheck('[data-testid="tool-option"][data-tool="todo_read"] input');
       await page.click('[data-testid="tools-picker"] summary');
+    });
+
+    await step('a call that needs approval waits for a click, then the run goes on', async () => {
+      await newChat();
+      await page.selectOption('[data-testid="agent-select"]', careful.agent_id);
+      await sendMessage('call:file_write{"file_path": "approved.txt", "content": "allowed"}');
+      await idle();
+      const card = page.locator('[data-testid="approval"]').last();
+      await card.waitFor({ timeout: 20_000 });
+      check((await card.textContent()).includes('file_write'), `the request names its tool: ${await card.textContent()}`);
+      check((await card.textContent()).includes('approved.txt'), 'the request shows the arguments');
+      const step = page.locator('[data-testid="tool-step"]').last();
+      check((await step.getAttribute('data-status')) === 'awaiting approval', `nothing ran yet: ${await step.getAttribute('data-status')}`);
+      await shot(page, 'approval-waiting');
+      await card.locator('[data-testid="approve-button"]').click();
+      await page.waitForFunction(() => {
+        const cards = document.querySelectorAll('[data-testid="approval"]');
+        return cards.length && cards[cards.length - 1].dataset.decided === 'approve';
+      });
+      await idle();
+      await page.waitForFunction(
+        () => [...document.querySelectorAll('[data-testid="tool-step"]')].pop()?.dataset.status === 'done',
+        undefined,
+        { timeout: 20_000 },
+      );
+      check((await card.locator('button').count()) === 0, 'the buttons are gone once decided');
+      const answer = await lastAnswer();
+      check(answer.startsWith('Tool results:') && answer.includes('approved.txt'), `the model went on with the result: ${answer}`);
+      await shot(page, 'approval-approved');
+      await page.selectOption('[data-testid="agent-select"]', '');
     });
 
     await step('stop a slow run: it ends with the tail', async () => {

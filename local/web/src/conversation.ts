@@ -41,7 +41,10 @@ export interface ToolStep {
 export type Block =
   | { kind: 'text'; key: string; role: string; type: string; agent?: string; sub?: string; text: string }
   | { kind: 'tools'; key: string; agent?: string; sub?: string; calls: ToolStep[] }
-  | { kind: 'usage'; key: string; total: Usage; steps: { step_name: string; usage: Usage | null }[] };
+  | { kind: 'usage'; key: string; total: Usage; steps: { step_name: string; usage: Usage | null }[] }
+  | { kind: 'approval'; key: string; approvalId: string; toolCallId: string; tool: string; args: string; decided?: string };
+
+export type Decision = 'approve' | 'reject';
 
 const LABELS: Record<string, string> = {
   task_analysis: 'Task analysis',
@@ -98,7 +101,20 @@ export class Conversation {
   constructor(
     private readonly container: HTMLElement,
     private readonly onSuggestion: (text: string) => void,
+    private readonly onDecision: (approvalId: string, decision: Decision) => void,
   ) {}
+
+  /** Marks an approval request decided (its buttons go), or open again (`undefined`). */
+  decided(approvalId: string, decision: string | undefined): void {
+    for (const block of this.blocks) {
+      if (block.kind === 'approval' && block.approvalId === approvalId) {
+        block.decided = decision;
+        this.touch(block);
+        this.touch(this.callBlock.get(block.toolCallId));
+      }
+    }
+    this.flush();
+  }
 
   clear(): void {
     this.blocks = [];
@@ -130,7 +146,7 @@ export class Conversation {
   /** At the end of a run: tool calls that got no result are marked so. */
   settle(): void {
     for (const [id, step] of this.calls) {
-      if (step.result === undefined) {
+      if (step.result === undefined && !this.awaitsApproval(id)) {
         step.result = '';
         this.touch(this.callBlock.get(id));
       }
@@ -157,8 +173,29 @@ export class Conversation {
       this.add(block);
       return;
     }
+    if (type === 'tool_approval_request') {
+      if (this.byKey.has(key)) return;
+      const content = (event.content ?? {}) as Record<string, unknown>;
+      const toolCallId = event.tool_call_id || String(content.tool_call_id ?? '');
+      this.add({
+        kind: 'approval',
+        key,
+        approvalId: String(content.approval_id ?? ''),
+        toolCallId,
+        tool: String(content.tool_name ?? 'tool'),
+        args: JSON.stringify(content.arguments ?? {}),
+      });
+      this.touch(this.callBlock.get(toolCallId));
+      return;
+    }
     if (event.role === 'tool') {
       const id = event.tool_call_id || key;
+      for (const block of this.blocks) {
+        if (block.kind === 'approval' && block.toolCallId === id && !block.decided) {
+          block.decided = 'decided';
+          this.touch(block);
+        }
+      }
       let step = this.calls.get(id);
       if (!step) {
         step = { id, name: event.agent_name ? `tool (${event.agent_name})` : 'tool', args: '' };
@@ -200,6 +237,11 @@ export class Conversation {
       }
       this.touch(block);
     }
+  }
+
+  /** Whether the call waits for its owner's decision. */
+  private awaitsApproval(toolCallId: string): boolean {
+    return this.blocks.some((block) => block.kind === 'approval' && block.toolCallId === toolCallId && !block.decided);
   }
 
   /** Takes a block off the screen (a message the server refused). */
@@ -256,6 +298,12 @@ export class Conversation {
   }
 
   private create(block: Block): View {
+    if (block.kind === 'approval') {
+      const node = element('article', 'message approval');
+      node.dataset.testid = 'approval';
+      node.dataset.approvalId = block.approvalId;
+      return { element: node };
+    }
     if (block.kind === 'usage') {
       const node = element('details', 'token-usage');
       node.dataset.testid = 'token-usage';
@@ -303,6 +351,26 @@ export class Conversation {
       if (block.type === 'query_suggest') this.suggestions(block.text, body);
       return;
     }
+    if (block.kind === 'approval') {
+      const heading = element('div', 'label', `Approval needed · ${block.tool}`);
+      const args = element('pre', 'tool-args', prettyArgs(block.args));
+      const row = element('div', 'approval-actions');
+      if (block.decided) {
+        const said = block.decided === 'approve' ? 'Approved' : block.decided === 'reject' ? 'Rejected' : 'Decided';
+        row.append(element('span', 'approval-status', said));
+      } else {
+        for (const [decision, text] of [['approve', 'Approve'], ['reject', 'Reject']] as const) {
+          const button = element('button', `approval-${decision}`, text);
+          button.type = 'button';
+          button.dataset.testid = `${decision}-button`;
+          button.onclick = () => this.onDecision(block.approvalId, decision);
+          row.append(button);
+        }
+      }
+      view.element.dataset.decided = block.decided ?? '';
+      view.element.replaceChildren(heading, args, row);
+      return;
+    }
     if (block.kind === 'usage') {
       const total = block.total;
       const summary = element(
@@ -346,7 +414,16 @@ export class Conversation {
         view.element.append(card);
       }
       card.querySelector('.tool-name')!.textContent = `${block.agent ? `${block.agent} · ` : ''}${step.name}`;
-      const status = step.result === undefined ? 'running' : step.failed ? 'failed' : step.result === '' ? 'no result' : 'done';
+      const status =
+        step.result === undefined
+          ? this.awaitsApproval(step.id)
+            ? 'awaiting approval'
+            : 'running'
+          : step.failed
+            ? 'failed'
+            : step.result === ''
+              ? 'no result'
+              : 'done';
       card.querySelector('.tool-status')!.textContent = status;
       card.dataset.status = status;
       card.classList.toggle('failed', !!step.failed);

@@ -2,7 +2,7 @@
 // reload, browse / search / rename / delete conversations, attach files, fetch workspace files.
 import './style.css';
 import { ApiError, call, claims, download, setToken, stream, token } from './api';
-import { Conversation, type Block, type SageEvent } from './conversation';
+import { Conversation, type Block, type Decision, type SageEvent } from './conversation';
 
 const $ = <T extends HTMLElement = HTMLElement>(id: string) => document.getElementById(id) as T;
 const enc = encodeURIComponent;
@@ -13,6 +13,8 @@ interface Run {
   /** Idempotency-Key of its POST: re-sending the same body re-attaches to the same run. */
   key: string;
   body: string;
+  /** Where it is posted: `/api/stream`, or a paused run's approval. */
+  path?: string;
   /** The seq of its first event (`X-Sage-First-Seq`), once known. */
   firstSeq?: number;
   /** The seq of the last event drawn. */
@@ -32,10 +34,14 @@ const TOOLS_KEY = 'sage.tools';
 const PAGE_SIZE = 20;
 
 const input = $<HTMLTextAreaElement>('message-input');
-const conversation = new Conversation($('messages'), (text) => {
-  input.value = text;
-  input.focus();
-});
+const conversation = new Conversation(
+  $('messages'),
+  (text) => {
+    input.value = text;
+    input.focus();
+  },
+  (approvalId, decision) => void decide(approvalId, decision),
+);
 
 const state = {
   running: false,
@@ -251,9 +257,11 @@ async function follow(run: Run, mode: Mode): Promise<void> {
     for (let attempt = 0; !ended; attempt += 1) {
       try {
         if (mode === 'post') {
+          const headers: Record<string, string> = { 'Content-Type': 'application/json' };
+          if (!run.path) headers['Idempotency-Key'] = run.key;
           await stream(
-            '/api/stream',
-            { method: 'POST', headers: { 'Content-Type': 'application/json', 'Idempotency-Key': run.key }, body: run.body },
+            run.path ?? '/api/stream',
+            { method: 'POST', headers, body: run.body },
             handlers,
             controller.signal,
           );
@@ -327,6 +335,36 @@ async function send(event?: Event): Promise<void> {
         if (!input.value) input.value = typed.text;
         if (!state.attachments.length) state.attachments = typed.attachments;
         renderAttachments();
+      }
+      throw error;
+    }
+  });
+}
+
+/** The owner's decision on a paused run's tool call: its continuation streams like a run. */
+async function decide(approvalId: string, decision: Decision): Promise<void> {
+  const sessionId = conversation.sessionId;
+  if (!sessionId || state.running) return;
+  showError('');
+  conversation.decided(approvalId, decision);
+  const run: Run = {
+    sessionId,
+    key: uuid(),
+    path: `/api/sessions/${enc(sessionId)}/approve`,
+    body: JSON.stringify({ decision, approval_id: approvalId }),
+  };
+  state.run = run;
+  saveRun(run);
+  saveView(true);
+  await guarded(async () => {
+    try {
+      await follow(run, 'post');
+    } catch (error) {
+      if (run.firstSeq === undefined) {
+        // refused (already decided, expired and gone): the buttons come back
+        saveRun(null);
+        state.run = null;
+        conversation.decided(approvalId, undefined);
       }
       throw error;
     }

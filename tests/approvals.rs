@@ -441,3 +441,35 @@ async fn another_instance_continues_a_run_paused_on_dynamodb() {
         "{events:#?}"
     );
 }
+
+/// A registered server (`/api/mcp/add`) with `require_approval` holds every call to its tools.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_registered_server_that_requires_approval_holds_its_calls() {
+    let peer = HttpPeer::start("streamable-http").await;
+    let env = TestEnv::new().await;
+    let base = env.server.url.clone();
+    let (status, added) = send_json(
+        Method::POST,
+        &format!("{base}/api/mcp/add?user_id={USER}"),
+        &json!({"name": "guarded", "url": peer.streamable_http_url(), "require_approval": true}),
+    )
+    .await;
+    assert_eq!(status, 200, "{added}");
+    let events = post_ndjson(
+        &env.stream_url(),
+        &json!({"session_id": "ap-12", "user_id": USER, "available_tools": ["echo"],
+                "messages": [{"role": "user", "content": call("echo", json!({"text": "registered"}))}]}),
+    )
+    .await;
+    let requests = of_type(&events, "tool_approval_request");
+    assert_eq!(requests.len(), 1, "{events:#?}");
+    assert!(of_type(&events, "tool_call_result").is_empty());
+    let (status, events) = approve(&base, "ap-12", USER, json!({"decision": "approve"})).await;
+    assert_eq!(status, 200);
+    assert!(
+        of_type(&events, "tool_call_result")[0]["content"]
+            .to_string()
+            .contains("registered"),
+        "{events:#?}"
+    );
+}

@@ -473,3 +473,34 @@ async fn a_registered_server_that_requires_approval_holds_its_calls() {
         "{events:#?}"
     );
 }
+
+/// A run's limits bound the whole run: its continuation counts what it spent before the pause.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_continuation_counts_what_the_run_spent_before_its_pause() {
+    let env = TestEnv::with(Default::default(), &["--run_max_llm_calls", "1"]).await;
+    let base = env.server.url.clone();
+    pause(&env, "ap-13", "limited").await;
+    let asked = env.llm.requests().await.len();
+    let (status, events) = approve(&base, "ap-13", USER, json!({"decision": "approve"})).await;
+    assert_eq!(status, 200);
+    assert_tail(&events, "ap-13");
+    assert_eq!(
+        of_type(&events, "tool_call_result")[0]["content"]["success"],
+        true,
+        "the approved call runs: {events:#?}"
+    );
+    let errors = of_type(&events, "error");
+    assert_eq!(errors.len(), 1, "{events:#?}");
+    assert!(
+        errors[0]["content"]
+            .as_str()
+            .unwrap()
+            .contains("1 model calls (run_max_llm_calls)"),
+        "{events:#?}"
+    );
+    assert_eq!(
+        env.llm.requests().await.len(),
+        asked,
+        "no further model call"
+    );
+}

@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::Spent;
 use crate::wire::ToolCall;
 
 /// A turn held for approval: the model's text and the calls that wait.
@@ -17,6 +18,9 @@ pub struct HeldTurn {
     pub waiting: Vec<ToolCall>,
     /// Model turns the run had used: its continuation's loop goes on from there.
     pub turns_used: u32,
+    /// What the run had spent: its continuation's limits count it.
+    #[serde(default)]
+    pub spent: Spent,
 }
 
 /// What became of one waiting call.

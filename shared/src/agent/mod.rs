@@ -206,12 +206,13 @@ pub struct RunMeter {
     spent: std::sync::Mutex<Spent>,
 }
 
-#[derive(Debug, Clone, Copy, Default)]
-struct Spent {
-    calls: u32,
-    tokens: u64,
+/// What a run has spent: carried across its pauses, so its limits bound the whole run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Spent {
+    pub calls: u32,
+    pub tokens: u64,
     /// US dollars, of the calls whose model is priced.
-    cost: f64,
+    pub cost: f64,
 }
 
 impl RunMeter {
@@ -227,6 +228,17 @@ impl RunMeter {
                 spent.cost += price.cost(usage.prompt_tokens, usage.completion_tokens);
             }
         }
+    }
+
+    /// Starts a continuation's meter from what the run spent before its pause.
+    fn seed(&self, before: Spent) {
+        let mut spent = self
+            .spent
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        spent.calls = spent.calls.saturating_add(before.calls);
+        spent.tokens += before.tokens;
+        spent.cost += before.cost;
     }
 
     fn spent(&self) -> Spent {
@@ -390,6 +402,9 @@ impl Agent {
     /// Runs to the end; also returns what the run came to: its finishing call's `result`, else
     /// its last answer.
     pub async fn run_for_result(mut self) -> (RunOutcome, String) {
+        if let Some(resumed) = &self.spec.resumed {
+            self.spec.meter.seed(resumed.turn.spent);
+        }
         if let Some(fibre) = self.spec.fibre.clone() {
             let tools = self.fibre_tools(fibre);
             self.spec.builtin_tools.push(tools);
@@ -704,6 +719,7 @@ impl Agent {
             text: turn.text,
             waiting,
             turns_used,
+            spent: self.spec.meter.spent(),
         };
         let (approval_id, expires_at) = gate.hold(&held).await.map_err(|error| {
             tracing::error!(session_id = %self.spec.session_id, %error, "could not hold a turn for approval");

@@ -213,6 +213,7 @@ mod tests {
                 })
                 .collect(),
             turns_used: 1,
+            spent: Default::default(),
         }
     }
 

@@ -412,24 +412,7 @@ async fn another_instance_continues_a_run_paused_on_dynamodb() {
     );
     first.kill();
 
-    let endpoint = dynamodb_endpoint();
-    let second = ShimProcess::start(
-        dir.path(),
-        &[
-            "--db_type",
-            "dynamodb",
-            "--dynamodb_endpoint",
-            &endpoint,
-            "--dynamodb_table",
-            &table,
-            "--default_llm_api_key",
-            "k",
-            "--default_llm_api_base_url",
-            &llm.base_url,
-        ],
-        &MOTO_ENV,
-    )
-    .await;
+    let second = sage_local_on_dynamodb_table(dir.path(), &llm.base_url, &table, &[]).await;
     let (status, events) =
         approve(&second.url, "ap-11", USER, json!({"decision": "approve"})).await;
     assert_eq!(status, 200, "{events:?}");

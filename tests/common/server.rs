@@ -245,23 +245,34 @@ pub async fn sage_local_on_dynamodb(
     llm_base_url: &str,
     extra: &[&str],
 ) -> (ShimProcess, String) {
-    let endpoint = crate::common::dynamodb_endpoint();
     let table = crate::common::fresh_name("sage_dynamo");
+    let shim = sage_local_on_dynamodb_table(dir, llm_base_url, &table, extra).await;
+    (shim, table)
+}
+
+/// `sage-local` on DynamoDB table `table` on moto (another instance may share it), the scripted
+/// model at `llm_base_url` as its provider, with `extra` flags.
+pub async fn sage_local_on_dynamodb_table(
+    dir: &Path,
+    llm_base_url: &str,
+    table: &str,
+    extra: &[&str],
+) -> ShimProcess {
+    let endpoint = crate::common::dynamodb_endpoint();
     let mut args = vec![
         "--db_type",
         "dynamodb",
         "--dynamodb_endpoint",
         &endpoint,
         "--dynamodb_table",
-        &table,
+        table,
         "--default_llm_api_key",
         "k",
         "--default_llm_api_base_url",
         llm_base_url,
     ];
     args.extend_from_slice(extra);
-    let shim = ShimProcess::start(dir, &args, &crate::common::MOTO_ENV).await;
-    (shim, table)
+    ShimProcess::start(dir, &args, &crate::common::MOTO_ENV).await
 }
 
 /// `sage-local` on the `file` store with its files in a fresh S3 bucket on moto, the scripted

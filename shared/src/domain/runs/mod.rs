@@ -234,33 +234,7 @@ impl Runs {
                 .await?;
         }
         let settings = resolve_llm(&self.defaults.llm, request.llm_model_config.as_ref())?;
-        let skills = RunExtras {
-            budget_left: self.usage.budget_left(&user).await?,
-            skills: self.run_skills(&user, &request).await?,
-            knowledge: self
-                .knowledge
-                .for_run(
-                    user.as_str(),
-                    request
-                        .available_knowledge_bases
-                        .as_deref()
-                        .unwrap_or_default(),
-                )
-                .await?,
-            sub_agents: if request.requested_mode() == AgentMode::Fibre {
-                self.agents
-                    .sub_agents(
-                        &user,
-                        request
-                            .available_sub_agent_ids
-                            .as_deref()
-                            .unwrap_or_default(),
-                    )
-                    .await?
-            } else {
-                Vec::new()
-            },
-        };
+        let skills = self.run_extras(&user, &request).await?;
         let session_id = match request.session_id.as_deref().filter(|id| !id.is_empty()) {
             Some(id) => SessionId::parse(id)?,
             None => SessionId::generate(),
@@ -346,21 +320,7 @@ impl Runs {
         let decided = decision.decide(paused.turn, now_secs() > record.expires_at)?;
         let request = paused.request;
         let settings = resolve_llm(&self.defaults.llm, request.llm_model_config.as_ref())?;
-        let extras = RunExtras {
-            budget_left: self.usage.budget_left(user).await?,
-            skills: self.run_skills(user, &request).await?,
-            knowledge: self
-                .knowledge
-                .for_run(
-                    user.as_str(),
-                    request
-                        .available_knowledge_bases
-                        .as_deref()
-                        .unwrap_or_default(),
-                )
-                .await?,
-            sub_agents: Vec::new(),
-        };
+        let extras = self.run_extras(user, &request).await?;
         let resume = Resume {
             approval_id: record.approval_id,
             decided,
@@ -729,6 +689,41 @@ impl Runs {
             resumed,
         };
         Ok((spec, seq))
+    }
+
+    /// What the run brings beside its request, checked before it starts.
+    async fn run_extras(
+        &self,
+        user: &UserId,
+        request: &StreamRequest,
+    ) -> Result<RunExtras, DomainError> {
+        Ok(RunExtras {
+            budget_left: self.usage.budget_left(user).await?,
+            skills: self.run_skills(user, request).await?,
+            knowledge: self
+                .knowledge
+                .for_run(
+                    user.as_str(),
+                    request
+                        .available_knowledge_bases
+                        .as_deref()
+                        .unwrap_or_default(),
+                )
+                .await?,
+            sub_agents: if request.requested_mode() == AgentMode::Fibre {
+                self.agents
+                    .sub_agents(
+                        user,
+                        request
+                            .available_sub_agent_ids
+                            .as_deref()
+                            .unwrap_or_default(),
+                    )
+                    .await?
+            } else {
+                Vec::new()
+            },
+        })
     }
 
     /// The skills the request (or its agent) names, and the one its message asks for.

@@ -318,6 +318,19 @@ async function send(event?: Event): Promise<void> {
   state.attachments = [];
   renderAttachments();
   conversation.user(content, `user-${run.key}`);
+  await launch(run, () => {
+    // refused before it started (busy session, no model...): nothing to continue; the message
+    // goes back into the box
+    conversation.remove(`user-${run.key}`);
+    if (!input.value) input.value = typed.text;
+    if (!state.attachments.length) state.attachments = typed.attachments;
+    renderAttachments();
+  });
+}
+
+/** Posts a new run and follows it; `refused` undoes what the page showed when the server
+ * refuses it before it starts. A 401 is not a refusal: the person signs in and it is sent again. */
+async function launch(run: Run, refused: () => void): Promise<void> {
   state.run = run;
   saveRun(run);
   saveView(true);
@@ -325,16 +338,11 @@ async function send(event?: Event): Promise<void> {
     try {
       await follow(run, 'post');
     } catch (error) {
-      if (error instanceof ApiError && error.status === 401) throw error; // signs in, sends again
+      if (error instanceof ApiError && error.status === 401) throw error;
       if (run.firstSeq === undefined) {
-        // refused before it started (busy session, no model...): nothing to continue; the
-        // message goes back into the box
         saveRun(null);
         state.run = null;
-        conversation.remove(`user-${run.key}`);
-        if (!input.value) input.value = typed.text;
-        if (!state.attachments.length) state.attachments = typed.attachments;
-        renderAttachments();
+        refused();
       }
       throw error;
     }
@@ -353,22 +361,8 @@ async function decide(approvalId: string, decision: Decision): Promise<void> {
     path: `/api/sessions/${enc(sessionId)}/approve`,
     body: JSON.stringify({ decision, approval_id: approvalId }),
   };
-  state.run = run;
-  saveRun(run);
-  saveView(true);
-  await guarded(async () => {
-    try {
-      await follow(run, 'post');
-    } catch (error) {
-      if (run.firstSeq === undefined) {
-        // refused (already decided, expired and gone): the buttons come back
-        saveRun(null);
-        state.run = null;
-        conversation.decided(approvalId, undefined);
-      }
-      throw error;
-    }
-  });
+  // refused (already decided, expired and gone): the buttons come back
+  await launch(run, () => conversation.decided(approvalId, undefined));
 }
 
 async function stop(): Promise<void> {

@@ -18,6 +18,7 @@ mod document_tools;
 mod event_packing;
 mod fibre_mode;
 mod files;
+mod hand_off;
 mod health;
 mod jwks;
 mod knowledge;

@@ -76,6 +76,14 @@ pub trait ApprovalGate: Send + Sync {
     async fn hold(&self, turn: &HeldTurn) -> Result<(String, f64), String>;
 }
 
+/// Where a run that may outlive its invocation keeps its checkpoint: after each complete tool
+/// turn (every call answered, the conversation in the log) what its continuation needs to go on
+/// from there, as a turn with no waiting calls.
+#[async_trait]
+pub trait RunCheckpoints: Send + Sync {
+    async fn save(&self, at: &HeldTurn) -> Result<(), String>;
+}
+
 /// Which calls wait: those to the tools named, and those to servers that require approval.
 pub(super) fn waits(listed: &[String], tool: &str, server_requires_approval: bool) -> bool {
     server_requires_approval || listed.iter().any(|name| name == tool)

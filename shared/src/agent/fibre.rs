@@ -301,6 +301,9 @@ impl FibreTools {
             fibre: None,
             // A sub-agent cannot pause for an approval: such calls are refused there.
             approval_gate: None,
+            // Nor hand off: the parent run does, at its own safe points.
+            checkpoints: None,
+            deadline: None,
             resumed: None,
             ..self.parent.clone()
         };
@@ -314,6 +317,7 @@ impl FibreTools {
             RunOutcome::Completed => "completed",
             RunOutcome::Interrupted => "interrupted",
             RunOutcome::AwaitingApproval => "awaiting approval",
+            RunOutcome::HandedOff => "handed off",
             RunOutcome::Failed => "failed",
         };
         json!({

@@ -18,7 +18,7 @@ mod emitter;
 mod fibre;
 mod multi;
 
-pub use approvals::{ApprovalGate, DecidedTurn, Decision, HeldTurn};
+pub use approvals::{ApprovalGate, DecidedTurn, Decision, HeldTurn, RunCheckpoints};
 pub use decisions::{JUDGE_INSTRUCTION, MAX_TOOLS_WITHOUT_SELECTION, TOOL_SELECTION_INSTRUCTION};
 pub use emitter::Emitter;
 pub use fibre::{
@@ -137,6 +137,11 @@ pub struct RunSpec {
     /// Where a held turn is kept. Without one (multi and fibre modes, sub-agents) the run
     /// cannot wait, and a call that needs approval is refused instead of run.
     pub approval_gate: Option<Arc<dyn ApprovalGate>>,
+    /// Where a simple-mode run saves a checkpoint after each complete tool turn; with a
+    /// `deadline`, it stops at the first checkpoint past it and hands the run off.
+    pub checkpoints: Option<Arc<dyn RunCheckpoints>>,
+    /// When this invocation should stop the run and hand it off.
+    pub deadline: Option<tokio::time::Instant>,
     /// A continuation: the turn a decision released.
     pub resumed: Option<DecidedTurn>,
 }
@@ -256,6 +261,8 @@ pub enum RunOutcome {
     Failed,
     /// Paused on calls that wait for the owner's approval.
     AwaitingApproval,
+    /// Stopped at a checkpoint past the invocation's deadline: a fresh invocation goes on.
+    HandedOff,
 }
 
 /// Why a run ended early with an `error` event.
@@ -330,6 +337,8 @@ enum LoopEnd {
     WaitingForUser,
     /// Calls wait for the owner's approval; the run ends until a decision continues it.
     AwaitingApproval,
+    /// The invocation's deadline passed: the run goes on in a fresh one.
+    HandedOff,
     /// The turn cap came first.
     Capped,
     /// The client interrupted.
@@ -363,6 +372,8 @@ pub struct Agent {
     finish_result: Option<String>,
     /// The run held a turn for approval.
     held: bool,
+    /// The run stopped at a checkpoint past its deadline.
+    handed_off: bool,
     /// Model turns used before this invocation (a continuation goes on from its held turn).
     turns_before: u32,
 }
@@ -383,6 +394,7 @@ impl Agent {
             last_answer: String::new(),
             finish_result: None,
             held: false,
+            handed_off: false,
             turns_before: 0,
         }
     }
@@ -447,10 +459,17 @@ impl Agent {
             outcome = RunOutcome::Interrupted;
         } else if self.held && outcome == RunOutcome::Completed {
             outcome = RunOutcome::AwaitingApproval;
+        } else if self.handed_off && outcome == RunOutcome::Completed {
+            outcome = RunOutcome::HandedOff;
         }
         tools.close().await;
         let usage = Event::token_usage(&self.spec.session_id, &self.usage.to_json());
         self.emitter.emit(usage).await;
+        if outcome == RunOutcome::HandedOff {
+            self.emitter
+                .emit(Event::hand_off(&self.spec.session_id, &self.name()))
+                .await;
+        }
         let result = self
             .finish_result
             .take()
@@ -551,7 +570,10 @@ impl Agent {
                 },
             )
             .await?;
-        if matches!(end, LoopEnd::Aborted | LoopEnd::AwaitingApproval) {
+        if matches!(
+            end,
+            LoopEnd::Aborted | LoopEnd::AwaitingApproval | LoopEnd::HandedOff
+        ) {
             return Ok(());
         }
         if end == LoopEnd::Capped {
@@ -662,8 +684,35 @@ impl Agent {
             if let Some(end) = end {
                 return Ok(end);
             }
+            if self.checkpoint(self.turns_before + call + 1).await {
+                return Ok(LoopEnd::HandedOff);
+            }
         }
         Ok(LoopEnd::Capped)
+    }
+
+    /// A safe point: saves the run's checkpoint; true when the invocation's deadline has passed
+    /// and the run should hand off from here. A checkpoint that cannot be saved is logged, and
+    /// the run goes on in this invocation (a hand-off would lose it).
+    async fn checkpoint(&mut self, turns_used: u32) -> bool {
+        let Some(checkpoints) = self.spec.checkpoints.clone() else {
+            return false;
+        };
+        let at = HeldTurn {
+            text: String::new(),
+            waiting: Vec::new(),
+            turns_used,
+            spent: self.spec.meter.spent(),
+        };
+        if let Err(error) = checkpoints.save(&at).await {
+            tracing::warn!(session_id = %self.spec.session_id, %error, "could not save the run's checkpoint");
+            return false;
+        }
+        self.handed_off = self
+            .spec
+            .deadline
+            .is_some_and(|deadline| tokio::time::Instant::now() >= deadline);
+        self.handed_off
     }
 
     /// Emits a turn's `tool_call`, runs its calls, and feeds the turn and the results back;
@@ -772,6 +821,10 @@ impl Agent {
         agent: &str,
         prompt: &mut Prompt,
     ) -> Result<(), RunError> {
+        // A hand-off's checkpoint holds no calls: its conversation is all in the log.
+        if decided.turn.waiting.is_empty() {
+            return Ok(());
+        }
         let calls: Vec<(ToolCall, Decision)> = decided
             .calls()
             .map(|(call, decision)| (call, decision.clone()))

@@ -1,6 +1,8 @@
 //! Wiring: builds the backends from the configuration, then the domain services over them, then
 //! the routers with their middleware; owns the background tasks and the drain on shutdown.
 
+#[cfg(feature = "lambda-relay")]
+mod relay;
 #[cfg(feature = "ssm")]
 mod ssm;
 
@@ -301,6 +303,7 @@ impl App {
                     },
                     lease: config.server.run_lease,
                     approval_timeout: config.server.approval_timeout,
+                    run_deadline: config.server.run_deadline,
                     tool_timeout: config.tools.timeout,
                     mcp_policy: policy,
                     code,
@@ -318,6 +321,7 @@ impl App {
                 skills.clone(),
                 knowledge.clone(),
                 usage.clone(),
+                run_relay(),
                 shutdown.clone(),
                 tasks.clone(),
             );
@@ -673,6 +677,19 @@ async fn read_key_parameter(name: &str) -> Result<SecretString, StartupError> {
 #[cfg(feature = "mcp")]
 pub fn stream_router(app: App) -> Router {
     app.finish(app.stream_routes())
+}
+
+/// Where a handed-off run continues: in a Lambda function with the relay, a fresh invocation
+/// of the same function; elsewhere, this process.
+#[cfg(feature = "mcp")]
+fn run_relay() -> Option<Arc<dyn crate::domain::runs::RunRelay>> {
+    #[cfg(feature = "lambda-relay")]
+    if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some()
+        && let Ok(function) = std::env::var("AWS_LAMBDA_FUNCTION_NAME")
+    {
+        return Some(Arc::new(relay::LambdaRelay::new(&function)));
+    }
+    None
 }
 
 /// The MCP-admin function.

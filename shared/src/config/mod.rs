@@ -150,6 +150,11 @@ pub struct ServerConfig {
     /// decision ends the run with an `error` event instead of continuing it.
     #[arg(long = "approval_timeout_seconds", env = "SAGE_APPROVAL_TIMEOUT_SECONDS", default_value = "3600", value_parser = seconds)]
     pub approval_timeout: Duration,
+    /// Seconds a run goes on in one invocation: past them it stops after its current tool turn
+    /// and continues in a fresh invocation (in Lambda, also the invocation's own deadline less
+    /// 90 s). Unset: no limit but Lambda's.
+    #[arg(long = "run_deadline_seconds", env = "SAGE_RUN_DEADLINE_SECONDS", value_parser = seconds)]
+    pub run_deadline: Option<Duration>,
     /// Largest request body accepted, in bytes (larger ones answer 413).
     #[arg(long, env = "SAGE_MAX_BODY_BYTES", default_value_t = 10 * 1024 * 1024)]
     pub max_body_bytes: usize,

@@ -1,7 +1,7 @@
 //! The usage ledger read back: what a user (or everyone, for an admin) spent by day and model,
 //! and the per-user daily budgets checked before a run starts.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use super::DomainError;
@@ -108,8 +108,12 @@ impl Usage {
     }
 }
 
-fn add(totals: &mut UsageTotals, record: &UsageRecord) {
-    totals.runs += 1;
+/// Adds a record's spending; `runs` counts each run once, however many of its invocations
+/// (approvals, hand-offs) recorded usage.
+fn add(totals: &mut UsageTotals, runs: &mut HashSet<String>, record: &UsageRecord) {
+    if runs.insert(record.run_id.clone()) {
+        totals.runs += 1;
+    }
     totals.calls += u64::from(record.calls);
     totals.prompt_tokens += record.prompt_tokens;
     totals.completion_tokens += record.completion_tokens;
@@ -121,20 +125,22 @@ fn add(totals: &mut UsageTotals, record: &UsageRecord) {
 
 fn totals(records: &[UsageRecord]) -> UsageTotals {
     let mut totals = UsageTotals::default();
+    let mut runs = HashSet::new();
     for record in records {
-        add(&mut totals, record);
+        add(&mut totals, &mut runs, record);
     }
     totals
 }
 
 fn report(from: Day, to: Day, records: Vec<UsageRecord>, by_user: bool) -> UsageReport {
-    let mut lines: BTreeMap<(String, Option<String>, String), UsageTotals> = BTreeMap::new();
+    type Line = (UsageTotals, HashSet<String>);
+    let mut lines: BTreeMap<(String, Option<String>, String), Line> = BTreeMap::new();
     for record in &records {
         let user = by_user.then(|| record.user_id.clone());
-        let entry = lines
+        let (totals, runs) = lines
             .entry((record.day.clone(), user, record.model.clone()))
             .or_default();
-        add(entry, record);
+        add(totals, runs, record);
     }
     UsageReport {
         from: from.to_string(),
@@ -142,7 +148,7 @@ fn report(from: Day, to: Day, records: Vec<UsageRecord>, by_user: bool) -> Usage
         total: totals(&records),
         lines: lines
             .into_iter()
-            .map(|((day, user_id, model), totals)| UsageLine {
+            .map(|((day, user_id, model), (totals, _))| UsageLine {
                 day,
                 user_id,
                 model,

@@ -3,6 +3,9 @@
 //! authorization the signer's ARN; lambda_http keeps the context in the request's extensions.
 //! Nobody but API Gateway or the Lambda service writes it, so it is trusted as it is.
 
+#[cfg(feature = "mcp")]
+use std::time::{Duration, SystemTime};
+
 use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -11,13 +14,35 @@ use lambda_http::request::RequestContext;
 use serde_json::Value;
 
 use crate::domain::accounts::{GatewayIdentity, claim_text as text};
+#[cfg(feature = "mcp")]
+use crate::domain::runs::Invocation;
 
-/// Adds the authorizer's identity to the request, when there is one.
+/// Adds the authorizer's identity to the request, when there is one, and when the invocation
+/// ends (a run hands off before).
 pub async fn gateway_identity(mut request: Request, next: Next) -> Response {
     if let Some(identity) = request.request_context_ref().and_then(identity_of) {
         request.extensions_mut().insert(identity);
     }
+    #[cfg(feature = "mcp")]
+    if let Some(context) = request.lambda_context_ref() {
+        let invocation = Invocation {
+            ends_at: Some(invocation_end(context.deadline)),
+        };
+        request.extensions_mut().insert(invocation);
+    }
     next.run(request).await
+}
+
+#[cfg(feature = "mcp")]
+/// The invocation's deadline (milliseconds since the epoch). Before 2000 it is no epoch time:
+/// cargo-lambda's emulator sends the timeout itself.
+fn invocation_end(deadline_ms: u64) -> SystemTime {
+    const YEAR_2000_MS: u64 = 946_684_800_000;
+    if deadline_ms < YEAR_2000_MS {
+        SystemTime::now() + Duration::from_millis(deadline_ms)
+    } else {
+        SystemTime::UNIX_EPOCH + Duration::from_millis(deadline_ms)
+    }
 }
 
 /// Sends the request's spans before the invocation ends: Lambda freezes the process once the

@@ -186,7 +186,8 @@ pub trait RunControl: Send + Sync + 'static {
     async fn set_idempotency_first_seq(&self, key: &str, first_seq: u64) -> Result<(), StoreError>;
     async fn release_idempotency_key(&self, key: &str) -> Result<(), StoreError>;
 
-    /// Stores the session's paused run, replacing any earlier one.
+    /// Stores the session's paused run (one waiting for an approval, or a running run's
+    /// checkpoint for its hand-off), replacing any earlier one.
     async fn put_pending_approval(&self, record: &PendingApprovalRecord) -> Result<(), StoreError>;
     async fn pending_approval(
         &self,

@@ -14,7 +14,8 @@ pub fn install_crypto_provider() {
     feature = "ssm",
     feature = "s3",
     feature = "opensearch",
-    feature = "lambda-sandbox"
+    feature = "lambda-sandbox",
+    feature = "lambda-relay"
 ))]
 pub fn aws_config_loader() -> aws_config::ConfigLoader {
     use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
@@ -28,7 +29,12 @@ pub fn aws_config_loader() -> aws_config::ConfigLoader {
 /// DynamoDB Local, MinIO and moto accept). The region is looked up by the loader itself, over
 /// its HTTPS client: the SDK's stand-alone region chain would build an instance-metadata client
 /// that needs the SDK's default client, which this build leaves out.
-#[cfg(any(feature = "dynamodb", feature = "s3", feature = "lambda-sandbox"))]
+#[cfg(any(
+    feature = "dynamodb",
+    feature = "s3",
+    feature = "lambda-sandbox",
+    feature = "lambda-relay"
+))]
 pub async fn load_aws_config(loader: aws_config::ConfigLoader) -> aws_config::SdkConfig {
     let config = loader.load().await;
     if config.region().is_some() {

@@ -79,6 +79,9 @@ pub struct Event {
     pub total_stream_count: Option<u64>,
 }
 
+/// The metadata flag of a hand-off event.
+const HAND_OFF: &str = "continues";
+
 impl Event {
     pub fn new(session_id: &str, role: Role, kind: EventType) -> Self {
         Self {
@@ -138,6 +141,43 @@ impl Event {
             session_id,
             &serde_json::json!({"total_info": {}, "per_step_info": []}),
         )
+    }
+
+    /// The last event of an invocation that handed its run off to a fresh one: the client's
+    /// stream ends here, and `GET /api/stream/resume/{session_id}` follows the run on. The log's
+    /// writer completes it with its sequence number ([`Event::seal_hand_off`]).
+    pub fn hand_off(session_id: &str, agent: &str) -> Self {
+        Self {
+            metadata: Some(serde_json::json!({HAND_OFF: true})),
+            ..Self::text(
+                session_id,
+                EventType::Normal,
+                &uuid::Uuid::new_v4().to_string(),
+                agent,
+                "This run continues in a new invocation.",
+            )
+        }
+    }
+
+    /// Says where a client resumes after this hand-off event, stored as event `seq`.
+    pub fn seal_hand_off(&mut self, seq: u64) {
+        let resume = format!("/api/stream/resume/{}?last_index={seq}", self.session_id);
+        self.content = Some(Value::String(format!(
+            "This run continues in a new invocation: follow it with GET {resume} (SSE: \
+             reconnect with Last-Event-ID: {seq})."
+        )));
+        self.metadata = Some(serde_json::json!({HAND_OFF: true, "resume": resume}));
+    }
+
+    /// True for [`Event::hand_off`]'s event.
+    pub fn is_hand_off(&self) -> bool {
+        self.kind == EventType::Normal
+            && self
+                .metadata
+                .as_ref()
+                .and_then(|metadata| metadata.get(HAND_OFF))
+                .and_then(Value::as_bool)
+                .unwrap_or(false)
     }
 
     pub fn content_text(&self) -> &str {

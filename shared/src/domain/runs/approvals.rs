@@ -17,6 +17,10 @@ use crate::wire::{ApproveRequest, StreamRequest};
 pub(super) struct PausedRun {
     pub request: StreamRequest,
     pub turn: HeldTurn,
+    /// Set on a running run's checkpoint (see `hand_off`): the run whose lock its
+    /// continuation takes over. Such a record waits for no approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hand_off_of: Option<String>,
 }
 
 /// The [`ApprovalGate`] of one run: holds its turn in the run control store.
@@ -35,6 +39,7 @@ impl ApprovalGate for RunApprovals {
         let state = serde_json::to_string(&PausedRun {
             request: self.request.clone(),
             turn: turn.clone(),
+            hand_off_of: None,
         })
         .map_err(|error| error.to_string())?;
         let created_at = now_secs();

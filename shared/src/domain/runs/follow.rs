@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use futures_util::StreamExt;
 use futures_util::stream;
 use tokio::sync::mpsc;
@@ -14,12 +15,23 @@ use crate::store::{EventLog, RunControl};
 use crate::wire::{Event, EventStream, EventType, StoredEvent};
 
 const POLL: Duration = Duration::from_millis(100);
+/// How long a follower that asked for a dead run's continuation waits for it to take the lock.
+const TAKEOVER_GRACE: Duration = Duration::from_secs(15);
 
-/// The log and the run lock, which is all a follower reads.
+/// Continues a run whose process is gone, from its checkpoint.
+#[async_trait]
+pub trait Takeover: Send + Sync {
+    /// True when the session had a checkpoint and its continuation was asked for.
+    async fn take_over(&self, session_id: &str) -> bool;
+}
+
+/// The log and the run lock, which is all a follower reads; and what continues a run that
+/// died past a checkpoint.
 #[derive(Clone)]
 pub struct LogReader {
     pub events: Arc<dyn EventLog>,
     pub control: Arc<dyn RunControl>,
+    pub takeover: Option<Arc<dyn Takeover>>,
 }
 
 struct Follower {
@@ -29,6 +41,9 @@ struct Follower {
     sent: u64,
     pending: VecDeque<StoredEvent>,
     confirmed_idle: bool,
+    /// Set once this follower asked for the run's continuation: until then, a run without a
+    /// live lock is still waited for.
+    took_over_at: Option<tokio::time::Instant>,
     done: bool,
 }
 
@@ -82,13 +97,24 @@ impl Follower {
                     false
                 }
             };
-            if live {
+            let taking_over = self
+                .took_over_at
+                .is_some_and(|at| at.elapsed() < TAKEOVER_GRACE);
+            if live || taking_over {
                 self.confirmed_idle = false;
                 tokio::time::sleep(POLL).await;
                 continue;
             }
             // The writer stores stream_end before it releases the lock: look once more.
             if self.confirmed_idle {
+                if self.took_over_at.is_none()
+                    && let Some(takeover) = &self.reader.takeover
+                    && takeover.take_over(session_id).await
+                {
+                    self.took_over_at = Some(tokio::time::Instant::now());
+                    self.confirmed_idle = false;
+                    continue;
+                }
                 return false;
             }
             self.confirmed_idle = true;
@@ -119,6 +145,7 @@ pub fn follow(reader: LogReader, session_id: String, after: u64) -> EventStream 
         sent: 0,
         pending: VecDeque::new(),
         confirmed_idle: false,
+        took_over_at: None,
         done: false,
     };
     stream::unfold(follower, |mut follower| async move {
@@ -127,7 +154,7 @@ pub fn follow(reader: LogReader, session_id: String, after: u64) -> EventStream 
     .boxed()
 }
 
-/// The run's live events as its writer hands them over; if the writer drops this feed because
+/// The run's live events as its writer hands them over, up to its `stream_end` or its hand-off; if the writer drops this feed because
 /// the client fell behind, the rest comes from the log, each event still exactly once.
 pub fn live_then_log(
     live: mpsc::Receiver<StoredEvent>,
@@ -173,7 +200,8 @@ pub fn live_then_log(
             };
             let event = next?;
             state.last_seq = event.seq;
-            state.ended = event.event.kind == EventType::StreamEnd;
+            // A hand-off ends this stream too: the client follows the run on with a resume.
+            state.ended = event.event.kind == EventType::StreamEnd || event.event.is_hand_off();
             return Some((event, state));
         }
     })

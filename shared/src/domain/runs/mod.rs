@@ -3,6 +3,7 @@
 
 mod approvals;
 mod follow;
+mod hand_off;
 mod sub_sessions;
 mod watch;
 mod writer;
@@ -10,6 +11,7 @@ mod writer;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -17,11 +19,12 @@ use tracing::Instrument;
 
 pub use approvals::ApprovalDecision;
 pub use follow::LogReader;
+pub use hand_off::{HandOffTicket, Invocation, RelayError, RunRelay};
 pub use watch::RunWatch;
 
 use crate::agent::{
-    Agent, ApprovalGate, DecidedTurn, FIBRE_MAX_LOOP_COUNT, FibreSetup, RunMode, RunOutcome,
-    RunSpec, SYS_FINISH_TASK, SubAgent, finish_tool,
+    Agent, ApprovalGate, DecidedTurn, FIBRE_MAX_LOOP_COUNT, FibreSetup, HeldTurn, RunCheckpoints,
+    RunMode, RunOutcome, RunSpec, SYS_FINISH_TASK, SubAgent, finish_tool,
 };
 use crate::config::{BudgetLeft, LlmConfig, PriceTable, RunLimits};
 use crate::context::{ContextSettings, content_as_text, merge_events, to_model_messages};
@@ -53,7 +56,8 @@ use crate::wire::{
     StoredEvent, StreamRequest,
 };
 use approvals::{PausedRun, RunApprovals};
-use follow::{follow, live_then_log};
+use follow::{Takeover, follow, live_then_log};
+use hand_off::RunHandOffs;
 use sub_sessions::RunSubSessions;
 use watch::keep_lease;
 use writer::{LiveFeed, RunAccount, spawn_writer};
@@ -101,6 +105,8 @@ pub struct RunDefaults {
     pub after_run: AfterRun,
     pub lease: Duration,
     pub approval_timeout: Duration,
+    /// `--run_deadline_seconds`: how long a run goes on in one invocation before it hands off.
+    pub run_deadline: Option<Duration>,
     pub tool_timeout: Duration,
     pub mcp_policy: McpPolicy,
     pub downloads: DownloadPolicy,
@@ -145,6 +151,8 @@ pub struct Runs {
     knowledge: Knowledge,
     usage: Usage,
     watch: Arc<RunWatch>,
+    /// Where a handed-off run continues; in this process without one.
+    relay: Option<Arc<dyn RunRelay>>,
     tasks: TaskTracker,
 }
 
@@ -163,6 +171,7 @@ impl Runs {
         skills: Skills,
         knowledge: Knowledge,
         usage: Usage,
+        relay: Option<Arc<dyn RunRelay>>,
         shutdown: CancellationToken,
         tasks: TaskTracker,
     ) -> Self {
@@ -181,6 +190,7 @@ impl Runs {
             knowledge,
             usage,
             watch,
+            relay,
             tasks,
         }
     }
@@ -189,6 +199,7 @@ impl Runs {
         LogReader {
             events: self.stores.events.clone(),
             control: self.stores.control.clone(),
+            takeover: Some(Arc::new(self.clone())),
         }
     }
 
@@ -208,11 +219,13 @@ impl Runs {
         &self,
         request: StreamRequest,
         idempotency: Option<Idempotency>,
+        invocation: Invocation,
     ) -> Result<StartedRun, DomainError> {
         let runs = self.clone();
-        let starting = self
-            .tasks
-            .spawn(async move { runs.start_here(request, idempotency).await }.in_current_span());
+        let starting = self.tasks.spawn(
+            async move { runs.start_here(request, idempotency, invocation).await }
+                .in_current_span(),
+        );
         starting.await.unwrap_or_else(|error| {
             tracing::error!(%error, "a run's start failed");
             Err(DomainError::Unavailable("the run could not start".into()))
@@ -223,6 +236,7 @@ impl Runs {
         &self,
         mut request: StreamRequest,
         idempotency: Option<Idempotency>,
+        invocation: Invocation,
     ) -> Result<StartedRun, DomainError> {
         request.validate()?;
         let user = UserId::from_optional(request.user_id.as_deref());
@@ -239,9 +253,14 @@ impl Runs {
             Some(id) => SessionId::parse(id)?,
             None => SessionId::generate(),
         };
+        let begin = Begin {
+            user: &user,
+            session_id: &session_id,
+            invocation,
+        };
         let Some(idempotency) = idempotency else {
             return self
-                .begin(&request, &settings, &skills, &user, &session_id, None, None)
+                .begin(&request, &settings, &skills, begin, None, None)
                 .await;
         };
         let record = IdempotencyRecord {
@@ -261,15 +280,7 @@ impl Runs {
             return self.reattach(existing).await;
         }
         let started = self
-            .begin(
-                &request,
-                &settings,
-                &skills,
-                &user,
-                &session_id,
-                Some(&record.key),
-                None,
-            )
+            .begin(&request, &settings, &skills, begin, Some(&record.key), None)
             .await;
         if started.is_err() {
             let _ = control.release_idempotency_key(&record.key).await;
@@ -295,6 +306,7 @@ impl Runs {
         user: &UserId,
         session_id: &SessionId,
         decision: ApprovalDecision,
+        invocation: Invocation,
     ) -> Result<StartedRun, DomainError> {
         self.sessions.owned(user, session_id).await?;
         let record = self
@@ -317,24 +329,88 @@ impl Runs {
             ));
         }
         let paused: PausedRun = serde_json::from_str(&record.state).map_err(StoreError::from)?;
+        if paused.hand_off_of.is_some() {
+            return Err(DomainError::Conflict(format!(
+                "nothing in session {session_id} waits for approval"
+            )));
+        }
         let decided = decision.decide(paused.turn, now_secs() > record.expires_at)?;
         let request = paused.request;
         let settings = resolve_llm(&self.defaults.llm, request.llm_model_config.as_ref())?;
         let extras = self.run_extras(user, &request).await?;
-        let resume = Resume {
+        let resume = Resume::Approval {
             approval_id: record.approval_id,
             decided,
         };
-        self.begin(
-            &request,
-            &settings,
-            &extras,
+        let begin = Begin {
             user,
             session_id,
-            None,
-            Some(resume),
-        )
-        .await
+            invocation,
+        };
+        self.begin(&request, &settings, &extras, begin, None, Some(resume))
+            .await
+    }
+
+    /// Continues a handed-off run from its checkpoint, in this invocation: `ticket` must name
+    /// the checkpoint the session holds, and only one continuation takes it.
+    pub async fn continue_run(
+        &self,
+        ticket: &HandOffTicket,
+        invocation: Invocation,
+    ) -> Result<StartedRun, DomainError> {
+        let unknown = || DomainError::NotFound("no run to continue with this ticket".into());
+        let session_id = SessionId::parse(&ticket.session_id).map_err(|_| unknown())?;
+        let record = self
+            .stores
+            .control
+            .pending_approval(session_id.as_str())
+            .await?
+            .filter(|record| record.approval_id == ticket.token)
+            .ok_or_else(unknown)?;
+        let paused: PausedRun = serde_json::from_str(&record.state).map_err(StoreError::from)?;
+        let run_id = paused.hand_off_of.ok_or_else(unknown)?;
+        let user = UserId::from_optional(Some(&record.user_id));
+        let request = paused.request;
+        let settings = resolve_llm(&self.defaults.llm, request.llm_model_config.as_ref())?;
+        let extras = self.run_extras(&user, &request).await?;
+        let resume = Resume::HandOff {
+            run_id,
+            token: record.approval_id,
+            at: paused.turn,
+        };
+        let begin = Begin {
+            user: &user,
+            session_id: &session_id,
+            invocation,
+        };
+        self.begin(&request, &settings, &extras, begin, None, Some(resume))
+            .await
+    }
+
+    /// Starts a handed-off run's continuation: through the relay, else on a task here.
+    async fn relay(&self, ticket: HandOffTicket) {
+        let session_id = ticket.session_id.clone();
+        if let Some(relay) = &self.relay {
+            if let Err(error) = relay.relay(&ticket).await {
+                tracing::error!(%session_id, error = %crate::telemetry::chain(&error), "could not hand the run off; it continues when someone follows it after its lease");
+            }
+            return;
+        }
+        let runs = self.clone();
+        self.tasks.spawn(
+            async move {
+                match runs.continue_run(&ticket, Invocation::default()).await {
+                    Ok(started) => {
+                        let mut events = started.events;
+                        while events.next().await.is_some() {}
+                    }
+                    Err(error) => {
+                        tracing::warn!(%session_id, %error, "the run's continuation did not start")
+                    }
+                }
+            }
+            .in_current_span(),
+        );
     }
 
     /// Takes the session's run lock; a continuation waits a little for the paused run to let
@@ -402,17 +478,20 @@ impl Runs {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn begin(
         &self,
         request: &StreamRequest,
         settings: &LlmSettings,
         extras: &RunExtras,
-        user: &UserId,
-        session_id: &SessionId,
+        begin: Begin<'_>,
         idempotency_key: Option<&str>,
         resume: Option<Resume>,
     ) -> Result<StartedRun, DomainError> {
+        let Begin {
+            user,
+            session_id,
+            invocation,
+        } = begin;
         let stores = &self.stores;
         let existing = stores.sessions.get_session(session_id.as_str()).await?;
         if let Some(existing) = &existing
@@ -422,12 +501,39 @@ impl Runs {
                 "session {session_id} belongs to another user"
             )));
         }
-        let run_id = new_id();
-        if !self.lock_run(session_id, &run_id, resume.is_some()).await? {
+        let continues_hand_off = matches!(resume, Some(Resume::HandOff { .. }));
+        let run_id = match &resume {
+            Some(Resume::HandOff { run_id, .. }) => run_id.clone(),
+            _ => new_id(),
+        };
+        // A continuation takes its run's lock over by the run's id, even after its lease ran
+        // out; never once another run has the session.
+        let locked = if continues_hand_off {
+            stores
+                .control
+                .renew_run_lock(session_id.as_str(), &run_id, self.defaults.lease)
+                .await?
+        } else {
+            self.lock_run(session_id, &run_id, resume.is_some()).await?
+        };
+        if !locked {
             return Err(DomainError::Conflict(format!(
                 "session {session_id} is already running"
             )));
         }
+        let hand_offs = Arc::new(RunHandOffs {
+            control: stores.control.clone(),
+            session_id: session_id.to_string(),
+            user_id: user.as_str().to_owned(),
+            run_id: run_id.clone(),
+            token: new_id(),
+            request: StreamRequest {
+                messages: Vec::new(),
+                session_id: Some(session_id.to_string()),
+                ..request.clone()
+            },
+            saved: Default::default(),
+        });
         let paused = existing.is_some_and(|session| session.status == RunStatus::AwaitingApproval);
         let account = RunAccount {
             user_id: user.as_str().to_owned(),
@@ -436,13 +542,17 @@ impl Runs {
         };
         let prepared = async {
             let resumed = self
-                .settle_pending_approval(session_id.as_str(), paused, resume)
+                .settle_pending_approval(session_id.as_str(), paused, resume, &hand_offs)
                 .await?;
-            let (spec, after_seq) = self
+            let (mut spec, after_seq) = self
                 .prepare(
                     request, settings, extras, session_id, user, &account, resumed,
                 )
                 .await?;
+            if spec.mode == RunMode::Simple {
+                spec.checkpoints = Some(hand_offs.clone() as Arc<dyn RunCheckpoints>);
+                spec.deadline = invocation.deadline(self.defaults.run_deadline);
+            }
             if let Some(key) = idempotency_key {
                 stores
                     .control
@@ -458,40 +568,62 @@ impl Runs {
                 Ok(StartedRun {
                     session_id: session_id.to_string(),
                     first_seq: after_seq + 1,
-                    events: self.launch(spec, account, after_seq, remembers),
+                    events: self.launch(spec, account, after_seq, remembers, hand_offs),
                 })
             }
             Err(error) => {
-                let _ = stores
-                    .control
-                    .release_run_lock(session_id.as_str(), &run_id)
-                    .await;
+                // A continuation that lost the race leaves the lock to the one that won.
+                if !continues_hand_off {
+                    let _ = stores
+                        .control
+                        .release_run_lock(session_id.as_str(), &run_id)
+                        .await;
+                }
                 Err(error)
             }
         }
     }
 
-    /// Under the run lock: a continuation takes its approval (exactly one decision does); a
-    /// new message to a paused session drops the approval it waited for.
+    /// Under the run lock: a continuation takes its approval (exactly one decision does) or
+    /// its checkpoint (exactly one continuation does, and saves it again under its own token
+    /// at once); a new message to a paused session drops the approval it waited for.
     async fn settle_pending_approval(
         &self,
         session_id: &str,
         paused: bool,
         resume: Option<Resume>,
+        hand_offs: &RunHandOffs,
     ) -> Result<Option<DecidedTurn>, DomainError> {
         let control = &self.stores.control;
         match resume {
-            Some(resume) => {
+            Some(Resume::Approval {
+                approval_id,
+                decided,
+            }) => {
                 if control
-                    .take_pending_approval(session_id, &resume.approval_id)
+                    .take_pending_approval(session_id, &approval_id)
                     .await?
                 {
-                    Ok(Some(resume.decided))
+                    Ok(Some(decided))
                 } else {
                     Err(DomainError::Conflict(
                         "that approval was already decided".into(),
                     ))
                 }
+            }
+            Some(Resume::HandOff { token, at, .. }) => {
+                if !control.take_pending_approval(session_id, &token).await? {
+                    return Err(DomainError::Conflict(
+                        "the run was already continued".into(),
+                    ));
+                }
+                if let Err(error) = hand_offs.save(&at).await {
+                    tracing::warn!(%session_id, %error, "could not save the continuation's checkpoint");
+                }
+                Ok(Some(DecidedTurn {
+                    turn: at,
+                    decisions: Vec::new(),
+                }))
             }
             None => {
                 if paused && let Some(pending) = control.pending_approval(session_id).await? {
@@ -615,6 +747,9 @@ impl Runs {
             builtin_tools.push(finish_tool());
         }
         let continues = resumed.is_some();
+        let continues_hand_off = resumed
+            .as_ref()
+            .is_some_and(|resumed| resumed.turn.waiting.is_empty());
         let approval_gate = (mode == RunMode::Simple).then(|| {
             Arc::new(RunApprovals {
                 control: stores.control.clone(),
@@ -634,11 +769,17 @@ impl Runs {
             system_prompt,
             // A fibre run's log also holds its sub-agents' events: they are not this
             // conversation's turns.
-            history: to_model_messages(merge_events(
-                log.iter()
-                    .map(|stored| &stored.event)
-                    .filter(|event| event.session_id == session_id),
-            )),
+            history: {
+                let mut history = to_model_messages(merge_events(
+                    log.iter()
+                        .map(|stored| &stored.event)
+                        .filter(|event| event.session_id == session_id),
+                ));
+                if continues_hand_off {
+                    back_to_checkpoint(&mut history);
+                }
+                history
+            },
             summary: stores
                 .summaries
                 .session_summary(session_id)
@@ -686,6 +827,8 @@ impl Runs {
             fibre,
             approval_tools: request.tools_requiring_approval.clone().unwrap_or_default(),
             approval_gate,
+            checkpoints: None,
+            deadline: None,
             resumed,
         };
         Ok((spec, seq))
@@ -753,7 +896,9 @@ impl Runs {
         account: RunAccount,
         after_seq: u64,
         remembers: Option<UserId>,
+        hand_offs: Arc<RunHandOffs>,
     ) -> EventStream {
+        let runs = self.clone();
         let run_id = account.run_id.clone();
         let session_id = spec.session_id.clone();
         let settings = spec.settings.clone();
@@ -830,6 +975,17 @@ impl Runs {
             let (outcome, end, mut feed, supervisor) = driven.await;
             supervisor.abort();
             watch.unregister(&session_id, &run_id);
+            if outcome == RunOutcome::HandedOff {
+                // The session and its lock stay as they are: the continuation takes them over.
+                // The client hears of the hand-off only once it is under way: where a process
+                // is frozen when its response ends (Lambda), it would never start.
+                runs.relay(hand_offs.ticket()).instrument(span).await;
+                if let Some(end) = end {
+                    feed.send(end);
+                }
+                return;
+            }
+            hand_offs.remove().await;
             async {
                 if let Err(error) = finish_session(
                     stores.sessions.as_ref(),
@@ -875,6 +1031,32 @@ impl Runs {
             }
         });
         events
+    }
+}
+
+#[async_trait::async_trait]
+impl Takeover for Runs {
+    async fn take_over(&self, session_id: &str) -> bool {
+        let record = match self.stores.control.pending_approval(session_id).await {
+            Ok(Some(record)) => record,
+            Ok(None) => return false,
+            Err(error) => {
+                tracing::warn!(%session_id, error = %crate::telemetry::chain(&error), "cannot read the run's checkpoint");
+                return false;
+            }
+        };
+        let handed_off = serde_json::from_str::<PausedRun>(&record.state)
+            .is_ok_and(|paused| paused.hand_off_of.is_some());
+        if !handed_off {
+            return false;
+        }
+        tracing::info!(%session_id, "the run's process is gone; it continues from its checkpoint");
+        self.relay(HandOffTicket {
+            session_id: session_id.to_owned(),
+            token: record.approval_id,
+        })
+        .await;
+        true
     }
 }
 
@@ -1018,16 +1200,45 @@ async fn finish_session(
         RunOutcome::Interrupted => RunStatus::Interrupted,
         RunOutcome::Failed => RunStatus::Error,
         RunOutcome::AwaitingApproval => RunStatus::AwaitingApproval,
+        RunOutcome::HandedOff => RunStatus::Running,
     };
     session.log_seq = log.last().map_or(0, |stored| stored.seq);
     session.updated_at = now_secs();
     sessions.update_session(&session).await
 }
 
-/// A decision that continues a paused run.
-struct Resume {
-    approval_id: String,
-    decided: DecidedTurn,
+/// A checkpoint follows a tool turn's results: what a process that died after it had said of
+/// its next turn is not part of the conversation its continuation goes on from.
+fn back_to_checkpoint(history: &mut Vec<crate::context::PromptMessage>) {
+    let Some(last_result) = history
+        .iter()
+        .rposition(|prompt| prompt.message["role"] == "tool")
+    else {
+        return;
+    };
+    history.truncate(last_result + 1);
+}
+
+/// What a continuation goes on from.
+enum Resume {
+    /// The owner's decision on the calls a paused run holds.
+    Approval {
+        approval_id: String,
+        decided: DecidedTurn,
+    },
+    /// A handed-off run's checkpoint.
+    HandOff {
+        run_id: String,
+        token: String,
+        at: HeldTurn,
+    },
+}
+
+/// Whose run begins, where, in which invocation.
+struct Begin<'a> {
+    user: &'a UserId,
+    session_id: &'a SessionId,
+    invocation: Invocation,
 }
 
 /// What a run brings beside its request: its skills, knowledge bases and (fibre mode)

@@ -114,7 +114,8 @@ impl RunAccount {
 /// Starts the writer. `after_seq` is the last sequence number already in the session's log. When
 /// every `Emitter` is dropped the writer stores `stream_end` and returns it unsent, with the
 /// feed, so the caller can finish its bookkeeping (release the session) before the client learns
-/// the run is over.
+/// the run is over. A run that hands off ends with its hand-off event instead: stored, returned
+/// unsent in the same way, and no `stream_end` (the continuation stores it).
 pub fn spawn_writer(
     sink: EventSink,
     session_id: String,
@@ -133,6 +134,7 @@ pub fn spawn_writer(
         let mut batch = Vec::new();
         let window = sink.pack_window();
         let mut open_message: Option<String> = None;
+        let mut hand_off: Option<StoredEvent> = None;
         while incoming.recv_many(&mut batch, MAX_BATCH).await > 0 {
             if !window.is_zero() {
                 let until = tokio::time::Instant::now() + window;
@@ -150,8 +152,11 @@ pub fn spawn_writer(
             }
             let stored: Vec<StoredEvent> = batch
                 .drain(..)
-                .map(|event| {
+                .map(|mut event| {
                     seq += 1;
+                    if event.is_hand_off() {
+                        event.seal_hand_off(seq);
+                    }
                     StoredEvent { seq, event }
                 })
                 .collect();
@@ -173,8 +178,15 @@ pub fn spawn_writer(
             };
             sent += stored.len() as u64;
             for event in stored {
-                client.send(event);
+                if event.event.is_hand_off() {
+                    hand_off = Some(event);
+                } else {
+                    client.send(event);
+                }
             }
+        }
+        if hand_off.is_some() {
+            return (hand_off, client);
         }
         let mut end_event = Event::stream_end(&session_id, sent);
         if let Some(trace_id) = trace_id {

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::Response;
@@ -10,7 +11,7 @@ use sha2::{Digest, Sha256};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::domain::runs::{ApprovalDecision, Idempotency, Runs};
+use crate::domain::runs::{ApprovalDecision, HandOffTicket, Idempotency, Invocation, Runs};
 use crate::http::ApiError;
 use crate::http::extract::{Caller, RawBody, ValidQuery, parse_json};
 use crate::http::framing::{FIRST_SEQ_HEADER, event_response};
@@ -33,6 +34,7 @@ pub fn router(runs: Runs, sse_ping: Duration) -> OpenApiRouter {
         .routes(routes!(web_stream))
         .routes(routes!(resume))
         .routes(routes!(approve))
+        .routes(routes!(continue_run))
         .with_state(StreamState { runs, sse_ping })
 }
 
@@ -65,13 +67,18 @@ fn idempotency(headers: &HeaderMap, body: &[u8]) -> Result<Option<Idempotency>, 
 async fn stream(
     State(state): State<StreamState>,
     caller: Caller,
+    invocation: Option<Extension<Invocation>>,
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     let mut request: StreamRequest = parse_json(&body)?;
     request.user_id = Some(caller.with_body(request.user_id.as_deref())?.to_string());
     let idempotency = idempotency(&headers, &body)?;
-    let run = state.runs.start(request, idempotency).await?;
+    let invocation = invocation.map(|Extension(invocation)| invocation);
+    let run = state
+        .runs
+        .start(request, idempotency, invocation.unwrap_or_default())
+        .await?;
     let mut response = event_response(&headers, run.events, state.sse_ping);
     response
         .headers_mut()
@@ -86,10 +93,11 @@ async fn stream(
 async fn chat(
     state: State<StreamState>,
     caller: Caller,
+    invocation: Option<Extension<Invocation>>,
     headers: HeaderMap,
     body: RawBody,
 ) -> Result<Response, ApiError> {
-    stream(state, caller, headers, body).await
+    stream(state, caller, invocation, headers, body).await
 }
 
 /// The same as `/api/stream` (the path Sage's web client posts to).
@@ -99,10 +107,11 @@ async fn chat(
 async fn web_stream(
     state: State<StreamState>,
     caller: Caller,
+    invocation: Option<Extension<Invocation>>,
     headers: HeaderMap,
     body: RawBody,
 ) -> Result<Response, ApiError> {
-    stream(state, caller, headers, body).await
+    stream(state, caller, invocation, headers, body).await
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -166,6 +175,7 @@ async fn approve(
     State(state): State<StreamState>,
     Path(session_id): Path<String>,
     caller: Caller,
+    invocation: Option<Extension<Invocation>>,
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
@@ -176,11 +186,53 @@ async fn approve(
     })?;
     let run = state
         .runs
-        .approve(&caller.user()?, &session_id, decision)
+        .approve(
+            &caller.user()?,
+            &session_id,
+            decision,
+            invocation
+                .map(|Extension(invocation)| invocation)
+                .unwrap_or_default(),
+        )
         .await?;
     let mut response = event_response(&headers, run.events, state.sse_ping);
     response
         .headers_mut()
         .insert(FIRST_SEQ_HEADER, HeaderValue::from(run.first_seq));
     Ok(response)
+}
+
+/// Continues a handed-off run in this invocation (the Stream function sends this to itself
+/// when a run reaches its invocation's deadline). The ticket's token is the capability: only
+/// the run's own processes ever see it. Answers once the run has stopped again; its events
+/// are in the log, where clients follow them.
+#[utoipa::path(post, path = "/api/internal/runs/continue", tag = "stream",
+    request_body = HandOffTicket,
+    responses(
+        (status = 200, description = "The continuation ran; the last sequence number it reached",
+            body = serde_json::Value),
+        (status = 404, description = "No checkpoint with this ticket"),
+        (status = 409, description = "Another continuation took it"),
+    ))]
+async fn continue_run(
+    State(state): State<StreamState>,
+    invocation: Option<Extension<Invocation>>,
+    RawBody(body): RawBody,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    use futures_util::StreamExt;
+    let ticket: HandOffTicket = parse_json(&body)?;
+    let invocation = invocation.map(|Extension(invocation)| invocation);
+    let run = state
+        .runs
+        .continue_run(&ticket, invocation.unwrap_or_default())
+        .await?;
+    let mut last_seq = run.first_seq.saturating_sub(1);
+    let mut events = run.events;
+    while let Some(event) = events.next().await {
+        last_seq = event.seq;
+    }
+    Ok(axum::Json(serde_json::json!({
+        "session_id": run.session_id,
+        "last_seq": last_seq,
+    })))
 }

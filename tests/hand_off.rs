@@ -11,12 +11,12 @@ use serde_json::{Value, json};
 use crate::builtin_tools::call;
 use crate::common::*;
 
-const USER: &str = "ada";
+pub const USER: &str = "ada";
 /// Hands off at every checkpoint: each tool turn ends an invocation.
-const EVERY_TURN: [&str; 2] = ["--run_deadline_seconds", "0.001"];
+pub const EVERY_TURN: [&str; 2] = ["--run_deadline_seconds", "0.001"];
 
 /// Two tool turns, then an answer: three invocations under [`EVERY_TURN`].
-fn two_turns(session: &str) -> Value {
+pub fn two_turns(session: &str) -> Value {
     let write = call(
         "file_write",
         json!({"file_path": "notes.txt", "content": "across invocations"}),
@@ -30,7 +30,7 @@ fn two_turns(session: &str) -> Value {
 }
 
 /// What a reader of the conversation sees, without ids, times or the stream's bookkeeping.
-fn transcript(events: &[Value]) -> Vec<Value> {
+pub fn transcript(events: &[Value]) -> Vec<Value> {
     let mut seen = Vec::new();
     for event in events {
         match event["type"].as_str().unwrap_or_default() {
@@ -48,7 +48,7 @@ fn transcript(events: &[Value]) -> Vec<Value> {
     seen
 }
 
-fn hand_offs(events: &[Value]) -> Vec<&Value> {
+pub fn hand_offs(events: &[Value]) -> Vec<&Value> {
     events
         .iter()
         .filter(|event| event["type"] == "normal" && event["metadata"]["continues"] == true)
@@ -56,7 +56,7 @@ fn hand_offs(events: &[Value]) -> Vec<&Value> {
 }
 
 /// The resume path a hand-off event names, checked against where it stands in its stream.
-fn resume_path(hand_off: &Value, session: &str, seq: u64) -> String {
+pub fn resume_path(hand_off: &Value, session: &str, seq: u64) -> String {
     let path = hand_off["metadata"]["resume"].as_str().unwrap().to_owned();
     assert_eq!(
         path,
@@ -71,7 +71,7 @@ fn resume_path(hand_off: &Value, session: &str, seq: u64) -> String {
 
 /// Starts `body`'s run at `base` and reads its first invocation's NDJSON stream: it ends with a
 /// hand-off event, without `stream_end`. Returns those events and the resume path.
-async fn first_invocation(base: &str, body: &Value, session: &str) -> (Vec<Value>, String) {
+pub async fn first_invocation(base: &str, body: &Value, session: &str) -> (Vec<Value>, String) {
     let response = reqwest::Client::new()
         .post(format!("{base}/api/stream"))
         .json(body)
@@ -96,7 +96,7 @@ async fn first_invocation(base: &str, body: &Value, session: &str) -> (Vec<Value
 }
 
 /// An uninterrupted run of the same request: what a handed-off one must come to.
-async fn uninterrupted(session: &str) -> Vec<Value> {
+pub async fn uninterrupted(session: &str) -> Vec<Value> {
     let env = TestEnv::new().await;
     let events = post_ndjson(&env.stream_url(), &two_turns(session)).await;
     assert_tail(&events, session);
@@ -346,4 +346,39 @@ async fn a_continue_request_without_the_runs_ticket_changes_nothing() {
     assert_eq!(response.status(), 200);
     let events = ndjson_events(&response.text().await.unwrap());
     assert_eq!(of_type(&events, "tool_call_result").len(), 1, "{events:#?}");
+}
+
+/// `--run_max_seconds` bounds the run, not each invocation: the second invocation, which alone
+/// would run under the limit, ends the run when both together pass it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_runs_time_limit_counts_every_invocation_it_ran_in() {
+    // Each tool-calling turn takes about 1.5 s (five frames, 300 ms apart).
+    let options = MockOptions {
+        token_delay: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let flags = [EVERY_TURN[0], EVERY_TURN[1], "--run_max_seconds", "2.5"];
+    let env = TestEnv::with(options, &flags).await;
+    let base = env.server.url.clone();
+    let (_, path) = first_invocation(&base, &two_turns("ho-6"), "ho-6").await;
+    let rest = ndjson_events(
+        &reqwest::get(format!("{base}{path}&user_id={USER}"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    );
+    assert_eq!(rest.last().unwrap()["type"], "stream_end", "{rest:#?}");
+    let errors = of_type(&rest, "error");
+    assert_eq!(errors.len(), 1, "{rest:#?}");
+    assert!(
+        errors[0]["content"]
+            .as_str()
+            .unwrap()
+            .contains("(run_max_seconds)"),
+        "{}",
+        errors[0]
+    );
+    assert!(hand_offs(&rest).is_empty(), "{rest:#?}");
 }

@@ -48,3 +48,64 @@ async fn sage_stream_streams_events_incrementally_through_the_emulator() {
     assert_eq!(answer_text(&events), "tok0 tok1 tok2 tok3 tok4 tok5 ");
     assert_incremental(&arrivals, delay * 2);
 }
+
+/// A run past its invocation's deadline hands off to a fresh invocation of the function (an
+/// asynchronous `Invoke` of itself, through the emulator's Lambda API); a resume follows it to
+/// its end, and it comes to what an uninterrupted run does.
+#[tokio::test(flavor = "multi_thread")]
+async fn sage_stream_hands_a_run_off_to_a_fresh_invocation_of_itself() {
+    use crate::hand_off::*;
+    let llm = MockLlm::start(MockOptions::default()).await;
+    let workspace = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut env_vars: Vec<(String, String)> = [
+        ("SAGE_DEFAULT_LLM_API_KEY", "test-key".to_owned()),
+        ("SAGE_DEFAULT_LLM_API_BASE_URL", llm.base_url.clone()),
+        // The invocations are processes of their own: they share the store, as in the cloud.
+        ("SAGE_DB_TYPE", "dynamodb".to_owned()),
+        ("SAGE_DYNAMODB_ENDPOINT", dynamodb_endpoint()),
+        ("SAGE_DYNAMODB_TABLE", fresh_name("handoff")),
+        (
+            "SAGE_WORKSPACE_PATH",
+            workspace.path().display().to_string(),
+        ),
+        (
+            "SAGE_PRESET_RUNNING_CONFIG_PATH",
+            "/nonexistent.json".to_owned(),
+        ),
+        ("SAGE_RUN_DEADLINE_SECONDS", EVERY_TURN[1].to_owned()),
+        (
+            "AWS_ENDPOINT_URL_LAMBDA",
+            format!("http://127.0.0.1:{port}"),
+        ),
+    ]
+    .map(|(name, value)| (name.to_owned(), value))
+    .into();
+    env_vars.extend(
+        MOTO_ENV
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned())),
+    );
+    let _emulator = start_lambda_apis(port).await;
+    // The emulator answers an asynchronous Invoke only once its invocation is over, so each
+    // invocation that hands off waits for the next: one instance per invocation.
+    let _instances: Vec<ChildGuard> = (0..3)
+        .map(|_| start_bootstrap("sage-stream", port, &env_vars))
+        .collect();
+
+    let base = format!("http://127.0.0.1:{port}/lambda-url/sage-stream");
+    let (first, path) = first_invocation(&base, &two_turns("lw-1"), "lw-1").await;
+    let rest = ndjson_events(
+        &reqwest::get(format!("{base}{path}&user_id={USER}"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    );
+    assert_eq!(rest.last().unwrap()["type"], "stream_end", "{rest:#?}");
+    let all: Vec<Value> = first.into_iter().chain(rest).collect();
+    assert_eq!(hand_offs(&all).len(), 2, "{all:#?}");
+    assert_eq!(of_type(&all, "token_usage").len(), 3, "{all:#?}");
+    assert_eq!(transcript(&all), transcript(&uninterrupted("lw-1").await));
+}

@@ -108,6 +108,10 @@ fn jwt_grants() -> Vec<Grant> {
     ]
 }
 
+/// The Stream function's own ARN: a run near its invocation's deadline continues in a fresh
+/// invocation of it.
+const STREAM_FUNCTION_ARN: &str = "arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}:function:${AWS::StackName}-stream";
+
 /// Stream and MCP-admin run the code tools in the sandbox function, and may call only it.
 fn sandbox_grant() -> Grant {
     grant(
@@ -142,6 +146,11 @@ fn expected_functions() -> Vec<Expected> {
     stream_grants.extend(key_grants());
     stream_grants.extend(jwt_grants());
     stream_grants.push(sandbox_grant());
+    stream_grants.push(grant(
+        None,
+        &["lambda:InvokeFunction"],
+        &[STREAM_FUNCTION_ARN],
+    ));
     let mut health_grants = vec![
         grant(None, &["dynamodb:GetItem"], &[TABLE]),
         grant(None, &["s3:ListBucket"], &["${Bucket.Arn}"]),
@@ -847,6 +856,9 @@ fn every_policy_grants_exactly_what_its_function_uses_without_wildcards() {
                     .split("${")
                     .skip(1)
                     .any(|reference| !reference.starts_with("AWS::"));
+                // The Stream function's own ARN is built from its name: a reference to it from
+                // its own role would be a cycle.
+                let names_a_resource = names_a_resource || resource == STREAM_FUNCTION_ARN;
                 assert!(
                     names_a_resource
                         && (star.is_none()
@@ -1312,7 +1324,7 @@ fn the_dockerfile_builds_the_shim_in_release_and_runs_it_as_non_root() {
 /// The Stream function's runs end with an error event naming the limit before Lambda's
 /// timeout would cut them; the other run limits are parameters; the code tools are off there.
 #[test]
-fn stream_runs_are_bounded_below_the_function_timeout() {
+fn stream_runs_are_bounded_and_hand_off_before_the_function_timeout() {
     let template = template();
     let properties = effective_properties(&template, "StreamFunction");
     let vars = variables(&properties);
@@ -1349,10 +1361,12 @@ fn stream_runs_are_bounded_below_the_function_timeout() {
         .unwrap()
         .parse()
         .unwrap();
+    // A run outlives one invocation by handing off before its end, in time for the hand-off.
     let timeout = properties["Timeout"].as_f64().unwrap();
+    let margin = sage_core::domain::runs::INVOCATION_MARGIN.as_secs_f64();
     assert!(
-        seconds + 30.0 <= timeout,
-        "{seconds} s leaves time for the tail before the {timeout} s timeout"
+        seconds > timeout && margin + 30.0 <= timeout,
+        "{seconds} s over invocations of {timeout} s, handing off {margin} s before their end"
     );
     let config = Config::try_from_args([
         "sage".to_owned(),
@@ -1424,4 +1438,21 @@ fn code_runs_in_a_sandbox_function_whose_role_grants_nothing() {
             "{id}: only Stream and MCP-admin may run code"
         );
     }
+}
+
+/// The hand-off invokes the Stream function by the name the template gives it, once: an
+/// asynchronous Invoke that Lambda retried would find its ticket taken.
+#[test]
+fn stream_hands_off_to_itself_by_its_own_name_without_retries() {
+    let template = template();
+    let properties = effective_properties(&template, "StreamFunction");
+    let name = render(&properties["FunctionName"]);
+    assert!(
+        STREAM_FUNCTION_ARN.ends_with(&format!(":function:{name}")),
+        "{name}"
+    );
+    assert_eq!(
+        properties["EventInvokeConfig"]["MaximumRetryAttempts"].as_u64(),
+        Some(0)
+    );
 }

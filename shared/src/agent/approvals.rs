@@ -21,6 +21,10 @@ pub struct HeldTurn {
     /// What the run had spent: its continuation's limits count it.
     #[serde(default)]
     pub spent: Spent,
+    /// Seconds the run had run, in this invocation and those before it (not the time it
+    /// waited): its continuation's time limit counts them.
+    #[serde(default)]
+    pub seconds: f64,
 }
 
 /// What became of one waiting call.

@@ -376,6 +376,9 @@ pub struct Agent {
     handed_off: bool,
     /// Model turns used before this invocation (a continuation goes on from its held turn).
     turns_before: u32,
+    /// When this invocation's part of the run began, and the seconds its earlier ones ran.
+    started: tokio::time::Instant,
+    seconds_before: f64,
 }
 
 impl Agent {
@@ -396,7 +399,14 @@ impl Agent {
             held: false,
             handed_off: false,
             turns_before: 0,
+            started: tokio::time::Instant::now(),
+            seconds_before: 0.0,
         }
+    }
+
+    /// Seconds the run has run so far, over its invocations.
+    fn seconds_run(&self) -> f64 {
+        self.seconds_before + self.started.elapsed().as_secs_f64()
     }
 
     fn name(&self) -> String {
@@ -416,6 +426,7 @@ impl Agent {
     pub async fn run_for_result(mut self) -> (RunOutcome, String) {
         if let Some(resumed) = &self.spec.resumed {
             self.spec.meter.seed(resumed.turn.spent);
+            self.seconds_before = resumed.turn.seconds;
         }
         if let Some(fibre) = self.spec.fibre.clone() {
             let tools = self.fibre_tools(fibre);
@@ -437,14 +448,19 @@ impl Agent {
                 .await;
         }
         let executed = match self.spec.limits.max_duration {
-            Some(limit) => tokio::time::timeout(limit, self.execute(&tools))
-                .await
-                .unwrap_or_else(|_| {
-                    Err(RunError::Limit(format!(
-                        "{} seconds (run_max_seconds)",
-                        limit.as_secs_f64()
-                    )))
-                }),
+            Some(limit) => tokio::time::timeout(
+                limit.saturating_sub(
+                    Duration::try_from_secs_f64(self.seconds_before).unwrap_or_default(),
+                ),
+                self.execute(&tools),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(RunError::Limit(format!(
+                    "{} seconds (run_max_seconds)",
+                    limit.as_secs_f64()
+                )))
+            }),
             None => self.execute(&tools).await,
         };
         let mut outcome = match executed {
@@ -703,6 +719,7 @@ impl Agent {
             waiting: Vec::new(),
             turns_used,
             spent: self.spec.meter.spent(),
+            seconds: self.seconds_run(),
         };
         if let Err(error) = checkpoints.save(&at).await {
             tracing::warn!(session_id = %self.spec.session_id, %error, "could not save the run's checkpoint");
@@ -769,6 +786,7 @@ impl Agent {
             waiting,
             turns_used,
             spent: self.spec.meter.spent(),
+            seconds: self.seconds_run(),
         };
         let (approval_id, expires_at) = gate.hold(&held).await.map_err(|error| {
             tracing::error!(session_id = %self.spec.session_id, %error, "could not hold a turn for approval");

@@ -219,6 +219,7 @@ mod tests {
                 .collect(),
             turns_used: 1,
             spent: Default::default(),
+            seconds: 0.0,
         }
     }
 

@@ -19,7 +19,7 @@ use tracing::Instrument;
 
 pub use approvals::ApprovalDecision;
 pub use follow::LogReader;
-pub use hand_off::{HandOffTicket, Invocation, RelayError, RunRelay};
+pub use hand_off::{HandOffTicket, INVOCATION_MARGIN, Invocation, RelayError, RunRelay};
 pub use watch::RunWatch;
 
 use crate::agent::{

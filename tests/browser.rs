@@ -53,6 +53,10 @@ async fn page_server(dir: &std::path::Path) -> (MockLlm, ShimProcess) {
             PASSWORD,
             // The page's upload test has the model download the attachment from this server.
             "--download_allow_private",
+            // Every tool turn ends an invocation: the page follows each run across its
+            // hand-offs.
+            "--run_deadline_seconds",
+            "0.001",
         ],
         &[],
     )

@@ -168,6 +168,10 @@ await main(async () => {
       check(await card.locator('[data-testid="tool-result"]').isVisible(), 'its result is visible once expanded');
       const result = await card.locator('[data-testid="tool-result"]').textContent();
       check(result.includes('tasks'), `the tool result is shown: ${result}`);
+      // The server hands the run off after its tool turn: the page followed it to its answer.
+      const shown = await page.locator('[data-testid="messages"]').textContent();
+      check(!shown.includes('continues in a new invocation'), 'the hand-off is not shown as a message');
+      check(shown.includes('Tool results:'), `the answer after the hand-off is shown: ${shown.slice(-300)}`);
       await shot(page, 'tool-step');
       await page.click('[data-testid="tools-picker"] summary');
       await page.uncheck('[data-testid="tool-option"][data-tool="todo_read"] input');

@@ -231,6 +231,8 @@ async function follow(run: Run, mode: Mode): Promise<void> {
   state.controller = controller;
   setRunning(true);
   let ended = false;
+  // The run went on in a fresh invocation: follow it there at once.
+  let handedOff = false;
   const handlers = {
     open(headers: Headers) {
       const first = Number(headers.get('x-sage-first-seq'));
@@ -248,6 +250,10 @@ async function follow(run: Run, mode: Mode): Promise<void> {
         ended = true;
         saveRun(null);
         state.run = null;
+      }
+      if (data.type === 'normal' && data.metadata?.continues === true) {
+        handedOff = true;
+        return;
       }
       conversation.apply(data);
       if (!ended) saveView();
@@ -279,6 +285,12 @@ async function follow(run: Run, mode: Mode): Promise<void> {
         // the connection broke: try again below
       }
       if (ended || controller.signal.aborted) break;
+      mode = run.lastSeq !== undefined || run.firstSeq !== undefined ? 'resume' : 'post';
+      if (handedOff) {
+        handedOff = false;
+        attempt = -1;
+        continue;
+      }
       if (attempt >= 5) throw new Error('The connection to the server was lost; reload the page to continue.');
       await sleep(500 * (attempt + 1));
       mode = run.lastSeq !== undefined || run.firstSeq !== undefined ? 'resume' : 'post';

@@ -157,8 +157,10 @@ drop_test_databases
 moto_server
 osmem_server
 
-log "building every binary (the tests start sage-local and sage-stream as processes)"
-cargo build --workspace --bins
+# Binaries and tests in one build: the tests' dev-dependencies add features (tokio's test-util),
+# and binaries built without them would be compiled, with all they use, a second time.
+log "building every binary and test (the tests start sage-local and sage-stream as processes)"
+cargo build --workspace --bins --tests
 
 # One function per build: cargo unifies features across the packages of one build, and each
 # function must link only the backends it names, so each must build on its own.

@@ -11,6 +11,6 @@ async fn handle(event: LambdaEvent<RunRequest>) -> Result<RunOutcome, Error> {
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    lambda_runtime::tracing::init_default_subscriber();
+    sage_core::telemetry::init_logging();
     lambda_runtime::run(service_fn(handle)).await
 }

@@ -122,11 +122,7 @@ async fn a_run_pauses_with_nothing_running_until_its_owner_approves() {
         .await
         .unwrap();
     let status = response.status().as_u16();
-    let first_seq: u64 = response.headers()["x-sage-first-seq"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let first_seq = first_seq(&response).expect("the first event's sequence number");
     let events = ndjson_events(&response.text().await.unwrap());
     assert_eq!(status, 200, "{events:?}");
     assert_tail(&events, "ap-1");

@@ -80,11 +80,7 @@ pub async fn first_invocation(base: &str, body: &Value, session: &str) -> (Vec<V
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let first_seq: u64 = response.headers()["x-sage-first-seq"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let first_seq = first_seq(&response).expect("the first event's sequence number");
     let events = ndjson_events(&response.text().await.unwrap());
     let last = events.last().unwrap();
     assert!(of_type(&events, "stream_end").is_empty(), "{events:#?}");
@@ -93,6 +89,15 @@ pub async fn first_invocation(base: &str, body: &Value, session: &str) -> (Vec<V
     let seq = first_seq + events.len() as u64 - 1;
     let path = resume_path(last, session, seq);
     (events, path)
+}
+
+/// Follows a hand-off's resume `path` at `base`: the rest of the run, as the owner reads it.
+pub async fn follow_on(base: &str, path: &str) -> Vec<Value> {
+    let response = reqwest::get(format!("{base}{path}&user_id={USER}"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    ndjson_events(&response.text().await.unwrap())
 }
 
 /// An uninterrupted run of the same request: what a handed-off one must come to.
@@ -111,14 +116,7 @@ async fn a_run_spanning_three_invocations_ends_as_one_uninterrupted_run_does() {
     let (first, path) = first_invocation(&base, &two_turns("ho-1"), "ho-1").await;
 
     // The resume follows the run through its next hand-off to its end.
-    let rest = ndjson_events(
-        &reqwest::get(format!("{base}{path}&user_id={USER}"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    );
+    let rest = follow_on(&base, &path).await;
     assert_eq!(rest.last().unwrap()["type"], "stream_end", "{rest:#?}");
     assert_eq!(hand_offs(&rest).len(), 1, "{rest:#?}");
     let all: Vec<Value> = first.iter().chain(&rest).cloned().collect();
@@ -218,14 +216,7 @@ async fn a_run_hands_off_the_same_way_on_dynamodb() {
     let dir = tempfile::tempdir().unwrap();
     let (shim, _table) = sage_local_on_dynamodb(dir.path(), &llm.base_url, &EVERY_TURN).await;
     let (first, path) = first_invocation(&shim.url, &two_turns("ho-3"), "ho-3").await;
-    let rest = ndjson_events(
-        &reqwest::get(format!("{}{path}&user_id={USER}", shim.url))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    );
+    let rest = follow_on(&shim.url, &path).await;
     assert_eq!(rest.last().unwrap()["type"], "stream_end", "{rest:#?}");
     let all: Vec<Value> = first.into_iter().chain(rest).collect();
     assert_eq!(hand_offs(&all).len(), 2, "{all:#?}");
@@ -361,14 +352,7 @@ async fn a_runs_time_limit_counts_every_invocation_it_ran_in() {
     let env = TestEnv::with(options, &flags).await;
     let base = env.server.url.clone();
     let (_, path) = first_invocation(&base, &two_turns("ho-6"), "ho-6").await;
-    let rest = ndjson_events(
-        &reqwest::get(format!("{base}{path}&user_id={USER}"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    );
+    let rest = follow_on(&base, &path).await;
     assert_eq!(rest.last().unwrap()["type"], "stream_end", "{rest:#?}");
     let errors = of_type(&rest, "error");
     assert_eq!(errors.len(), 1, "{rest:#?}");

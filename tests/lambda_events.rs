@@ -412,10 +412,7 @@ async fn jobs_summarizes_on_the_schedules_payload_and_on_a_scheduled_event() {
     store
         .append_events(
             "lambda-job-1",
-            &[sage_core::wire::StoredEvent {
-                seq: 1,
-                event: said,
-            }],
+            &[sage_core::wire::StoredEvent::new(1, said)],
         )
         .await
         .unwrap();

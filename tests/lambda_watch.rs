@@ -95,14 +95,7 @@ async fn sage_stream_hands_a_run_off_to_a_fresh_invocation_of_itself() {
 
     let base = format!("http://127.0.0.1:{port}/lambda-url/sage-stream");
     let (first, path) = first_invocation(&base, &two_turns("lw-1"), "lw-1").await;
-    let rest = ndjson_events(
-        &reqwest::get(format!("{base}{path}&user_id={USER}"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    );
+    let rest = follow_on(&base, &path).await;
     assert_eq!(rest.last().unwrap()["type"], "stream_end", "{rest:#?}");
     let all: Vec<Value> = first.into_iter().chain(rest).collect();
     assert_eq!(hand_offs(&all).len(), 2, "{all:#?}");

@@ -239,11 +239,7 @@ async fn a_client_that_stops_reading_does_not_hold_up_its_run_and_misses_nothing
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let first_seq: u64 = response.headers()["x-sage-first-seq"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let first_seq = first_seq(&response).expect("the first event's sequence number");
     // Read nothing until the run is over: it must finish without the client.
     let status_url = format!("{}/api/sessions/lazy-1/tasks_status", env.server.url);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);

@@ -17,15 +17,17 @@ use sage_core::wire::{Event, EventType, StoredEvent};
 use serde_json::json;
 
 fn events(session_id: &str, seqs: std::ops::RangeInclusive<u64>) -> Vec<StoredEvent> {
-    seqs.map(|seq| StoredEvent {
-        seq,
-        event: Event::text(
-            session_id,
-            EventType::DoSubtaskResult,
-            "m1",
-            "SimpleAgent",
-            format!("delta {seq} 你好"),
-        ),
+    seqs.map(|seq| {
+        StoredEvent::new(
+            seq,
+            Event::text(
+                session_id,
+                EventType::DoSubtaskResult,
+                "m1",
+                "SimpleAgent",
+                format!("delta {seq} 你好"),
+            ),
+        )
     })
     .collect()
 }
@@ -1174,16 +1176,16 @@ conformance!(dynamodb_store, dynamodb());
 #[tokio::test(flavor = "multi_thread")]
 async fn dynamodb_refuses_an_item_over_400_kb_clearly() {
     let store = dynamo_store(&fresh_name("sage_test")).await;
-    let huge = StoredEvent {
-        seq: 1,
-        event: Event::text(
+    let huge = StoredEvent::new(
+        1,
+        Event::text(
             "big",
             EventType::DoSubtaskResult,
             "m",
             "SimpleAgent",
             "x".repeat(500 * 1024),
         ),
-    };
+    );
     let error = store.append_events("big", &[huge]).await.unwrap_err();
     assert!(matches!(error, StoreError::ItemTooLarge { .. }), "{error}");
     assert!(error.to_string().contains("limit"));

@@ -100,6 +100,15 @@ pub async fn call_json(method: reqwest::Method, url: &str, body: Option<&Value>)
 type ByteStream =
     std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<axum::body::Bytes>> + Send>>;
 
+/// The `x-sage-first-seq` header of a streamed response: its first event's sequence number.
+pub fn first_seq(response: &reqwest::Response) -> Option<u64> {
+    response
+        .headers()
+        .get("x-sage-first-seq")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse().ok())
+}
+
 /// Reads an NDJSON stream event by event, as a client that may hang up mid-run.
 pub struct NdjsonReader {
     pub status: u16,
@@ -111,11 +120,7 @@ pub struct NdjsonReader {
 impl NdjsonReader {
     pub async fn open(request: reqwest::RequestBuilder) -> Self {
         let response = request.send().await.unwrap();
-        let first_seq = response
-            .headers()
-            .get("x-sage-first-seq")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok());
+        let first_seq = first_seq(&response);
         Self {
             status: response.status().as_u16(),
             first_seq,

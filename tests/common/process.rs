@@ -56,7 +56,7 @@ pub fn newest_source(roots: &[&str]) -> (SystemTime, PathBuf) {
 /// What every workspace binary may be built from.
 const BINARY_SOURCES: &[&str] = &["shared", "local", "functions", "Cargo.toml", "Cargo.lock"];
 
-/// A binary of the workspace, rebuilt with `cargo build --workspace --bin NAME` when it is
+/// A binary of the workspace, rebuilt with `cargo build --workspace --bins --tests` when it is
 /// missing or older than its sources. Checked at most once per test process; concurrent test
 /// processes building it wait on cargo's lock.
 pub fn workspace_binary(name: &str) -> PathBuf {
@@ -73,10 +73,10 @@ pub fn workspace_binary(name: &str) -> PathBuf {
         let (newest, _) = newest_source(BINARY_SOURCES);
         if !built.is_ok_and(|built| built >= newest) {
             let status = std::process::Command::new(env!("CARGO"))
-                // `--workspace` resolves features as `cargo build --workspace --bins` (tests/run.sh)
-                // does; `-p` would build a second variant of the dependencies and relink the
-                // binary each time the two builds alternate.
-                .args(["build", "--workspace", "--bin", name])
+                // The build tests/run.sh runs: any other selection (`-p`, or binaries without
+                // the tests and their dev-dependencies' features) resolves other features and
+                // compiles a second variant of the dependencies, tokio and all above it.
+                .args(["build", "--workspace", "--bins", "--tests"])
                 .current_dir(workspace_root())
                 .status()
                 .expect("cargo runs");

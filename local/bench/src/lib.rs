@@ -9,7 +9,7 @@ pub fn long_session(turns: usize) -> Vec<StoredEvent> {
     let mut events = Vec::with_capacity(turns * 4);
     let mut push = |event: Event| {
         let seq = events.len() as u64 + 1;
-        events.push(StoredEvent { seq, event });
+        events.push(StoredEvent::new(seq, event));
     };
     for turn in 0..turns {
         push(Event {

@@ -195,15 +195,17 @@ async fn cleanup(cleanup: Cleanup) -> Result<(), String> {
 fn events(session_id: &str, n: u64) -> Vec<StoredEvent> {
     let message_id = uuid::Uuid::new_v4().to_string();
     (1..=n)
-        .map(|seq| StoredEvent {
-            seq,
-            event: Event::text(
-                session_id,
-                EventType::DoSubtaskResult,
-                &message_id,
-                "SimpleAgent",
-                format!("tok{} ", seq - 1),
-            ),
+        .map(|seq| {
+            StoredEvent::new(
+                seq,
+                Event::text(
+                    session_id,
+                    EventType::DoSubtaskResult,
+                    &message_id,
+                    "SimpleAgent",
+                    format!("tok{} ", seq - 1),
+                ),
+            )
         })
         .collect()
 }

@@ -1,41 +1,34 @@
 //! The Stream function's hand-off: an asynchronous `Invoke` of itself with a Function URL event
 //! for `POST /api/internal/runs/continue`, which continues the run in the fresh invocation.
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
 use aws_sdk_lambda::Client;
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::InvocationType;
 use serde_json::json;
-use tokio::sync::OnceCell;
 
 use crate::domain::runs::{HandOffTicket, RelayError, RunRelay};
+use crate::util::tls::LazyLambdaClient;
 use crate::util::{new_id, now_secs};
 
 pub const CONTINUE_PATH: &str = "/api/internal/runs/continue";
 
 /// Invokes `function` (this function: `AWS_LAMBDA_FUNCTION_NAME`) once per hand-off.
 pub struct LambdaRelay {
-    client: Arc<OnceCell<Client>>,
+    client: LazyLambdaClient,
     function: String,
 }
 
 impl LambdaRelay {
     pub fn new(function: &str) -> Self {
         Self {
-            client: Arc::default(),
+            client: LazyLambdaClient::default(),
             function: function.to_owned(),
         }
     }
 
     async fn client(&self) -> &Client {
-        self.client
-            .get_or_init(|| async {
-                let loader = crate::util::tls::aws_config_loader();
-                Client::new(&crate::util::tls::load_aws_config(loader).await)
-            })
-            .await
+        self.client.get().await
     }
 }
 

@@ -9,7 +9,7 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 
-use crate::wire::{EventStream, StoredEvent};
+use crate::wire::EventStream;
 
 /// Response header with the sequence number of the run's first event: an NDJSON client adds the
 /// lines it received to resume with `last_index` (SSE clients have the `id:` of each event).
@@ -37,15 +37,13 @@ pub fn event_response(headers: &HeaderMap, events: EventStream, ping: Duration) 
     response
 }
 
-fn to_json(stored: &StoredEvent) -> String {
-    serde_json::to_string(&stored.event).expect("events always serialize")
-}
-
 /// One JSON object per line, UTF-8 unescaped.
 fn ndjson_response(events: EventStream) -> Response {
     let lines = events.map(|stored| {
-        let mut line = to_json(&stored);
-        line.push('\n');
+        let json = stored.json();
+        let mut line = Vec::with_capacity(json.len() + 1);
+        line.extend_from_slice(json.as_bytes());
+        line.push(b'\n');
         Ok::<_, Infallible>(Bytes::from(line))
     });
     (
@@ -61,15 +59,11 @@ fn ndjson_response(events: EventStream) -> Response {
 /// `id: <seq>`, `event: <type>`, `data: <json>`, and `: ping` while the run is quiet.
 fn sse_response(events: EventStream, ping: Duration) -> Response {
     let frames = events.map(|stored| {
-        let kind = serde_json::to_value(stored.event.kind)
-            .ok()
-            .and_then(|value| value.as_str().map(str::to_owned))
-            .unwrap_or_default();
         Ok::<_, Infallible>(
             SseEvent::default()
                 .id(stored.seq.to_string())
-                .event(kind)
-                .data(to_json(&stored)),
+                .event(stored.event.kind.as_str())
+                .data(stored.json()),
         )
     });
     let sse = Sse::new(frames).keep_alive(KeepAlive::new().interval(ping).text("ping"));

@@ -1,10 +1,9 @@
 //! The server's side of the sandbox function: a synchronous Lambda `Invoke` per code tool call.
 
-use std::sync::Arc;
-
 use aws_sdk_lambda::Client;
 use aws_sdk_lambda::primitives::Blob;
-use tokio::sync::OnceCell;
+
+use crate::util::tls::LazyLambdaClient;
 
 use super::{RunOutcome, RunRequest, encoded_size};
 
@@ -27,27 +26,21 @@ pub enum FunctionError {
 /// The Lambda function that runs code tools' programs (`--code_sandbox_function`).
 #[derive(Debug, Clone)]
 pub struct SandboxFunction {
-    client: Arc<OnceCell<Client>>,
+    client: LazyLambdaClient,
     name: String,
 }
 
 impl SandboxFunction {
-    /// Its client is made at the first call, from the environment (region, credentials;
-    /// `AWS_ENDPOINT_URL_LAMBDA` points it at an emulator such as `cargo lambda watch`).
+    /// Its client is made at the first call ([`LazyLambdaClient`]).
     pub fn new(name: &str) -> Self {
         Self {
-            client: Arc::default(),
+            client: LazyLambdaClient::default(),
             name: name.to_owned(),
         }
     }
 
     async fn client(&self) -> &Client {
-        self.client
-            .get_or_init(|| async {
-                let loader = crate::util::tls::aws_config_loader();
-                Client::new(&crate::util::tls::load_aws_config(loader).await)
-            })
-            .await
+        self.client.get().await
     }
 
     pub fn name(&self) -> &str {

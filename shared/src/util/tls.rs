@@ -45,3 +45,21 @@ pub async fn load_aws_config(loader: aws_config::ConfigLoader) -> aws_config::Sd
         .region(aws_config::Region::new("us-east-1"))
         .build()
 }
+
+/// A Lambda client made at its first use, from the environment (region, credentials;
+/// `AWS_ENDPOINT_URL_LAMBDA` points it at an emulator such as `cargo lambda watch`); clones share
+/// it.
+#[cfg(any(feature = "lambda-sandbox", feature = "lambda-relay"))]
+#[derive(Debug, Clone, Default)]
+pub struct LazyLambdaClient(std::sync::Arc<tokio::sync::OnceCell<aws_sdk_lambda::Client>>);
+
+#[cfg(any(feature = "lambda-sandbox", feature = "lambda-relay"))]
+impl LazyLambdaClient {
+    pub async fn get(&self) -> &aws_sdk_lambda::Client {
+        self.0
+            .get_or_init(|| async {
+                aws_sdk_lambda::Client::new(&load_aws_config(aws_config_loader()).await)
+            })
+            .await
+    }
+}

@@ -1,5 +1,7 @@
 //! The event object of the wire format (Sage's MessageChunk), and what the log stores.
 
+use std::sync::{Arc, OnceLock};
+
 use futures_util::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -34,6 +36,29 @@ pub enum EventType {
     ToolApprovalRequest,
     TokenUsage,
     StreamEnd,
+}
+
+impl EventType {
+    /// The name the wire gives it (SSE's `event:` field).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::DoSubtaskResult => "do_subtask_result",
+            Self::TaskAnalysis => "task_analysis",
+            Self::ToolCall => "tool_call",
+            Self::ToolCallResult => "tool_call_result",
+            Self::FinalAnswer => "final_answer",
+            Self::Normal => "normal",
+            Self::Error => "error",
+            Self::TaskDecomposition => "task_decomposition",
+            Self::Planning => "planning",
+            Self::Execution => "execution",
+            Self::Observation => "observation",
+            Self::QuerySuggest => "query_suggest",
+            Self::ToolApprovalRequest => "tool_approval_request",
+            Self::TokenUsage => "token_usage",
+            Self::StreamEnd => "stream_end",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -193,12 +218,94 @@ impl Event {
     }
 }
 
-/// An event as the log keeps it: with its per-session sequence number.
-#[derive(Debug, Clone, PartialEq)]
+/// An event as the log keeps it: with its per-session sequence number, and its JSON, made once
+/// however many times the event is stored, sent and followed.
+#[derive(Debug, Clone)]
 pub struct StoredEvent {
     pub seq: u64,
     pub event: Event,
+    json: OnceLock<Arc<str>>,
+}
+
+impl StoredEvent {
+    pub fn new(seq: u64, event: Event) -> Self {
+        Self {
+            seq,
+            event,
+            json: OnceLock::new(),
+        }
+    }
+
+    /// An event read back from the log, keeping the JSON it was read from.
+    pub fn from_json(seq: u64, json: &str) -> Result<Self, serde_json::Error> {
+        Ok(Self {
+            seq,
+            event: serde_json::from_str(json)?,
+            json: OnceLock::from(Arc::from(json)),
+        })
+    }
+
+    /// The event as one line of JSON, serialised the first time it is asked for: the event is
+    /// not changed once it has a sequence number.
+    pub fn json(&self) -> &str {
+        self.json.get_or_init(|| {
+            serde_json::to_string(&self.event)
+                .expect("an event is plain data and always serialises")
+                .into()
+        })
+    }
+}
+
+impl PartialEq for StoredEvent {
+    fn eq(&self, other: &Self) -> bool {
+        self.seq == other.seq && self.event == other.event
+    }
 }
 
 /// What a client reads of a run: its events, ending with `stream_end`.
 pub type EventStream = BoxStream<'static, StoredEvent>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_event_type_is_named_as_serde_names_it() {
+        let kinds = serde_json::from_value::<Vec<EventType>>(serde_json::json!([
+            "do_subtask_result",
+            "task_analysis",
+            "tool_call",
+            "tool_call_result",
+            "final_answer",
+            "normal",
+            "error",
+            "task_decomposition",
+            "planning",
+            "execution",
+            "observation",
+            "query_suggest",
+            "tool_approval_request",
+            "token_usage",
+            "stream_end"
+        ]))
+        .unwrap();
+        for kind in kinds {
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
+        }
+    }
+
+    #[test]
+    fn a_stored_event_is_serialised_once_and_read_back_as_it_was_written() {
+        let stored = StoredEvent::new(7, Event::stream_end("s1", 3));
+        let json = stored.json();
+        assert_eq!(json, serde_json::to_string(&stored.event).unwrap());
+        let copy = stored.clone();
+        assert!(
+            std::ptr::eq(json, copy.json()),
+            "a clone shares the serialised form"
+        );
+        let read = StoredEvent::from_json(7, json).unwrap();
+        assert_eq!(read, stored);
+        assert_eq!(read.json(), json);
+    }
+}

@@ -123,14 +123,14 @@ impl Follower {
 
     /// A run that died without its tail (its lease expired) gets one made up, unstored.
     fn make_up_tail(&mut self) {
-        self.pending.push_back(StoredEvent {
-            seq: self.cursor + 1,
-            event: Event::empty_token_usage(&self.session_id),
-        });
-        self.pending.push_back(StoredEvent {
-            seq: self.cursor + 2,
-            event: Event::stream_end(&self.session_id, self.sent + 1),
-        });
+        self.pending.push_back(StoredEvent::new(
+            self.cursor + 1,
+            Event::empty_token_usage(&self.session_id),
+        ));
+        self.pending.push_back(StoredEvent::new(
+            self.cursor + 2,
+            Event::stream_end(&self.session_id, self.sent + 1),
+        ));
     }
 }
 

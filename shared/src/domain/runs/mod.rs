@@ -661,10 +661,7 @@ impl Runs {
             .iter()
             .map(|message| {
                 seq += 1;
-                StoredEvent {
-                    seq,
-                    event: input_event(session_id, message),
-                }
+                StoredEvent::new(seq, input_event(session_id, message))
             })
             .collect();
         stores.events.append_events(session_id, &inputs).await?;

@@ -73,10 +73,7 @@ impl SubSessions for RunSubSessions {
             .map_err(stored)?
             .last()
             .map_or(0, |event| event.seq);
-        let input = StoredEvent {
-            seq: last + 1,
-            event: input_event(session_id, &message),
-        };
+        let input = StoredEvent::new(last + 1, input_event(session_id, &message));
         stores
             .events
             .append_events(session_id, &[input])

@@ -157,7 +157,7 @@ pub fn spawn_writer(
                     if event.is_hand_off() {
                         event.seal_hand_off(seq);
                     }
-                    StoredEvent { seq, event }
+                    StoredEvent::new(seq, event)
                 })
                 .collect();
             let span = tracing::info_span!("store.append", events = stored.len());
@@ -192,10 +192,7 @@ pub fn spawn_writer(
         if let Some(trace_id) = trace_id {
             end_event.metadata = Some(serde_json::json!({"trace_id": trace_id}));
         }
-        let end = StoredEvent {
-            seq: seq + 1,
-            event: end_event,
-        };
+        let end = StoredEvent::new(seq + 1, end_event);
         let end = match sink.append(&session_id, vec![end.clone()]).await {
             Ok(mut stored) => stored.pop(),
             Err(error) => {
@@ -245,13 +242,10 @@ fn fail_stream(client: &mut LiveFeed, session_id: &str, seq: u64, sent: u64) {
     let tail = [error, Event::empty_token_usage(session_id)];
     let count = sent + tail.len() as u64;
     for (offset, event) in tail.into_iter().enumerate() {
-        client.send(StoredEvent {
-            seq: seq + 1 + offset as u64,
-            event,
-        });
+        client.send(StoredEvent::new(seq + 1 + offset as u64, event));
     }
-    client.send(StoredEvent {
-        seq: seq + 3,
-        event: Event::stream_end(session_id, count),
-    });
+    client.send(StoredEvent::new(
+        seq + 3,
+        Event::stream_end(session_id, count),
+    ));
 }

@@ -708,7 +708,7 @@ impl DynamoStore {
     ) -> Result<Vec<(u64, Item)>, StoreError> {
         let mut bodies = Vec::with_capacity(events.len());
         for stored in events {
-            bodies.push((stored.seq, serde_json::to_string(&stored.event)?));
+            bodies.push((stored.seq, stored.json().to_owned()));
         }
         let mut items = Vec::new();
         for pack::Pack { first, last, body } in pack::pack(bodies) {
@@ -1153,10 +1153,7 @@ impl EventLog for DynamoStore {
                 )
             })?;
             for (seq, line) in lines.into_iter().filter(|(seq, _)| *seq > after) {
-                events.push(StoredEvent {
-                    seq,
-                    event: serde_json::from_str(&line)?,
-                });
+                events.push(StoredEvent::from_json(seq, &line)?);
             }
         }
         Ok(events)

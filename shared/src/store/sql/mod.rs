@@ -399,7 +399,7 @@ fn events_insert(
 ) -> Result<QueryBuilder<sqlx::Any>, StoreError> {
     let mut rows = Vec::with_capacity(events.len());
     for stored in events {
-        rows.push((stored.seq as i64, serde_json::to_string(&stored.event)?));
+        rows.push((stored.seq as i64, stored.json().to_owned()));
     }
     let mut insert = QueryBuilder::new("INSERT INTO events (session_id, seq, body) ");
     insert.push_values(rows, |mut row, (seq, body)| {
@@ -440,7 +440,7 @@ impl EventLog for SqlStore {
                 rows.push((
                     session_id.as_str(),
                     stored.seq as i64,
-                    serde_json::to_string(&stored.event)?,
+                    stored.json().to_owned(),
                 ));
             }
         }
@@ -525,10 +525,7 @@ impl EventLog for SqlStore {
             .map(|row| {
                 let seq: i64 = row.try_get("seq")?;
                 let body: String = row.try_get("body")?;
-                Ok(StoredEvent {
-                    seq: seq as u64,
-                    event: serde_json::from_str(&body)?,
-                })
+                Ok(StoredEvent::from_json(seq as u64, &body)?)
             })
             .collect()
     }

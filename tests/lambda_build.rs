@@ -5,7 +5,7 @@
 
 use std::io::Read;
 
-use crate::common::{FUNCTIONS, built_bootstrap};
+use crate::common::{FUNCTIONS, built_bootstrap, free_port};
 
 #[test]
 fn cargo_lambda_build_release_produced_every_bootstrap() {
@@ -24,8 +24,9 @@ fn cargo_lambda_build_release_produced_every_bootstrap() {
 
 /// Each bootstrap, built on its own as it is deployed, reaches DynamoDB at start-up. A workspace
 /// build links the AWS SDK's default HTTPS client through the tests' own dependencies and so
-/// hides a bootstrap that cannot make its first AWS call; this runs the real bootstraps. With no
-/// Lambda runtime API to poll they stop after start-up; the table they created is the proof.
+/// hides a bootstrap that cannot make its first AWS call, or that panics at start-up for want of
+/// something only another function's features set up; this runs the real bootstraps. With no
+/// Lambda runtime API answering they stop after start-up; the table they created is the proof.
 #[tokio::test(flavor = "multi_thread")]
 async fn every_bootstrap_built_alone_reaches_dynamodb_at_start_up() {
     // The sandbox function has no store: it only runs programs.
@@ -44,6 +45,14 @@ async fn every_bootstrap_built_alone_reaches_dynamodb_at_start_up() {
             )
             .env("SAGE_MCP_CONFIG_PATH", "/nonexistent/mcp_setting.json")
             .env("SAGE_DEFAULT_LLM_API_KEY", "k")
+            .env("AWS_LAMBDA_FUNCTION_NAME", function)
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+            // Nothing listens there: the runtime's first poll fails and the bootstrap exits.
+            .env(
+                "AWS_LAMBDA_RUNTIME_API",
+                format!("127.0.0.1:{}", free_port()),
+            )
             .kill_on_drop(true)
             .output();
         let output = tokio::time::timeout(std::time::Duration::from_secs(60), output)
@@ -56,6 +65,11 @@ async fn every_bootstrap_built_alone_reaches_dynamodb_at_start_up() {
         assert!(
             !stderr.contains("http_client is required"),
             "{function} cannot make an AWS call: {stderr}"
+        );
+        // It stops because no Runtime API answers, never on a panic of its own start-up.
+        assert!(
+            !stderr.contains("panicked"),
+            "{function} panics at start-up: {stderr}"
         );
         crate::common::dynamo_client()
             .describe_table()

@@ -51,17 +51,18 @@ fn template_runtime_vars() -> Vec<String> {
     runtime
 }
 
-/// `cargo lambda watch` from the workspace root: it runs whichever workspace binary an
-/// invocation names. The DynamoDB store (moto, a fresh table), as in the cloud, and the
-/// template's runtime variables.
+/// cargo-lambda's emulator serving Lambda's APIs, and the built bootstrap of each of `functions`
+/// (`cargo lambda build`, as deployed) taking its invocations. The DynamoDB store (moto, a fresh
+/// table), as in the cloud, and the template's runtime variables.
 struct Emulator {
     port: u16,
     table: String,
-    _child: ChildGuard,
+    _functions: Vec<ChildGuard>,
+    _apis: ChildGuard,
 }
 
 impl Emulator {
-    async fn start(extra_env: &[String]) -> Self {
+    async fn start(functions: &[&str], extra_env: &[String]) -> Self {
         let port = free_port();
         let table = fresh_name("lambda");
         let mut env_vars = vec![
@@ -84,11 +85,23 @@ impl Emulator {
         );
         env_vars.extend(template_runtime_vars());
         env_vars.extend_from_slice(extra_env);
-        let child = start_cargo_lambda_watch(&workspace_root(), port, &env_vars).await;
+        let apis = start_lambda_apis(port).await;
+        let env_vars: Vec<(String, String)> = env_vars
+            .iter()
+            .map(|var| {
+                let (name, value) = var.split_once('=').expect("NAME=value");
+                (name.to_owned(), value.to_owned())
+            })
+            .collect();
+        let functions = functions
+            .iter()
+            .map(|function| start_bootstrap(function, port, &env_vars))
+            .collect();
         Self {
             port,
             table,
-            _child: child,
+            _functions: functions,
+            _apis: apis,
         }
     }
 
@@ -123,8 +136,7 @@ impl Emulator {
             ])
             .current_dir(workspace_root())
             .kill_on_drop(true);
-        // The first invocation compiles the binary when it is not built yet.
-        let output = tokio::time::timeout(Duration::from_secs(600), command.output())
+        let output = tokio::time::timeout(Duration::from_secs(120), command.output())
             .await
             .unwrap_or_else(|_| panic!("invoking {function} with {fixture_name} timed out"))
             .expect("cargo lambda invoke runs");
@@ -160,7 +172,7 @@ async fn health_answers_rest_v1_http_v2_and_function_url_events() {
         assert_eq!(v2["requestContext"]["http"]["method"], "GET", "{name}");
     }
 
-    let emulator = Emulator::start(&[]).await;
+    let emulator = Emulator::start(&["sage-health"], &[]).await;
     for name in [
         "apigw-rest-health.json",
         "apigw-http-health.json",
@@ -176,7 +188,7 @@ async fn health_answers_rest_v1_http_v2_and_function_url_events() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn mcp_admin_and_session_answer_rest_v1_http_v2_and_function_url_events() {
-    let emulator = Emulator::start(&[]).await;
+    let emulator = Emulator::start(&["sage-mcp-admin", "sage-session"], &[]).await;
     for kind in ["apigw-rest", "apigw-http", "function-url"] {
         let name = format!("{kind}-mcp-list.json");
         let raw = emulator.invoke("sage-mcp-admin", &name).await;
@@ -207,10 +219,13 @@ fn status_and_envelope(raw: &[u8], fixture_name: &str) -> (u64, Value) {
 /// user it names. The Authorization header is then the gateway's, not a token of ours.
 #[tokio::test(flavor = "multi_thread")]
 async fn with_auth_on_the_session_function_trusts_the_authorizers_identity() {
-    let emulator = Emulator::start(&[
-        "SAGE_NO_AUTH=false".to_owned(),
-        "SAGE_JWT_KEY=lambda-test-jwt-key-0123456789abcdef".to_owned(),
-    ])
+    let emulator = Emulator::start(
+        &["sage-session"],
+        &[
+            "SAGE_NO_AUTH=false".to_owned(),
+            "SAGE_JWT_KEY=lambda-test-jwt-key-0123456789abcdef".to_owned(),
+        ],
+    )
     .await;
     let store = dynamo_store(&emulator.table).await;
     use sage_core::store::SessionStore;
@@ -337,10 +352,13 @@ async fn stream_answers_the_function_url_event_incrementally() {
         ..Default::default()
     })
     .await;
-    let emulator = Emulator::start(&[
-        "SAGE_DEFAULT_LLM_API_KEY=test-key".to_owned(),
-        format!("SAGE_DEFAULT_LLM_API_BASE_URL={}", llm.base_url),
-    ])
+    let emulator = Emulator::start(
+        &["sage-stream"],
+        &[
+            "SAGE_DEFAULT_LLM_API_KEY=test-key".to_owned(),
+            format!("SAGE_DEFAULT_LLM_API_BASE_URL={}", llm.base_url),
+        ],
+    )
     .await;
     let event = std::fs::read(fixture("function-url-stream.json")).unwrap();
     let request: Value = serde_json::from_slice(&event).unwrap();
@@ -392,10 +410,13 @@ async fn stream_answers_the_function_url_event_incrementally() {
 #[tokio::test(flavor = "multi_thread")]
 async fn jobs_summarizes_on_the_schedules_payload_and_on_a_scheduled_event() {
     let llm = MockLlm::start(MockOptions::default()).await;
-    let emulator = Emulator::start(&[
-        "SAGE_DEFAULT_LLM_API_KEY=test-key".to_owned(),
-        format!("SAGE_DEFAULT_LLM_API_BASE_URL={}", llm.base_url),
-    ])
+    let emulator = Emulator::start(
+        &["sage-jobs"],
+        &[
+            "SAGE_DEFAULT_LLM_API_KEY=test-key".to_owned(),
+            format!("SAGE_DEFAULT_LLM_API_BASE_URL={}", llm.base_url),
+        ],
+    )
     .await;
     let store = dynamo_store(&emulator.table).await;
     let mut session = sage_core::store::SessionRecord::new("lambda-job-1", "ada", "a title");
@@ -554,10 +575,13 @@ fn cargo_lambda_deploy_uses_each_functions_metadata_and_agrees_with_the_template
 #[tokio::test(flavor = "multi_thread")]
 async fn a_functions_spans_arrive_before_its_invocation_returns() {
     let (otlp_url, spans) = crate::traces::receiver().await;
-    let emulator = Emulator::start(&[
-        format!("SAGE_TRACE_JAEGER_URL={otlp_url}"),
-        "OTEL_BSP_SCHEDULE_DELAY=60000".to_owned(),
-    ])
+    let emulator = Emulator::start(
+        &["sage-session"],
+        &[
+            format!("SAGE_TRACE_JAEGER_URL={otlp_url}"),
+            "OTEL_BSP_SCHEDULE_DELAY=60000".to_owned(),
+        ],
+    )
     .await;
     let name = "apigw-rest-conversations.json";
     let (status, envelope) =
@@ -581,13 +605,16 @@ async fn a_functions_spans_arrive_before_its_invocation_returns() {
 #[tokio::test(flavor = "multi_thread")]
 async fn stream_runs_the_code_tools_in_the_sandbox_function() {
     let llm = MockLlm::start(MockOptions::default()).await;
-    let emulator = Emulator::start(&[
-        "SAGE_DEFAULT_LLM_API_KEY=test-key".to_owned(),
-        format!("SAGE_DEFAULT_LLM_API_BASE_URL={}", llm.base_url),
-        "SAGE_CODE_SANDBOX=lambda".to_owned(),
-        "SAGE_CODE_SANDBOX_FUNCTION=sage-sandbox".to_owned(),
-        "SAGE_CODE_TIMEOUT_SECONDS=20".to_owned(),
-    ])
+    let emulator = Emulator::start(
+        &["sage-stream", "sage-sandbox"],
+        &[
+            "SAGE_DEFAULT_LLM_API_KEY=test-key".to_owned(),
+            format!("SAGE_DEFAULT_LLM_API_BASE_URL={}", llm.base_url),
+            "SAGE_CODE_SANDBOX=lambda".to_owned(),
+            "SAGE_CODE_SANDBOX_FUNCTION=sage-sandbox".to_owned(),
+            "SAGE_CODE_TIMEOUT_SECONDS=20".to_owned(),
+        ],
+    )
     .await;
     let objects = s3_objects(&emulator.table, None).await;
     let data = sage_core::blob::ObjectKey::parse("sandbox-1/data.txt").unwrap();

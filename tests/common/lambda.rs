@@ -1,6 +1,6 @@
 //! The Lambda side: the functions, cargo-lambda and its emulator.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -31,29 +31,6 @@ pub fn cargo_lambda() -> PathBuf {
         "cargo-lambda is missing; run `bash tests/run.sh`, which installs it"
     );
     PathBuf::from("cargo-lambda")
-}
-
-/// `cargo lambda watch` on 127.0.0.1:`port`, run from `dir`, with `--env-var`s; waits until it
-/// listens. Killed on drop.
-pub async fn start_cargo_lambda_watch(dir: &Path, port: u16, env_vars: &[String]) -> ChildGuard {
-    let mut command = std::process::Command::new(cargo_lambda());
-    command
-        .args(["lambda", "watch", "--ignore-changes", "--quiet"])
-        .args([
-            "--invoke-address",
-            "127.0.0.1",
-            "--invoke-port",
-            &port.to_string(),
-        ])
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    for var in env_vars {
-        command.args(["--env-var", var]);
-    }
-    let child = ChildGuard(command.spawn().expect("cargo lambda watch starts"));
-    wait_for_port(port, Duration::from_secs(120)).await;
-    child
 }
 
 /// The function's `bootstrap` as `cargo lambda build -p FUNCTION` (in `tests/run.sh`) made it:

@@ -164,7 +164,8 @@ impl App {
         objects: Arc<dyn ObjectStore>,
         search: Arc<dyn SearchIndex>,
     ) -> Result<Self, StartupError> {
-        #[cfg(feature = "mcp")]
+        // Every reqwest client (the model's, MCP servers', traces') needs the provider first.
+        #[cfg(feature = "llm")]
         crate::util::tls::install_crypto_provider();
         for setting in &config.inert {
             tracing::warn!("{setting}");

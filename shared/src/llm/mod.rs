@@ -142,6 +142,7 @@ impl OpenAiCompatible {
         idle_timeout: Duration,
         max_retries: u32,
     ) -> Result<Self, reqwest::Error> {
+        crate::util::tls::install_crypto_provider();
         let http = reqwest::Client::builder()
             .connect_timeout(connect_timeout)
             .pool_idle_timeout(Duration::from_secs(90))

@@ -74,6 +74,7 @@ fn traces_endpoint(url: &str) -> Result<String, TraceError> {
 /// The layer that exports spans to `url` as `service`. Call from within the tokio runtime.
 pub(super) fn layer(url: &str, service: &str) -> Result<OtelLayer, TraceError> {
     let endpoint = traces_endpoint(url)?;
+    crate::util::tls::install_crypto_provider();
     let client = reqwest::Client::builder().timeout(EXPORT_TIMEOUT).build()?;
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()

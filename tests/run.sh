@@ -165,7 +165,7 @@ cargo build --workspace --bins --tests
 # One function per build: cargo unifies features across the packages of one build, and each
 # function must link only the backends it names, so each must build on its own.
 # The tests only need each function to build for Lambda's target with cargo-lambda, so they use
-# the dev profile (about 2 min each here; the release profile's optimisation took 4-4.6 min each
+# the dev profile (0.5–2 min each here, the first the longest; the release profile's optimisation took 4-4.6 min each
 # even without its LTO). BENCHMARKS.md measures the deployed sizes with the release profile;
 # SAGE_TEST_FULL_RELEASE=1 builds that here.
 if [ "${SAGE_TEST_FULL_RELEASE:-0}" = 1 ]; then

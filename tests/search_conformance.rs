@@ -253,7 +253,7 @@ macro_rules! conformance {
 
 async fn embedded() -> (Arc<dyn SearchIndex>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let index = EmbeddedIndex::open(dir.path().join("search/index.json"));
+    let index = EmbeddedIndex::open(dir.path().join("search/index.jsonl"));
     (Arc::new(index), dir)
 }
 
@@ -287,7 +287,7 @@ conformance!(opensearch_index, opensearch());
 #[tokio::test(flavor = "multi_thread")]
 async fn the_embedded_index_is_shared_through_its_file() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("index.json");
+    let file = dir.path().join("index.jsonl");
     let writer = EmbeddedIndex::open(file.clone());
     let reader = EmbeddedIndex::open(file.clone());
     assert!(
@@ -320,6 +320,141 @@ async fn the_embedded_index_is_shared_through_its_file() {
             .unwrap()
             .len(),
         1
+    );
+}
+
+/// Each change appends to the journal; a second handle follows appends, removals and the
+/// rewrite that compacts the journal, and the file stays in proportion to the live documents.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_embedded_journal_is_compacted_and_followed_across_handles() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("index.jsonl");
+    let writer = EmbeddedIndex::open(file.clone());
+    let reader = EmbeddedIndex::open(file.clone());
+    let text = "the harbour opens at dawn ".repeat(4);
+    for round in 0..600 {
+        writer
+            .upsert(vec![passage("1", "u", "kb", &format!("v{round}"), &text)])
+            .await
+            .unwrap();
+        if round % 97 == 0 {
+            let hits = reader.search(&query("u", &[], "harbour")).await.unwrap();
+            assert_eq!(parents(&hits), [format!("v{round}").as_str()]);
+        }
+    }
+    let one_entry = serde_json::to_vec(&passage("1", "u", "kb", "v599", &text))
+        .unwrap()
+        .len() as u64
+        + 12;
+    writer
+        .upsert(vec![passage("2", "u", "kb", "tide", "high tide at noon")])
+        .await
+        .unwrap();
+    let size = std::fs::metadata(&file).unwrap().len();
+    assert!(
+        size < 300 * one_entry + 4096,
+        "600 replacements of one passage left a {size}-byte journal"
+    );
+    let hits = reader
+        .search(&query("u", &[], "harbour tide"))
+        .await
+        .unwrap();
+    assert_eq!(parents(&hits).len(), 2, "{hits:?}");
+    let removed = writer
+        .remove(&Removal {
+            owner: "u".into(),
+            collection: Collection::Knowledge,
+            scope: "kb".into(),
+            parent: Some("tide".into()),
+        })
+        .await
+        .unwrap();
+    assert_eq!(removed, 1);
+    assert_eq!(
+        parents(
+            &reader
+                .search(&query("u", &[], "tide harbour"))
+                .await
+                .unwrap()
+        ),
+        ["v599"]
+    );
+    let restarted = EmbeddedIndex::open(file);
+    assert_eq!(
+        parents(
+            &restarted
+                .search(&query("u", &[], "tide harbour"))
+                .await
+                .unwrap()
+        ),
+        ["v599"]
+    );
+}
+
+/// A write cut off mid-line (a killed process) loses that entry only; the index keeps working.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cut_journal_entry_is_dropped_and_the_index_goes_on() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("index.jsonl");
+    let index = EmbeddedIndex::open(file.clone());
+    index
+        .upsert(vec![passage(
+            "1",
+            "u",
+            "kb",
+            "port",
+            "The harbour opens at dawn",
+        )])
+        .await
+        .unwrap();
+    let mut journal = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&file)
+        .unwrap();
+    journal
+        .write_all(br#"{"upsert":{"id":"u-2","owner":"u","#)
+        .unwrap();
+    drop(journal);
+    let restarted = EmbeddedIndex::open(file.clone());
+    restarted
+        .upsert(vec![passage(
+            "3",
+            "u",
+            "kb",
+            "quay",
+            "The harbour closes at dusk",
+        )])
+        .await
+        .unwrap();
+    let mut found = parents(&index.search(&query("u", &[], "harbour")).await.unwrap())
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
+    found.sort();
+    assert_eq!(found, ["port", "quay"]);
+}
+
+/// An index kept by an earlier version (one JSON array in `index.json`) is taken over.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_earlier_versions_index_file_is_taken_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let legacy = dir.path().join("index.json");
+    let documents = vec![passage("1", "u", "kb", "port", "The harbour opens at dawn")];
+    std::fs::write(&legacy, serde_json::to_vec(&documents).unwrap()).unwrap();
+    let index = EmbeddedIndex::open(dir.path().join("index.jsonl"));
+    assert_eq!(
+        parents(&index.search(&query("u", &[], "harbour")).await.unwrap()),
+        ["port"]
+    );
+    assert!(
+        !legacy.exists(),
+        "the earlier file is replaced by the journal"
+    );
+    let restarted = EmbeddedIndex::open(dir.path().join("index.jsonl"));
+    assert_eq!(
+        parents(&restarted.search(&query("u", &[], "harbour")).await.unwrap()),
+        ["port"]
     );
 }
 

@@ -1,6 +1,7 @@
 //! Search latency of the embedded index: 10,000 conversation messages indexed (as the
 //! conversation search and knowledge bases store them), then 1,000 searches, text only and text
-//! plus a 64-number vector; p50, p95 and p99 per search, and the time to index them all.
+//! plus a 64-number vector; p50, p95 and p99 per search, the time to index them all, and then
+//! 500 single-message upserts into that index (what each run's indexing does).
 //! `cargo bench -p sage-bench --bench search`.
 
 use std::time::{Duration, Instant};
@@ -9,6 +10,7 @@ use sage_core::search::{Collection, EmbeddedIndex, SearchDocument, SearchIndex, 
 
 const MESSAGES: usize = 10_000;
 const SEARCHES: usize = 1_000;
+const UPSERTS: usize = 500;
 const DIMENSIONS: usize = 64;
 
 /// A deterministic stream of numbers (xorshift), so every run indexes the same text.
@@ -100,4 +102,27 @@ fn main() {
         }
         report(label, times);
     }
+    let mut times = Vec::with_capacity(UPSERTS);
+    for at in 0..UPSERTS {
+        let text: Vec<&str> = (0..40)
+            .map(|_| words[(numbers.next() % words.len() as u64) as usize])
+            .collect();
+        let document = SearchDocument {
+            id: format!("m{}", MESSAGES + at),
+            owner: "bench".into(),
+            collection: Collection::Conversations,
+            scope: String::new(),
+            parent: format!("session-{}", (MESSAGES + at) / 20),
+            title: "a later conversation".into(),
+            text: text.join(" "),
+            source: serde_json::Value::Null,
+            vector: Some(vector(&mut numbers)),
+        };
+        let started = Instant::now();
+        runtime
+            .block_on(index.upsert(vec![document]))
+            .expect("indexed");
+        times.push(started.elapsed());
+    }
+    report("one message upserted", times);
 }

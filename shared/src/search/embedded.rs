@@ -1,17 +1,28 @@
 //! The embedded index: every document in memory with its word counts, BM25 over the candidates
-//! that pass the filters and brute-force cosine over their vectors, saved to one JSON file after
-//! each change. Another process writing the same file (`sage-local jobs index` beside a running
-//! server) is picked up by its modification time before each use.
+//! that pass the filters and brute-force cosine over their vectors. Changes are appended to a
+//! journal file (one JSON line each), which is rewritten as a snapshot when it holds more than
+//! twice the live documents. Another process using the same file (`sage-local jobs index` beside
+//! a running server) is picked up before each use: every use takes the file's lock, and reads
+//! what was appended since, or the whole file when it was rewritten (its first line names a new
+//! generation).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::time::SystemTime;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
-use super::{Removal, SearchDocument, SearchError, SearchHit, SearchIndex, SearchQuery, rank_hits};
+use super::{
+    Collection, Removal, SearchDocument, SearchError, SearchHit, SearchIndex, SearchQuery,
+    rank_hits,
+};
 use crate::util::words::{bm25_weight, tokenize};
+
+/// Compaction waits until the journal holds this many entries, whatever the live count.
+const COMPACTION_FLOOR: usize = 256;
 
 pub struct EmbeddedIndex {
     file: PathBuf,
@@ -20,8 +31,56 @@ pub struct EmbeddedIndex {
 
 #[derive(Default)]
 struct State {
-    loaded_from: Option<Option<SystemTime>>,
+    /// How much of which generation of the journal `documents` reflects.
+    read: Option<ReadUpTo>,
+    /// Entries in the journal, live or replaced.
+    entries: usize,
     documents: HashMap<String, Indexed>,
+}
+
+struct ReadUpTo {
+    generation: String,
+    offset: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Header {
+    sage_index: u32,
+    generation: String,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Entry {
+    Upsert(SearchDocument),
+    Remove {
+        owner: String,
+        collection: Collection,
+        scope: String,
+        parent: Option<String>,
+    },
+}
+
+fn header_line() -> (String, String) {
+    let generation = uuid::Uuid::new_v4().simple().to_string();
+    let header = Header {
+        sage_index: 1,
+        generation: generation.clone(),
+    };
+    let mut line = serde_json::to_string(&header).expect("a header serialises");
+    line.push('\n');
+    (generation, line)
+}
+
+/// The journal's exclusive lock, held while it is read or written; released on drop.
+struct Locked {
+    lock: File,
+}
+
+impl Drop for Locked {
+    fn drop(&mut self) {
+        let _ = self.lock.unlock();
+    }
 }
 
 struct Indexed {
@@ -54,50 +113,212 @@ impl EmbeddedIndex {
         }
     }
 
-    fn modified(&self) -> Option<SystemTime> {
-        std::fs::metadata(&self.file)
-            .and_then(|meta| meta.modified())
-            .ok()
+    fn folder(&self) -> &Path {
+        self.file
+            .parent()
+            .filter(|folder| !folder.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
     }
 
-    /// The state, read again from the file when it changed since it was last read or written.
+    fn lock(&self) -> Result<Locked, SearchError> {
+        std::fs::create_dir_all(self.folder())?;
+        let mut name = self.file.clone().into_os_string();
+        name.push(".lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(PathBuf::from(name))?;
+        lock.lock()?;
+        Ok(Locked { lock })
+    }
+
+    fn open_journal(&self) -> std::io::Result<File> {
+        OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&self.file)
+    }
+
+    /// The index before journals: one JSON array beside the journal, as `index.json`.
+    fn legacy_file(&self) -> Option<PathBuf> {
+        (self.file.extension()? == "jsonl").then(|| self.file.with_extension("json"))
+    }
+
+    /// Takes the journal's lock and brings `state` up to the journal: what was appended since
+    /// the last read, or all of it when it was rewritten.
+    fn sync(&self, state: &mut State) -> Result<(Locked, File), SearchError> {
+        let locked = self.lock()?;
+        let mut journal = self.open_journal()?;
+        if journal.metadata()?.len() == 0 {
+            return self.start_journal(state, locked);
+        }
+        let mut bytes = Vec::new();
+        let known = state.read.as_ref().map(|read| read.offset).unwrap_or(0);
+        let mut header = [0u8; 4096];
+        let header_length = journal.read(&mut header)?;
+        let line_end = header[..header_length]
+            .iter()
+            .position(|byte| *byte == b'\n')
+            .ok_or_else(|| std::io::Error::other("the index journal has no header line"))?;
+        let header: Header = serde_json::from_slice(&header[..line_end])?;
+        let start = match &state.read {
+            Some(read) if read.generation == header.generation => known,
+            _ => {
+                state.documents.clear();
+                state.entries = 0;
+                line_end as u64 + 1
+            }
+        };
+        journal.seek(SeekFrom::Start(start))?;
+        journal.read_to_end(&mut bytes)?;
+        let complete = bytes
+            .iter()
+            .rposition(|byte| *byte == b'\n')
+            .map_or(0, |at| at + 1);
+        if complete < bytes.len() {
+            tracing::warn!(
+                file = %self.file.display(),
+                "the search index's journal ended inside an entry (a write was cut); dropped it"
+            );
+            journal.set_len(start + complete as u64)?;
+        }
+        for line in bytes[..complete].split(|byte| *byte == b'\n') {
+            if !line.is_empty() {
+                state.apply(serde_json::from_slice(line)?);
+            }
+        }
+        state.read = Some(ReadUpTo {
+            generation: header.generation,
+            offset: start + complete as u64,
+        });
+        Ok((locked, journal))
+    }
+
+    /// A journal that is new or empty starts from the index before journals, when there is one.
+    fn start_journal(
+        &self,
+        state: &mut State,
+        locked: Locked,
+    ) -> Result<(Locked, File), SearchError> {
+        let legacy = self.legacy_file();
+        let documents: Vec<SearchDocument> = match legacy.as_ref().map(std::fs::read) {
+            Some(Ok(bytes)) => serde_json::from_slice(&bytes)?,
+            Some(Err(error)) if error.kind() != std::io::ErrorKind::NotFound => {
+                return Err(error.into());
+            }
+            _ => Vec::new(),
+        };
+        state.documents = documents
+            .into_iter()
+            .map(|document| (document.id.clone(), Indexed::new(document)))
+            .collect();
+        self.rewrite(state)?;
+        if let Some(legacy) = legacy {
+            match std::fs::remove_file(legacy) {
+                Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(error.into());
+                }
+                _ => {}
+            }
+        }
+        Ok((locked, self.open_journal()?))
+    }
+
+    /// Appends entries to the journal, and rewrites it when most of it is replaced entries.
+    fn append(
+        &self,
+        state: &mut State,
+        journal: &mut File,
+        lines: &[u8],
+        count: usize,
+    ) -> Result<(), SearchError> {
+        if let Err(error) = journal.write_all(lines) {
+            // What is in memory is ahead of the file: the next use reads the file again.
+            state.read = None;
+            return Err(error.into());
+        }
+        if let Some(read) = state.read.as_mut() {
+            read.offset += lines.len() as u64;
+        }
+        state.entries += count;
+        if state.entries > COMPACTION_FLOOR.max(2 * state.documents.len())
+            && let Err(error) = self.rewrite(state)
+        {
+            tracing::warn!(error = %error, "the search index's journal was not compacted");
+        }
+        Ok(())
+    }
+
+    /// Writes the live documents as a new generation and puts it in the journal's place.
+    fn rewrite(&self, state: &mut State) -> Result<(), SearchError> {
+        let (generation, header) = header_line();
+        let mut bytes = header.into_bytes();
+        for indexed in state.documents.values() {
+            push_upsert(&mut bytes, &indexed.document)?;
+        }
+        let staging = self
+            .folder()
+            .join(format!(".index-{}.jsonl", uuid::Uuid::new_v4().simple()));
+        std::fs::write(&staging, &bytes)?;
+        std::fs::rename(&staging, &self.file)?;
+        state.entries = state.documents.len();
+        state.read = Some(ReadUpTo {
+            generation,
+            offset: bytes.len() as u64,
+        });
+        Ok(())
+    }
+
+    /// The state, brought up to the journal.
     async fn current(&self) -> Result<tokio::sync::MutexGuard<'_, State>, SearchError> {
         let mut state = self.state.lock().await;
-        let modified = self.modified();
-        if state.loaded_from != Some(modified) {
-            let documents: Vec<SearchDocument> = match tokio::fs::read(&self.file).await {
-                Ok(bytes) => serde_json::from_slice(&bytes)?,
-                Err(error) if error.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-                Err(error) => return Err(error.into()),
-            };
-            state.documents = documents
-                .into_iter()
-                .map(|document| (document.id.clone(), Indexed::new(document)))
-                .collect();
-            state.loaded_from = Some(modified);
-        }
+        self.sync(&mut state)?;
         Ok(state)
     }
+}
 
-    async fn save(&self, state: &mut State) -> Result<(), SearchError> {
-        let mut documents: Vec<&SearchDocument> = state
-            .documents
-            .values()
-            .map(|indexed| &indexed.document)
-            .collect();
-        documents.sort_by(|a, b| a.id.cmp(&b.id));
-        let bytes = serde_json::to_vec(&documents)?;
-        let folder = self
-            .file
-            .parent()
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("."));
-        tokio::fs::create_dir_all(&folder).await?;
-        let staging = folder.join(format!(".index-{}.json", uuid::Uuid::new_v4().simple()));
-        tokio::fs::write(&staging, bytes).await?;
-        tokio::fs::rename(&staging, &self.file).await?;
-        state.loaded_from = Some(self.modified());
-        Ok(())
+fn push_upsert(bytes: &mut Vec<u8>, document: &SearchDocument) -> Result<(), SearchError> {
+    bytes.extend_from_slice(b"{\"upsert\":");
+    serde_json::to_writer(&mut *bytes, document)?;
+    bytes.extend_from_slice(b"}\n");
+    Ok(())
+}
+
+impl State {
+    fn apply(&mut self, entry: Entry) {
+        self.entries += 1;
+        match entry {
+            Entry::Upsert(document) => {
+                self.documents
+                    .insert(document.id.clone(), Indexed::new(document));
+            }
+            Entry::Remove {
+                owner,
+                collection,
+                scope,
+                parent,
+            } => self.remove(&Removal {
+                owner,
+                collection,
+                scope,
+                parent,
+            }),
+        }
+    }
+
+    fn remove(&mut self, removal: &Removal) {
+        self.documents.retain(|_, indexed| {
+            let document = &indexed.document;
+            !(document.owner == removal.owner
+                && document.collection == removal.collection
+                && document.scope == removal.scope
+                && removal
+                    .parent
+                    .as_ref()
+                    .is_none_or(|parent| *parent == document.parent))
+        });
     }
 }
 
@@ -108,32 +329,37 @@ impl SearchIndex for EmbeddedIndex {
         if documents.is_empty() {
             return Ok(());
         }
-        let mut state = self.current().await?;
+        let mut state = self.state.lock().await;
+        let (_locked, mut journal) = self.sync(&mut state)?;
+        let mut lines = Vec::new();
+        for document in &documents {
+            push_upsert(&mut lines, document)?;
+        }
+        let count = documents.len();
         for document in documents {
             state
                 .documents
                 .insert(document.id.clone(), Indexed::new(document));
         }
-        self.save(&mut state).await
+        self.append(&mut state, &mut journal, &lines, count)
     }
 
     #[tracing::instrument(name = "search.remove", skip_all)]
     async fn remove(&self, removal: &Removal) -> Result<u64, SearchError> {
-        let mut state = self.current().await?;
+        let mut state = self.state.lock().await;
+        let (_locked, mut journal) = self.sync(&mut state)?;
         let before = state.documents.len();
-        state.documents.retain(|_, indexed| {
-            let document = &indexed.document;
-            !(document.owner == removal.owner
-                && document.collection == removal.collection
-                && document.scope == removal.scope
-                && removal
-                    .parent
-                    .as_ref()
-                    .is_none_or(|parent| *parent == document.parent))
-        });
+        state.remove(removal);
         let removed = (before - state.documents.len()) as u64;
         if removed > 0 {
-            self.save(&mut state).await?;
+            let mut line = serde_json::to_vec(&Entry::Remove {
+                owner: removal.owner.clone(),
+                collection: removal.collection,
+                scope: removal.scope.clone(),
+                parent: removal.parent.clone(),
+            })?;
+            line.push(b'\n');
+            self.append(&mut state, &mut journal, &line, 1)?;
         }
         Ok(removed)
     }

@@ -221,11 +221,11 @@ pub async fn open_search(
         Some(_) => {
             tracing::debug!("this function does not search; --es_url is not used here");
             Ok(Arc::new(EmbeddedIndex::open(
-                workspace.join(".search").join("index.json"),
+                workspace.join(".search").join("index.jsonl"),
             )))
         }
         None => Ok(Arc::new(EmbeddedIndex::open(
-            workspace.join(".search").join("index.json"),
+            workspace.join(".search").join("index.jsonl"),
         ))),
     }
 }

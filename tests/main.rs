@@ -26,6 +26,7 @@ mod lambda_build;
 mod lambda_events;
 mod lambda_watch;
 mod mcp_admin;
+mod mcp_oauth;
 mod mcp_transports;
 mod multi_mode;
 mod openapi;

@@ -7,10 +7,10 @@ use std::time::Duration;
 use crate::common::*;
 use sage_core::store::{
     AccountRecord, AgentRecord, DocStatus, IdempotencyRecord, KnowledgeBaseRecord,
-    KnowledgeDocRecord, McpServerRecord, MemoryStore, PendingApprovalRecord, ProviderRecord,
-    RefreshTokenRecord, RunStatus, SessionQuery, SessionRecord, SkillRecord, SortBy, SqlStore,
-    Store, StoreError, SummaryRecord, SystemSettingsRecord, UsageRecord, UserMemoryRecord,
-    query_sessions,
+    KnowledgeDocRecord, McpAuthorizationRecord, McpCredentialsRecord, McpServerRecord, MemoryStore,
+    PendingApprovalRecord, ProviderRecord, RefreshTokenRecord, RunStatus, SessionQuery,
+    SessionRecord, SkillRecord, SortBy, SqlStore, Store, StoreError, SummaryRecord,
+    SystemSettingsRecord, UsageRecord, UserMemoryRecord, query_sessions,
 };
 use sage_core::wire::mcp::{McpServerConfig, ToolSpec};
 use sage_core::wire::{Event, EventType, StoredEvent};
@@ -500,6 +500,119 @@ async fn a_pending_approval_is_taken_by_one_decision(store: Arc<dyn Store>) {
     store.put_pending_approval(&record("third")).await.unwrap();
     store.delete_session("paused").await.unwrap();
     assert!(store.pending_approval("paused").await.unwrap().is_none());
+}
+
+async fn an_mcp_authorization_is_taken_once(store: Arc<dyn Store>) {
+    let state = format!("state-{}", uuid::Uuid::new_v4().simple());
+    let record = McpAuthorizationRecord {
+        state: state.clone(),
+        owner: "alice".into(),
+        server: "guarded".into(),
+        sealed: "00ff".into(),
+        expires_at: 1_900_000_000.0,
+    };
+    store.put_mcp_authorization(&record).await.unwrap();
+    let (first, second) = tokio::join!(
+        store.take_mcp_authorization(&state),
+        store.take_mcp_authorization(&state)
+    );
+    let taken: Vec<_> = [first.unwrap(), second.unwrap()]
+        .into_iter()
+        .flatten()
+        .collect();
+    assert_eq!(taken, [record], "one of two racing callbacks takes it");
+    assert!(
+        store
+            .take_mcp_authorization(&state)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+async fn mcp_credentials_are_written_by_version(store: Arc<dyn Store>) {
+    let owner = format!("alice-{}", uuid::Uuid::new_v4().simple());
+    let first = McpCredentialsRecord {
+        owner: owner.clone(),
+        server: "guarded".into(),
+        sealed: "aa".into(),
+        version: 1,
+        refreshing_until: 0.0,
+        updated_at: 1.0,
+    };
+    assert!(
+        store
+            .mcp_credentials(&owner, "guarded")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(store.put_mcp_credentials(&first, None).await.unwrap());
+    assert!(
+        !store.put_mcp_credentials(&first, None).await.unwrap(),
+        "a first write when some are stored"
+    );
+    assert_eq!(
+        store.mcp_credentials(&owner, "guarded").await.unwrap(),
+        Some(first.clone())
+    );
+    let leased = McpCredentialsRecord {
+        version: 2,
+        refreshing_until: 99.0,
+        ..first.clone()
+    };
+    let other = McpCredentialsRecord {
+        version: 2,
+        sealed: "bb".into(),
+        ..first.clone()
+    };
+    let (a, b) = tokio::join!(
+        store.put_mcp_credentials(&leased, Some(1)),
+        store.put_mcp_credentials(&other, Some(1))
+    );
+    assert_eq!(
+        [a.unwrap(), b.unwrap()].iter().filter(|won| **won).count(),
+        1,
+        "of two writers of version 1, one wins"
+    );
+    let stored = store
+        .mcp_credentials(&owner, "guarded")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.version, 2);
+    assert!(stored == leased || stored == other);
+    assert!(
+        !store
+            .put_mcp_credentials(
+                &McpCredentialsRecord {
+                    version: 3,
+                    ..first.clone()
+                },
+                Some(1)
+            )
+            .await
+            .unwrap(),
+        "a write from a stale version"
+    );
+    assert!(
+        store
+            .mcp_credentials("bob", "guarded")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    store
+        .delete_mcp_credentials(&owner, "guarded")
+        .await
+        .unwrap();
+    assert!(
+        store
+            .mcp_credentials(&owner, "guarded")
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 async fn mcp_servers_are_kept_per_owner(store: Arc<dyn Store>) {
@@ -1126,6 +1239,8 @@ macro_rules! conformance {
             conformance!(@test $make, an_idempotency_key_binds_once);
             conformance!(@test $make, a_pending_approval_is_taken_by_one_decision);
             conformance!(@test $make, mcp_servers_are_kept_per_owner);
+            conformance!(@test $make, an_mcp_authorization_is_taken_once);
+            conformance!(@test $make, mcp_credentials_are_written_by_version);
             conformance!(@test $make, user_memories_are_kept_per_user_and_key);
             conformance!(@test $make, summaries_are_written_once_per_log_position);
             conformance!(@test $make, accounts_have_unique_login_names);

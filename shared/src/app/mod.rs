@@ -51,7 +51,9 @@ use crate::search::{SearchError, SearchIndex, TextEmbedder, open_search};
 use crate::store::EventSink;
 use crate::store::{Store, StoreError, open_store};
 #[cfg(feature = "mcp")]
-use crate::tools::{McpPolicy, McpPool};
+use crate::tools::{McpOAuth, McpPolicy, McpPool};
+#[cfg(feature = "mcp")]
+use crate::util::sealing::Sealer;
 
 /// How long one timer-driven summary job may take (the next tick waits for it).
 #[cfg(feature = "llm")]
@@ -256,7 +258,15 @@ impl App {
         };
         #[cfg(feature = "mcp")]
         let (tools, runs) = {
-            let pool = Arc::new(McpPool::new(config.tools.timeout));
+            let oauth = McpOAuth::new(
+                store.clone(),
+                config
+                    .auth
+                    .jwt_key
+                    .as_ref()
+                    .map(|key| Sealer::new(key, b"sage-functions/mcp-oauth")),
+            );
+            let pool = Arc::new(McpPool::new(config.tools.timeout).with_oauth(oauth.clone()));
             let policy = McpPolicy {
                 allow_stdio: config.tools.mcp_allow_stdio,
                 allow_link_local: config.tools.mcp_allow_link_local,
@@ -268,6 +278,7 @@ impl App {
             let tools = ToolsAdmin::new(
                 store.clone(),
                 pool.clone(),
+                oauth,
                 policy,
                 config.tools.timeout,
                 config.server.preset_mcp_config.clone(),
@@ -277,7 +288,8 @@ impl App {
                     downloads,
                     code: code.clone(),
                 },
-            );
+            )
+            .with_public_url(config.tools.public_url.clone());
             let runs = Runs::new(
                 RunStores {
                     sessions: store.clone(),

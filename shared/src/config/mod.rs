@@ -312,6 +312,11 @@ pub struct ToolsConfig {
     /// Seconds a tool call may take unless its server sets `timeout_s`.
     #[arg(long = "tool_timeout", env = "SAGE_TOOL_TIMEOUT", default_value = "60", value_parser = seconds)]
     pub timeout: Duration,
+    /// The URL this API is reached at (scheme, host and any path prefix, such as an API Gateway
+    /// stage), for the redirect back from an MCP server's OAuth authorization; unset: the
+    /// request's own host (`X-Forwarded-Host`/`Host`, `X-Forwarded-Proto`).
+    #[arg(long = "public_url", env = "SAGE_PUBLIC_URL")]
+    pub public_url: Option<String>,
     /// Let API callers register stdio MCP servers (arbitrary commands on this host).
     #[arg(long, env = "SAGE_MCP_ALLOW_STDIO", default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub mcp_allow_stdio: bool,

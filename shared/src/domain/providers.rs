@@ -5,13 +5,11 @@
 
 use std::sync::Arc;
 
-use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
-use ring::hkdf;
-use ring::rand::{SecureRandom, SystemRandom};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 
 use crate::domain::DomainError;
 use crate::store::{ProviderRecord, ProviderStore, StoreError};
+use crate::util::sealing::Sealer;
 use crate::util::{InputError, UserId, iso_time, now_secs};
 use crate::wire::LlmModelConfig;
 use crate::wire::provider::{ProviderCreated, ProviderInput, ProviderSettings, ProviderView};
@@ -21,65 +19,30 @@ const MAX_KEYS: usize = 20;
 
 /// Seals and opens provider keys; bound to the provider they belong to, so a sealed value
 /// copied onto another provider does not open.
-pub struct KeySealer {
-    key: LessSafeKey,
-}
+pub struct KeySealer(Sealer);
 
 impl KeySealer {
     pub fn new(secret: &SecretString) -> Self {
-        let salt = hkdf::Salt::new(hkdf::HKDF_SHA256, b"sage-functions/llm-provider-keys");
-        let pseudo_random = salt.extract(secret.expose_secret().as_bytes());
-        let okm = pseudo_random
-            .expand(&[b"aes-256-gcm"], &AES_256_GCM)
-            .expect("AES-256-GCM's key length is within HKDF-SHA256's output");
-        Self {
-            key: LessSafeKey::new(UnboundKey::from(okm)),
-        }
+        Self(Sealer::new(secret, b"sage-functions/llm-provider-keys"))
     }
 
     fn seal(&self, keys: &[String], bound_to: &str) -> Result<String, DomainError> {
-        let mut nonce = [0u8; NONCE_LEN];
-        SystemRandom::new()
-            .fill(&mut nonce)
-            .map_err(|_| DomainError::Unavailable("no randomness for a nonce".into()))?;
-        let mut data = serde_json::to_vec(keys).map_err(StoreError::from)?;
-        self.key
-            .seal_in_place_append_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(bound_to.as_bytes()),
-                &mut data,
-            )
-            .map_err(|_| DomainError::Unavailable("cannot seal the provider's keys".into()))?;
-        Ok(nonce
-            .iter()
-            .chain(&data)
-            .map(|b| format!("{b:02x}"))
-            .collect())
+        let data = serde_json::to_vec(keys).map_err(StoreError::from)?;
+        self.0
+            .seal(&data, bound_to)
+            .ok_or_else(|| DomainError::Unavailable("cannot seal the provider's keys".into()))
     }
 
     fn open(&self, sealed: &str, bound_to: &str) -> Result<Vec<String>, DomainError> {
-        let unreadable = || {
-            DomainError::Unavailable(
-                "the provider's keys cannot be opened (was --jwt_key changed?): save its keys again"
-                    .into(),
-            )
-        };
-        let bytes: Vec<u8> = (0..sealed.len())
-            .step_by(2)
-            .map(|at| u8::from_str_radix(sealed.get(at..at + 2).unwrap_or("zz"), 16))
-            .collect::<Result<_, _>>()
-            .map_err(|_| unreadable())?;
-        if bytes.len() < NONCE_LEN {
-            return Err(unreadable());
-        }
-        let (nonce, data) = bytes.split_at(NONCE_LEN);
-        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| unreadable())?;
-        let mut data = data.to_vec();
-        let opened = self
-            .key
-            .open_in_place(nonce, Aad::from(bound_to.as_bytes()), &mut data)
-            .map_err(|_| unreadable())?;
-        serde_json::from_slice(opened).map_err(|_| unreadable())
+        self.0
+            .open(sealed, bound_to)
+            .and_then(|opened| serde_json::from_slice(&opened).ok())
+            .ok_or_else(|| {
+                DomainError::Unavailable(
+                    "the provider's keys cannot be opened (was --jwt_key changed?): save its keys again"
+                        .into(),
+                )
+            })
     }
 }
 

@@ -13,9 +13,10 @@ use crate::blob::ObjectStore;
 use crate::domain::DomainError;
 use crate::store::{McpServerRecord, McpServerStore, SessionStore};
 use crate::tools::{
-    BuiltinTools, CODE_TOOLS, CodeSandbox, DownloadPolicy, McpError, McpPolicy, McpPool,
-    McpServerConfig, ToolCallError, ToolSpec, WORKSPACE_TOOLS, check_arguments, code_tools,
-    discover_tools, followup_tool_spec, workspace_tool_specs, workspace_tools,
+    BuiltinTools, CODE_TOOLS, CodeSandbox, DownloadPolicy, McpError, McpOAuth, McpPolicy, McpPool,
+    McpServerConfig, OAuthError, ToolCallError, ToolSpec, WORKSPACE_TOOLS, check_arguments,
+    code_tools, discover_tools, followup_tool_spec, oauth_url, workspace_tool_specs,
+    workspace_tools,
 };
 use crate::util::{SessionId, UserId, now_secs};
 use crate::wire::api::{McpServerSummary, ToolEntry};
@@ -31,10 +32,12 @@ pub const SHARED_OWNER: &str = "system";
 pub struct ToolsAdmin {
     servers: Arc<dyn McpServerStore>,
     pool: Arc<McpPool>,
+    oauth: McpOAuth,
     policy: McpPolicy,
     tool_timeout: Duration,
     preset_file: PathBuf,
     workspaces: SessionWorkspaces,
+    public_url: Option<String>,
 }
 
 /// What runs the built-in file and code tools outside a run: the conversations they work in,
@@ -77,6 +80,37 @@ fn discovery_error(name: &str, error: McpError) -> DomainError {
     }
 }
 
+fn oauth_error(error: OAuthError) -> DomainError {
+    match error {
+        OAuthError::NotConfigured | OAuthError::Unreadable => {
+            DomainError::Unavailable(error.to_string())
+        }
+        OAuthError::NotHttp | OAuthError::UnknownState | OAuthError::Expired => {
+            DomainError::invalid(error.to_string())
+        }
+        OAuthError::Denied(_) => DomainError::Forbidden(error.to_string()),
+        OAuthError::AuthorizationRequired(_) => DomainError::Conflict(error.to_string()),
+        OAuthError::Discovery(_) | OAuthError::Exchange(_) | OAuthError::Refresh(_) => {
+            DomainError::Upstream(error.to_string())
+        }
+        OAuthError::Store(error) => DomainError::Store(error),
+    }
+}
+
+/// A server just added: its record, and for one with OAuth where to send the user.
+pub struct AddedServer {
+    pub record: McpServerRecord,
+    pub authorization_url: Option<String>,
+}
+
+/// What the authorization server's redirect back carries.
+pub struct OAuthCallback {
+    pub state: String,
+    pub code: Option<String>,
+    pub error: Option<String>,
+    pub issuer: Option<String>,
+}
+
 #[derive(Debug, Deserialize)]
 struct PresetFile {
     #[serde(rename = "mcpServers", default)]
@@ -87,6 +121,7 @@ impl ToolsAdmin {
     pub fn new(
         servers: Arc<dyn McpServerStore>,
         pool: Arc<McpPool>,
+        oauth: McpOAuth,
         policy: McpPolicy,
         tool_timeout: Duration,
         preset_file: PathBuf,
@@ -95,21 +130,36 @@ impl ToolsAdmin {
         Self {
             servers,
             pool,
+            oauth,
             policy,
             tool_timeout,
             preset_file,
             workspaces,
+            public_url: None,
         }
     }
 
+    /// The URL this API is reached at, for OAuth redirects back to it (`--public_url`).
+    pub fn with_public_url(mut self, public_url: Option<String>) -> Self {
+        self.public_url = public_url;
+        self
+    }
+
+    pub fn public_url(&self) -> Option<&str> {
+        self.public_url.as_deref()
+    }
+
     /// Registers a server for `owner`: refused as a duplicate, checked against the policy, reached
-    /// and its tools listed; nothing is saved unless all of that succeeds.
+    /// and its tools listed; nothing is saved unless all of that succeeds. A server with OAuth is
+    /// saved without tools, and the answer says where to send the user to authorize it; the
+    /// authorization server sends them back to `callback_url`.
     pub async fn add_server(
         &self,
         owner: &UserId,
         name: &str,
         config: McpServerConfig,
-    ) -> Result<McpServerRecord, DomainError> {
+        callback_url: &str,
+    ) -> Result<AddedServer, DomainError> {
         let owner = owner.as_str();
         validate_name(name)?;
         let taken = self.servers.get_mcp_server(owner, name).await?.is_some()
@@ -130,6 +180,11 @@ impl ToolsAdmin {
             .check(&config)
             .await
             .map_err(|error| discovery_error(name, error))?;
+        if config.oauth.is_some() {
+            return self
+                .add_oauth_server(owner, name, config, callback_url)
+                .await;
+        }
         let tools = discover_tools(name, &config, self.tool_timeout)
             .await
             .map_err(|error| discovery_error(name, error))?;
@@ -146,7 +201,156 @@ impl ToolsAdmin {
                 "an MCP server named `{name}` already exists"
             )));
         }
+        Ok(AddedServer {
+            record,
+            authorization_url: None,
+        })
+    }
+
+    async fn add_oauth_server(
+        &self,
+        owner: &str,
+        name: &str,
+        config: McpServerConfig,
+        callback_url: &str,
+    ) -> Result<AddedServer, DomainError> {
+        if config.api_key.is_some() {
+            return Err(DomainError::invalid(
+                "api_key: a server with oauth is called with each user's own tokens; give one or the other",
+            ));
+        }
+        oauth_url(&config).map_err(oauth_error)?;
+        let record = McpServerRecord {
+            owner: owner.to_owned(),
+            name: name.to_owned(),
+            config,
+            tools: Vec::new(),
+            last_error: None,
+            updated_at: now_secs(),
+        };
+        if !self.servers.insert_mcp_server(&record).await? {
+            return Err(DomainError::Conflict(format!(
+                "an MCP server named `{name}` already exists"
+            )));
+        }
+        match self.start_authorization(&record, callback_url).await {
+            Ok(authorization_url) => Ok(AddedServer {
+                record,
+                authorization_url: Some(authorization_url),
+            }),
+            Err(error) => {
+                self.servers.delete_mcp_server(owner, name).await?;
+                Err(error)
+            }
+        }
+    }
+
+    async fn start_authorization(
+        &self,
+        record: &McpServerRecord,
+        callback_url: &str,
+    ) -> Result<String, DomainError> {
+        let settings = record.config.oauth.clone().ok_or_else(|| {
+            DomainError::invalid(format!(
+                "MCP server `{}` was not added with oauth",
+                record.name
+            ))
+        })?;
+        let url = oauth_url(&record.config).map_err(oauth_error)?;
+        self.oauth
+            .start(&record.owner, &record.name, &url, &settings, callback_url)
+            .await
+            .map_err(oauth_error)
+    }
+
+    /// Sends the user through the server's authorization again (new scopes, revoked tokens):
+    /// where to send them.
+    pub async fn authorize_server(
+        &self,
+        owner: &UserId,
+        name: &str,
+        callback_url: &str,
+    ) -> Result<String, DomainError> {
+        let record = self.owned_server(owner.as_str(), name).await?;
+        self.start_authorization(&record, callback_url).await
+    }
+
+    /// The authorization server's redirect back: keeps the user's tokens and lists the server's
+    /// tools with them.
+    pub async fn complete_authorization(
+        &self,
+        callback: OAuthCallback,
+    ) -> Result<McpServerRecord, DomainError> {
+        let code = match (&callback.code, &callback.error) {
+            (_, Some(error)) => {
+                self.oauth
+                    .abandon(&callback.state)
+                    .await
+                    .map_err(oauth_error)?;
+                return Err(oauth_error(OAuthError::Denied(error.clone())));
+            }
+            (Some(code), None) => code,
+            (None, None) => {
+                return Err(DomainError::invalid("code: the redirect carries no code"));
+            }
+        };
+        let (owner, name) = self
+            .oauth
+            .complete(&callback.state, code, callback.issuer.as_deref())
+            .await
+            .map_err(oauth_error)?;
+        let mut record = self
+            .servers
+            .get_mcp_server(&owner, &name)
+            .await?
+            .ok_or_else(|| DomainError::NotFound(format!("no MCP server named `{name}`")))?;
+        self.list_tools_into(&mut record).await?;
         Ok(record)
+    }
+
+    /// Lists the server's tools (with the owner's token for one with OAuth) into its record,
+    /// and saves it; a failure is kept as `last_error` and answered 502.
+    async fn list_tools_into(&self, record: &mut McpServerRecord) -> Result<(), DomainError> {
+        let name = record.name.clone();
+        record.updated_at = now_secs();
+        let config = self
+            .pool
+            .authorized(&record.owner, &name, &record.config, None)
+            .await
+            .map_err(oauth_error)?;
+        match discover_tools(&name, &config, self.tool_timeout).await {
+            Ok(tools) => {
+                record.tools = tools;
+                record.last_error = None;
+                self.servers.put_mcp_server(record).await?;
+                Ok(())
+            }
+            Err(error) => {
+                record.last_error = Some(error.to_string());
+                self.servers.put_mcp_server(record).await?;
+                Err(discovery_error(&name, error))
+            }
+        }
+    }
+
+    /// Whether the owner has authorized each of these OAuth servers (others are left out).
+    pub async fn authorizations(
+        &self,
+        servers: &[McpServerRecord],
+    ) -> Result<Vec<(String, bool)>, DomainError> {
+        let mut found = Vec::new();
+        for server in servers
+            .iter()
+            .filter(|server| server.config.oauth.is_some())
+        {
+            let authorized = self
+                .oauth
+                .authorized(&server.owner, &server.name)
+                .await
+                .map_err(oauth_error)?;
+            found.push((server.name.clone(), authorized));
+        }
+        Ok(found)
     }
 
     /// The caller's servers, then the shared ones.
@@ -198,6 +402,7 @@ impl ToolsAdmin {
         let owner = owner.as_str();
         self.owned_server(owner, name).await?;
         self.servers.delete_mcp_server(owner, name).await?;
+        self.oauth.forget(owner, name).await.map_err(oauth_error)?;
         Ok(())
     }
 
@@ -230,20 +435,8 @@ impl ToolsAdmin {
             .check(&record.config)
             .await
             .map_err(|error| discovery_error(name, error))?;
-        record.updated_at = now_secs();
-        match discover_tools(name, &record.config, self.tool_timeout).await {
-            Ok(tools) => {
-                record.tools = tools;
-                record.last_error = None;
-                self.servers.put_mcp_server(&record).await?;
-                Ok(record)
-            }
-            Err(error) => {
-                record.last_error = Some(error.to_string());
-                self.servers.put_mcp_server(&record).await?;
-                Err(discovery_error(name, error))
-            }
-        }
+        self.list_tools_into(&mut record).await?;
+        Ok(record)
     }
 
     /// `/api/tools`: every tool of the caller's enabled servers.
@@ -416,6 +609,10 @@ impl ToolsAdmin {
                     last_error: None,
                     updated_at: now_secs(),
                 };
+                if record.config.oauth.is_some() {
+                    tracing::warn!(server = %name, "a preset MCP server cannot use oauth: each user adds such a server and authorizes it; not registered");
+                    return;
+                }
                 if !record.config.disabled {
                     match discover_tools(&name, &record.config, self.tool_timeout).await {
                         Ok(tools) => record.tools = tools,
@@ -471,5 +668,6 @@ pub fn server_summary(record: &McpServerRecord) -> McpServerSummary {
         args: config.command.as_ref().map(|_| config.args.clone()),
         api_key: config.api_key.as_deref().map(mask_key),
         last_error: record.last_error.clone(),
+        authorized: None,
     }
 }

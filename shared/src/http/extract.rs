@@ -236,3 +236,40 @@ impl Caller {
         })
     }
 }
+
+/// The scheme and host the request was addressed to, as proxies forward them
+/// (`X-Forwarded-Proto`, `X-Forwarded-Host`, else `Host`): `http://localhost:8080`.
+pub struct RequestOrigin(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestOrigin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let header = |name: &str| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.split(',').next())
+                .map(str::trim)
+                .filter(|value| !value.is_empty())
+        };
+        let host = header("x-forwarded-host")
+            .or_else(|| header("host"))
+            .or_else(|| parts.uri.authority().map(|authority| authority.as_str()))
+            .filter(|host| {
+                host.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
+            })
+            .ok_or_else(|| {
+                ApiError::from(DomainError::invalid(
+                    "Host: the request names no valid host to send the authorization back to",
+                ))
+            })?;
+        let scheme = match header("x-forwarded-proto") {
+            Some("https") => "https",
+            _ => "http",
+        };
+        Ok(Self(format!("{scheme}://{host}")))
+    }
+}

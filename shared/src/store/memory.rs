@@ -6,11 +6,11 @@ use async_trait::async_trait;
 
 use super::{
     AccountRecord, AccountStore, AgentRecord, AgentStore, EventLog, IdempotencyRecord,
-    KnowledgeBaseRecord, KnowledgeStore, McpServerRecord, McpServerStore, PendingApprovalRecord,
-    ProviderRecord, ProviderStore, RefreshTokenRecord, RunControl, RunLock, SessionRecord,
-    SessionStore, SkillRecord, SkillStore, Store, StoreError, SummaryRecord, SummaryStore,
-    SystemSettingsRecord, UsageLedger, UsageRecord, UserMemoryRecord, UserMemoryStore,
-    lease_deadline,
+    KnowledgeBaseRecord, KnowledgeStore, McpAuthorizationRecord, McpCredentialsRecord,
+    McpServerRecord, McpServerStore, PendingApprovalRecord, ProviderRecord, ProviderStore,
+    RefreshTokenRecord, RunControl, RunLock, SessionRecord, SessionStore, SkillRecord, SkillStore,
+    Store, StoreError, SummaryRecord, SummaryStore, SystemSettingsRecord, UsageLedger, UsageRecord,
+    UserMemoryRecord, UserMemoryStore, lease_deadline,
 };
 use crate::util::now_secs;
 use crate::wire::StoredEvent;
@@ -27,6 +27,8 @@ struct Inner {
     events: HashMap<String, Vec<StoredEvent>>,
     locks: HashMap<String, RunLock>,
     mcp_servers: BTreeMap<(String, String), McpServerRecord>,
+    mcp_authorizations: HashMap<String, McpAuthorizationRecord>,
+    mcp_credentials: HashMap<(String, String), McpCredentialsRecord>,
     idempotency: HashMap<String, IdempotencyRecord>,
     approvals: HashMap<String, PendingApprovalRecord>,
     user_memories: BTreeMap<(String, String), UserMemoryRecord>,
@@ -387,6 +389,63 @@ impl McpServerStore for MemoryStore {
                 .remove(&(owner.to_owned(), name.to_owned()))
                 .is_some()
         }))
+    }
+
+    async fn put_mcp_authorization(
+        &self,
+        record: &McpAuthorizationRecord,
+    ) -> Result<(), StoreError> {
+        self.with(|inner| {
+            inner
+                .mcp_authorizations
+                .insert(record.state.clone(), record.clone())
+        });
+        Ok(())
+    }
+
+    async fn take_mcp_authorization(
+        &self,
+        state: &str,
+    ) -> Result<Option<McpAuthorizationRecord>, StoreError> {
+        Ok(self.with(|inner| inner.mcp_authorizations.remove(state)))
+    }
+
+    async fn mcp_credentials(
+        &self,
+        owner: &str,
+        server: &str,
+    ) -> Result<Option<McpCredentialsRecord>, StoreError> {
+        Ok(self.with(|inner| {
+            inner
+                .mcp_credentials
+                .get(&(owner.to_owned(), server.to_owned()))
+                .cloned()
+        }))
+    }
+
+    async fn put_mcp_credentials(
+        &self,
+        record: &McpCredentialsRecord,
+        expected: Option<u64>,
+    ) -> Result<bool, StoreError> {
+        Ok(self.with(|inner| {
+            let key = (record.owner.clone(), record.server.clone());
+            let stored = inner.mcp_credentials.get(&key).map(|stored| stored.version);
+            if stored != expected {
+                return false;
+            }
+            inner.mcp_credentials.insert(key, record.clone());
+            true
+        }))
+    }
+
+    async fn delete_mcp_credentials(&self, owner: &str, server: &str) -> Result<(), StoreError> {
+        self.with(|inner| {
+            inner
+                .mcp_credentials
+                .remove(&(owner.to_owned(), server.to_owned()))
+        });
+        Ok(())
     }
 }
 

@@ -21,9 +21,9 @@ pub use dynamodb::DynamoStore;
 pub use memory::MemoryStore;
 pub use records::{
     AccountRecord, AgentRecord, DocStatus, IdempotencyRecord, KnowledgeBaseRecord,
-    KnowledgeDocRecord, McpServerRecord, PendingApprovalRecord, ProviderRecord, RefreshTokenRecord,
-    RunLock, RunStatus, SessionRecord, SkillRecord, SummaryRecord, SystemSettingsRecord,
-    UsageRecord, UserMemoryRecord,
+    KnowledgeDocRecord, McpAuthorizationRecord, McpCredentialsRecord, McpServerRecord,
+    PendingApprovalRecord, ProviderRecord, RefreshTokenRecord, RunLock, RunStatus, SessionRecord,
+    SkillRecord, SummaryRecord, SystemSettingsRecord, UsageRecord, UserMemoryRecord,
 };
 #[cfg(any(feature = "sqlite", feature = "mysql"))]
 pub use sql::SqlStore;
@@ -218,6 +218,30 @@ pub trait McpServerStore: Send + Sync + 'static {
     async fn list_mcp_servers(&self, owner: &str) -> Result<Vec<McpServerRecord>, StoreError>;
     /// False when there was nothing to delete.
     async fn delete_mcp_server(&self, owner: &str, name: &str) -> Result<bool, StoreError>;
+
+    /// Keeps an OAuth authorization in progress under its `state`.
+    async fn put_mcp_authorization(
+        &self,
+        record: &McpAuthorizationRecord,
+    ) -> Result<(), StoreError>;
+    /// Removes and returns it: of racing callers, one gets it.
+    async fn take_mcp_authorization(
+        &self,
+        state: &str,
+    ) -> Result<Option<McpAuthorizationRecord>, StoreError>;
+    async fn mcp_credentials(
+        &self,
+        owner: &str,
+        server: &str,
+    ) -> Result<Option<McpCredentialsRecord>, StoreError>;
+    /// Writes the credentials when the stored ones are still at version `expected` (`None`:
+    /// when none are stored); false, writing nothing, when they are not.
+    async fn put_mcp_credentials(
+        &self,
+        record: &McpCredentialsRecord,
+        expected: Option<u64>,
+    ) -> Result<bool, StoreError>;
+    async fn delete_mcp_credentials(&self, owner: &str, server: &str) -> Result<(), StoreError>;
 }
 
 /// Users' long-term memories, one per user and key.

@@ -134,6 +134,31 @@ pub struct McpServerRecord {
     pub updated_at: f64,
 }
 
+/// An MCP OAuth authorization in progress: the user was sent to the authorization server and
+/// its callback names this record by the OAuth `state`. Accepted once, until `expires_at`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct McpAuthorizationRecord {
+    pub state: String,
+    pub owner: String,
+    pub server: String,
+    /// The PKCE verifier and the client, sealed: only this server's key opens it.
+    pub sealed: String,
+    pub expires_at: f64,
+}
+
+/// A user's OAuth credentials for one of their MCP servers, sealed. `version` grows with each
+/// write, which is conditional on the version read; `refreshing_until` is the lease of the one
+/// instance refreshing them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct McpCredentialsRecord {
+    pub owner: String,
+    pub server: String,
+    pub sealed: String,
+    pub version: u64,
+    pub refreshing_until: f64,
+    pub updated_at: f64,
+}
+
 /// One long-term memory of a user, under a key unique per user.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UserMemoryRecord {

@@ -6,6 +6,7 @@ mod code;
 mod followup;
 mod guard;
 mod legacy_sse;
+mod oauth;
 mod pool;
 mod toolbox;
 mod workspace;
@@ -15,6 +16,7 @@ pub use code::{CODE_TOOLS, CodeSandbox, SandboxMissing, code_tool_specs_listed, 
 pub use followup::{ASK_FOLLOWUP_QUESTION, followup_tool, followup_tool_spec};
 pub use guard::McpPolicy;
 pub use legacy_sse::{LegacySseError, LegacySseTransport};
+pub use oauth::{McpOAuth, OAuthError, oauth_url};
 pub use pool::McpPool;
 pub use toolbox::ToolBox;
 pub use workspace::{
@@ -22,7 +24,7 @@ pub use workspace::{
     WORKSPACE_TOOLS, workspace_tool_specs, workspace_tools,
 };
 
-pub use crate::wire::mcp::{McpServerConfig, ToolSpec, TransportKind};
+pub use crate::wire::mcp::{McpOAuthSettings, McpServerConfig, ToolSpec, TransportKind};
 
 use std::time::Duration;
 
@@ -66,6 +68,8 @@ pub enum McpError {
     LegacySse(#[from] LegacySseError),
     #[error("MCP handshake failed: {0}")]
     Handshake(String),
+    #[error("the server refused the authorization: {0}")]
+    Unauthorized(String),
     #[error("listing tools failed: {0}")]
     ListTools(#[source] rmcp::ServiceError),
     #[error("no answer within {0:?}")]
@@ -96,6 +100,9 @@ pub enum ToolCallError {
     /// The connection died; the request may have been delivered, so it is not retried.
     #[error("the connection to the MCP server closed: {0}")]
     Closed(String),
+    /// The server refused the token the call carried; it never ran.
+    #[error("the MCP server refused the authorization: {0}")]
+    Unauthorized(String),
 }
 
 impl ToolCallError {
@@ -105,9 +112,11 @@ impl ToolCallError {
             Self::InvalidJson(_) => "INVALID_JSON",
             Self::InvalidArguments(_) => "INVALID_ARGUMENTS",
             Self::Timeout(_) => "TIMEOUT",
-            Self::Execution(_) | Self::Unavailable(_) | Self::Unsent(_) | Self::Closed(_) => {
-                "EXECUTION_ERROR"
-            }
+            Self::Execution(_)
+            | Self::Unavailable(_)
+            | Self::Unsent(_)
+            | Self::Closed(_)
+            | Self::Unauthorized(_) => "EXECUTION_ERROR",
         }
     }
 
@@ -139,6 +148,7 @@ pub struct McpConnection {
     service: RunningService<RoleClient, ()>,
     tools: Vec<Tool>,
     call_timeout: Duration,
+    api_key: Option<String>,
 }
 
 impl McpConnection {
@@ -163,7 +173,13 @@ impl McpConnection {
             service,
             tools,
             call_timeout,
+            api_key: config.api_key.clone(),
         })
+    }
+
+    /// Whether the connection carries this key (an OAuth token changes when refreshed).
+    pub fn carries(&self, api_key: Option<&str>) -> bool {
+        self.api_key.as_deref() == api_key
     }
 
     pub fn tools(&self) -> &[Tool] {
@@ -184,6 +200,9 @@ impl McpConnection {
             .await
             .map_err(|_| ToolCallError::Timeout(self.call_timeout))?
             .map_err(|error| match error {
+                error if error.is_authorization_required() => {
+                    ToolCallError::Unauthorized(error.to_string())
+                }
                 rmcp::ServiceError::TransportSend(source) => {
                     ToolCallError::Unsent(source.to_string())
                 }
@@ -215,8 +234,13 @@ async fn start_service(
     config: &McpServerConfig,
     timeout: Duration,
 ) -> Result<RunningService<RoleClient, ()>, McpError> {
-    let handshake =
-        |error: rmcp::service::ClientInitializeError| McpError::Handshake(root_cause(&error));
+    let handshake = |error: rmcp::service::ClientInitializeError| {
+        if error.is_authorization_required() {
+            McpError::Unauthorized(root_cause(&error))
+        } else {
+            McpError::Handshake(root_cause(&error))
+        }
+    };
     match config.transport().ok_or(McpError::NoTransport)? {
         TransportKind::LegacySse(url) => {
             let transport =

@@ -7,10 +7,13 @@ use std::time::Duration;
 use rmcp::model::JsonObject;
 use serde_json::Value;
 
-use super::{McpConnection, McpServerConfig, ToolCallError};
+use super::{
+    McpConnection, McpError, McpOAuth, McpServerConfig, OAuthError, ToolCallError, oauth_url,
+};
 
 pub struct McpPool {
     default_timeout: Duration,
+    oauth: Option<McpOAuth>,
     connections: Mutex<HashMap<String, Arc<McpConnection>>>,
 }
 
@@ -23,13 +26,41 @@ impl McpPool {
     pub fn new(default_timeout: Duration) -> Self {
         Self {
             default_timeout,
+            oauth: None,
             connections: Mutex::default(),
         }
     }
 
-    fn cached(&self, key: &str) -> Option<Arc<McpConnection>> {
+    /// Servers registered with OAuth are called with the calling user's tokens from `oauth`.
+    pub fn with_oauth(mut self, oauth: McpOAuth) -> Self {
+        self.oauth = Some(oauth);
+        self
+    }
+
+    /// The configuration to connect with: an OAuth server's carries the user's current token
+    /// (`refused`: one the server just refused, which is refreshed).
+    pub async fn authorized(
+        &self,
+        owner: &str,
+        name: &str,
+        config: &McpServerConfig,
+        refused: Option<&str>,
+    ) -> Result<McpServerConfig, OAuthError> {
+        let mut config = config.clone();
+        if config.oauth.is_some() {
+            let oauth = self.oauth.as_ref().ok_or(OAuthError::NotConfigured)?;
+            let url = oauth_url(&config)?;
+            config.api_key = Some(oauth.access_token(owner, name, &url, refused).await?);
+        }
+        Ok(config)
+    }
+
+    fn cached(&self, key: &str, api_key: Option<&str>) -> Option<Arc<McpConnection>> {
         let connections = self.connections.lock().unwrap_or_else(|p| p.into_inner());
-        connections.get(key).filter(|c| c.is_alive()).cloned()
+        connections
+            .get(key)
+            .filter(|c| c.is_alive() && c.carries(api_key))
+            .cloned()
     }
 
     fn evict(&self, key: &str, dead: &Arc<McpConnection>) {
@@ -48,20 +79,23 @@ impl McpPool {
         name: &str,
         config: &McpServerConfig,
     ) -> Result<Arc<McpConnection>, ToolCallError> {
-        if let Some(connection) = self.cached(key) {
+        if let Some(connection) = self.cached(key, config.api_key.as_deref()) {
             return Ok(connection);
         }
         let connection = McpConnection::connect(name, config, self.default_timeout)
             .await
             .map(Arc::new)
-            .map_err(|error| {
-                ToolCallError::Execution(format!("MCP server `{name}` is unavailable: {error}"))
+            .map_err(|error| match error {
+                McpError::Unauthorized(reason) => ToolCallError::Unauthorized(reason),
+                error => {
+                    ToolCallError::Execution(format!("MCP server `{name}` is unavailable: {error}"))
+                }
             })?;
         let mut connections = self.connections.lock().unwrap_or_else(|p| p.into_inner());
         Ok(connections
             .entry(key.to_owned())
             .and_modify(|existing| {
-                if !existing.is_alive() {
+                if !existing.is_alive() || !existing.carries(config.api_key.as_deref()) {
                     *existing = connection.clone();
                 }
             })
@@ -70,7 +104,8 @@ impl McpPool {
     }
 
     /// Calls a tool on a registered server. A request that never left is tried once more on a
-    /// fresh connection; one that may have reached the server is never repeated.
+    /// fresh connection, and so is one whose OAuth token was refused, with a refreshed token;
+    /// one that may have reached the server is never repeated.
     pub async fn call(
         &self,
         owner: &str,
@@ -81,10 +116,32 @@ impl McpPool {
     ) -> Result<Value, ToolCallError> {
         let key = pool_key(owner, name, config);
         let mut attempt = 0;
+        let mut refused = None;
         loop {
             attempt += 1;
-            let connection = self.connection(&key, name, config).await?;
+            let authorized = self
+                .authorized(owner, name, config, refused.as_deref())
+                .await
+                .map_err(|error| ToolCallError::Unavailable(error.to_string()))?;
+            let retry_refused = config.oauth.is_some() && attempt < 2;
+            let connection = match self.connection(&key, name, &authorized).await {
+                Ok(connection) => connection,
+                Err(ToolCallError::Unauthorized(reason)) if retry_refused => {
+                    tracing::info!(server = %name, %reason, "the server refused its OAuth token; refreshing it");
+                    refused = authorized.api_key;
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
             match connection.call(tool, arguments.clone()).await {
+                Err(ToolCallError::Unauthorized(reason)) => {
+                    self.evict(&key, &connection);
+                    if !retry_refused {
+                        return Err(ToolCallError::Unauthorized(reason));
+                    }
+                    tracing::info!(server = %name, %reason, "the server refused its OAuth token; refreshing it");
+                    refused = authorized.api_key;
+                }
                 Err(ToolCallError::Unsent(reason)) => {
                     self.evict(&key, &connection);
                     if attempt >= 2 {

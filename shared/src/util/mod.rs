@@ -5,6 +5,7 @@ mod day;
 #[cfg(feature = "llm")]
 pub mod fetch;
 mod ids;
+pub mod sealing;
 pub mod tls;
 pub mod words;
 

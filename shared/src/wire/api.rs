@@ -139,6 +139,9 @@ pub struct McpServerSummary {
     pub api_key: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// For a server with OAuth: whether its owner has authorized it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authorized: Option<bool>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -152,6 +155,16 @@ pub struct McpServerTools {
     pub server_name: String,
     pub status: &'static str,
     pub tools: Vec<String>,
+    /// For a server with OAuth: where to send the user to authorize it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authorization_url: Option<String>,
+}
+
+/// Where to send the user to authorize an MCP server.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct McpAuthorization {
+    pub server_name: String,
+    pub authorization_url: String,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

@@ -33,6 +33,17 @@ pub struct McpServerConfig {
     /// Every call to this server's tools waits for the session owner's approval.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub require_approval: bool,
+    /// The server takes OAuth tokens, which each user obtains by authorizing it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth: Option<McpOAuthSettings>,
+}
+
+/// The settings a server registered with OAuth carries (`"oauth": {...}` in its config).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct McpOAuthSettings {
+    /// The scopes to ask for; empty: those the server advertises.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

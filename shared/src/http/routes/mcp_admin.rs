@@ -6,12 +6,14 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::domain::DomainError;
-use crate::domain::tools_admin::{ToolsAdmin, server_summary};
-use crate::http::extract::{Caller, ValidJson, ValidQuery};
+use crate::domain::tools_admin::{OAuthCallback, ToolsAdmin, server_summary};
+use crate::http::extract::{Caller, RequestOrigin, ValidJson, ValidQuery};
 use crate::http::{ApiError, Envelope, ok};
 use crate::tools::McpServerConfig;
 use crate::util::SessionId;
-use crate::wire::api::{McpServerList, McpServerRef, McpServerToggled, McpServerTools, ToolList};
+use crate::wire::api::{
+    McpAuthorization, McpServerList, McpServerRef, McpServerToggled, McpServerTools, ToolList,
+};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -26,7 +28,16 @@ pub fn router(admin: ToolsAdmin) -> OpenApiRouter {
         .routes(routes!(toggle))
         .routes(routes!(tools))
         .routes(routes!(exec))
+        .routes(routes!(authorize))
+        .routes(routes!(oauth_callback))
         .with_state(admin)
+}
+
+/// Where the authorization server sends the user back: `--public_url`, else this request's
+/// origin.
+fn callback_url(admin: &ToolsAdmin, origin: &RequestOrigin) -> String {
+    let base = admin.public_url().unwrap_or(&origin.0);
+    format!("{}/api/mcp/oauth/callback", base.trim_end_matches('/'))
 }
 
 fn tool_names(record: &crate::store::McpServerRecord) -> Vec<String> {
@@ -45,24 +56,95 @@ struct AddRequest {
 async fn add(
     State(admin): State<ToolsAdmin>,
     caller: Caller,
+    origin: RequestOrigin,
     ValidJson(request): ValidJson<AddRequest>,
 ) -> Answer<McpServerTools> {
     let owner = caller.with_body(request.user_id.as_deref())?;
+    let added = admin
+        .add_server(
+            &owner,
+            &request.name,
+            request.config,
+            &callback_url(&admin, &origin),
+        )
+        .await?;
+    Ok(ok(McpServerTools {
+        server_name: added.record.name.clone(),
+        status: if added.authorization_url.is_some() {
+            "authorization_required"
+        } else {
+            "success"
+        },
+        tools: tool_names(&added.record),
+        authorization_url: added.authorization_url,
+    }))
+}
+
+/// Starts the OAuth authorization of one of the caller's servers again.
+#[utoipa::path(post, path = "/api/mcp/{name}/authorize", tag = "mcp", params(("name" = String, Path)), responses((status = 200, body = Envelope<McpAuthorization>)))]
+async fn authorize(
+    State(admin): State<ToolsAdmin>,
+    Path(name): Path<String>,
+    caller: Caller,
+    origin: RequestOrigin,
+) -> Answer<McpAuthorization> {
+    let authorization_url = admin
+        .authorize_server(&caller.user()?, &name, &callback_url(&admin, &origin))
+        .await?;
+    Ok(ok(McpAuthorization {
+        server_name: name,
+        authorization_url,
+    }))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct CallbackQuery {
+    state: String,
+    code: Option<String>,
+    error: Option<String>,
+    iss: Option<String>,
+}
+
+/// The authorization server's redirect back (no bearer token: the `state` names the user's
+/// authorization in progress, once).
+#[utoipa::path(get, path = "/api/mcp/oauth/callback", tag = "mcp", params(CallbackQuery), responses((status = 200, body = Envelope<McpServerTools>)))]
+async fn oauth_callback(
+    State(admin): State<ToolsAdmin>,
+    ValidQuery(query): ValidQuery<CallbackQuery>,
+) -> Answer<McpServerTools> {
     let record = admin
-        .add_server(&owner, &request.name, request.config)
+        .complete_authorization(OAuthCallback {
+            state: query.state,
+            code: query.code,
+            error: query.error,
+            issuer: query.iss,
+        })
         .await?;
     Ok(ok(McpServerTools {
         server_name: record.name.clone(),
-        status: "success",
+        status: "authorized",
         tools: tool_names(&record),
+        authorization_url: None,
     }))
 }
 
 #[utoipa::path(get, path = "/api/mcp/list", tag = "mcp", responses((status = 200, body = Envelope<McpServerList>)))]
 async fn list(State(admin): State<ToolsAdmin>, caller: Caller) -> Answer<McpServerList> {
     let servers = admin.visible_servers(&caller.user()?).await?;
+    let authorizations = admin.authorizations(&servers).await?;
     Ok(ok(McpServerList {
-        servers: servers.iter().map(server_summary).collect(),
+        servers: servers
+            .iter()
+            .map(|server| {
+                let mut summary = server_summary(server);
+                summary.authorized = authorizations
+                    .iter()
+                    .find(|(name, _)| *name == server.name)
+                    .map(|(_, authorized)| *authorized);
+                summary
+            })
+            .collect(),
     }))
 }
 
@@ -91,6 +173,7 @@ async fn refresh(
         },
         tools: tool_names(&record),
         server_name: name,
+        authorization_url: None,
     }))
 }
 

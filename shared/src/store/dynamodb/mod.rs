@@ -22,11 +22,11 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     AccountRecord, AccountStore, AgentRecord, AgentStore, EventLog, IdempotencyRecord,
-    KnowledgeBaseRecord, KnowledgeStore, McpServerRecord, McpServerStore, PendingApprovalRecord,
-    ProviderRecord, ProviderStore, RefreshTokenRecord, RunControl, RunLock, RunStatus,
-    SessionRecord, SessionStore, SkillRecord, SkillStore, Store, StoreError, SummaryRecord,
-    SummaryStore, SystemSettingsRecord, UsageLedger, UsageRecord, UserMemoryRecord,
-    UserMemoryStore, lease_deadline,
+    KnowledgeBaseRecord, KnowledgeStore, McpAuthorizationRecord, McpCredentialsRecord,
+    McpServerRecord, McpServerStore, PendingApprovalRecord, ProviderRecord, ProviderStore,
+    RefreshTokenRecord, RunControl, RunLock, RunStatus, SessionRecord, SessionStore, SkillRecord,
+    SkillStore, Store, StoreError, SummaryRecord, SummaryStore, SystemSettingsRecord, UsageLedger,
+    UsageRecord, UserMemoryRecord, UserMemoryStore, lease_deadline,
 };
 use crate::blob::{ObjectKey, ObjectStore};
 use crate::config::StoreConfig;
@@ -293,6 +293,32 @@ struct ApprovalItem {
     expires_at: f64,
     state: String,
     ttl: u64,
+}
+
+/// An MCP OAuth authorization in progress: `MCPAUTH#<state>` / `MCPAUTH`, gone after its TTL.
+#[derive(Serialize, Deserialize)]
+struct McpAuthorizationItem {
+    pk: String,
+    sk: String,
+    state: String,
+    owner: String,
+    server: String,
+    sealed: String,
+    expires_at: f64,
+    ttl: u64,
+}
+
+/// A user's OAuth credentials for an MCP server: `USER#<owner>` / `MCPCRED#<server>`.
+#[derive(Serialize, Deserialize)]
+struct McpCredentialsItem {
+    pk: String,
+    sk: String,
+    owner: String,
+    server: String,
+    sealed: String,
+    version: u64,
+    refreshing_until: f64,
+    updated_at: f64,
 }
 
 /// A registered MCP server: `USER#<owner>` / `MCP#<name>`.
@@ -1422,6 +1448,102 @@ impl McpServerStore for DynamoStore {
             .delete_returning(format!("USER#{owner}"), &format!("MCP#{name}"))
             .await?
             .is_some())
+    }
+
+    async fn put_mcp_authorization(
+        &self,
+        record: &McpAuthorizationRecord,
+    ) -> Result<(), StoreError> {
+        self.put(to_item(&McpAuthorizationItem {
+            pk: format!("MCPAUTH#{}", record.state),
+            sk: "MCPAUTH".into(),
+            state: record.state.clone(),
+            owner: record.owner.clone(),
+            server: record.server.clone(),
+            sealed: record.sealed.clone(),
+            expires_at: record.expires_at,
+            ttl: (record.expires_at + TTL_GRACE_SECS) as u64,
+        })?)
+        .await
+    }
+
+    async fn take_mcp_authorization(
+        &self,
+        state: &str,
+    ) -> Result<Option<McpAuthorizationRecord>, StoreError> {
+        let Some(old) = self
+            .delete_returning(format!("MCPAUTH#{state}"), "MCPAUTH")
+            .await?
+        else {
+            return Ok(None);
+        };
+        let item: McpAuthorizationItem = from_item(old)?;
+        Ok(Some(McpAuthorizationRecord {
+            state: item.state,
+            owner: item.owner,
+            server: item.server,
+            sealed: item.sealed,
+            expires_at: item.expires_at,
+        }))
+    }
+
+    async fn mcp_credentials(
+        &self,
+        owner: &str,
+        server: &str,
+    ) -> Result<Option<McpCredentialsRecord>, StoreError> {
+        let Some(item) = self
+            .get(format!("USER#{owner}"), &format!("MCPCRED#{server}"))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let item: McpCredentialsItem = from_item(item)?;
+        Ok(Some(McpCredentialsRecord {
+            owner: item.owner,
+            server: item.server,
+            sealed: item.sealed,
+            version: item.version,
+            refreshing_until: item.refreshing_until,
+            updated_at: item.updated_at,
+        }))
+    }
+
+    async fn put_mcp_credentials(
+        &self,
+        record: &McpCredentialsRecord,
+        expected: Option<u64>,
+    ) -> Result<bool, StoreError> {
+        let item = to_item(&McpCredentialsItem {
+            pk: format!("USER#{}", record.owner),
+            sk: format!("MCPCRED#{}", record.server),
+            owner: record.owner.clone(),
+            server: record.server.clone(),
+            sealed: record.sealed.clone(),
+            version: record.version,
+            refreshing_until: record.refreshing_until,
+            updated_at: record.updated_at,
+        })?;
+        let Some(version) = expected else {
+            return self.put_if_absent(item).await;
+        };
+        check_size(&item)?;
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("version = :version")
+            .expression_attribute_values(":version", AttributeValue::N(version.to_string()))
+            .send()
+            .await;
+        conditional(result)
+    }
+
+    async fn delete_mcp_credentials(&self, owner: &str, server: &str) -> Result<(), StoreError> {
+        self.delete_returning(format!("USER#{owner}"), &format!("MCPCRED#{server}"))
+            .await
+            .map(|_| ())
     }
 }
 

@@ -11,11 +11,11 @@ use sqlx::{AnyPool, Executor, QueryBuilder, Row};
 
 use super::{
     AccountRecord, AccountStore, AgentRecord, AgentStore, EventLog, IdempotencyRecord,
-    KnowledgeBaseRecord, KnowledgeStore, McpServerRecord, McpServerStore, PendingApprovalRecord,
-    ProviderRecord, ProviderStore, RefreshTokenRecord, RunControl, RunLock, RunStatus,
-    SessionRecord, SessionStore, SkillRecord, SkillStore, Store, StoreError, SummaryRecord,
-    SummaryStore, SystemSettingsRecord, UsageLedger, UsageRecord, UserMemoryRecord,
-    UserMemoryStore, lease_deadline,
+    KnowledgeBaseRecord, KnowledgeStore, McpAuthorizationRecord, McpCredentialsRecord,
+    McpServerRecord, McpServerStore, PendingApprovalRecord, ProviderRecord, ProviderStore,
+    RefreshTokenRecord, RunControl, RunLock, RunStatus, SessionRecord, SessionStore, SkillRecord,
+    SkillStore, Store, StoreError, SummaryRecord, SummaryStore, SystemSettingsRecord, UsageLedger,
+    UsageRecord, UserMemoryRecord, UserMemoryStore, lease_deadline,
 };
 #[cfg(feature = "mysql")]
 use crate::config::StoreConfig;
@@ -783,6 +783,126 @@ impl McpServerStore for SqlStore {
             .execute(&self.pool)
             .await?;
         Ok(result.rows_affected() == 1)
+    }
+
+    async fn put_mcp_authorization(
+        &self,
+        record: &McpAuthorizationRecord,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO mcp_authorizations (state, owner, server, sealed, expires_at)
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&record.state)
+        .bind(&record.owner)
+        .bind(&record.server)
+        .bind(&record.sealed)
+        .bind(record.expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn take_mcp_authorization(
+        &self,
+        state: &str,
+    ) -> Result<Option<McpAuthorizationRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM mcp_authorizations WHERE state = ?")
+            .bind(state)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let deleted = sqlx::query("DELETE FROM mcp_authorizations WHERE state = ?")
+            .bind(state)
+            .execute(&self.pool)
+            .await?;
+        if deleted.rows_affected() != 1 {
+            return Ok(None);
+        }
+        Ok(Some(McpAuthorizationRecord {
+            state: row.try_get("state")?,
+            owner: row.try_get("owner")?,
+            server: row.try_get("server")?,
+            sealed: row.try_get("sealed")?,
+            expires_at: row.try_get("expires_at")?,
+        }))
+    }
+
+    async fn mcp_credentials(
+        &self,
+        owner: &str,
+        server: &str,
+    ) -> Result<Option<McpCredentialsRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM mcp_credentials WHERE owner = ? AND server = ?")
+            .bind(owner)
+            .bind(server)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        Ok(Some(McpCredentialsRecord {
+            owner: row.try_get("owner")?,
+            server: row.try_get("server")?,
+            sealed: row.try_get("sealed")?,
+            version: row.try_get::<i64, _>("version")? as u64,
+            refreshing_until: row.try_get("refreshing_until")?,
+            updated_at: row.try_get("updated_at")?,
+        }))
+    }
+
+    async fn put_mcp_credentials(
+        &self,
+        record: &McpCredentialsRecord,
+        expected: Option<u64>,
+    ) -> Result<bool, StoreError> {
+        let result = match expected {
+            None => {
+                let statement = format!(
+                    "{} INTO mcp_credentials
+                     (owner, server, sealed, version, refreshing_until, updated_at)
+                     VALUES (?, ?, ?, ?, ?, ?)",
+                    self.insert_ignore()
+                );
+                sqlx::query(sqlx::AssertSqlSafe(statement))
+                    .bind(&record.owner)
+                    .bind(&record.server)
+                    .bind(&record.sealed)
+                    .bind(record.version as i64)
+                    .bind(record.refreshing_until)
+                    .bind(record.updated_at)
+                    .execute(&self.pool)
+                    .await?
+            }
+            Some(version) => {
+                sqlx::query(
+                    "UPDATE mcp_credentials
+                     SET sealed = ?, version = ?, refreshing_until = ?, updated_at = ?
+                     WHERE owner = ? AND server = ? AND version = ?",
+                )
+                .bind(&record.sealed)
+                .bind(record.version as i64)
+                .bind(record.refreshing_until)
+                .bind(record.updated_at)
+                .bind(&record.owner)
+                .bind(&record.server)
+                .bind(version as i64)
+                .execute(&self.pool)
+                .await?
+            }
+        };
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn delete_mcp_credentials(&self, owner: &str, server: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM mcp_credentials WHERE owner = ? AND server = ?")
+            .bind(owner)
+            .bind(server)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 }
 

@@ -4,12 +4,13 @@
 # land in target/bench/. Needs MariaDB on 127.0.0.1:3306 and moto (bash tests/run.sh sets both up).
 # QUICK=1 runs a shorter version (fewer requests, 1,000 streams at most); SKIP_BUILD=1 uses the
 # release binaries already built; SECTIONS picks some of "overhead throughput hold cold store"
-# (e.g. SECTIONS="throughput cold" bash local/bench.sh).
+# (e.g. SECTIONS="throughput cold" bash local/bench.sh); BIN and OUT name other folders for the
+# binaries and the results (to compare two builds side by side).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-OUT=$ROOT/target/bench
-BIN=$ROOT/target/release
+OUT=${OUT:-$ROOT/target/bench}
+BIN=${BIN:-$ROOT/target/release}
 mkdir -p "$OUT"
 rm -f "$OUT"/*.json "$OUT"/*.jsonl
 QUICK=${QUICK:-0}

@@ -662,3 +662,89 @@ async fn stream_runs_the_code_tools_in_the_sandbox_function() {
         .unwrap();
     assert_eq!(bytes, b"made in the sandbox");
 }
+
+/// A REST API event for `method path` with `query` and a JSON `body`, from the fixture's shape.
+fn rest_event(method: &str, path: &str, query: &[(String, String)], body: Option<&Value>) -> Value {
+    let mut event: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("apigw-rest-mcp-list.json")).unwrap(),
+    )
+    .unwrap();
+    event["httpMethod"] = json!(method);
+    event["path"] = json!(path);
+    event["resource"] = json!("/api/mcp/{proxy+}");
+    event["requestContext"]["httpMethod"] = json!(method);
+    event["requestContext"]["path"] = json!(format!("/prod{path}"));
+    event["requestContext"]["resourcePath"] = json!("/api/mcp/{proxy+}");
+    let single: serde_json::Map<String, Value> =
+        query.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+    let multi: serde_json::Map<String, Value> =
+        query.iter().map(|(k, v)| (k.clone(), json!([v]))).collect();
+    event["queryStringParameters"] = if query.is_empty() {
+        Value::Null
+    } else {
+        Value::Object(single)
+    };
+    event["multiValueQueryStringParameters"] = if query.is_empty() {
+        Value::Null
+    } else {
+        Value::Object(multi)
+    };
+    if let Some(body) = body {
+        event["body"] = json!(body.to_string());
+        event["headers"]["Content-Type"] = json!("application/json");
+        event["multiValueHeaders"]["Content-Type"] = json!(["application/json"]);
+    }
+    event
+}
+
+/// In the cloud's shape (MCP-admin on DynamoDB, fed REST API events): a server added with OAuth
+/// sends the user back to the stage's own URL, and the redirect's event completes the
+/// authorization and lists the server's tools.
+#[tokio::test(flavor = "multi_thread")]
+async fn mcp_admin_authorizes_an_oauth_server_from_rest_api_events() {
+    let peer = OAuthPeer::start(3600).await;
+    let emulator = Emulator::start(
+        &["sage-mcp-admin"],
+        &["SAGE_JWT_KEY=lambda-events-jwt-key-0123456789abcdef".to_owned()],
+    )
+    .await;
+    let add = rest_event(
+        "POST",
+        "/api/mcp/add",
+        &[],
+        Some(&json!({"name": "guarded", "user_id": "alice",
+                     "streamable_http_url": peer.url(), "oauth": {}})),
+    );
+    let (status, added) = status_and_envelope(
+        &emulator.invoke_event("sage-mcp-admin", &add, "add").await,
+        "add",
+    );
+    assert_eq!(status, 200, "{added}");
+    let authorization_url = added["data"]["authorization_url"].as_str().unwrap();
+    let redirect = url::Url::parse(authorization_url)
+        .unwrap()
+        .query_pairs()
+        .find(|(name, _)| name == "redirect_uri")
+        .unwrap()
+        .1
+        .into_owned();
+    assert_eq!(
+        redirect,
+        "https://a1b2c3d4e5.execute-api.eu-central-1.amazonaws.com/prod/api/mcp/oauth/callback"
+    );
+
+    let back = url::Url::parse(&approve(authorization_url).await).unwrap();
+    assert_eq!(back.path(), "/prod/api/mcp/oauth/callback");
+    let query: Vec<(String, String)> = back.query_pairs().into_owned().collect();
+    let callback = rest_event("GET", "/api/mcp/oauth/callback", &query, None);
+    let (status, done) = status_and_envelope(
+        &emulator
+            .invoke_event("sage-mcp-admin", &callback, "callback")
+            .await,
+        "callback",
+    );
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["data"]["tools"], json!(["whoami", "echo"]));
+    let stats = peer.stats().await;
+    assert_eq!(stats["code_exchanges"], 1, "{stats}");
+}

@@ -3,7 +3,6 @@
 //! runs call its tools with the user's token; an expired token is refreshed once for two
 //! instances calling at the same moment; the tokens outlive a restart, sealed in the store.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use reqwest::Method;
@@ -15,62 +14,12 @@ const JWT_KEY: &str = "mcp-oauth-test-jwt-key-0123456789abcdef";
 /// Seconds an access token lives on the fixture.
 const TOKEN_SECONDS: u64 = 2;
 
-struct OAuthPeer {
-    port: u16,
-    _child: tokio::process::Child,
-}
-
-impl OAuthPeer {
-    async fn start() -> Self {
-        let port = free_port();
-        let script = workspace_root().join("tests/peers/mcp_oauth_server.py");
-        let child = tokio::process::Command::new(python())
-            .args([
-                script.display().to_string(),
-                port.to_string(),
-                TOKEN_SECONDS.to_string(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("the OAuth MCP peer starts");
-        wait_for_port(port, Duration::from_secs(20)).await;
-        Self {
-            port,
-            _child: child,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/mcp", self.port)
-    }
-
-    async fn stats(&self) -> Value {
-        let (status, stats) = get_json(&format!("http://127.0.0.1:{}/stats", self.port)).await;
-        assert_eq!(status, 200);
-        stats
-    }
-}
-
 async fn instance(dir: &std::path::Path, llm: &MockLlm, key: &str) -> ShimProcess {
     sage_local_on_file_store(dir, &llm.base_url, &["--jwt_key", key], &[]).await
 }
 
 fn add_request(peer: &OAuthPeer) -> Value {
     json!({"name": "guarded", "user_id": "alice", "streamable_http_url": peer.url(), "oauth": {}})
-}
-
-/// Follows the authorization URL as a browser would, to the redirect back to us, which it
-/// returns without following.
-async fn approve(authorization_url: &str) -> String {
-    let browser = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let response = browser.get(authorization_url).send().await.unwrap();
-    assert_eq!(response.status(), 302, "{}", response.text().await.unwrap());
-    response.headers()["location"].to_str().unwrap().to_owned()
 }
 
 async fn call_tool(base: &str, user: &str, directive: &str, tool: &str) -> Vec<Value> {
@@ -95,7 +44,7 @@ async fn server_entry(base: &str, user: &str) -> Option<Value> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_oauth_server_is_authorized_called_refreshed_once_and_kept_across_a_restart() {
-    let peer = OAuthPeer::start().await;
+    let peer = OAuthPeer::start(TOKEN_SECONDS).await;
     let llm = MockLlm::start(Default::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let first = instance(dir.path(), &llm, JWT_KEY).await;
@@ -215,7 +164,7 @@ async fn an_oauth_server_is_authorized_called_refreshed_once_and_kept_across_a_r
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_refused_authorization_and_bad_oauth_settings_change_nothing() {
-    let peer = OAuthPeer::start().await;
+    let peer = OAuthPeer::start(TOKEN_SECONDS).await;
     let llm = MockLlm::start(Default::default()).await;
 
     // Without --jwt_key there is no key to seal tokens with.
@@ -255,6 +204,26 @@ async fn a_refused_authorization_and_bad_oauth_settings_change_nothing() {
     .await;
     assert_eq!(status, 502, "{body}");
     assert!(server_entry(&shim.url, "alice").await.is_none());
+
+    // A request's own servers have no user to authorize them.
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/stream", shim.url))
+        .json(
+            &json!({"user_id": "alice", "messages": [{"role": "user", "content": "hi"}],
+                      "extra_mcp_config": {"x": {"streamable_http_url": peer.url(), "oauth": {}}}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 422);
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["error_detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("extra_mcp_config.x.oauth:"),
+        "{body}"
+    );
 
     let (status, body) = get_json(&format!(
         "{}/api/mcp/oauth/callback?state=made-up&code=x",
@@ -316,7 +285,7 @@ async fn a_refused_authorization_and_bad_oauth_settings_change_nothing() {
 /// path included), else the origin a proxy forwarded, else the request's own host.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_redirect_back_is_the_public_url_or_the_forwarded_origin() {
-    let peer = OAuthPeer::start().await;
+    let peer = OAuthPeer::start(TOKEN_SECONDS).await;
     let redirect_of = |added: &Value| {
         let url = url::Url::parse(added["data"]["authorization_url"].as_str().unwrap()).unwrap();
         url.query_pairs()

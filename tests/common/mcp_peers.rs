@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use super::client::get_json;
 use super::process::{free_port, wait_for_port, workspace_root};
 
 /// The Python interpreter that has the official MCP SDK (`tests/run.sh` installs it).
@@ -132,4 +133,58 @@ impl EverythingHttp {
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}/mcp", self.port)
     }
+}
+
+/// The Python SDK's OAuth-protected server (tests/peers/mcp_oauth_server.py): authorization
+/// server and resource server in one process, approving every authorization at once; its access
+/// tokens live `token_seconds`. Killed on drop.
+pub struct OAuthPeer {
+    pub port: u16,
+    _child: tokio::process::Child,
+}
+
+impl OAuthPeer {
+    pub async fn start(token_seconds: u64) -> Self {
+        let port = free_port();
+        let script = workspace_root().join("tests/peers/mcp_oauth_server.py");
+        let child = tokio::process::Command::new(python())
+            .args([
+                script.display().to_string(),
+                port.to_string(),
+                token_seconds.to_string(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the OAuth MCP peer starts");
+        wait_for_port(port, Duration::from_secs(20)).await;
+        Self {
+            port,
+            _child: child,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/mcp", self.port)
+    }
+
+    /// What it counted: registrations, code exchanges, refreshes, refused refreshes.
+    pub async fn stats(&self) -> Value {
+        let (status, stats) = get_json(&format!("http://127.0.0.1:{}/stats", self.port)).await;
+        assert_eq!(status, 200);
+        stats
+    }
+}
+
+/// Follows the authorization URL as a browser would, to the redirect back to us, which it
+/// returns without following.
+pub async fn approve(authorization_url: &str) -> String {
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let response = browser.get(authorization_url).send().await.unwrap();
+    assert_eq!(response.status(), 302, "{}", response.text().await.unwrap());
+    response.headers()["location"].to_str().unwrap().to_owned()
 }

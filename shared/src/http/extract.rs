@@ -237,14 +237,22 @@ impl Caller {
     }
 }
 
-/// The scheme and host the request was addressed to, as proxies forward them
-/// (`X-Forwarded-Proto`, `X-Forwarded-Host`, else `Host`): `http://localhost:8080`.
+/// The URL the API Gateway stage that received the request is reached at.
+#[derive(Clone)]
+pub struct GatewayBase(pub String);
+
+/// Where the request was addressed to: its API Gateway stage's URL, else the scheme and host
+/// as proxies forward them (`X-Forwarded-Proto`, `X-Forwarded-Host`, else `Host`):
+/// `http://localhost:8080`.
 pub struct RequestOrigin(pub String);
 
 impl<S: Send + Sync> FromRequestParts<S> for RequestOrigin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        if let Some(GatewayBase(base)) = parts.extensions.get::<GatewayBase>() {
+            return Ok(Self(base.clone()));
+        }
         let header = |name: &str| {
             parts
                 .headers

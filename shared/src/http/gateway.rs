@@ -13,6 +13,7 @@ use lambda_http::RequestExt;
 use lambda_http::request::RequestContext;
 use serde_json::Value;
 
+use super::extract::GatewayBase;
 use crate::domain::accounts::{GatewayIdentity, claim_text as text};
 #[cfg(feature = "mcp")]
 use crate::domain::runs::Invocation;
@@ -22,6 +23,9 @@ use crate::domain::runs::Invocation;
 pub async fn gateway_identity(mut request: Request, next: Next) -> Response {
     if let Some(identity) = request.request_context_ref().and_then(identity_of) {
         request.extensions_mut().insert(identity);
+    }
+    if let Some(base) = request.request_context_ref().and_then(stage_url) {
+        request.extensions_mut().insert(base);
     }
     #[cfg(feature = "mcp")]
     if let Some(context) = request.lambda_context_ref() {
@@ -71,6 +75,20 @@ pub async fn flush_traces_after(request: Request, next: Next) -> Response {
     };
     crate::telemetry::flush_traces().await;
     Response::from_parts(parts, axum::body::Body::from(bytes))
+}
+
+/// A REST API's own URL names its stage, which the request's host does not: the base of the
+/// URLs that lead back to this API. Custom domains, HTTP APIs' `$default` stage and Function
+/// URLs are the request's host itself.
+fn stage_url(context: &RequestContext) -> Option<GatewayBase> {
+    let RequestContext::ApiGatewayV1(context) = context else {
+        return None;
+    };
+    let domain = context.domain_name.as_deref()?;
+    let stage = context.stage.as_deref()?;
+    domain
+        .contains(".execute-api.")
+        .then(|| GatewayBase(format!("https://{domain}/{stage}")))
 }
 
 fn identity_of(context: &RequestContext) -> Option<GatewayIdentity> {

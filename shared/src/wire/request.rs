@@ -190,6 +190,18 @@ impl StreamRequest {
                 detail: "max_loop_count: must be at least 1".into(),
             });
         }
+        if let Some((name, _)) = self
+            .extra_mcp_config
+            .iter()
+            .flatten()
+            .find(|(_, config)| config.oauth.is_some())
+        {
+            return Err(InputError::Schema {
+                detail: format!(
+                    "extra_mcp_config.{name}.oauth: a server with OAuth is added with /api/mcp/add, where its user authorizes it"
+                ),
+            });
+        }
         Ok(())
     }
 }

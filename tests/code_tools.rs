@@ -190,7 +190,11 @@ async fn bad_code_calls_and_a_server_without_a_sandbox_say_so() {
     )
     .await;
     assert!(text(&results[0], "message").contains("not inside the workspace"));
-    assert!(text(&results[1], "message").contains("installs no packages"));
+    assert!(
+        text(&results[1], "message").contains("needs the network"),
+        "{}",
+        results[1]
+    );
 
     let off = TestEnv::with(Default::default(), &["--code_sandbox", "off"]).await;
     let results = run_tools_named(
@@ -243,6 +247,72 @@ async fn the_server_sets_the_time_limit_and_may_open_the_network() {
         assert!(result["duration_ms"].as_u64().unwrap() < 10_000, "{result}");
     }
     assert_eq!(text(&results[2], "stdout"), "connected\n", "{}", results[2]);
+}
+
+/// With `--code_network`, the packages a call names are installed for it (pip, npm) in the
+/// sandbox's own /tmp: the code uses them, and none of their files reach the workspace. A name
+/// that is an option, a URL or a path is refused; one the registry does not have fails the call.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_packages_a_call_names_are_installed_for_it() {
+    let env = TestEnv::with(
+        Default::default(),
+        &[
+            "--code_sandbox",
+            "bwrap",
+            "--code_timeout_seconds",
+            "120",
+            "--code_network",
+        ],
+    )
+    .await;
+    let results = run_tools_named(
+        &env.server.url,
+        "ct-packages",
+        "ada",
+        &CODE_TOOLS,
+        &[
+            call(
+                "execute_python_code",
+                json!({"code": "import tomli_w\nprint(tomli_w.dumps({'a': 1}).strip())", "requirement_list": ["tomli-w==1.0.0"]}),
+            ),
+            call(
+                "execute_javascript_code",
+                json!({"code": "console.log(require('is-odd')(3))", "npm_packages": ["is-odd@3.0.1"]}),
+            ),
+            call(
+                "execute_python_code",
+                json!({"code": "print(1)", "requirement_list": ["--index-url=http://127.0.0.1:1/simple"]}),
+            ),
+            call(
+                "execute_python_code",
+                json!({"code": "print(1)", "requirement_list": ["sage-no-such-package-zz==9.9"]}),
+            ),
+            python("import tomli_w"),
+        ],
+    )
+    .await;
+    assert_eq!(text(&results[0], "stdout"), "a = 1\n", "{}", results[0]);
+    assert_eq!(results[0]["files_changed"], json!([]), "{}", results[0]);
+    assert_eq!(text(&results[1], "stdout"), "true\n", "{}", results[1]);
+    assert_eq!(results[1]["files_changed"], json!([]), "{}", results[1]);
+    assert!(
+        text(&results[2], "message").contains("not a package name"),
+        "{}",
+        results[2]
+    );
+    assert_eq!(results[3]["exit_code"], 97, "{}", results[3]);
+    assert!(text(&results[3], "stderr").contains("installing the packages failed"));
+    assert_eq!(
+        results[4]["success"], false,
+        "a later call starts without them"
+    );
+    let kept: Vec<_> = std::fs::read_dir(env.workspace().join("ct-packages"))
+        .map(|entries| entries.flatten().map(|entry| entry.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        kept.is_empty(),
+        "nothing installed reaches the workspace: {kept:?}"
+    );
 }
 
 /// A sandbox function that cannot be reached: a run's call gets a tool error saying the sandbox

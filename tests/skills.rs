@@ -265,7 +265,11 @@ async fn bad_archives_are_refused_with_the_field_named_and_nothing_stored() {
         ("a name with path characters", bad_name, "name"),
         // Just over the 1 MiB limit: the server answers 413 without reading the rest, and a
         // client still writing a much larger body could see the connection close first.
-        ("over the size limit", vec![0u8; 1024 * 1024 + 64 * 1024], ""),
+        (
+            "over the size limit",
+            vec![0u8; 1024 * 1024 + 64 * 1024],
+            "",
+        ),
     ] {
         let (status, body) = upload_skill(&url, "?user_id=lee", None, archive).await;
         assert!(status == 400 || status == 413, "{case}: {status} {body}");

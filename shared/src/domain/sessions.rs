@@ -90,17 +90,23 @@ impl Sessions {
     /// Puts the conversation's title and text in the search index as they are stored now. A
     /// search backend that fails is logged; the conversation itself is kept either way.
     pub async fn index_conversation(&self, session_id: &str) {
-        let outcome = match self.sessions.get_session(session_id).await {
-            Ok(Some(session)) => self
-                .search
-                .upsert(vec![conversation_document(&session)])
-                .await
-                .map_err(|error| crate::telemetry::chain(&error)),
-            Ok(None) => Ok(()),
-            Err(error) => Err(crate::telemetry::chain(&error)),
-        };
-        if let Err(error) = outcome {
-            tracing::warn!(%session_id, %error, "the conversation was not indexed for search");
+        match self.sessions.get_session(session_id).await {
+            Ok(Some(session)) => self.index_session(&session).await,
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(%session_id, error = %crate::telemetry::chain(&error), "the conversation was not indexed for search");
+            }
+        }
+    }
+
+    /// Puts this stored state of a conversation in the search index.
+    pub async fn index_session(&self, session: &SessionRecord) {
+        if let Err(error) = self
+            .search
+            .upsert(vec![conversation_document(session)])
+            .await
+        {
+            tracing::warn!(session_id = %session.session_id, error = %crate::telemetry::chain(&error), "the conversation was not indexed for search");
         }
     }
 

@@ -36,6 +36,61 @@ pub const CODE_TOOLS: [&str; 4] = [
     CHECK_COMMAND_AVAILABILITY,
 ];
 
+/// Installs the packages named as arguments with pip into the sandbox's `/tmp`, then runs the
+/// code from standard input with them on the path. The installer's output goes to stderr.
+const INSTALL_PYTHON_PACKAGES: &str = "PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet \
+    --disable-pip-version-check --no-cache-dir --no-input --target /tmp/packages -- \"$@\" \
+    </dev/null >&2 || { echo 'installing the packages failed' >&2; exit 97; }; \
+    PYTHONPATH=/tmp/packages exec python3 -";
+
+/// Installs the packages named as arguments with npm into the sandbox's `/tmp`, then runs the
+/// code from standard input with them on Node's path.
+const INSTALL_NPM_PACKAGES: &str = "NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt \
+    npm_config_cache=/tmp/npm-cache npm_config_update_notifier=false npm install \
+    --prefix /tmp/packages --no-audit --no-fund --no-save --loglevel=error -- \"$@\" \
+    </dev/null >&2 || { echo 'installing the packages failed' >&2; exit 97; }; \
+    NODE_PATH=/tmp/packages/node_modules exec node -";
+
+/// At most this many packages in one call.
+const MAX_PACKAGES: usize = 30;
+
+/// The package specs a call names (`requests==2.32.3`, `@scope/name@1.2.0`): never an option,
+/// a URL or a path, which would let the model point the installer anywhere.
+fn package_specs(arguments: &JsonObject, field: &str) -> Result<Vec<String>, ToolCallError> {
+    let Some(value) = arguments.get(field) else {
+        return Ok(Vec::new());
+    };
+    let items = value
+        .as_array()
+        .ok_or_else(|| invalid(format!("`{field}`: a list of package names")))?;
+    if items.len() > MAX_PACKAGES {
+        return Err(invalid(format!(
+            "`{field}`: at most {MAX_PACKAGES} packages"
+        )));
+    }
+    items
+        .iter()
+        .map(|item| {
+            let spec = item.as_str().unwrap_or_default().trim();
+            let allowed = !spec.is_empty()
+                && spec.len() <= 200
+                && !spec.starts_with(['-', '.', '/'])
+                && !spec.contains("://")
+                && !spec.contains("..")
+                && spec
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-@/=<>!~^*+,[]".contains(c));
+            if allowed {
+                Ok(spec.to_owned())
+            } else {
+                Err(invalid(format!(
+                    "`{field}`: {item} is not a package name with an optional version"
+                )))
+            }
+        })
+        .collect()
+}
+
 /// How this server runs code, resolved at start-up.
 #[derive(Debug, Clone)]
 pub struct CodeSandbox {
@@ -369,14 +424,34 @@ impl CodeTools {
         Ok(relative)
     }
 
-    fn no_packages(arguments: &JsonObject, field: &str) -> Result<(), ToolCallError> {
-        match arguments.get(field) {
-            Some(Value::Array(items)) if !items.is_empty() => Err(invalid(format!(
-                "`{field}`: this sandbox installs no packages; use what is installed (see \
-                 check_command_availability)"
-            ))),
-            _ => Ok(()),
+    /// `program`, after the packages the call names are installed for it (in the sandbox's own
+    /// `/tmp`, so they never reach the workspace): they need the network.
+    fn with_packages(
+        &self,
+        program: &[&str],
+        arguments: &JsonObject,
+        field: &str,
+        installer: &str,
+    ) -> Result<Vec<String>, ToolCallError> {
+        let packages = package_specs(arguments, field)?;
+        if packages.is_empty() {
+            return Ok(program.iter().map(|part| (*part).to_owned()).collect());
         }
+        if !self.sandbox.network {
+            return Err(invalid(format!(
+                "`{field}`: installing packages needs the network, which this server's sandbox \
+                 does not have (--code_network); use what is installed (see \
+                 check_command_availability)"
+            )));
+        }
+        let mut argv = vec![
+            "/bin/sh".to_owned(),
+            "-c".to_owned(),
+            installer.to_owned(),
+            "sh".to_owned(),
+        ];
+        argv.extend(packages);
+        Ok(argv)
     }
 
     fn text<'a>(arguments: &'a JsonObject, field: &str) -> Result<&'a str, ToolCallError> {
@@ -471,24 +546,28 @@ impl BuiltinTools for CodeTools {
                 workdir: Self::workdir(&arguments)?,
                 timeout,
             },
-            EXECUTE_PYTHON_CODE => {
-                Self::no_packages(&arguments, "requirement_list")?;
-                Program {
-                    argv: vec!["python3".into(), "-".into()],
-                    stdin: Some(Self::text(&arguments, "code")?.to_owned()),
-                    workdir: String::new(),
-                    timeout,
-                }
-            }
-            EXECUTE_JAVASCRIPT_CODE => {
-                Self::no_packages(&arguments, "npm_packages")?;
-                Program {
-                    argv: vec!["node".into(), "-".into()],
-                    stdin: Some(Self::text(&arguments, "code")?.to_owned()),
-                    workdir: String::new(),
-                    timeout,
-                }
-            }
+            EXECUTE_PYTHON_CODE => Program {
+                argv: self.with_packages(
+                    &["python3", "-"],
+                    &arguments,
+                    "requirement_list",
+                    INSTALL_PYTHON_PACKAGES,
+                )?,
+                stdin: Some(Self::text(&arguments, "code")?.to_owned()),
+                workdir: String::new(),
+                timeout,
+            },
+            EXECUTE_JAVASCRIPT_CODE => Program {
+                argv: self.with_packages(
+                    &["node", "-"],
+                    &arguments,
+                    "npm_packages",
+                    INSTALL_NPM_PACKAGES,
+                )?,
+                stdin: Some(Self::text(&arguments, "code")?.to_owned()),
+                workdir: String::new(),
+                timeout,
+            },
             CHECK_COMMAND_AVAILABILITY => {
                 let commands: Vec<String> = arguments
                     .get("commands")
@@ -542,6 +621,47 @@ impl BuiltinTools for CodeTools {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn package_specs_are_names_with_versions_never_options_urls_or_paths() {
+        let arguments = |items: Value| {
+            let mut map = JsonObject::new();
+            map.insert("requirement_list".into(), items);
+            map
+        };
+        let specs = package_specs(
+            &arguments(json!([
+                "six==1.17.0",
+                "numpy>=1.2,<3",
+                "@scope/pkg@1.2.0",
+                "a[extra]"
+            ])),
+            "requirement_list",
+        )
+        .unwrap();
+        assert_eq!(specs.len(), 4);
+        for bad in [
+            "--index-url=http://x",
+            "-r",
+            "git+https://example.com/x.git",
+            "../x",
+            "/etc/passwd",
+            "a b",
+            "x;rm",
+            "",
+        ] {
+            assert!(
+                package_specs(&arguments(json!([bad])), "requirement_list").is_err(),
+                "{bad}"
+            );
+        }
+        assert!(package_specs(&arguments(json!("six")), "requirement_list").is_err());
+        assert!(
+            package_specs(&JsonObject::new(), "requirement_list")
+                .unwrap()
+                .is_empty()
+        );
+    }
 
     #[test]
     fn work_folders_stay_inside_the_workspace() {

@@ -534,6 +534,7 @@ impl Runs {
             },
             saved: Default::default(),
         });
+        let new_session = existing.is_none();
         let paused = existing.is_some_and(|session| session.status == RunStatus::AwaitingApproval);
         let account = RunAccount {
             user_id: user.as_str().to_owned(),
@@ -546,7 +547,14 @@ impl Runs {
                 .await?;
             let (mut spec, after_seq) = self
                 .prepare(
-                    request, settings, extras, session_id, user, &account, resumed,
+                    request,
+                    settings,
+                    extras,
+                    session_id,
+                    user,
+                    &account,
+                    resumed,
+                    new_session,
                 )
                 .await?;
             if spec.mode == RunMode::Simple {
@@ -646,15 +654,21 @@ impl Runs {
         user: &UserId,
         account: &RunAccount,
         resumed: Option<DecidedTurn>,
+        new_session: bool,
     ) -> Result<(RunSpec, u64), DomainError> {
         let stores = &self.stores;
         let session_id = session_id.as_str();
-        let mut session =
-            SessionRecord::new(session_id, user.as_str(), &title_of(&request.messages));
-        session.agent_id = request.agent_id.clone();
-        session.agent_name = request.agent_name.clone();
-        stores.sessions.create_session(&session).await?;
-        let mut log = stores.events.events_after(session_id, 0).await?;
+        // A conversation that was not stored when the run began has no log to read yet.
+        let mut log = if new_session {
+            let mut session =
+                SessionRecord::new(session_id, user.as_str(), &title_of(&request.messages));
+            session.agent_id = request.agent_id.clone();
+            session.agent_name = request.agent_name.clone();
+            stores.sessions.create_session(&session).await?;
+            Vec::new()
+        } else {
+            stores.events.events_after(session_id, 0).await?
+        };
         let mut seq = log.last().map_or(0, |stored| stored.seq);
         let inputs: Vec<StoredEvent> = request
             .messages
@@ -984,7 +998,7 @@ impl Runs {
             }
             hand_offs.remove().await;
             async {
-                if let Err(error) = finish_session(
+                match finish_session(
                     stores.sessions.as_ref(),
                     stores.events.as_ref(),
                     &session_id,
@@ -992,9 +1006,13 @@ impl Runs {
                 )
                 .await
                 {
-                    tracing::warn!(%session_id, error = %crate::telemetry::chain(&error), "could not update the session after its run");
+                    Ok(Some(session)) => sessions.index_session(&session).await,
+                    Ok(None) => {}
+                    Err(error) => {
+                        tracing::warn!(%session_id, error = %crate::telemetry::chain(&error), "could not update the session after its run");
+                        sessions.index_conversation(&session_id).await;
+                    }
                 }
-                sessions.index_conversation(&session_id).await;
             }
             .instrument(span)
             .await;
@@ -1167,15 +1185,16 @@ fn input_event(session_id: &str, message: &InputMessage) -> Event {
     }
 }
 
-/// Keeps the session's counts, search text and status true after a run.
+/// Keeps the session's counts, search text and status true after a run; the session as it is
+/// now stored.
 async fn finish_session(
     sessions: &dyn SessionStore,
     events: &dyn EventLog,
     session_id: &str,
     outcome: RunOutcome,
-) -> Result<(), StoreError> {
+) -> Result<Option<SessionRecord>, StoreError> {
     let Some(mut session) = sessions.get_session(session_id).await? else {
-        return Ok(());
+        return Ok(None);
     };
     let log = events.events_after(session_id, 0).await?;
     let merged = merge_events(log.iter().map(|stored| &stored.event));
@@ -1201,7 +1220,8 @@ async fn finish_session(
     };
     session.log_seq = log.last().map_or(0, |stored| stored.seq);
     session.updated_at = now_secs();
-    sessions.update_session(&session).await
+    sessions.update_session(&session).await?;
+    Ok(Some(session))
 }
 
 /// A checkpoint follows a tool turn's results: what a process that died after it had said of

@@ -98,6 +98,7 @@ impl SubSessions for RunSubSessions {
             if let Err(error) =
                 finish_session(sessions.as_ref(), events.as_ref(), &session_id, RunOutcome::Completed)
                     .await
+                    .map(|_| ())
             {
                 tracing::warn!(%session_id, error = %crate::telemetry::chain(&error), "could not update the sub-session");
             }

@@ -317,7 +317,7 @@ impl SessionStore for SqlStore {
             "{} INTO sessions ({SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             self.insert_ignore()
         );
-        sqlx::query(sqlx::AssertSqlSafe(statement))
+        let inserted = sqlx::query(sqlx::AssertSqlSafe(statement))
             .bind(&session.session_id)
             .bind(&session.user_id)
             .bind(&session.agent_id)
@@ -334,6 +334,9 @@ impl SessionStore for SqlStore {
             .bind(&session.parent_session_id)
             .execute(&self.pool)
             .await?;
+        if inserted.rows_affected() == 1 {
+            return Ok(session.clone());
+        }
         Ok(self
             .get_session(&session.session_id)
             .await?

@@ -791,11 +791,15 @@ impl Runs {
                 }
                 history
             },
-            summary: stores
-                .summaries
-                .session_summary(session_id)
-                .await?
-                .map(|record| record.summary),
+            summary: if new_session {
+                None
+            } else {
+                stores
+                    .summaries
+                    .session_summary(session_id)
+                    .await?
+                    .map(|record| record.summary)
+            },
             context: context_settings(
                 self.defaults.context,
                 request.context_budget_config.as_ref(),

@@ -551,23 +551,31 @@ impl RunControl for SqlStore {
         run_id: &str,
         lease: Duration,
     ) -> Result<bool, StoreError> {
-        // Clear an expired lease, then insert: of several contenders exactly one insert lands.
-        sqlx::query("DELETE FROM run_locks WHERE session_id = ? AND expires_at < ?")
-            .bind(session_id)
-            .bind(now_secs())
-            .execute(&self.pool)
-            .await?;
+        // Insert; when a lock is there, clear it if its lease ran out and insert again: of
+        // several contenders exactly one insert lands. An idle session costs one statement.
         let statement = format!(
             "{} INTO run_locks (session_id, run_id, expires_at, cancel_requested) VALUES (?, ?, ?, 0)",
             self.insert_ignore()
         );
-        let result = sqlx::query(sqlx::AssertSqlSafe(statement))
+        let insert = || {
+            sqlx::query(sqlx::AssertSqlSafe(statement.clone()))
+                .bind(session_id)
+                .bind(run_id)
+                .bind(lease_deadline(lease))
+                .execute(&self.pool)
+        };
+        if insert().await?.rows_affected() == 1 {
+            return Ok(true);
+        }
+        let cleared = sqlx::query("DELETE FROM run_locks WHERE session_id = ? AND expires_at < ?")
             .bind(session_id)
-            .bind(run_id)
-            .bind(lease_deadline(lease))
+            .bind(now_secs())
             .execute(&self.pool)
             .await?;
-        Ok(result.rows_affected() == 1)
+        if cleared.rows_affected() == 0 {
+            return Ok(false);
+        }
+        Ok(insert().await?.rows_affected() == 1)
     }
 
     async fn renew_run_lock(

@@ -238,14 +238,17 @@ impl Caller {
 }
 
 /// The URL the API Gateway stage that received the request is reached at.
+#[cfg(feature = "mcp")]
 #[derive(Clone)]
 pub struct GatewayBase(pub String);
 
 /// Where the request was addressed to: its API Gateway stage's URL, else the scheme and host
 /// as proxies forward them (`X-Forwarded-Proto`, `X-Forwarded-Host`, else `Host`):
 /// `http://localhost:8080`.
+#[cfg(feature = "mcp")]
 pub struct RequestOrigin(pub String);
 
+#[cfg(feature = "mcp")]
 impl<S: Send + Sync> FromRequestParts<S> for RequestOrigin {
     type Rejection = ApiError;
 

@@ -13,6 +13,7 @@ use lambda_http::RequestExt;
 use lambda_http::request::RequestContext;
 use serde_json::Value;
 
+#[cfg(feature = "mcp")]
 use super::extract::GatewayBase;
 use crate::domain::accounts::{GatewayIdentity, claim_text as text};
 #[cfg(feature = "mcp")]
@@ -24,6 +25,7 @@ pub async fn gateway_identity(mut request: Request, next: Next) -> Response {
     if let Some(identity) = request.request_context_ref().and_then(identity_of) {
         request.extensions_mut().insert(identity);
     }
+    #[cfg(feature = "mcp")]
     if let Some(base) = request.request_context_ref().and_then(stage_url) {
         request.extensions_mut().insert(base);
     }
@@ -77,6 +79,7 @@ pub async fn flush_traces_after(request: Request, next: Next) -> Response {
     Response::from_parts(parts, axum::body::Body::from(bytes))
 }
 
+#[cfg(feature = "mcp")]
 /// A REST API's own URL names its stage, which the request's host does not: the base of the
 /// URLs that lead back to this API. Custom domains, HTTP APIs' `$default` stage and Function
 /// URLs are the request's host itself.

@@ -119,7 +119,7 @@ impl Sealed {
             return true;
         };
         let lifetime = lifetime.as_secs_f64();
-        let margin = (lifetime / 2.0).min(30.0).max(1.0);
+        let margin = (lifetime / 2.0).clamp(1.0, 30.0);
         received as f64 + lifetime - margin > now
     }
 }

@@ -303,30 +303,11 @@ async fn with_auth_on_the_session_function_trusts_the_authorizers_identity() {
     ];
     for (method, path, query, expected) in cases {
         let mut event = cognito.clone();
-        event["httpMethod"] = json!(method);
-        event["path"] = json!(path);
-        event["resource"] = json!("/api/{proxy+}");
-        event["requestContext"]["httpMethod"] = json!(method);
-        event["requestContext"]["path"] = json!(format!("/prod{path}"));
-        event["requestContext"]["resourcePath"] = json!("/api/{proxy+}");
-        let single: serde_json::Map<String, Value> = query
+        let query: Vec<(String, String)> = query
             .iter()
-            .map(|(k, v)| (k.to_string(), json!(v)))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let multi: serde_json::Map<String, Value> = query
-            .iter()
-            .map(|(k, v)| (k.to_string(), json!([v])))
-            .collect();
-        event["queryStringParameters"] = if query.is_empty() {
-            Value::Null
-        } else {
-            Value::Object(single)
-        };
-        event["multiValueQueryStringParameters"] = if query.is_empty() {
-            Value::Null
-        } else {
-            Value::Object(multi)
-        };
+        set_rest_request(&mut event, method, path, "/api/{proxy+}", &query);
         let label = format!("{method} {path}");
         let (status, envelope) = status_and_envelope(
             &emulator.invoke_event("sage-session", &event, &label).await,
@@ -663,32 +644,40 @@ async fn stream_runs_the_code_tools_in_the_sandbox_function() {
     assert_eq!(bytes, b"made in the sandbox");
 }
 
-/// A REST API event for `method path` with `query` and a JSON `body`, from the fixture's shape.
+/// Makes a REST API event ask for `method path` (under the route `resource`) with `query`.
+fn set_rest_request(
+    event: &mut Value,
+    method: &str,
+    path: &str,
+    resource: &str,
+    query: &[(String, String)],
+) {
+    event["httpMethod"] = json!(method);
+    event["path"] = json!(path);
+    event["resource"] = json!(resource);
+    event["requestContext"]["httpMethod"] = json!(method);
+    event["requestContext"]["path"] = json!(format!("/prod{path}"));
+    event["requestContext"]["resourcePath"] = json!(resource);
+    let single: serde_json::Map<String, Value> =
+        query.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+    let multi: serde_json::Map<String, Value> =
+        query.iter().map(|(k, v)| (k.clone(), json!([v]))).collect();
+    let (single, multi) = if query.is_empty() {
+        (Value::Null, Value::Null)
+    } else {
+        (Value::Object(single), Value::Object(multi))
+    };
+    event["queryStringParameters"] = single;
+    event["multiValueQueryStringParameters"] = multi;
+}
+
+/// A REST API event for MCP-admin's `method path` with `query` and a JSON `body`.
 fn rest_event(method: &str, path: &str, query: &[(String, String)], body: Option<&Value>) -> Value {
     let mut event: Value = serde_json::from_str(
         &std::fs::read_to_string(fixture("apigw-rest-mcp-list.json")).unwrap(),
     )
     .unwrap();
-    event["httpMethod"] = json!(method);
-    event["path"] = json!(path);
-    event["resource"] = json!("/api/mcp/{proxy+}");
-    event["requestContext"]["httpMethod"] = json!(method);
-    event["requestContext"]["path"] = json!(format!("/prod{path}"));
-    event["requestContext"]["resourcePath"] = json!("/api/mcp/{proxy+}");
-    let single: serde_json::Map<String, Value> =
-        query.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
-    let multi: serde_json::Map<String, Value> =
-        query.iter().map(|(k, v)| (k.clone(), json!([v]))).collect();
-    event["queryStringParameters"] = if query.is_empty() {
-        Value::Null
-    } else {
-        Value::Object(single)
-    };
-    event["multiValueQueryStringParameters"] = if query.is_empty() {
-        Value::Null
-    } else {
-        Value::Object(multi)
-    };
+    set_rest_request(&mut event, method, path, "/api/mcp/{proxy+}", query);
     if let Some(body) = body {
         event["body"] = json!(body.to_string());
         event["headers"]["Content-Type"] = json!("application/json");

@@ -53,6 +53,22 @@ pub fn stdio_peer(extra: Value) -> Value {
     config
 }
 
+/// Starts a peer server quietly, killed on drop, and waits until it listens on `port`.
+async fn spawn_peer(
+    mut command: tokio::process::Command,
+    port: u16,
+    wait: Duration,
+) -> tokio::process::Child {
+    let child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the MCP peer starts");
+    wait_for_port(port, wait).await;
+    child
+}
+
 /// The Python SDK server over an HTTP transport, as a child process killed on drop.
 pub struct HttpPeer {
     pub port: u16,
@@ -66,14 +82,9 @@ impl HttpPeer {
     }
 
     pub async fn start_on(transport: &str, port: u16) -> Self {
-        let child = tokio::process::Command::new(python())
-            .args([peer_script(), transport.to_owned(), port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("the MCP peer starts");
-        wait_for_port(port, Duration::from_secs(20)).await;
+        let mut command = tokio::process::Command::new(python());
+        command.args([peer_script(), transport.to_owned(), port.to_string()]);
+        let child = spawn_peer(command, port, Duration::from_secs(20)).await;
         Self {
             port,
             _child: child,
@@ -115,15 +126,11 @@ pub struct EverythingHttp {
 impl EverythingHttp {
     pub async fn start() -> Self {
         let port = free_port();
-        let child = tokio::process::Command::new("node")
+        let mut command = tokio::process::Command::new("node");
+        command
             .args([everything_server_script(), "streamableHttp".to_owned()])
-            .env("PORT", port.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("node runs server-everything");
-        wait_for_port(port, Duration::from_secs(30)).await;
+            .env("PORT", port.to_string());
+        let child = spawn_peer(command, port, Duration::from_secs(30)).await;
         Self {
             port,
             _child: child,
@@ -147,18 +154,13 @@ impl OAuthPeer {
     pub async fn start(token_seconds: u64) -> Self {
         let port = free_port();
         let script = workspace_root().join("tests/peers/mcp_oauth_server.py");
-        let child = tokio::process::Command::new(python())
-            .args([
-                script.display().to_string(),
-                port.to_string(),
-                token_seconds.to_string(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("the OAuth MCP peer starts");
-        wait_for_port(port, Duration::from_secs(20)).await;
+        let mut command = tokio::process::Command::new(python());
+        command.args([
+            script.display().to_string(),
+            port.to_string(),
+            token_seconds.to_string(),
+        ]);
+        let child = spawn_peer(command, port, Duration::from_secs(20)).await;
         Self {
             port,
             _child: child,

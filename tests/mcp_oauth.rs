@@ -22,6 +22,22 @@ fn add_request(peer: &OAuthPeer) -> Value {
     json!({"name": "guarded", "user_id": "alice", "streamable_http_url": peer.url(), "oauth": {}})
 }
 
+/// GET as a browser does (`Accept: text/html`): status, content type and body.
+async fn browse(url: &str) -> (u16, String, String) {
+    let response = reqwest::Client::new()
+        .get(url)
+        .header("accept", "text/html,application/xhtml+xml,*/*;q=0.8")
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let kind = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    (status, kind, response.text().await.unwrap())
+}
+
 async fn call_tool(base: &str, user: &str, directive: &str, tool: &str) -> Vec<Value> {
     post_ndjson(
         &format!("{base}/api/stream"),
@@ -225,12 +241,13 @@ async fn a_refused_authorization_and_bad_oauth_settings_change_nothing() {
         "{body}"
     );
 
-    let (status, body) = get_json(&format!(
-        "{}/api/mcp/oauth/callback?state=made-up&code=x",
-        shim.url
-    ))
-    .await;
+    let made_up = format!("{}/api/mcp/oauth/callback?state=made-up&code=x", shim.url);
+    let (status, body) = get_json(&made_up).await;
     assert_eq!(status, 400, "{body}");
+    let (status, kind, page) = browse(&made_up).await;
+    assert_eq!(status, 400);
+    assert!(kind.starts_with("text/html"), "{kind}");
+    assert!(page.contains("unknown or was already used"), "{page}");
 
     // The user refuses: the authorization ends, and its state cannot be used afterwards.
     let (status, added) = add(add_request(&peer)).await;
@@ -269,9 +286,15 @@ async fn a_refused_authorization_and_bad_oauth_settings_change_nothing() {
     )
     .await;
     assert_eq!(status, 200, "{again}");
-    let (status, done) =
-        get_json(&approve(again["data"]["authorization_url"].as_str().unwrap()).await).await;
-    assert_eq!(status, 200, "{done}");
+    // The browser that comes back is shown a page.
+    let (status, kind, page) =
+        browse(&approve(again["data"]["authorization_url"].as_str().unwrap()).await).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(kind.starts_with("text/html"), "{kind}");
+    assert!(
+        page.contains("MCP server guarded is authorized, with 2 tools"),
+        "{page}"
+    );
     let (status, _) = send_json(
         Method::POST,
         &format!("{}/api/mcp/guarded/authorize?user_id=bob", shim.url),

@@ -1,7 +1,10 @@
 //! The MCP-admin function's routes (`api.md` §3).
 
 use axum::Json;
+use axum::body::Body;
 use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{Html, IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -9,6 +12,7 @@ use crate::domain::DomainError;
 use crate::domain::tools_admin::{OAuthCallback, ToolsAdmin, server_summary};
 use crate::http::extract::{Caller, RequestOrigin, ValidJson, ValidQuery};
 use crate::http::{ApiError, Envelope, ok};
+use crate::store::McpServerRecord;
 use crate::tools::McpServerConfig;
 use crate::util::SessionId;
 use crate::wire::api::{
@@ -107,26 +111,89 @@ struct CallbackQuery {
 }
 
 /// The authorization server's redirect back (no bearer token: the `state` names the user's
-/// authorization in progress, once).
+/// authorization in progress, once). A browser (`Accept: text/html`) gets a page saying how it
+/// went; other clients the envelope.
 #[utoipa::path(get, path = "/api/mcp/oauth/callback", tag = "mcp", params(CallbackQuery), responses((status = 200, body = Envelope<McpServerTools>)))]
 async fn oauth_callback(
     State(admin): State<ToolsAdmin>,
+    headers: HeaderMap,
     ValidQuery(query): ValidQuery<CallbackQuery>,
-) -> Answer<McpServerTools> {
-    let record = admin
+) -> Result<Response, ApiError> {
+    let outcome = admin
         .complete_authorization(OAuthCallback {
             state: query.state,
             code: query.code,
             error: query.error,
             issuer: query.iss,
         })
-        .await?;
+        .await;
+    let wants_page = headers
+        .get(header::ACCEPT)
+        .and_then(|accept| accept.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"));
+    if wants_page {
+        return Ok(callback_page(outcome));
+    }
+    let record = outcome?;
     Ok(ok(McpServerTools {
         server_name: record.name.clone(),
         status: "authorized",
         tools: tool_names(&record),
         authorization_url: None,
-    }))
+    })
+    .into_response())
+}
+
+fn escape_html(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '&' => "&amp;".to_owned(),
+            '<' => "&lt;".to_owned(),
+            '>' => "&gt;".to_owned(),
+            '"' => "&quot;".to_owned(),
+            '\'' => "&#39;".to_owned(),
+            other => other.to_string(),
+        })
+        .collect()
+}
+
+fn page(title: &str, message: &str) -> String {
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title></head>\
+         <body><h1>{title}</h1><p>{}</p></body></html>",
+        escape_html(message)
+    )
+}
+
+/// The page a browser sees at the end of an authorization: the error's status and message
+/// when it failed (internals hidden as in the envelope).
+fn callback_page(outcome: Result<McpServerRecord, DomainError>) -> Response {
+    match outcome {
+        Ok(record) => Html(page(
+            "Authorized",
+            &format!(
+                "MCP server {} is authorized, with {} tools. You can close this window.",
+                record.name,
+                record.tools.len()
+            ),
+        ))
+        .into_response(),
+        Err(error) => {
+            let error = ApiError::from(error);
+            let message = if error.is_internal() {
+                "internal error".to_owned()
+            } else {
+                error.to_string()
+            };
+            let (mut parts, _) = error.into_response().into_parts();
+            parts.headers.remove(header::CONTENT_LENGTH);
+            parts.headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            );
+            Response::from_parts(parts, Body::from(page("Not authorized", &message)))
+        }
+    }
 }
 
 #[utoipa::path(get, path = "/api/mcp/list", tag = "mcp", responses((status = 200, body = Envelope<McpServerList>)))]

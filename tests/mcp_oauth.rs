@@ -355,3 +355,48 @@ async fn the_redirect_back_is_the_public_url_or_the_forwarded_origin() {
         "https://api.example/api/mcp/oauth/callback"
     );
 }
+
+/// The server stops accepting the user's token before it expires: the next call refreshes it
+/// once and goes through. When the refresh token is refused too, the credentials are dropped
+/// and the tool says the user must authorize the server again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_token_is_refreshed_once_and_a_refused_refresh_asks_for_authorization() {
+    let peer = OAuthPeer::start(3600).await;
+    let llm = MockLlm::start(Default::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let shim = instance(dir.path(), &llm, JWT_KEY).await;
+    let (status, added) = send_json(
+        Method::POST,
+        &format!("{}/api/mcp/add", shim.url),
+        &add_request(&peer),
+    )
+    .await;
+    assert_eq!(status, 200, "{added}");
+    let (status, _) =
+        get_json(&approve(added["data"]["authorization_url"].as_str().unwrap()).await).await;
+    assert_eq!(status, 200);
+    let events = call_tool(&shim.url, "alice", r#"call:echo{"text":"first"}"#, "echo").await;
+    assert_eq!(answer_text(&events), "Tool results: first");
+
+    peer.revoke(false).await;
+    let events = call_tool(&shim.url, "alice", r#"call:echo{"text":"second"}"#, "echo").await;
+    assert_eq!(answer_text(&events), "Tool results: second");
+    let stats = peer.stats().await;
+    assert_eq!(stats["refreshes"], 1, "{stats}");
+
+    peer.revoke(true).await;
+    let events = call_tool(&shim.url, "alice", r#"call:echo{"text":"third"}"#, "echo").await;
+    let results = of_type(&events, "tool_call_result");
+    let message = results[0]["content"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        message.contains("/api/mcp/guarded/authorize"),
+        "{}",
+        results[0]
+    );
+    assert_eq!(
+        server_entry(&shim.url, "alice").await.unwrap()["authorized"],
+        false
+    );
+}

@@ -171,6 +171,17 @@ impl OAuthPeer {
         format!("http://127.0.0.1:{}/mcp", self.port)
     }
 
+    /// Forgets every access token it issued, and with `refresh_tokens` the refresh tokens too.
+    pub async fn revoke(&self, refresh_tokens: bool) {
+        let query = if refresh_tokens { "?refresh=1" } else { "" };
+        let response = reqwest::Client::new()
+            .post(format!("http://127.0.0.1:{}/revoke{query}", self.port))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+
     /// What it counted: registrations, code exchanges, refreshes, refused refreshes.
     pub async fn stats(&self) -> Value {
         let (status, stats) = get_json(&format!("http://127.0.0.1:{}/stats", self.port)).await;

@@ -5,6 +5,7 @@ authorization server (RFC 8414 metadata, DCR, /authorize, /token) and the resour
 Usage: python mcp_oauth_server.py PORT [ACCESS_TOKEN_TTL_SECONDS]
 /authorize approves at once (no login page): it redirects to redirect_uri with code+state.
 GET /stats -> {"registrations", "code_exchanges", "refreshes", "refresh_failures"} (no auth).
+POST /revoke[?refresh=1] forgets the access tokens (and the refresh tokens) at once.
 """
 
 import secrets
@@ -108,11 +109,13 @@ class InstantProvider:
         self.refresh.pop(token.token, None)
 
 
+PROVIDER = InstantProvider()
+
 mcp = FastMCP(
     "sage-oauth-peer",
     host="127.0.0.1",
     port=PORT,
-    auth_server_provider=InstantProvider(),
+    auth_server_provider=PROVIDER,
     auth=AuthSettings(
         issuer_url=AnyHttpUrl(BASE),
         resource_server_url=AnyHttpUrl(f"{BASE}/mcp"),
@@ -141,6 +144,15 @@ def echo(text: str) -> str:
 @mcp.custom_route("/stats", methods=["GET"])
 async def stats(_: Request) -> JSONResponse:
     return JSONResponse(STATS)
+
+
+@mcp.custom_route("/revoke", methods=["POST"])
+async def revoke(request: Request) -> JSONResponse:
+    """Forgets every access token before it expires; with ?refresh=1 the refresh tokens too."""
+    PROVIDER.access.clear()
+    if request.query_params.get("refresh") == "1":
+        PROVIDER.refresh.clear()
+    return JSONResponse({"revoked": True})
 
 
 if __name__ == "__main__":

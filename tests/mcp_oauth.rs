@@ -11,8 +11,10 @@ use serde_json::{Value, json};
 use crate::common::*;
 
 const JWT_KEY: &str = "mcp-oauth-test-jwt-key-0123456789abcdef";
-/// Seconds an access token lives on the fixture.
-const TOKEN_SECONDS: u64 = 2;
+/// Seconds an access token lives on the fixture. A token is refreshed once less than half its
+/// life is left (rmcp's margin), so a refreshed one stays good for 3 s: time enough for a
+/// second caller on a loaded machine to pick it up instead of refreshing again.
+const TOKEN_SECONDS: u64 = 6;
 
 async fn instance(dir: &std::path::Path, llm: &MockLlm, key: &str) -> ShimProcess {
     sage_local_on_file_store(dir, &llm.base_url, &["--jwt_key", key], &[]).await
@@ -116,7 +118,7 @@ async fn an_oauth_server_is_authorized_called_refreshed_once_and_kept_across_a_r
 
     // The token expires; two instances on the same store call at once: one refresh serves both.
     let second = instance(dir.path(), &llm, JWT_KEY).await;
-    tokio::time::sleep(Duration::from_secs(TOKEN_SECONDS + 1)).await;
+    tokio::time::sleep(Duration::from_secs(TOKEN_SECONDS / 2 + 1)).await;
     let (one, two) = tokio::join!(
         call_tool(&first.url, "alice", r#"call:echo{"text":"one"}"#, "echo"),
         call_tool(&second.url, "alice", r#"call:echo{"text":"two"}"#, "echo"),

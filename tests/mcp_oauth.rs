@@ -20,6 +20,18 @@ async fn instance(dir: &std::path::Path, llm: &MockLlm, key: &str) -> ShimProces
     sage_local_on_file_store(dir, &llm.base_url, &["--jwt_key", key], &[]).await
 }
 
+/// Adds Alice's `guarded` server at `base`: the answer, which must be a 200.
+async fn add_guarded(base: &str, peer: &OAuthPeer) -> Value {
+    let (status, added) = send_json(
+        Method::POST,
+        &format!("{base}/api/mcp/add"),
+        &add_request(peer),
+    )
+    .await;
+    assert_eq!(status, 200, "{added}");
+    added
+}
+
 fn add_request(peer: &OAuthPeer) -> Value {
     json!({"name": "guarded", "user_id": "alice", "streamable_http_url": peer.url(), "oauth": {}})
 }
@@ -67,13 +79,7 @@ async fn an_oauth_server_is_authorized_called_refreshed_once_and_kept_across_a_r
     let dir = tempfile::tempdir().unwrap();
     let first = instance(dir.path(), &llm, JWT_KEY).await;
 
-    let (status, added) = send_json(
-        Method::POST,
-        &format!("{}/api/mcp/add", first.url),
-        &add_request(&peer),
-    )
-    .await;
-    assert_eq!(status, 200, "{added}");
+    let added = add_guarded(&first.url, &peer).await;
     assert_eq!(added["data"]["status"], "authorization_required");
     assert_eq!(added["data"]["tools"], json!([]));
     let authorization_url = added["data"]["authorization_url"].as_str().unwrap();
@@ -166,13 +172,7 @@ async fn an_oauth_server_is_authorized_called_refreshed_once_and_kept_across_a_r
     )
     .await;
     assert_eq!(status, 200);
-    let (status, again) = send_json(
-        Method::POST,
-        &format!("{}/api/mcp/add", restarted.url),
-        &add_request(&peer),
-    )
-    .await;
-    assert_eq!(status, 200, "{again}");
+    let again = add_guarded(&restarted.url, &peer).await;
     assert_eq!(again["data"]["status"], "authorization_required");
     assert_eq!(
         server_entry(&restarted.url, "alice").await.unwrap()["authorized"],
@@ -329,13 +329,7 @@ async fn the_redirect_back_is_the_public_url_or_the_forwarded_origin() {
         ],
     )
     .await;
-    let (status, added) = send_json(
-        Method::POST,
-        &format!("{}/api/mcp/add", configured.server.url),
-        &add_request(&peer),
-    )
-    .await;
-    assert_eq!(status, 200, "{added}");
+    let added = add_guarded(&configured.server.url, &peer).await;
     assert_eq!(
         redirect_of(&added),
         "https://sage.example/prod/api/mcp/oauth/callback"
@@ -367,13 +361,7 @@ async fn a_refused_token_is_refreshed_once_and_a_refused_refresh_asks_for_author
     let llm = MockLlm::start(Default::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let shim = instance(dir.path(), &llm, JWT_KEY).await;
-    let (status, added) = send_json(
-        Method::POST,
-        &format!("{}/api/mcp/add", shim.url),
-        &add_request(&peer),
-    )
-    .await;
-    assert_eq!(status, 200, "{added}");
+    let added = add_guarded(&shim.url, &peer).await;
     let (status, _) =
         get_json(&approve(added["data"]["authorization_url"].as_str().unwrap()).await).await;
     assert_eq!(status, 200);

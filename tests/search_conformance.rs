@@ -29,6 +29,11 @@ fn passage(id: &str, owner: &str, scope: &str, parent: &str, text: &str) -> Sear
     }
 }
 
+/// User `u`'s passage "The harbour opens at dawn" (parent `port`), for the file-sharing tests.
+fn harbour_passage() -> SearchDocument {
+    passage("1", "u", "kb", "port", "The harbour opens at dawn")
+}
+
 fn query(owner: &str, scopes: &[&str], text: &str) -> SearchQuery {
     SearchQuery {
         owner: owner.into(),
@@ -297,16 +302,7 @@ async fn the_embedded_index_is_shared_through_its_file() {
             .unwrap()
             .is_empty()
     );
-    writer
-        .upsert(vec![passage(
-            "1",
-            "u",
-            "kb",
-            "port",
-            "The harbour opens at dawn",
-        )])
-        .await
-        .unwrap();
+    writer.upsert(vec![harbour_passage()]).await.unwrap();
     assert_eq!(
         parents(&reader.search(&query("u", &[], "harbour")).await.unwrap()),
         ["port"]
@@ -398,16 +394,7 @@ async fn a_cut_journal_entry_is_dropped_and_the_index_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("index.jsonl");
     let index = EmbeddedIndex::open(file.clone());
-    index
-        .upsert(vec![passage(
-            "1",
-            "u",
-            "kb",
-            "port",
-            "The harbour opens at dawn",
-        )])
-        .await
-        .unwrap();
+    index.upsert(vec![harbour_passage()]).await.unwrap();
     let mut journal = std::fs::OpenOptions::new()
         .append(true)
         .open(&file)
@@ -440,7 +427,7 @@ async fn a_cut_journal_entry_is_dropped_and_the_index_goes_on() {
 async fn an_earlier_versions_index_file_is_taken_over() {
     let dir = tempfile::tempdir().unwrap();
     let legacy = dir.path().join("index.json");
-    let documents = vec![passage("1", "u", "kb", "port", "The harbour opens at dawn")];
+    let documents = vec![harbour_passage()];
     std::fs::write(&legacy, serde_json::to_vec(&documents).unwrap()).unwrap();
     let index = EmbeddedIndex::open(dir.path().join("index.jsonl"));
     assert_eq!(

@@ -39,6 +39,7 @@ const FLAGS_THAT_ACT: &[(&str, Option<&str>)] = &[
     ("--code_memory_mb", Some("256")),
     ("--code_network", Some("false")),
     ("--run_lease_seconds", Some("12.5")),
+    ("--run_sweep_seconds", Some("0")),
     ("--run_max_llm_calls", Some("40")),
     ("--run_max_tokens", Some("200000")),
     ("--run_max_seconds", Some("600")),

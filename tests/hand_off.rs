@@ -233,26 +233,10 @@ async fn a_killed_run_continues_from_its_checkpoint_after_its_lease() {
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let lease = ["--run_lease_seconds", "1"];
+    // No sweep: the follower asks for the continuation.
+    let lease = ["--run_lease_seconds", "1", "--run_sweep_seconds", "0"];
     let (first, table) = sage_local_on_dynamodb(dir.path(), &llm.base_url, &lease).await;
-    let write = call(
-        "file_write",
-        json!({"file_path": "kept.txt", "content": "before the crash"}),
-    );
-    let body = json!({
-        "session_id": "ho-4", "user_id": USER, "available_tools": ["file_write"],
-        "messages": [{"role": "user", "content": write}],
-    });
-    let mut stream = NdjsonReader::post(&format!("{}/api/stream", first.url), &body).await;
-    let mut seen = Vec::new();
-    while let Some(event) = stream.next().await {
-        let answering = event["type"] == "do_subtask_result" && !seen.is_empty();
-        seen.push(event);
-        if answering && of_type(&seen, "tool_call_result").len() == 1 {
-            break;
-        }
-    }
-    assert_eq!(of_type(&seen, "tool_call_result").len(), 1, "{seen:#?}");
+    crate::paused_runs::read_into_second_turn(&first.url, "ho-4").await;
     first.kill();
 
     let second = sage_local_on_dynamodb_table(dir.path(), &llm.base_url, &table, &lease).await;

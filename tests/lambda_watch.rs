@@ -102,3 +102,84 @@ async fn sage_stream_hands_a_run_off_to_a_fresh_invocation_of_itself() {
     assert_eq!(of_type(&all, "token_usage").len(), 3, "{all:#?}");
     assert_eq!(transcript(&all), transcript(&uninterrupted("lw-1").await));
 }
+
+/// The Jobs function's `runs` job, invoked as its schedule does, finds a run killed past its
+/// checkpoint that nobody follows and continues it in the Stream function (an asynchronous
+/// `Invoke` of `STREAM_FUNCTION_NAME` through the emulator's Lambda API).
+#[tokio::test(flavor = "multi_thread")]
+async fn sage_jobs_continues_a_dead_run_in_the_stream_function() {
+    let llm = MockLlm::start(MockOptions {
+        token_delay: Duration::from_millis(300),
+        ..Default::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let lease = ["--run_lease_seconds", "1", "--run_sweep_seconds", "0"];
+    let (first, table) = sage_local_on_dynamodb(dir.path(), &llm.base_url, &lease).await;
+    crate::paused_runs::read_into_second_turn(&first.url, "lw-sweep").await;
+    first.kill();
+
+    let port = free_port();
+    let mut env_vars: Vec<(String, String)> = [
+        ("SAGE_DEFAULT_LLM_API_KEY", "test-key".to_owned()),
+        ("SAGE_DEFAULT_LLM_API_BASE_URL", llm.base_url.clone()),
+        ("SAGE_DB_TYPE", "dynamodb".to_owned()),
+        ("SAGE_DYNAMODB_ENDPOINT", dynamodb_endpoint()),
+        ("SAGE_DYNAMODB_TABLE", table),
+        ("SAGE_WORKSPACE_PATH", dir.path().display().to_string()),
+        (
+            "SAGE_PRESET_RUNNING_CONFIG_PATH",
+            "/nonexistent.json".to_owned(),
+        ),
+        ("SAGE_RUN_LEASE_SECONDS", "1".to_owned()),
+        ("STREAM_FUNCTION_NAME", "sage-stream".to_owned()),
+        (
+            "AWS_ENDPOINT_URL_LAMBDA",
+            format!("http://127.0.0.1:{port}"),
+        ),
+    ]
+    .map(|(name, value)| (name.to_owned(), value))
+    .into();
+    env_vars.extend(
+        MOTO_ENV
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned())),
+    );
+    let _emulator = start_lambda_apis(port).await;
+    let _stream = start_bootstrap("sage-stream", port, &env_vars);
+    let _jobs = start_bootstrap("sage-jobs", port, &env_vars);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let report: Value = reqwest::Client::new()
+        .post(format!(
+            "http://127.0.0.1:{port}/2015-03-31/functions/sage-jobs/invocations"
+        ))
+        .json(&serde_json::json!({"job": "runs"}))
+        .timeout(Duration::from_secs(120))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        report["continued"],
+        serde_json::json!(["lw-sweep"]),
+        "{report}"
+    );
+
+    let response = reqwest::Client::new()
+        .get(format!(
+            "http://127.0.0.1:{port}/lambda-url/sage-stream/api/stream/resume/lw-sweep?user_id=ada"
+        ))
+        .timeout(Duration::from_secs(120))
+        .send()
+        .await
+        .unwrap();
+    let events = ndjson_events(&response.text().await.unwrap());
+    assert_eq!(events.last().unwrap()["type"], "stream_end", "{events:#?}");
+    let answers = texts_by_message(&events, "do_subtask_result");
+    assert_eq!(answers.len(), 2, "{events:#?}");
+    assert!(answers[1].contains("\"success\":true"), "{answers:?}");
+    assert_eq!(of_type(&events, "tool_call_result").len(), 1, "{events:#?}");
+}

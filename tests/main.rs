@@ -30,6 +30,7 @@ mod mcp_oauth;
 mod mcp_transports;
 mod multi_mode;
 mod openapi;
+mod paused_runs;
 mod providers;
 mod request_errors;
 mod robustness;

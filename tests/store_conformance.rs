@@ -460,6 +460,7 @@ async fn a_pending_approval_is_taken_by_one_decision(store: Arc<dyn Store>) {
         user_id: "u".into(),
         created_at: 1.0,
         expires_at: 4_000_000_000.0,
+        due_at: 4_000_000_000.0,
         state: format!(
             "{{\"turn\": \"{approval_id}\", \"text\": \"{}\"}}",
             "é".repeat(3000)
@@ -500,6 +501,73 @@ async fn a_pending_approval_is_taken_by_one_decision(store: Arc<dyn Store>) {
     store.put_pending_approval(&record("third")).await.unwrap();
     store.delete_session("paused").await.unwrap();
     assert!(store.pending_approval("paused").await.unwrap().is_none());
+}
+
+async fn paused_runs_come_due_earliest_first(store: Arc<dyn Store>) {
+    let paused = |session_id: &str, due_at: f64| PendingApprovalRecord {
+        session_id: session_id.into(),
+        approval_id: format!("{session_id}-token"),
+        user_id: "u".into(),
+        created_at: 100.0,
+        expires_at: 4_000_000_000.0,
+        due_at,
+        state: "{}".into(),
+    };
+    assert!(store.due_paused_runs(1e12, 10).await.unwrap().is_empty());
+    for (session, due_at) in [("late", 900.5), ("early", 200.25), ("later", 2_000.0)] {
+        store
+            .put_pending_approval(&paused(session, due_at))
+            .await
+            .unwrap();
+    }
+    let sessions = |records: Vec<PendingApprovalRecord>| {
+        records
+            .into_iter()
+            .map(|record| record.session_id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        store.due_paused_runs(1_000.0, 10).await.unwrap(),
+        vec![paused("early", 200.25), paused("late", 900.5)],
+        "due by now, earliest first, as stored"
+    );
+    assert_eq!(
+        sessions(store.due_paused_runs(1_000.0, 1).await.unwrap()),
+        ["early"]
+    );
+    assert_eq!(
+        sessions(store.due_paused_runs(900.5, 10).await.unwrap()),
+        ["early", "late"],
+        "due at exactly now"
+    );
+    assert!(store.due_paused_runs(200.0, 10).await.unwrap().is_empty());
+    // A checkpoint saved again comes due later; a taken one is gone.
+    store
+        .put_pending_approval(&paused("early", 5_000.0))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .take_pending_approval("late", "late-token")
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        sessions(store.due_paused_runs(3_000.0, 10).await.unwrap()),
+        ["later"]
+    );
+    // Many sessions (spread over the store's partitions) come back in one order.
+    for index in 0..20 {
+        store
+            .put_pending_approval(&paused(&format!("many-{index:02}"), 10.0 + index as f64))
+            .await
+            .unwrap();
+    }
+    let due = sessions(store.due_paused_runs(3_000.0, 30).await.unwrap());
+    let mut expected: Vec<String> = (0..20).map(|index| format!("many-{index:02}")).collect();
+    expected.push("later".into());
+    assert_eq!(due, expected);
+    assert_eq!(store.due_paused_runs(3_000.0, 5).await.unwrap().len(), 5);
 }
 
 async fn an_mcp_authorization_is_taken_once(store: Arc<dyn Store>) {
@@ -1238,6 +1306,7 @@ macro_rules! conformance {
             conformance!(@test $make, the_cancel_flag_reaches_only_a_live_run);
             conformance!(@test $make, an_idempotency_key_binds_once);
             conformance!(@test $make, a_pending_approval_is_taken_by_one_decision);
+            conformance!(@test $make, paused_runs_come_due_earliest_first);
             conformance!(@test $make, mcp_servers_are_kept_per_owner);
             conformance!(@test $make, an_mcp_authorization_is_taken_once);
             conformance!(@test $make, mcp_credentials_are_written_by_version);

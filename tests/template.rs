@@ -19,7 +19,12 @@ use serde_yaml_ng::Value;
 const KEY_PARAMETER_VAR: &str = "SAGE_DEFAULT_LLM_API_KEY_PARAMETER";
 /// Read by `lambda_http`, not by `sage_core`: without it a REST API event's path keeps its stage
 /// (`/prod/api/health`) and no route matches (tests/lambda_events.rs shows the event answered).
-const RUNTIME_VARS: &[&str] = &["AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH"];
+/// Wiring between the deployed functions, not settings: the Jobs function's way to the Stream
+/// function (its `runs` job continues paused runs there).
+const RUNTIME_VARS: &[&str] = &[
+    "AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH",
+    "STREAM_FUNCTION_NAME",
+];
 
 const STORE_ACTIONS: &[&str] = &[
     "dynamodb:GetItem",
@@ -908,33 +913,55 @@ fn every_policy_grants_exactly_what_its_function_uses_without_wildcards() {
     }
 }
 
-/// The indexing job runs every minute by default on its own schedule, with the summary job's
-/// retries, dead-letter queue and role, and an input Jobs accepts.
+/// The indexing job and the sweep of paused runs run every minute by default on schedules of
+/// their own, with the summary job's retries, dead-letter queue and role, and inputs Jobs
+/// accepts; the sweep may invoke the Stream function, which it names to Jobs.
 #[test]
-fn the_indexing_job_is_scheduled_like_the_summary_job() {
+fn the_indexing_job_and_the_run_sweep_are_scheduled_like_the_summary_job() {
     let template = template();
-    let schedule = resource(&template, "IndexSchedule");
-    assert_eq!(schedule["Type"], "AWS::Scheduler::Schedule");
-    let properties = &schedule["Properties"];
+    for (id, parameter, job) in [
+        ("IndexSchedule", "IndexScheduleExpression", "index"),
+        ("RunSweepSchedule", "RunSweepScheduleExpression", "runs"),
+    ] {
+        let schedule = resource(&template, id);
+        assert_eq!(schedule["Type"], "AWS::Scheduler::Schedule");
+        let properties = &schedule["Properties"];
+        assert!(is_ref(&properties["ScheduleExpression"], parameter), "{id}");
+        assert_eq!(
+            template["Parameters"][parameter]["Default"],
+            "rate(1 minute)"
+        );
+        let target = &properties["Target"];
+        assert_eq!(render(&target["Arn"]), "${JobsFunction.Arn}");
+        assert_eq!(render(&target["RoleArn"]), "${JobsScheduleRole.Arn}");
+        assert_eq!(
+            render(&target["DeadLetterConfig"]["Arn"]),
+            "${JobsDeadLetterQueue.Arn}"
+        );
+        let payload: serde_json::Value =
+            serde_json::from_str(&render(&target["Input"])).expect("the input is JSON");
+        let request = sage_core::jobs::JobRequest::parse(payload).expect("a payload Jobs accepts");
+        assert_eq!(request.job, job);
+    }
+    let jobs = effective_properties(&template, "JobsFunction");
     assert!(is_ref(
-        &properties["ScheduleExpression"],
-        "IndexScheduleExpression"
+        &variables(&jobs)["STREAM_FUNCTION_NAME"],
+        "StreamFunction"
     ));
+    let statements = &resource(&template, "JobsRole")["Properties"]["Policies"][0]["PolicyDocument"]
+        ["Statement"];
+    let invokes: Vec<String> = statements
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter(|statement| statement["Action"] == "lambda:InvokeFunction")
+        .map(|statement| render(&statement["Resource"]))
+        .collect();
     assert_eq!(
-        template["Parameters"]["IndexScheduleExpression"]["Default"],
-        "rate(1 minute)"
+        invokes,
+        ["${StreamFunction.Arn}"],
+        "the sweep invokes Stream only"
     );
-    let target = &properties["Target"];
-    assert_eq!(render(&target["Arn"]), "${JobsFunction.Arn}");
-    assert_eq!(render(&target["RoleArn"]), "${JobsScheduleRole.Arn}");
-    assert_eq!(
-        render(&target["DeadLetterConfig"]["Arn"]),
-        "${JobsDeadLetterQueue.Arn}"
-    );
-    let payload: serde_json::Value =
-        serde_json::from_str(&render(&target["Input"])).expect("the input is JSON");
-    let request = sage_core::jobs::JobRequest::parse(payload).expect("a payload Jobs accepts");
-    assert_eq!(request.job, "index");
 }
 
 /// The summary job runs on a schedule whose rate is a parameter, with retries and a dead-letter

@@ -1,5 +1,6 @@
-//! The Jobs function: the scheduled work (today the session summaries), invoked by EventBridge
-//! Scheduler or by hand with a JSON payload such as `{"job": "summarize"}`.
+//! The Jobs function: the scheduled work (session summaries, knowledge-base indexing, the sweep of
+//! paused runs), invoked by EventBridge Scheduler or by hand with a JSON payload such as
+//! `{"job": "summarize"}`.
 
 use std::time::{Duration, SystemTime};
 

@@ -54,11 +54,14 @@ async fn start(config: Config) -> App {
     })
 }
 
-/// `sage-local jobs summarize [--session ID]... [--user_id ID] [--limit N] [settings...]` or
-/// `sage-local jobs index [--limit N] [settings...]`: the job's report on stdout as JSON.
+/// `sage-local jobs summarize [--session ID]... [--user_id ID] [--limit N] [settings...]`,
+/// `sage-local jobs index [--limit N] [settings...]` or `sage-local jobs runs [--limit N]
+/// [settings...]`: the job's report on stdout as JSON. The `runs` job's continuations run in
+/// this process, which exits when they are done.
 async fn run_job(args: Vec<OsString>) {
     let usage = "usage: sage-local jobs summarize [--session ID]... [--user_id ID] [--limit N] \
-                 [any server setting]\n       sage-local jobs index [--limit N] [any server setting]";
+                 [any server setting]\n       sage-local jobs index [--limit N] [any server setting]\
+                 \n       sage-local jobs runs [--limit N] [any server setting]";
     let Some(job) = args.get(2).and_then(|job| job.to_str()) else {
         eprintln!("{usage}");
         std::process::exit(2);
@@ -97,7 +100,9 @@ async fn run_job(args: Vec<OsString>) {
     let config = Config::try_from_args(settings).unwrap_or_else(|error| error.exit());
     telemetry(&config);
     let app = start(config).await;
-    match app.run_job(payload, JOB_TIME).await {
+    let report = app.run_job(payload, JOB_TIME).await;
+    app.finish_background_work(JOB_TIME).await;
+    match report {
         Ok(report) => {
             println!(
                 "{}",

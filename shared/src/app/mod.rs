@@ -375,8 +375,9 @@ impl App {
         self.store.clone()
     }
 
-    /// Work that goes on after start-up: registering the preset MCP servers, and the summary
-    /// job on a timer when `--summary_interval_seconds` is set.
+    /// Work that goes on after start-up: registering the preset MCP servers, and the jobs on
+    /// their timers (`--knowledge_index_interval_seconds`, `--summary_interval_seconds`,
+    /// `--run_sweep_seconds`).
     pub fn start_background_tasks(&self) {
         #[cfg(feature = "mcp")]
         {
@@ -384,69 +385,57 @@ impl App {
             self.tasks
                 .spawn(async move { tools.register_presets().await });
         }
-        // On Lambda the schedule invokes the Jobs function; a frozen function keeps no timer.
+        // On Lambda the schedules invoke the Jobs function; a frozen function keeps no timer.
         #[cfg(feature = "llm")]
-        if let Some(interval) = self.config.search.knowledge_index_interval()
-            && std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_none()
-        {
-            let app = self.clone();
-            self.tasks.spawn(async move {
-                let mut ticks = tokio::time::interval(interval);
-                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tokio::select! {
-                        _ = app.shutdown.cancelled() => break,
-                        _ = ticks.tick() => {}
-                    }
-                    let request = JobRequest {
-                        job: "index".into(),
-                        ..JobRequest::default()
-                    };
-                    match app.run_job_request(&request, TIMER_JOB_TIME).await {
-                        Ok(report) if report.indexed.is_empty() && report.index_failures.is_empty() => {}
-                        Ok(report) => tracing::info!(
-                            indexed = report.indexed.len(),
-                            failed = report.index_failures.len(),
-                            complete = report.complete,
-                            "indexing job"
-                        ),
-                        Err(error) => tracing::warn!(error = %crate::telemetry::chain(&error), "indexing job failed"),
-                    }
-                }
-            });
+        if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_none() {
+            if let Some(interval) = self.config.search.knowledge_index_interval() {
+                self.spawn_job_timer("index", interval, true);
+            }
+            if let Some(interval) = self.config.context.summary_interval() {
+                self.spawn_job_timer("summarize", interval, false);
+            }
+            #[cfg(feature = "mcp")]
+            if let Some(interval) = self.config.server.run_sweep_interval() {
+                self.spawn_job_timer("runs", interval, true);
+            }
         }
-        #[cfg(feature = "llm")]
-        if let Some(interval) = self.config.context.summary_interval() {
-            let app = self.clone();
-            self.tasks.spawn(async move {
-                let mut ticks = tokio::time::interval(interval);
-                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    }
+
+    /// Runs `job` every `interval` until shutdown (at once too, when `at_start`), logging what
+    /// each run did.
+    #[cfg(feature = "llm")]
+    fn spawn_job_timer(&self, job: &'static str, interval: Duration, at_start: bool) {
+        let app = self.clone();
+        self.tasks.spawn(async move {
+            let mut ticks = tokio::time::interval(interval);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            if !at_start {
                 ticks.tick().await;
-                loop {
-                    tokio::select! {
-                        _ = app.shutdown.cancelled() => break,
-                        _ = ticks.tick() => {}
+            }
+            loop {
+                tokio::select! {
+                    _ = app.shutdown.cancelled() => break,
+                    _ = ticks.tick() => {}
+                }
+                let request = JobRequest {
+                    job: job.into(),
+                    ..JobRequest::default()
+                };
+                match app.run_job_request(&request, TIMER_JOB_TIME).await {
+                    Ok(report) if report.did_nothing() => {
+                        tracing::debug!(job, running = report.running.len(), "nothing to do")
                     }
-                    let request = JobRequest {
-                        job: "summarize".into(),
-                        ..JobRequest::default()
-                    };
-                    match app.run_job_request(&request, TIMER_JOB_TIME).await {
-                        Ok(report) if report.summarized.is_empty() && report.failed.is_empty() => {
-                            tracing::debug!(running = report.running.len(), "summary job: nothing to do")
-                        }
-                        Ok(report) => tracing::info!(
-                            summarized = report.summarized.len(),
-                            running = report.running.len(),
-                            failed = report.failed.len(),
-                            complete = report.complete,
-                            "summary job"
-                        ),
-                        Err(error) => tracing::warn!(error = %crate::telemetry::chain(&error), "summary job failed"),
+                    Ok(report) => tracing::info!(
+                        job,
+                        report = %serde_json::to_string(&report).unwrap_or_default(),
+                        "job done"
+                    ),
+                    Err(error) => {
+                        tracing::warn!(job, error = %crate::telemetry::chain(&error), "job failed")
                     }
                 }
-            });
-        }
+            }
+        });
     }
 
     /// Runs the job a payload asks for (`jobs::JobRequest`), within `time_left`.
@@ -475,12 +464,57 @@ impl App {
         if request.job == "index" {
             return crate::jobs::run_index_job(&self.knowledge, request, time_left).await;
         }
+        if request.job == "runs" {
+            let relay = self.paused_run_relay().ok_or_else(|| {
+                DomainError::Unavailable(
+                    "the runs job continues runs in the Stream function: set \
+                     STREAM_FUNCTION_NAME to its name (template.yaml does)"
+                        .into(),
+                )
+            })?;
+            return crate::jobs::run_runs_job(
+                self.store.as_ref(),
+                relay.as_ref(),
+                request,
+                time_left,
+            )
+            .await;
+        }
         let settings = resolve_llm(&self.config.llm, None)?;
         // What one summary call usually needs; a call still going at the deadline is cut off.
         let per_session = Duration::from_secs(10);
         self.summary_job
             .run(request, &settings, time_left, per_session)
             .await
+    }
+
+    /// What continues a paused run: this process's runs (through their own relay in Lambda);
+    /// without them (the Jobs function), a fresh invocation of the Stream function.
+    #[cfg(feature = "llm")]
+    fn paused_run_relay(&self) -> Option<Arc<dyn crate::domain::paused_runs::RunRelay>> {
+        #[cfg(feature = "mcp")]
+        {
+            Some(Arc::new(self.runs.clone()))
+        }
+        #[cfg(not(feature = "mcp"))]
+        {
+            stream_function_relay()
+        }
+    }
+
+    /// Waits up to `grace` for the background work started so far (a `runs` job's
+    /// continuations in `sage-local jobs`), without interrupting it.
+    pub async fn finish_background_work(&self, grace: Duration) {
+        self.tasks.close();
+        if tokio::time::timeout(grace, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                ?grace,
+                "background work still running at the end of the wait"
+            );
+        }
     }
 
     /// Stops this process's runs as an interrupt would (each ends with its tail), then waits up
@@ -700,6 +734,16 @@ fn run_relay() -> Option<Arc<dyn crate::domain::runs::RunRelay>> {
     if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some()
         && let Ok(function) = std::env::var("AWS_LAMBDA_FUNCTION_NAME")
     {
+        return Some(Arc::new(relay::LambdaRelay::new(&function)));
+    }
+    None
+}
+
+/// The Jobs function's way to the Stream function (`STREAM_FUNCTION_NAME`), for the `runs` job.
+#[cfg(all(feature = "llm", not(feature = "mcp")))]
+fn stream_function_relay() -> Option<Arc<dyn crate::domain::paused_runs::RunRelay>> {
+    #[cfg(feature = "lambda-relay")]
+    if let Ok(function) = std::env::var("STREAM_FUNCTION_NAME") {
         return Some(Arc::new(relay::LambdaRelay::new(&function)));
     }
     None

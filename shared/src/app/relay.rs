@@ -1,5 +1,6 @@
 //! The Stream function's hand-off: an asynchronous `Invoke` of itself with a Function URL event
-//! for `POST /api/internal/runs/continue`, which continues the run in the fresh invocation.
+//! for `POST /api/internal/runs/continue`, which continues the run in the fresh invocation. The
+//! Jobs function's `runs` job sends the same to the Stream function.
 
 use async_trait::async_trait;
 use aws_sdk_lambda::Client;
@@ -7,7 +8,7 @@ use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::InvocationType;
 use serde_json::json;
 
-use crate::domain::runs::{HandOffTicket, RelayError, RunRelay};
+use crate::domain::paused_runs::{HandOffTicket, RelayError, RunRelay};
 use crate::util::tls::LazyLambdaClient;
 use crate::util::{new_id, now_secs};
 
@@ -83,7 +84,7 @@ impl RunRelay for LambdaRelay {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "lambda"))]
 mod tests {
     use super::*;
 

@@ -51,6 +51,14 @@ fn ratio(value: &str) -> Result<f64, String> {
     }
 }
 
+/// Seconds, where 0 turns the thing off.
+fn seconds_or_never(value: &str) -> Result<Duration, String> {
+    if value.trim().parse::<f64>() == Ok(0.0) {
+        return Ok(Duration::ZERO);
+    }
+    seconds(value)
+}
+
 fn seconds(value: &str) -> Result<Duration, String> {
     let parsed: f64 = value
         .parse()
@@ -146,6 +154,11 @@ pub struct ServerConfig {
     /// Seconds a run's lock lives without a heartbeat: how long a crashed run blocks its session.
     #[arg(long = "run_lease_seconds", env = "SAGE_RUN_LEASE_SECONDS", default_value = "30", value_parser = seconds)]
     pub run_lease: Duration,
+    /// Seconds between the sweeps of paused runs in `sage-local` (the `runs` job: it continues
+    /// a run whose process died past a checkpoint, and ends one whose approval's wait ran out,
+    /// when no client's resume did it first); 0: never. The cloud runs it on a schedule.
+    #[arg(long = "run_sweep_seconds", env = "SAGE_RUN_SWEEP_SECONDS", default_value = "60", value_parser = seconds_or_never)]
+    pub run_sweep: Duration,
     /// Seconds a run paused for a tool call's approval waits for its owner's decision; a later
     /// decision ends the run with an `error` event instead of continuing it.
     #[arg(long = "approval_timeout_seconds", env = "SAGE_APPROVAL_TIMEOUT_SECONDS", default_value = "3600", value_parser = seconds)]
@@ -164,6 +177,12 @@ pub struct ServerConfig {
     /// Seconds `sage-local` waits for running streams to end after SIGTERM before it exits.
     #[arg(long = "shutdown_grace_seconds", env = "SAGE_SHUTDOWN_GRACE_SECONDS", default_value = "10", value_parser = seconds)]
     pub shutdown_grace: Duration,
+}
+
+impl ServerConfig {
+    pub fn run_sweep_interval(&self) -> Option<Duration> {
+        (!self.run_sweep.is_zero()).then_some(self.run_sweep)
+    }
 }
 
 #[derive(Debug, Clone, Args)]

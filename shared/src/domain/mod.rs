@@ -14,6 +14,7 @@ pub mod knowledge_tools;
 pub mod memory;
 #[cfg(feature = "llm")]
 pub mod model;
+pub mod paused_runs;
 pub mod presets;
 pub mod providers;
 #[cfg(feature = "mcp")]

@@ -1,4 +1,5 @@
-//! Scheduled work with no HTTP: the summary job and the knowledge-base indexing job. A job is asked for by a JSON payload
+//! Scheduled work with no HTTP: the summary job, the knowledge-base indexing job, and the sweep
+//! of paused runs nobody continues (the `runs` job). A job is asked for by a JSON payload
 //! (from EventBridge Scheduler, `sam remote invoke`, `cargo lambda invoke` or `sage-local jobs`),
 //! works in bounded batches until its time is nearly up, and reports where it stopped.
 
@@ -10,13 +11,16 @@ use tokio::time::Instant;
 
 use crate::domain::DomainError;
 use crate::domain::knowledge::{IndexFailure, Knowledge};
+use crate::domain::paused_runs::{RunRelay, sweep_paused_runs};
 use crate::domain::summaries::{Summaries, SummaryOutcome};
 use crate::llm::LlmSettings;
-use crate::store::{SessionStore, SummaryStore};
+use crate::store::{RunControl, SessionStore, SummaryStore};
 use crate::util::{InputError, SessionId};
 
-pub const JOBS: &[&str] = &["summarize", "index"];
+pub const JOBS: &[&str] = &["summarize", "index", "runs"];
 const DEFAULT_LIMIT: usize = 25;
+/// Paused runs one sweep looks at by default.
+const DEFAULT_RUNS_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 500;
 const PAGE: usize = 25;
 
@@ -30,7 +34,8 @@ pub struct JobRequest {
     pub session_ids: Vec<String>,
     #[serde(default)]
     pub user_id: Option<String>,
-    /// At most this many sessions are summarized in one invocation (default 25, at most 500).
+    /// At most this many sessions are summarized in one invocation (default 25, at most 500); the
+    /// `runs` job looks at this many paused runs (default 100).
     #[serde(default)]
     pub limit: Option<usize>,
     /// Where an earlier invocation stopped (its report's `next_cursor`).
@@ -70,7 +75,7 @@ impl JobRequest {
         for id in &request.session_ids {
             SessionId::parse(id)?;
         }
-        if request.job == "index" {
+        if request.job != "summarize" {
             for (field, given) in [
                 ("session_ids", !request.session_ids.is_empty()),
                 ("user_id", request.user_id.is_some()),
@@ -103,11 +108,30 @@ pub struct JobReport {
     /// Documents it could not index (tried again later unless `retrying` is false).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub index_failures: Vec<IndexFailure>,
+    /// Sessions whose run died past a checkpoint: the `runs` job asked for its continuation.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub continued: Vec<String>,
+    /// Sessions whose approval's wait ran out: the `runs` job asked to end the run.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub expired: Vec<String>,
     /// False when the invocation stopped before the end (its limit or its time).
     pub complete: bool,
     /// Where it stopped, when it stopped early after some session: pass it back as `cursor` to
     /// go on from there.
     pub next_cursor: Option<String>,
+}
+
+impl JobReport {
+    /// Nothing was summarized, indexed, continued, ended or failed.
+    pub fn did_nothing(&self) -> bool {
+        self.summarized.is_empty()
+            && self.taken_by_another.is_empty()
+            && self.failed.is_empty()
+            && self.indexed.is_empty()
+            && self.index_failures.is_empty()
+            && self.continued.is_empty()
+            && self.expired.is_empty()
+    }
 }
 
 /// The indexing job: documents waiting in any user's knowledge bases, oldest base first.
@@ -125,6 +149,34 @@ pub async fn run_index_job(
         indexed: index.indexed,
         index_failures: index.failed,
         complete: index.complete,
+        ..JobReport::default()
+    })
+}
+
+/// The `runs` job: continues the runs whose process died past a checkpoint and ends those whose
+/// approval's wait ran out, when no client's resume did it first.
+pub async fn run_runs_job(
+    control: &dyn RunControl,
+    relay: &dyn RunRelay,
+    request: &JobRequest,
+    time_left: Duration,
+) -> Result<JobReport, DomainError> {
+    let limit = request.limit.unwrap_or(DEFAULT_RUNS_LIMIT);
+    let swept = sweep_paused_runs(control, relay, limit, Instant::now() + time_left).await?;
+    Ok(JobReport {
+        job: request.job.clone(),
+        continued: swept.continued,
+        expired: swept.expired,
+        running: swept.running,
+        failed: swept
+            .failed
+            .into_iter()
+            .map(|session_id| FailedSession {
+                session_id,
+                error: "its continuation could not be asked for; tried again next time".into(),
+            })
+            .collect(),
+        complete: swept.complete,
         ..JobReport::default()
     })
 }
@@ -289,6 +341,8 @@ mod tests {
         assert!(JobRequest::parse(json!({"job": "summarize", "session_ids": ["../x"]})).is_err());
         let scoped = JobRequest::parse(json!({"job": "index", "user_id": "u"})).unwrap_err();
         assert!(scoped.to_string().contains("user_id"), "{scoped}");
+        let named = JobRequest::parse(json!({"job": "runs", "session_ids": ["s"]})).unwrap_err();
+        assert!(named.to_string().contains("session_ids"), "{named}");
         assert_eq!(
             JobRequest::parse(json!({"job": "index", "limit": 5}))
                 .unwrap()

@@ -318,6 +318,24 @@ impl RunControl for MemoryStore {
         Ok(self.with(|inner| inner.approvals.get(session_id).cloned()))
     }
 
+    async fn due_paused_runs(
+        &self,
+        now: f64,
+        limit: usize,
+    ) -> Result<Vec<PendingApprovalRecord>, StoreError> {
+        let mut due: Vec<PendingApprovalRecord> = self.with(|inner| {
+            inner
+                .approvals
+                .values()
+                .filter(|record| record.due_at <= now)
+                .cloned()
+                .collect()
+        });
+        due.sort_by(|a, b| a.due_at.total_cmp(&b.due_at));
+        due.truncate(limit);
+        Ok(due)
+    }
+
     async fn take_pending_approval(
         &self,
         session_id: &str,

@@ -193,6 +193,12 @@ pub trait RunControl: Send + Sync + 'static {
         &self,
         session_id: &str,
     ) -> Result<Option<PendingApprovalRecord>, StoreError>;
+    /// Paused runs (of any session) due by `now`, earliest first, at most `limit`.
+    async fn due_paused_runs(
+        &self,
+        now: f64,
+        limit: usize,
+    ) -> Result<Vec<PendingApprovalRecord>, StoreError>;
     /// Removes the session's paused run if it is still `approval_id`; true for the one caller
     /// that removed it.
     async fn take_pending_approval(

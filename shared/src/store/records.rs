@@ -118,6 +118,8 @@ pub struct PendingApprovalRecord {
     pub user_id: String,
     pub created_at: f64,
     pub expires_at: f64,
+    /// When the sweep looks at it: an approval's expiry; a checkpoint's lease after it was saved.
+    pub due_at: f64,
     /// What the run's continuation needs (the domain's JSON): its request and the held turn.
     pub state: String,
 }

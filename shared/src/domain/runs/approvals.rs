@@ -49,6 +49,7 @@ impl ApprovalGate for RunApprovals {
             user_id: self.user_id.clone(),
             created_at,
             expires_at: created_at + self.timeout.as_secs_f64(),
+            due_at: created_at + self.timeout.as_secs_f64(),
             state,
         };
         self.control
@@ -141,9 +142,10 @@ impl ApprovalDecision {
     /// A decision for each of the turn's waiting calls; every call is refused as expired when
     /// the wait ran out.
     pub(super) fn decide(&self, turn: HeldTurn, expired: bool) -> Result<DecidedTurn, InputError> {
-        let decisions = if expired {
-            vec![Decision::Expired; turn.waiting.len()]
-        } else {
+        if expired {
+            return Ok(expired_turn(turn));
+        }
+        let decisions = {
             match &self.kind {
                 DecisionKind::Approve => vec![Decision::Approve; turn.waiting.len()],
                 DecisionKind::Reject { reason } => vec![
@@ -189,6 +191,14 @@ impl ApprovalDecision {
             }
         };
         Ok(DecidedTurn { turn, decisions })
+    }
+}
+
+/// The turn of a wait that ran out: every call is refused as expired.
+pub(super) fn expired_turn(turn: HeldTurn) -> DecidedTurn {
+    DecidedTurn {
+        decisions: vec![Decision::Expired; turn.waiting.len()],
+        turn,
     }
 }
 

@@ -1,7 +1,7 @@
 //! Runs that outlive an invocation. A simple-mode run saves a checkpoint after each complete
 //! tool turn (the session's paused-run record, marked as a hand-off). Past its invocation's
 //! deadline it stops at such a point, ends its client's stream with a hand-off event and asks
-//! the [`RunRelay`] for a fresh invocation, which takes the run's lock over by its id and goes
+//! the [`RunRelay`](crate::domain::paused_runs::RunRelay) for a fresh invocation, which takes the run's lock over by its id and goes
 //! on. A run whose process died is continued the same way from its last checkpoint, once its
 //! lease has expired and someone follows it.
 
@@ -10,10 +10,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 
 use super::approvals::PausedRun;
 use crate::agent::{HeldTurn, RunCheckpoints};
+use crate::domain::paused_runs::HandOffTicket;
 use crate::store::{PendingApprovalRecord, RunControl};
 use crate::util::now_secs;
 use crate::wire::StreamRequest;
@@ -24,25 +24,6 @@ const CHECKPOINT_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 /// tool calls usually fit. A turn that does not is cut with the invocation and continued from
 /// the checkpoint before it.
 pub const INVOCATION_MARGIN: Duration = Duration::from_secs(90);
-
-/// What a fresh invocation needs to continue a handed-off run: the session, and the
-/// checkpoint's token, which only the run's own processes ever see.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct HandOffTicket {
-    pub session_id: String,
-    pub token: String,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("the run's continuation could not be started")]
-pub struct RelayError(#[source] pub Box<dyn std::error::Error + Send + Sync>);
-
-/// Starts a handed-off run's continuation in a fresh invocation.
-#[async_trait]
-pub trait RunRelay: Send + Sync {
-    async fn relay(&self, ticket: &HandOffTicket) -> Result<(), RelayError>;
-}
 
 /// The invocation a run starts in: when it ends, if it ends (a Lambda invocation's deadline).
 #[derive(Debug, Clone, Copy, Default)]
@@ -81,6 +62,9 @@ pub(super) struct RunHandOffs {
     pub request: StreamRequest,
     /// A checkpoint was saved: the run removes it when it ends.
     pub saved: AtomicBool,
+    /// The run lock's lease: a checkpoint not saved again within it may be a dead run's, and
+    /// the sweep looks at it.
+    pub lease: Duration,
 }
 
 impl RunHandOffs {
@@ -122,6 +106,7 @@ impl RunCheckpoints for RunHandOffs {
             user_id: self.user_id.clone(),
             created_at,
             expires_at: created_at + CHECKPOINT_LIFETIME.as_secs_f64(),
+            due_at: created_at + self.lease.as_secs_f64(),
             state,
         };
         self.control

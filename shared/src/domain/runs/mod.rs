@@ -17,9 +17,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+pub use super::paused_runs::{HandOffTicket, RelayError, RunRelay};
 pub use approvals::ApprovalDecision;
 pub use follow::LogReader;
-pub use hand_off::{HandOffTicket, INVOCATION_MARGIN, Invocation, RelayError, RunRelay};
+pub use hand_off::{INVOCATION_MARGIN, Invocation};
 pub use watch::RunWatch;
 
 use crate::agent::{
@@ -351,8 +352,9 @@ impl Runs {
             .await
     }
 
-    /// Continues a handed-off run from its checkpoint, in this invocation: `ticket` must name
-    /// the checkpoint the session holds, and only one continuation takes it.
+    /// Continues a handed-off run from its checkpoint, in this invocation, or ends a run whose
+    /// approval's wait ran out: `ticket` must name the paused record the session holds, and only
+    /// one continuation takes it.
     pub async fn continue_run(
         &self,
         ticket: &HandOffTicket,
@@ -368,16 +370,24 @@ impl Runs {
             .filter(|record| record.approval_id == ticket.token)
             .ok_or_else(unknown)?;
         let paused: PausedRun = serde_json::from_str(&record.state).map_err(StoreError::from)?;
-        let run_id = paused.hand_off_of.ok_or_else(unknown)?;
+        let resume = match paused.hand_off_of {
+            Some(run_id) => Resume::HandOff {
+                run_id,
+                token: record.approval_id,
+                at: paused.turn,
+            },
+            // An approval's wait that ran out with nobody deciding (the sweep's ticket): the run
+            // ends as a decision after the expiry would end it.
+            None if now_secs() > record.expires_at => Resume::Approval {
+                approval_id: record.approval_id,
+                decided: approvals::expired_turn(paused.turn),
+            },
+            None => return Err(unknown()),
+        };
         let user = UserId::from_optional(Some(&record.user_id));
         let request = paused.request;
         let settings = resolve_llm(&self.defaults.llm, request.llm_model_config.as_ref())?;
         let extras = self.run_extras(&user, &request).await?;
-        let resume = Resume::HandOff {
-            run_id,
-            token: record.approval_id,
-            at: paused.turn,
-        };
         let begin = Begin {
             user: &user,
             session_id: &session_id,
@@ -388,29 +398,10 @@ impl Runs {
     }
 
     /// Starts a handed-off run's continuation: through the relay, else on a task here.
-    async fn relay(&self, ticket: HandOffTicket) {
-        let session_id = ticket.session_id.clone();
-        if let Some(relay) = &self.relay {
-            if let Err(error) = relay.relay(&ticket).await {
-                tracing::error!(%session_id, error = %crate::telemetry::chain(&error), "could not hand the run off; it continues when someone follows it after its lease");
-            }
-            return;
+    async fn hand_off(&self, ticket: HandOffTicket) {
+        if let Err(error) = RunRelay::relay(self, &ticket).await {
+            tracing::error!(session_id = %ticket.session_id, error = %crate::telemetry::chain(&error), "could not hand the run off; it continues when someone follows it after its lease");
         }
-        let runs = self.clone();
-        self.tasks.spawn(
-            async move {
-                match runs.continue_run(&ticket, Invocation::default()).await {
-                    Ok(started) => {
-                        let mut events = started.events;
-                        while events.next().await.is_some() {}
-                    }
-                    Err(error) => {
-                        tracing::warn!(%session_id, %error, "the run's continuation did not start")
-                    }
-                }
-            }
-            .in_current_span(),
-        );
     }
 
     /// Takes the session's run lock; a continuation waits a little for the paused run to let
@@ -533,6 +524,7 @@ impl Runs {
                 ..request.clone()
             },
             saved: Default::default(),
+            lease: self.defaults.lease,
         });
         let new_session = existing.is_none();
         let paused = existing.is_some_and(|session| session.status == RunStatus::AwaitingApproval);
@@ -994,7 +986,7 @@ impl Runs {
                 // The session and its lock stay as they are: the continuation takes them over.
                 // The client hears of the hand-off only once it is under way: where a process
                 // is frozen when its response ends (Lambda), it would never start.
-                runs.relay(hand_offs.ticket()).instrument(span).await;
+                runs.hand_off(hand_offs.ticket()).instrument(span).await;
                 if let Some(end) = end {
                     feed.send(end);
                 }
@@ -1053,6 +1045,35 @@ impl Runs {
     }
 }
 
+/// A paused run's continuation: through the configured relay (a fresh Lambda invocation), else
+/// on a task of this process.
+#[async_trait::async_trait]
+impl RunRelay for Runs {
+    async fn relay(&self, ticket: &HandOffTicket) -> Result<(), RelayError> {
+        if let Some(relay) = &self.relay {
+            return relay.relay(ticket).await;
+        }
+        let runs = self.clone();
+        let ticket = ticket.clone();
+        self.tasks.spawn(
+            async move {
+                let session_id = ticket.session_id.clone();
+                match runs.continue_run(&ticket, Invocation::default()).await {
+                    Ok(started) => {
+                        let mut events = started.events;
+                        while events.next().await.is_some() {}
+                    }
+                    Err(error) => {
+                        tracing::warn!(%session_id, %error, "the run's continuation did not start")
+                    }
+                }
+            }
+            .in_current_span(),
+        );
+        Ok(())
+    }
+}
+
 #[async_trait::async_trait]
 impl Takeover for Runs {
     async fn take_over(&self, session_id: &str) -> bool {
@@ -1070,7 +1091,7 @@ impl Takeover for Runs {
             return false;
         }
         tracing::info!(%session_id, "the run's process is gone; it continues from its checkpoint");
-        self.relay(HandOffTicket {
+        self.hand_off(HandOffTicket {
             session_id: session_id.to_owned(),
             token: record.approval_id,
         })

@@ -286,13 +286,46 @@ struct IdempotencyItem {
 struct ApprovalItem {
     pk: String,
     sk: String,
+    /// `PAUSED#<shard>`: the sweep's query, spread over [`PAUSED_SHARDS`] partitions (absent on
+    /// items written before the sweep, like `due_at`).
+    #[serde(default)]
+    gsi1pk: String,
+    /// `<due_at {:020.6}>#<session_id>`.
+    #[serde(default)]
+    gsi1sk: String,
     session_id: String,
     approval_id: String,
     user_id: String,
     created_at: f64,
     expires_at: f64,
+    #[serde(default)]
+    due_at: f64,
     state: String,
     ttl: u64,
+}
+
+/// The paused runs' index partitions: every checkpoint write lands in one, so they are spread
+/// by session; the sweep queries each.
+const PAUSED_SHARDS: u32 = 8;
+
+fn paused_partition(session_id: &str) -> String {
+    let shard = session_id.bytes().fold(0u32, |hash, byte| {
+        hash.wrapping_mul(31).wrapping_add(byte.into())
+    }) % PAUSED_SHARDS;
+    format!("PAUSED#{shard}")
+}
+
+fn paused_run_from_item(item: Item) -> Result<PendingApprovalRecord, StoreError> {
+    let item: ApprovalItem = from_item(item)?;
+    Ok(PendingApprovalRecord {
+        session_id: item.session_id,
+        approval_id: item.approval_id,
+        user_id: item.user_id,
+        created_at: item.created_at,
+        expires_at: item.expires_at,
+        due_at: item.due_at,
+        state: item.state,
+    })
 }
 
 /// An MCP OAuth authorization in progress: `MCPAUTH#<state>` / `MCPAUTH`, gone after its TTL.
@@ -1370,11 +1403,14 @@ impl RunControl for DynamoStore {
         let item = to_item(&ApprovalItem {
             pk: session_pk(&record.session_id),
             sk: "APPROVAL".into(),
+            gsi1pk: paused_partition(&record.session_id),
+            gsi1sk: format!("{:020.6}#{}", record.due_at, record.session_id),
             session_id: record.session_id.clone(),
             approval_id: record.approval_id.clone(),
             user_id: record.user_id.clone(),
             created_at: record.created_at,
             expires_at: record.expires_at,
+            due_at: record.due_at,
             state: record.state.clone(),
             ttl: (record.expires_at + TTL_GRACE_SECS) as u64,
         })?;
@@ -1385,18 +1421,41 @@ impl RunControl for DynamoStore {
         &self,
         session_id: &str,
     ) -> Result<Option<PendingApprovalRecord>, StoreError> {
-        let Some(item) = self.get(session_pk(session_id), "APPROVAL").await? else {
-            return Ok(None);
-        };
-        let item: ApprovalItem = from_item(item)?;
-        Ok(Some(PendingApprovalRecord {
-            session_id: item.session_id,
-            approval_id: item.approval_id,
-            user_id: item.user_id,
-            created_at: item.created_at,
-            expires_at: item.expires_at,
-            state: item.state,
-        }))
+        self.get(session_pk(session_id), "APPROVAL")
+            .await?
+            .map(paused_run_from_item)
+            .transpose()
+    }
+
+    async fn due_paused_runs(
+        &self,
+        now: f64,
+        limit: usize,
+    ) -> Result<Vec<PendingApprovalRecord>, StoreError> {
+        let up_to = s(format!("{now:020.6}#~"));
+        let queries = (0..PAUSED_SHARDS).map(|shard| {
+            self.client
+                .query()
+                .table_name(&self.table)
+                .index_name(USER_INDEX)
+                .key_condition_expression("gsi1pk = :paused AND gsi1sk <= :now")
+                .expression_attribute_values(":paused", s(format!("PAUSED#{shard}")))
+                .expression_attribute_values(":now", up_to.clone())
+                .limit(limit.min(1000) as i32)
+                .send()
+        });
+        let mut due = Vec::new();
+        for page in futures_util::future::try_join_all(queries)
+            .await
+            .map_err(dynamo_error)?
+        {
+            for item in page.items.unwrap_or_default() {
+                due.push(paused_run_from_item(item)?);
+            }
+        }
+        due.sort_by(|a, b| a.due_at.total_cmp(&b.due_at));
+        due.truncate(limit);
+        Ok(due)
     }
 
     async fn take_pending_approval(

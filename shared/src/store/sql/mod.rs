@@ -706,14 +706,15 @@ impl RunControl for SqlStore {
     async fn put_pending_approval(&self, record: &PendingApprovalRecord) -> Result<(), StoreError> {
         sqlx::query(
             "REPLACE INTO pending_approvals
-             (session_id, approval_id, user_id, created_at, expires_at, state)
-             VALUES (?, ?, ?, ?, ?, ?)",
+             (session_id, approval_id, user_id, created_at, expires_at, due_at, state)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&record.session_id)
         .bind(&record.approval_id)
         .bind(&record.user_id)
         .bind(record.created_at)
         .bind(record.expires_at)
+        .bind(record.due_at)
         .bind(&record.state)
         .execute(&self.pool)
         .await?;
@@ -728,17 +729,22 @@ impl RunControl for SqlStore {
             .bind(session_id)
             .fetch_optional(&self.pool)
             .await?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        Ok(Some(PendingApprovalRecord {
-            session_id: row.try_get("session_id")?,
-            approval_id: row.try_get("approval_id")?,
-            user_id: row.try_get("user_id")?,
-            created_at: row.try_get("created_at")?,
-            expires_at: row.try_get("expires_at")?,
-            state: row.try_get("state")?,
-        }))
+        row.as_ref().map(paused_run_from_row).transpose()
+    }
+
+    async fn due_paused_runs(
+        &self,
+        now: f64,
+        limit: usize,
+    ) -> Result<Vec<PendingApprovalRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM pending_approvals WHERE due_at <= ? ORDER BY due_at LIMIT ?",
+        )
+        .bind(now)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(paused_run_from_row).collect()
     }
 
     async fn take_pending_approval(
@@ -754,6 +760,18 @@ impl RunControl for SqlStore {
                 .await?;
         Ok(result.rows_affected() == 1)
     }
+}
+
+fn paused_run_from_row(row: &AnyRow) -> Result<PendingApprovalRecord, StoreError> {
+    Ok(PendingApprovalRecord {
+        session_id: row.try_get("session_id")?,
+        approval_id: row.try_get("approval_id")?,
+        user_id: row.try_get("user_id")?,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        due_at: row.try_get("due_at")?,
+        state: row.try_get("state")?,
+    })
 }
 
 #[async_trait]

@@ -194,6 +194,12 @@ fn expected_functions() -> Vec<Expected> {
         &["${Bucket.Arn}/.events/*", "${Bucket.Arn}/.knowledge/*"],
     ));
     jobs_grants.push(search_grant());
+    // The runs job continues paused runs in the Stream function.
+    jobs_grants.push(grant(
+        None,
+        &["lambda:InvokeFunction"],
+        &["${StreamFunction.Arn}"],
+    ));
     jobs_grants.extend(key_grants());
     jobs_grants.extend(jwt_grants());
     vec![

@@ -227,17 +227,10 @@ async fn a_run_hands_off_the_same_way_on_dynamodb() {
 /// expired: a client that follows it on another instance sees it to its end.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_run_continues_from_its_checkpoint_after_its_lease() {
-    let llm = MockLlm::start(MockOptions {
-        token_delay: Duration::from_millis(300),
-        ..Default::default()
-    })
-    .await;
-    let dir = tempfile::tempdir().unwrap();
     // No sweep: the follower asks for the continuation.
     let lease = ["--run_lease_seconds", "1", "--run_sweep_seconds", "0"];
-    let (first, table) = sage_local_on_dynamodb(dir.path(), &llm.base_url, &lease).await;
-    crate::paused_runs::read_into_second_turn(&first.url, "ho-4").await;
-    first.kill();
+    let crate::paused_runs::KilledRun { llm, dir, table } =
+        crate::paused_runs::killed_run("ho-4", &lease[2..]).await;
 
     let second = sage_local_on_dynamodb_table(dir.path(), &llm.base_url, &table, &lease).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;

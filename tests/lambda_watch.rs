@@ -58,34 +58,13 @@ async fn sage_stream_hands_a_run_off_to_a_fresh_invocation_of_itself() {
     let llm = MockLlm::start(MockOptions::default()).await;
     let workspace = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut env_vars: Vec<(String, String)> = [
-        ("SAGE_DEFAULT_LLM_API_KEY", "test-key".to_owned()),
-        ("SAGE_DEFAULT_LLM_API_BASE_URL", llm.base_url.clone()),
-        // The invocations are processes of their own: they share the store, as in the cloud.
-        ("SAGE_DB_TYPE", "dynamodb".to_owned()),
-        ("SAGE_DYNAMODB_ENDPOINT", dynamodb_endpoint()),
-        ("SAGE_DYNAMODB_TABLE", fresh_name("handoff")),
-        (
-            "SAGE_WORKSPACE_PATH",
-            workspace.path().display().to_string(),
-        ),
-        (
-            "SAGE_PRESET_RUNNING_CONFIG_PATH",
-            "/nonexistent.json".to_owned(),
-        ),
-        ("SAGE_RUN_DEADLINE_SECONDS", EVERY_TURN[1].to_owned()),
-        (
-            "AWS_ENDPOINT_URL_LAMBDA",
-            format!("http://127.0.0.1:{port}"),
-        ),
-    ]
-    .map(|(name, value)| (name.to_owned(), value))
-    .into();
-    env_vars.extend(
-        MOTO_ENV
-            .iter()
-            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned())),
+    let mut env_vars = functions_env(
+        &llm.base_url,
+        &fresh_name("handoff"),
+        workspace.path(),
+        port,
     );
+    env_vars.push(("SAGE_RUN_DEADLINE_SECONDS".into(), EVERY_TURN[1].to_owned()));
     let _emulator = start_lambda_apis(port).await;
     // The emulator answers an asynchronous Invoke only once its invocation is over, so each
     // invocation that hands off waits for the next: one instance per invocation.
@@ -108,43 +87,15 @@ async fn sage_stream_hands_a_run_off_to_a_fresh_invocation_of_itself() {
 /// `Invoke` of `STREAM_FUNCTION_NAME` through the emulator's Lambda API).
 #[tokio::test(flavor = "multi_thread")]
 async fn sage_jobs_continues_a_dead_run_in_the_stream_function() {
-    let llm = MockLlm::start(MockOptions {
-        token_delay: Duration::from_millis(300),
-        ..Default::default()
-    })
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    let lease = ["--run_lease_seconds", "1", "--run_sweep_seconds", "0"];
-    let (first, table) = sage_local_on_dynamodb(dir.path(), &llm.base_url, &lease).await;
-    crate::paused_runs::read_into_second_turn(&first.url, "lw-sweep").await;
-    first.kill();
+    let crate::paused_runs::KilledRun { llm, dir, table } =
+        crate::paused_runs::killed_run("lw-sweep", &["--run_sweep_seconds", "0"]).await;
 
     let port = free_port();
-    let mut env_vars: Vec<(String, String)> = [
-        ("SAGE_DEFAULT_LLM_API_KEY", "test-key".to_owned()),
-        ("SAGE_DEFAULT_LLM_API_BASE_URL", llm.base_url.clone()),
-        ("SAGE_DB_TYPE", "dynamodb".to_owned()),
-        ("SAGE_DYNAMODB_ENDPOINT", dynamodb_endpoint()),
-        ("SAGE_DYNAMODB_TABLE", table),
-        ("SAGE_WORKSPACE_PATH", dir.path().display().to_string()),
-        (
-            "SAGE_PRESET_RUNNING_CONFIG_PATH",
-            "/nonexistent.json".to_owned(),
-        ),
-        ("SAGE_RUN_LEASE_SECONDS", "1".to_owned()),
-        ("STREAM_FUNCTION_NAME", "sage-stream".to_owned()),
-        (
-            "AWS_ENDPOINT_URL_LAMBDA",
-            format!("http://127.0.0.1:{port}"),
-        ),
-    ]
-    .map(|(name, value)| (name.to_owned(), value))
-    .into();
-    env_vars.extend(
-        MOTO_ENV
-            .iter()
-            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned())),
-    );
+    let mut env_vars = functions_env(&llm.base_url, &table, dir.path(), port);
+    env_vars.extend([
+        ("SAGE_RUN_LEASE_SECONDS".into(), "1".into()),
+        ("STREAM_FUNCTION_NAME".into(), "sage-stream".into()),
+    ]);
     let _emulator = start_lambda_apis(port).await;
     let _stream = start_bootstrap("sage-stream", port, &env_vars);
     let _jobs = start_bootstrap("sage-jobs", port, &env_vars);
@@ -182,4 +133,39 @@ async fn sage_jobs_continues_a_dead_run_in_the_stream_function() {
     assert_eq!(answers.len(), 2, "{events:#?}");
     assert!(answers[1].contains("\"success\":true"), "{answers:?}");
     assert_eq!(of_type(&events, "tool_call_result").len(), 1, "{events:#?}");
+}
+
+/// The environment of bootstraps under the emulator at `port`: the scripted model, DynamoDB
+/// table `table` on moto (the invocations are processes of their own and share the store, as in
+/// the cloud), workspaces in `workspace`, and the emulator's Lambda API for their invokes.
+fn functions_env(
+    llm_base_url: &str,
+    table: &str,
+    workspace: &std::path::Path,
+    port: u16,
+) -> Vec<(String, String)> {
+    let mut env_vars: Vec<(String, String)> = [
+        ("SAGE_DEFAULT_LLM_API_KEY", "test-key".to_owned()),
+        ("SAGE_DEFAULT_LLM_API_BASE_URL", llm_base_url.to_owned()),
+        ("SAGE_DB_TYPE", "dynamodb".to_owned()),
+        ("SAGE_DYNAMODB_ENDPOINT", dynamodb_endpoint()),
+        ("SAGE_DYNAMODB_TABLE", table.to_owned()),
+        ("SAGE_WORKSPACE_PATH", workspace.display().to_string()),
+        (
+            "SAGE_PRESET_RUNNING_CONFIG_PATH",
+            "/nonexistent.json".to_owned(),
+        ),
+        (
+            "AWS_ENDPOINT_URL_LAMBDA",
+            format!("http://127.0.0.1:{port}"),
+        ),
+    ]
+    .map(|(name, value)| (name.to_owned(), value))
+    .into();
+    env_vars.extend(
+        MOTO_ENV
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned())),
+    );
+    env_vars
 }

@@ -119,16 +119,8 @@ async fn an_approval_nobody_decides_ends_when_its_wait_runs_out() {
 /// checkpoint past the lease, continues it in its own process and exits when the run is done.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_runs_job_continues_a_killed_run_nobody_follows() {
-    let llm = MockLlm::start(MockOptions {
-        token_delay: Duration::from_millis(300),
-        ..Default::default()
-    })
-    .await;
-    let dir = tempfile::tempdir().unwrap();
     let lease = ["--run_lease_seconds", "1", "--run_sweep_seconds", "0"];
-    let (first, table) = sage_local_on_dynamodb(dir.path(), &llm.base_url, &lease).await;
-    read_into_second_turn(&first.url, "sw-2").await;
-    first.kill();
+    let KilledRun { llm, dir, table } = killed_run("sw-2", &lease[2..]).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
     let endpoint = dynamodb_endpoint();
@@ -179,9 +171,33 @@ async fn the_runs_job_continues_a_killed_run_nobody_follows() {
     assert!(report.get("expired").is_none(), "{report}");
 }
 
+/// A run of `session` killed on DynamoDB after its tool turn's checkpoint, under a 1 s lease
+/// (`extra` flags added), with the model it used (slow enough to be cut mid-answer), the folder
+/// its instance ran in, and the table.
+pub struct KilledRun {
+    pub llm: MockLlm,
+    pub dir: tempfile::TempDir,
+    pub table: String,
+}
+
+pub async fn killed_run(session: &str, extra: &[&str]) -> KilledRun {
+    let llm = MockLlm::start(MockOptions {
+        token_delay: Duration::from_millis(300),
+        ..Default::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut flags = vec!["--run_lease_seconds", "1"];
+    flags.extend_from_slice(extra);
+    let (first, table) = sage_local_on_dynamodb(dir.path(), &llm.base_url, &flags).await;
+    read_into_second_turn(&first.url, session).await;
+    first.kill();
+    KilledRun { llm, dir, table }
+}
+
 /// Starts a one-tool-call run of `session` at `base` and reads it until the answer after its
 /// tool turn has begun streaming (its checkpoint is saved by then), to kill it there.
-pub async fn read_into_second_turn(base: &str, session: &str) {
+async fn read_into_second_turn(base: &str, session: &str) {
     let write = call(
         "file_write",
         json!({"file_path": "kept.txt", "content": "before the crash"}),

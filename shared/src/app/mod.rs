@@ -521,16 +521,7 @@ impl App {
     /// to `grace` for them and every other background task to finish.
     pub async fn shut_down(&self, grace: Duration) {
         self.begin_shutdown();
-        self.tasks.close();
-        if tokio::time::timeout(grace, self.tasks.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                ?grace,
-                "background work still running at the end of the grace period"
-            );
-        }
+        self.finish_background_work(grace).await;
         crate::telemetry::flush_traces().await;
     }
 

@@ -138,6 +138,18 @@ osmem_server() {
   export SAGE_TEST_OPENSEARCH_URL=http://127.0.0.1:$port
 }
 
+# A fresh build and test run takes about 12 GiB under target/ (the binaries and tests, and each
+# function's own Lambda build); say so before the build fails halfway with ENOSPC.
+disk_space() {
+  local free_kb
+  free_kb=$(df -Pk "$ROOT" | awk 'NR==2 {print $4}')
+  log "free disk space under $ROOT: $((free_kb / 1024 / 1024)) GiB (a fresh run needs about 12 GiB)"
+  if [ "$free_kb" -lt $((12 * 1024 * 1024)) ]; then
+    echo "warning: under 12 GiB free; the build may stop with 'No space left on device'" \
+      "(cargo clean, or free space elsewhere, first)" >&2
+  fi
+}
+
 rust_tools() {
   if ! cargo nextest --version >/dev/null 2>&1; then
     log "installing cargo-nextest"
@@ -145,6 +157,7 @@ rust_tools() {
   fi
 }
 
+disk_space
 python_env
 deploy_tools
 node_peers
@@ -159,6 +172,10 @@ osmem_server
 
 # Binaries and tests in one build: the tests' dev-dependencies add features (tokio's test-util),
 # and binaries built without them would be compiled, with all they use, a second time.
+# A one-off build in CI gains nothing from incremental caches (about 1 GiB of them).
+if [ "${CI:-false}" = true ]; then
+  export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
+fi
 log "building every binary and test (the tests start sage-local and sage-stream as processes)"
 cargo build --workspace --bins --tests
 

@@ -298,3 +298,150 @@ async fn a_runaway_executor_is_bounded_by_the_loop_cap_and_suggestions_follow_th
         ["stream_end", "token_usage", "query_suggest", "final_answer"]
     );
 }
+
+/// Past its invocation's deadline a multi run hands off between rounds: each round after the
+/// first runs in an invocation of its own, the continuation reads the plan back and goes on
+/// from the conversation as it stood, and the run comes to what an uninterrupted one does.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_multi_run_hands_off_between_rounds_and_ends_as_an_uninterrupted_one() {
+    use crate::hand_off::{EVERY_TURN, USER, hand_offs};
+    let message = "steps:3 words:2";
+    let uninterrupted = {
+        let env = TestEnv::new().await;
+        let events = run(&env, "mm-whole", message, json!({})).await;
+        assert!(hand_offs(&events).is_empty(), "{events:#?}");
+        events
+    };
+
+    let env = TestEnv::with(Default::default(), &EVERY_TURN).await;
+    let body = json!({"session_id": "mm-split", "user_id": USER, "agent_mode": "multi",
+                      "messages": [{"role": "user", "content": message}]});
+    let first = post_ndjson(&env.stream_url(), &body).await;
+    let handed = hand_offs(&first);
+    assert_eq!(handed.len(), 1, "{first:#?}");
+    assert_eq!(
+        first.last(),
+        Some(handed[0]),
+        "the first invocation ends with it"
+    );
+    assert!(of_type(&first, "stream_end").is_empty(), "{first:#?}");
+    assert_eq!(
+        texts_by_message(&first, "planning"),
+        ["Next: 1. Step 1 of the task"],
+        "one round, then the hand-off"
+    );
+    let path = handed[0]["metadata"]["resume"].as_str().unwrap();
+    let response = reqwest::get(format!("{}{path}&user_id={USER}", env.server.url))
+        .await
+        .unwrap();
+    let rest = ndjson_events(&response.text().await.unwrap());
+    assert_eq!(rest.last().unwrap()["type"], "stream_end", "{rest:#?}");
+    let all: Vec<Value> = first.iter().chain(&rest).cloned().collect();
+    assert_eq!(hand_offs(&all).len(), 2, "three rounds, three invocations");
+    assert!(of_type(&all, "error").is_empty(), "{all:#?}");
+
+    let said = |events: &[Value]| {
+        [
+            "task_decomposition",
+            "planning",
+            "do_subtask_result",
+            "observation",
+            "final_answer",
+        ]
+        .map(|kind| texts_by_message(events, kind))
+    };
+    assert_eq!(said(&all), said(&uninterrupted));
+    assert_eq!(
+        of_type(&all, "tool_call").len(),
+        1,
+        "the plan is decomposed once: {all:#?}"
+    );
+    assert_eq!(
+        stored_plan(&env, "mm-split"),
+        stored_plan_of(&uninterrupted)
+    );
+
+    // The second round's planning call, in the second invocation, goes on from the first
+    // round's work as the log holds it for the model (the user's message and the execution's
+    // answer), with the open tasks read back from the stored plan.
+    let requests = env.llm.requests().await;
+    let plans: Vec<&Value> = requests
+        .iter()
+        .filter(|request| {
+            request["messages"]
+                .as_array()
+                .and_then(|m| m.last())
+                .is_some_and(|last| {
+                    last["content"]
+                        .as_str()
+                        .is_some_and(|text| text.starts_with("Plan the next step"))
+                })
+        })
+        .collect();
+    assert_eq!(plans.len(), 3);
+    let second = plans[1]["messages"].to_string();
+    let first_execution = &texts_by_message(&first, "do_subtask_result")[0];
+    assert!(
+        second.contains(&format!(
+            "\"content\":\"{first_execution}\",\"role\":\"assistant\""
+        )),
+        "{second}"
+    );
+    assert!(
+        !second.contains("Next: 2."),
+        "nothing of the next round: {second}"
+    );
+    assert!(
+        plans[1]["messages"].as_array().unwrap().last().unwrap()["content"]
+            .as_str()
+            .unwrap()
+            .contains("2. Step 2 of the task\n3. Step 3 of the task"),
+        "the open tasks read back: {second}"
+    );
+}
+
+/// The plan every task of which the run completed, as `stored_plan` reads it.
+fn stored_plan_of(events: &[Value]) -> Value {
+    let steps = texts_by_message(events, "planning").len();
+    Value::Array(
+        (1..=steps)
+            .map(|id| {
+                json!({"id": id.to_string(), "content": format!("Step {id} of the task"), "completed": true})
+            })
+            .collect(),
+    )
+}
+
+/// A round whose execution calls tools is not cut inside: past the deadline the run still hands
+/// off only between rounds, and each write happens once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_multi_run_past_its_deadline_hands_off_only_between_rounds() {
+    use crate::hand_off::{EVERY_TURN, USER, hand_offs};
+    let env = TestEnv::with(Default::default(), &EVERY_TURN).await;
+    let body = json!({"session_id": "mm-tools-split", "user_id": USER, "agent_mode": "multi",
+        "available_tools": ["file_write"],
+        "messages": [{"role": "user", "content": r#"steps:2 call:file_write{"file_path":"notes.md","content":"x","mode":"append"}"#}]});
+    let first = post_ndjson(&env.stream_url(), &body).await;
+    assert_eq!(hand_offs(&first).len(), 1, "{first:#?}");
+    assert_eq!(
+        of_type(&first, "tool_call_result").len(),
+        1,
+        "round 1 whole"
+    );
+    assert!(!of_type(&first, "observation").is_empty(), "{first:#?}");
+    let path = hand_offs(&first)[0]["metadata"]["resume"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let response = reqwest::get(format!("{}{path}&user_id={USER}", env.server.url))
+        .await
+        .unwrap();
+    let rest = ndjson_events(&response.text().await.unwrap());
+    assert_eq!(rest.last().unwrap()["type"], "stream_end", "{rest:#?}");
+    assert_eq!(of_type(&rest, "tool_call_result").len(), 1, "round 2 whole");
+    assert_eq!(texts_by_message(&rest, "final_answer").len(), 1);
+    assert_eq!(
+        std::fs::read_to_string(env.workspace().join("mm-tools-split/notes.md")).unwrap(),
+        "xx"
+    );
+}

@@ -138,14 +138,14 @@ osmem_server() {
   export SAGE_TEST_OPENSEARCH_URL=http://127.0.0.1:$port
 }
 
-# A fresh build and test run takes about 12 GiB under target/ (the binaries and tests, and each
+# A fresh build and test run takes about 7 GiB under target/ in CI (the binaries and tests, and each
 # function's own Lambda build); say so before the build fails halfway with ENOSPC.
 disk_space() {
   local free_kb
   free_kb=$(df -Pk "$ROOT" | awk 'NR==2 {print $4}')
-  log "free disk space under $ROOT: $((free_kb / 1024 / 1024)) GiB (a fresh run needs about 12 GiB)"
-  if [ "$free_kb" -lt $((12 * 1024 * 1024)) ]; then
-    echo "warning: under 12 GiB free; the build may stop with 'No space left on device'" \
+  log "free disk space under $ROOT: $((free_kb / 1024 / 1024)) GiB (a fresh run needs about 8 GiB)"
+  if [ "$free_kb" -lt $((10 * 1024 * 1024)) ]; then
+    echo "warning: under 10 GiB free; the build may stop with 'No space left on device'" \
       "(cargo clean, or free space elsewhere, first)" >&2
   fi
 }

@@ -25,6 +25,21 @@ pub struct HeldTurn {
     /// waited): its continuation's time limit counts them.
     #[serde(default)]
     pub seconds: f64,
+    /// A multi-mode run's checkpoint: where it stood between two rounds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multi: Option<MultiProgress>,
+}
+
+/// Where a multi-mode run stood at its checkpoint, after a round.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MultiProgress {
+    /// The ids of the tasks its decomposition wrote (the plan itself is stored with the session).
+    pub plan: Vec<String>,
+    /// Rounds done: its continuation begins with the next.
+    pub rounds_done: u32,
+    /// When the checkpoint was saved (Unix seconds): what the run said after it is not part of
+    /// the conversation its continuation goes on from.
+    pub saved_at: f64,
 }
 
 /// What became of one waiting call.

@@ -18,7 +18,7 @@ mod emitter;
 mod fibre;
 mod multi;
 
-pub use approvals::{ApprovalGate, DecidedTurn, Decision, HeldTurn, RunCheckpoints};
+pub use approvals::{ApprovalGate, DecidedTurn, Decision, HeldTurn, MultiProgress, RunCheckpoints};
 pub use decisions::{JUDGE_INSTRUCTION, MAX_TOOLS_WITHOUT_SELECTION, TOOL_SELECTION_INSTRUCTION};
 pub use emitter::Emitter;
 pub use fibre::{
@@ -137,8 +137,9 @@ pub struct RunSpec {
     /// Where a held turn is kept. Without one (multi and fibre modes, sub-agents) the run
     /// cannot wait, and a call that needs approval is refused instead of run.
     pub approval_gate: Option<Arc<dyn ApprovalGate>>,
-    /// Where a simple-mode run saves a checkpoint after each complete tool turn; with a
-    /// `deadline`, it stops at the first checkpoint past it and hands the run off.
+    /// Where a simple-mode run saves a checkpoint after each complete tool turn, and a
+    /// multi-mode run after each round; with a `deadline`, it stops at the first checkpoint
+    /// past it and hands the run off.
     pub checkpoints: Option<Arc<dyn RunCheckpoints>>,
     /// When this invocation should stop the run and hand it off.
     pub deadline: Option<tokio::time::Instant>,
@@ -700,7 +701,10 @@ impl Agent {
             if let Some(end) = end {
                 return Ok(end);
             }
-            if self.checkpoint(self.turns_before + call + 1).await {
+            // A multi run's checkpoints fall between rounds, not inside a round's execution.
+            if self.spec.mode == RunMode::Simple
+                && self.checkpoint(self.turns_before + call + 1, None).await
+            {
                 return Ok(LoopEnd::HandedOff);
             }
         }
@@ -710,7 +714,7 @@ impl Agent {
     /// A safe point: saves the run's checkpoint; true when the invocation's deadline has passed
     /// and the run should hand off from here. A checkpoint that cannot be saved is logged, and
     /// the run goes on in this invocation (a hand-off would lose it).
-    async fn checkpoint(&mut self, turns_used: u32) -> bool {
+    async fn checkpoint(&mut self, turns_used: u32, multi: Option<MultiProgress>) -> bool {
         let Some(checkpoints) = self.spec.checkpoints.clone() else {
             return false;
         };
@@ -720,6 +724,7 @@ impl Agent {
             turns_used,
             spent: self.spec.meter.spent(),
             seconds: self.seconds_run(),
+            multi,
         };
         if let Err(error) = checkpoints.save(&at).await {
             tracing::warn!(session_id = %self.spec.session_id, %error, "could not save the run's checkpoint");
@@ -787,6 +792,7 @@ impl Agent {
             turns_used,
             spent: self.spec.meter.spent(),
             seconds: self.seconds_run(),
+            multi: None,
         };
         let (approval_id, expires_at) = gate.hold(&held).await.map_err(|error| {
             tracing::error!(session_id = %self.spec.session_id, %error, "could not hold a turn for approval");

@@ -3,15 +3,17 @@
 //! `do_subtask_result`), observe (`observation`) and a silent progress judge; then the summary
 //! (`final_answer`). It stops when the plan has nothing open, when the judge reads the task as
 //! completed, failed or waiting for the user, or after `max_loop_count − 1` rounds. A plan with
-//! nothing open after the decomposition ends the run at once, without a summary.
+//! nothing open after the decomposition ends the run at once, without a summary. Between two
+//! rounds it saves a checkpoint, and past its invocation's deadline it hands off there: the
+//! continuation reads the plan back and begins with the next round.
 
 use serde_json::{Value, json};
 
-use super::{Agent, LoopEnd, Prompt, RunError, ToolLoop};
+use super::{Agent, LoopEnd, MultiProgress, Prompt, RunError, ToolLoop};
 use crate::context::content_as_text;
 use crate::llm::ChatRequest;
-use crate::tools::{TODO_WRITE, TodoItem, ToolBox};
-use crate::util::new_id;
+use crate::tools::{TODO_READ, TODO_WRITE, TodoItem, ToolBox};
+use crate::util::{new_id, now_secs};
 use crate::wire::{Event, EventType, Role};
 
 const DECOMPOSE_AGENT: &str = "TaskDecomposeAgent";
@@ -102,12 +104,24 @@ impl Agent {
         definitions: &[Value],
         mut prompt: Prompt,
     ) -> Result<(), RunError> {
-        let Some(mut plan) = self.decompose(tools, definitions, &mut prompt).await? else {
-            return Ok(());
+        let resumed = self
+            .spec
+            .resumed
+            .take()
+            .and_then(|decided| decided.turn.multi);
+        let (mut plan, first_round) = match resumed {
+            Some(progress) => (
+                self.stored_plan(tools, progress.plan).await,
+                progress.rounds_done,
+            ),
+            None => match self.decompose(tools, definitions, &mut prompt).await? {
+                Some(plan) => (plan, 0),
+                None => return Ok(()),
+            },
         };
         let rounds = self.spec.max_loop_count.saturating_sub(1).max(1);
         let mut progress = CompletionStatus::InProgress;
-        for round in 0..rounds {
+        for round in first_round..rounds {
             let Some(task) = plan.open().first().map(|task| (*task).clone()) else {
                 break;
             };
@@ -163,6 +177,17 @@ impl Agent {
             progress = self.judge_progress(&prompt, round).await?;
             if progress != CompletionStatus::InProgress {
                 break;
+            }
+            let between_rounds = MultiProgress {
+                plan: plan.ids.clone(),
+                rounds_done: round + 1,
+                saved_at: now_secs(),
+            };
+            if round + 1 < rounds
+                && !plan.open().is_empty()
+                && self.checkpoint(0, Some(between_rounds)).await
+            {
+                return Ok(());
             }
         }
         if progress == CompletionStatus::InProgress && !plan.open().is_empty() {
@@ -287,6 +312,19 @@ impl Agent {
             prompt.push(json!({"role": "assistant", "content": turn.text}));
         }
         Ok(())
+    }
+
+    /// A continuation's plan: the tasks its decomposition wrote, as the session's plan now
+    /// holds them.
+    async fn stored_plan(&self, tools: &ToolBox, ids: Vec<String>) -> RunPlan {
+        let tasks = match tools.call(TODO_READ, "{}").await {
+            Ok(answer) => plan_in(&answer),
+            Err(error) => {
+                tracing::warn!(session_id = %self.spec.session_id, %error, "the plan could not be read; the run goes on without open tasks");
+                Vec::new()
+            }
+        };
+        RunPlan { ids, tasks }
     }
 
     /// Marks the executed task done in the stored plan and takes the plan as it now stands

@@ -230,6 +230,7 @@ mod tests {
             turns_used: 1,
             spent: Default::default(),
             seconds: 0.0,
+            multi: None,
         }
     }
 

@@ -1,9 +1,10 @@
 //! Runs that outlive an invocation. A simple-mode run saves a checkpoint after each complete
-//! tool turn (the session's paused-run record, marked as a hand-off). Past its invocation's
-//! deadline it stops at such a point, ends its client's stream with a hand-off event and asks
-//! the [`RunRelay`](crate::domain::paused_runs::RunRelay) for a fresh invocation, which takes the run's lock over by its id and goes
-//! on. A run whose process died is continued the same way from its last checkpoint, once its
-//! lease has expired and someone follows it.
+//! tool turn, a multi-mode run after each round (the session's paused-run record, marked as a
+//! hand-off). Past its invocation's deadline it stops at such a point, ends its client's stream
+//! with a hand-off event and asks the [`RunRelay`](crate::domain::paused_runs::RunRelay) for a
+//! fresh invocation, which takes the run's lock over by its id and goes on. A run whose process
+//! died is continued the same way from its last checkpoint, once its lease has expired and
+//! someone follows it or the `runs` job sweeps it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -549,7 +549,7 @@ impl Runs {
                     new_session,
                 )
                 .await?;
-            if spec.mode == RunMode::Simple {
+            if matches!(spec.mode, RunMode::Simple | RunMode::Multi) {
                 spec.checkpoints = Some(hand_offs.clone() as Arc<dyn RunCheckpoints>);
                 spec.deadline = invocation.deadline(self.defaults.run_deadline);
             }
@@ -753,6 +753,12 @@ impl Runs {
         let continues_hand_off = resumed
             .as_ref()
             .is_some_and(|resumed| resumed.turn.waiting.is_empty());
+        // A multi-mode checkpoint falls between rounds: what the run said after it was saved
+        // is not part of the conversation.
+        let said_by = resumed
+            .as_ref()
+            .and_then(|resumed| resumed.turn.multi.as_ref())
+            .map_or(f64::INFINITY, |progress| progress.saved_at);
         let approval_gate = (mode == RunMode::Simple).then(|| {
             Arc::new(RunApprovals {
                 control: stores.control.clone(),
@@ -776,9 +782,10 @@ impl Runs {
                 let mut history = to_model_messages(merge_events(
                     log.iter()
                         .map(|stored| &stored.event)
-                        .filter(|event| event.session_id == session_id),
+                        .filter(|event| event.session_id == session_id)
+                        .filter(|event| event.timestamp <= said_by),
                 ));
-                if continues_hand_off {
+                if continues_hand_off && said_by.is_infinite() {
                     back_to_checkpoint(&mut history);
                 }
                 history

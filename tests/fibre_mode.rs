@@ -303,3 +303,72 @@ async fn sub_agents_spend_from_the_limits_of_their_run() {
         .count();
     assert!(limited >= 1, "{events:#?}");
 }
+
+/// Past its invocation's deadline a fibre run hands off after each of its main agent's tool
+/// turns (a delegation's sub-agents are done by then): the sub-agent it spawned in one
+/// invocation takes a task in the next, and the run comes to what an uninterrupted one does.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fibre_run_hands_off_between_turns_and_keeps_its_spawned_sub_agents() {
+    use crate::hand_off::{EVERY_TURN, hand_offs};
+    let message = format!(
+        r#"call:sys_spawn_agent{{"agent_name":"Writer","system_prompt":"You write."}} next: {}"#,
+        delegation(json!([
+            {"agent_id": "writer", "content": r#"call:sys_finish_task{"status":"success","result":"drafted"}"#}
+        ]))
+    );
+    let whole = {
+        let env = TestEnv::new().await;
+        let events = post_ndjson(
+            &env.stream_url(),
+            &fibre_run("fb-whole", "ada", &message, json!({})),
+        )
+        .await;
+        assert_tail(&events, "fb-whole");
+        events
+    };
+
+    let env = TestEnv::with(Default::default(), &EVERY_TURN).await;
+    let mut all = post_ndjson(
+        &env.stream_url(),
+        &fibre_run("fb-split", "ada", &message, json!({})),
+    )
+    .await;
+    let first = hand_offs(&all);
+    assert_eq!(first.len(), 1, "{all:#?}");
+    assert!(
+        all.iter().all(|event| event["agent_name"] != "Writer"),
+        "only the spawn ran in the first invocation: {all:#?}"
+    );
+    let path = first[0]["metadata"]["resume"].as_str().unwrap().to_owned();
+    let response = reqwest::get(format!("{}{path}&user_id=ada", env.server.url))
+        .await
+        .unwrap();
+    all.extend(ndjson_events(&response.text().await.unwrap()));
+    assert_eq!(all.last().unwrap()["type"], "stream_end", "{all:#?}");
+    assert_eq!(hand_offs(&all).len(), 2, "spawn, delegation, answer");
+    assert!(of_type(&all, "error").is_empty(), "{all:#?}");
+    let without_session = |mut results: Vec<Value>| {
+        for result in &mut results {
+            result.as_object_mut().unwrap().remove("session_id");
+        }
+        results
+    };
+    let results = delegation_results(&all, "fb-split");
+    assert_eq!(
+        without_session(results.clone()),
+        without_session(delegation_results(&whole, "fb-whole"))
+    );
+    assert_eq!(results[0]["result"], "drafted", "{results:?}");
+    assert!(
+        all.iter().any(|event| event["agent_name"] == "Writer"),
+        "the spawned sub-agent ran in a later invocation: {all:#?}"
+    );
+    let answer = |events: &[Value], main: &str| {
+        let sub_session = delegation_results(events, main)[0]["session_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        answer_text(events).replace(&sub_session, "SUB")
+    };
+    assert_eq!(answer(&all, "fb-split"), answer(&whole, "fb-whole"));
+}

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::Spent;
+use super::fibre::SubAgent;
 use crate::wire::ToolCall;
 
 /// A turn held for approval: the model's text and the calls that wait.
@@ -28,6 +29,10 @@ pub struct HeldTurn {
     /// A multi-mode run's checkpoint: where it stood between two rounds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub multi: Option<MultiProgress>,
+    /// A fibre run's checkpoint: its sub-agents (those it started with and those it spawned),
+    /// which its continuation delegates to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<Vec<SubAgent>>,
 }
 
 /// Where a multi-mode run stood at its checkpoint, after a round.

@@ -42,7 +42,7 @@ const SUB_AGENT_RULES: &str = "You are a sub-agent working on one task handed to
     result.";
 
 /// An agent tasks can be delegated to.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, Deserialize)]
 pub struct SubAgent {
     pub id: String,
     pub name: String,
@@ -139,7 +139,8 @@ struct FibreTools {
     pool: Arc<McpPool>,
     emitter: super::Emitter,
     sub_sessions: Arc<dyn SubSessions>,
-    agents: Mutex<Vec<SubAgent>>,
+    /// Shared with the main agent, whose checkpoints keep them.
+    agents: Arc<Mutex<Vec<SubAgent>>>,
     spawned: AtomicUsize,
 }
 
@@ -391,7 +392,15 @@ impl BuiltinTools for FibreTools {
 impl Agent {
     /// The main fibre agent's team tools; its prompt learns the rules and the sub-agents that
     /// exist from the start.
-    pub(super) fn fibre_tools(&mut self, setup: FibreSetup) -> Arc<dyn BuiltinTools> {
+    pub(super) fn fibre_tools(&mut self, mut setup: FibreSetup) -> Arc<dyn BuiltinTools> {
+        if let Some(team) = self
+            .spec
+            .resumed
+            .as_ref()
+            .and_then(|resumed| resumed.turn.team.clone())
+        {
+            setup.sub_agents = team;
+        }
         let mut rules = FIBRE_RULES.to_owned();
         if !setup.sub_agents.is_empty() {
             rules.push_str("\nSub-agents ready now (agent_id: what it is for):");
@@ -408,14 +417,16 @@ impl Agent {
             .trim()
             .to_owned(),
         );
+        let agents = Arc::new(Mutex::new(setup.sub_agents));
+        self.team = Some(agents.clone());
         Arc::new(FibreTools {
             parent,
             llm: self.llm.clone(),
             pool: self.pool.clone(),
             emitter: self.emitter.clone(),
             sub_sessions: setup.sub_sessions,
-            spawned: AtomicUsize::new(setup.sub_agents.len()),
-            agents: Mutex::new(setup.sub_agents),
+            spawned: AtomicUsize::new(agents.try_lock().map_or(0, |agents| agents.len())),
+            agents,
         })
     }
 }

@@ -137,8 +137,8 @@ pub struct RunSpec {
     /// Where a held turn is kept. Without one (multi and fibre modes, sub-agents) the run
     /// cannot wait, and a call that needs approval is refused instead of run.
     pub approval_gate: Option<Arc<dyn ApprovalGate>>,
-    /// Where a simple-mode run saves a checkpoint after each complete tool turn, and a
-    /// multi-mode run after each round; with a `deadline`, it stops at the first checkpoint
+    /// Where a simple- or fibre-mode run saves a checkpoint after each complete tool turn, and
+    /// a multi-mode run after each round; with a `deadline`, it stops at the first checkpoint
     /// past it and hands the run off.
     pub checkpoints: Option<Arc<dyn RunCheckpoints>>,
     /// When this invocation should stop the run and hand it off.
@@ -375,6 +375,8 @@ pub struct Agent {
     held: bool,
     /// The run stopped at a checkpoint past its deadline.
     handed_off: bool,
+    /// A fibre run's sub-agents, as its team tools keep them.
+    team: Option<Arc<tokio::sync::Mutex<Vec<SubAgent>>>>,
     /// Model turns used before this invocation (a continuation goes on from its held turn).
     turns_before: u32,
     /// When this invocation's part of the run began, and the seconds its earlier ones ran.
@@ -399,6 +401,7 @@ impl Agent {
             finish_result: None,
             held: false,
             handed_off: false,
+            team: None,
             turns_before: 0,
             started: tokio::time::Instant::now(),
             seconds_before: 0.0,
@@ -701,8 +704,9 @@ impl Agent {
             if let Some(end) = end {
                 return Ok(end);
             }
-            // A multi run's checkpoints fall between rounds, not inside a round's execution.
-            if self.spec.mode == RunMode::Simple
+            // A multi run's checkpoints fall between rounds, not inside a round's execution;
+            // a fibre run's sub-agents are done by the end of the turn that delegated to them.
+            if matches!(self.spec.mode, RunMode::Simple | RunMode::Fibre)
                 && self.checkpoint(self.turns_before + call + 1, None).await
             {
                 return Ok(LoopEnd::HandedOff);
@@ -725,6 +729,10 @@ impl Agent {
             spent: self.spec.meter.spent(),
             seconds: self.seconds_run(),
             multi,
+            team: match &self.team {
+                Some(team) => Some(team.lock().await.clone()),
+                None => None,
+            },
         };
         if let Err(error) = checkpoints.save(&at).await {
             tracing::warn!(session_id = %self.spec.session_id, %error, "could not save the run's checkpoint");
@@ -793,6 +801,7 @@ impl Agent {
             spent: self.spec.meter.spent(),
             seconds: self.seconds_run(),
             multi: None,
+            team: None,
         };
         let (approval_id, expires_at) = gate.hold(&held).await.map_err(|error| {
             tracing::error!(session_id = %self.spec.session_id, %error, "could not hold a turn for approval");

@@ -231,6 +231,7 @@ mod tests {
             spent: Default::default(),
             seconds: 0.0,
             multi: None,
+            team: None,
         }
     }
 

@@ -1,5 +1,5 @@
-//! Runs that outlive an invocation. A simple-mode run saves a checkpoint after each complete
-//! tool turn, a multi-mode run after each round (the session's paused-run record, marked as a
+//! Runs that outlive an invocation. A simple- or fibre-mode run saves a checkpoint after each
+//! complete tool turn, a multi-mode run after each round (the session's paused-run record, marked as a
 //! hand-off). Past its invocation's deadline it stops at such a point, ends its client's stream
 //! with a hand-off event and asks the [`RunRelay`](crate::domain::paused_runs::RunRelay) for a
 //! fresh invocation, which takes the run's lock over by its id and goes on. A run whose process

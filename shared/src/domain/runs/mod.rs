@@ -549,7 +549,7 @@ impl Runs {
                     new_session,
                 )
                 .await?;
-            if matches!(spec.mode, RunMode::Simple | RunMode::Multi) {
+            if matches!(spec.mode, RunMode::Simple | RunMode::Multi | RunMode::Fibre) {
                 spec.checkpoints = Some(hand_offs.clone() as Arc<dyn RunCheckpoints>);
                 spec.deadline = invocation.deadline(self.defaults.run_deadline);
             }

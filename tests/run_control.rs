@@ -130,6 +130,53 @@ async fn an_ndjson_client_resumes_with_its_last_index() {
     assert_eq!(replay, events);
 }
 
+/// A replay from before several runs goes through all of them and ends with the last one's
+/// tail; from inside the last run, it is that run's rest.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replay_from_the_start_goes_through_every_run_of_the_session() {
+    let env = TestEnv::new().await;
+    let mut runs = Vec::new();
+    for words in ["words:2", "words:3"] {
+        let events = post_ndjson(
+            &env.stream_url(),
+            &json!({"session_id": "two-runs", "messages": [{"role": "user", "content": words}]}),
+        )
+        .await;
+        assert_tail(&events, "two-runs");
+        runs.push(events);
+    }
+    let resume = |after: usize| {
+        let url = format!(
+            "{}/api/stream/resume/two-runs?last_index={after}",
+            env.server.url
+        );
+        async move { ndjson_events(&reqwest::get(url).await.unwrap().text().await.unwrap()) }
+    };
+    let everything = resume(0).await;
+    assert_eq!(
+        of_type(&everything, "stream_end").len(),
+        2,
+        "{everything:#?}"
+    );
+    assert_eq!(everything.last().unwrap()["type"], "stream_end");
+    assert_eq!(
+        texts_by_message(&everything, "do_subtask_result"),
+        [expected_answer(2), expected_answer(3)]
+    );
+    let first_run_end = everything
+        .iter()
+        .position(|event| event["type"] == "stream_end")
+        .unwrap();
+    // The log also holds each run's user message, which a replay does not send.
+    let after_first_run = runs[0].len() + 1;
+    let rest = resume(after_first_run).await;
+    assert_eq!(rest, everything[first_run_end + 1..].to_vec());
+    assert_eq!(
+        texts_by_message(&rest, "do_subtask_result"),
+        [expected_answer(3)]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn resume_is_for_the_owner_only() {
     let env = TestEnv::new().await;

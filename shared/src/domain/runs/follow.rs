@@ -59,11 +59,35 @@ impl Follower {
                     continue;
                 }
                 self.sent += 1;
-                self.done = stored.event.kind == EventType::StreamEnd;
+                // A later run's events may follow this run's end: the replay goes on through
+                // them, and ends with the last run's tail.
+                self.done = stored.event.kind == EventType::StreamEnd
+                    && self.pending.is_empty()
+                    && !self.more_stored().await;
                 return Some(stored);
             }
             if !self.fill().await {
                 self.make_up_tail();
+            }
+        }
+    }
+
+    /// Loads what the log holds past the cursor, without waiting; true when it held something.
+    async fn more_stored(&mut self) -> bool {
+        match self
+            .reader
+            .events
+            .events_after(&self.session_id, self.cursor)
+            .await
+        {
+            Ok(batch) if !batch.is_empty() => {
+                self.pending.extend(batch);
+                true
+            }
+            Ok(_) => false,
+            Err(error) => {
+                tracing::warn!(session_id = %self.session_id, %error, "cannot read the event log to resume");
+                false
             }
         }
     }
@@ -134,8 +158,8 @@ impl Follower {
     }
 }
 
-/// Streams the session's events after `after` up to the end of the run they belong to: replays
-/// what is stored, then follows the live run, then ends with its tail. Reads the log only as
+/// Streams the session's events after `after` up to the end of the last run: replays what is
+/// stored (through every later run's events), then follows the live run, then ends with its tail. Reads the log only as
 /// fast as the client takes events.
 pub fn follow(reader: LogReader, session_id: String, after: u64) -> EventStream {
     let follower = Follower {

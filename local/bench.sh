@@ -5,7 +5,9 @@
 # QUICK=1 runs a shorter version (fewer requests, 1,000 streams at most); SKIP_BUILD=1 uses the
 # release binaries already built; SECTIONS picks some of "overhead throughput hold cold store"
 # (e.g. SECTIONS="throughput cold" bash local/bench.sh); BIN and OUT name other folders for the
-# binaries and the results (to compare two builds side by side).
+# binaries and the results (to compare two builds side by side). PIN=1 pins the server to CPU 0
+# and the model and the load generator to CPU 1 (taskset), so that the server's share of the
+# machine is one core of its own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -16,6 +18,11 @@ rm -f "$OUT"/*.json "$OUT"/*.jsonl
 QUICK=${QUICK:-0}
 SECTIONS=${SECTIONS:-overhead throughput traces hold cold store}
 section() { [[ " $SECTIONS " == *" $1 "* ]]; }
+if [ "${PIN:-0}" = 1 ]; then
+  ON_SERVER_CPU=(taskset -c 0); ON_OTHER_CPU=(taskset -c 1)
+else
+  ON_SERVER_CPU=(); ON_OTHER_CPU=()
+fi
 ulimit -n "$(ulimit -Hn)" || true
 
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
@@ -37,9 +44,9 @@ log() { printf '\n==> %s\n' "$*" >&2; }
 start_pair() {
   MOCK_PORT=$(free_port); SHIM_PORT=$(free_port)
   DATA=$(mktemp -d)
-  "$BIN/sage-mock-llm" --port "$MOCK_PORT" --token-delay-ms "$1" >/dev/null 2>&1 &
+  "${ON_OTHER_CPU[@]}" "$BIN/sage-mock-llm" --port "$MOCK_PORT" --token-delay-ms "$1" >/dev/null 2>&1 &
   MOCK_PID=$!; PIDS+=("$MOCK_PID")
-  "$BIN/sage-local" --host 127.0.0.1 --port "$SHIM_PORT" --db_type file --db_path "$DATA" \
+  "${ON_SERVER_CPU[@]}" "$BIN/sage-local" --host 127.0.0.1 --port "$SHIM_PORT" --db_type file --db_path "$DATA" \
     --workspace "$DATA/ws" --default_llm_api_key bench \
     --default_llm_api_base_url "http://127.0.0.1:$MOCK_PORT/v1" >"$OUT/shim.log" 2>&1 &
   SHIM_PID=$!; PIDS+=("$SHIM_PID")
@@ -56,9 +63,9 @@ for c in $LEVELS; do
   ramp=$(python3 -c "print(min(4.0, $c / 1000))")
   log "overhead at $c concurrent streams ($n requests)"
   start_pair 50
-  "$BIN/sage-load" stream --target llm --url "http://127.0.0.1:$MOCK_PORT" -c "$c" -n "$n" \
+  "${ON_OTHER_CPU[@]}" "$BIN/sage-load" stream --target llm --url "http://127.0.0.1:$MOCK_PORT" -c "$c" -n "$n" \
     --message words:40 --ramp-s "$ramp" --timeout-s 300 --json >"$OUT/overhead-direct-$c.json"
-  "$BIN/sage-load" stream --url "http://127.0.0.1:$SHIM_PORT" -c "$c" -n "$n" --message words:40 \
+  "${ON_OTHER_CPU[@]}" "$BIN/sage-load" stream --url "http://127.0.0.1:$SHIM_PORT" -c "$c" -n "$n" --message words:40 \
     --ramp-s "$ramp" --timeout-s 300 --server-pid "$SHIM_PID" --json >"$OUT/overhead-server-$c.json"
   stop_pair
 done

@@ -362,8 +362,8 @@ async fn a_multi_run_hands_off_between_rounds_and_ends_as_an_uninterrupted_one()
     );
 
     // The second round's planning call, in the second invocation, goes on from the first
-    // round's work as the log holds it for the model (the user's message and the execution's
-    // answer), with the open tasks read back from the stored plan.
+    // round's work as the log holds it (the decomposition, planning, execution and observation
+    // texts), with the open tasks read back from the stored plan.
     let requests = env.llm.requests().await;
     let plans: Vec<&Value> = requests
         .iter()
@@ -387,6 +387,14 @@ async fn a_multi_run_hands_off_between_rounds_and_ends_as_an_uninterrupted_one()
         )),
         "{second}"
     );
+    for said in [
+        "I split the task into steps.",
+        "Next: 1. Step 1 of the task",
+    ] {
+        assert!(second.contains(said), "{said}: {second}");
+    }
+    let observed = &texts_by_message(&first, "observation")[0];
+    assert!(second.contains(observed.as_str()), "{second}");
     assert!(
         !second.contains("Next: 2."),
         "nothing of the next round: {second}"

@@ -45,6 +45,10 @@ pub struct MultiProgress {
     /// When the checkpoint was saved (Unix seconds): what the run said after it is not part of
     /// the conversation its continuation goes on from.
     pub saved_at: f64,
+    /// When the run began (Unix seconds): its own planning and observation texts since then are
+    /// part of the conversation its continuation goes on from, as they were before the hand-off.
+    #[serde(default)]
+    pub since: f64,
 }
 
 /// What became of one waiting call.

@@ -109,15 +109,19 @@ impl Agent {
             .resumed
             .take()
             .and_then(|decided| decided.turn.multi);
-        let (mut plan, first_round) = match resumed {
+        let (mut plan, first_round, since) = match resumed {
             Some(progress) => (
                 self.stored_plan(tools, progress.plan).await,
                 progress.rounds_done,
+                progress.since,
             ),
-            None => match self.decompose(tools, definitions, &mut prompt).await? {
-                Some(plan) => (plan, 0),
-                None => return Ok(()),
-            },
+            None => {
+                let since = now_secs();
+                match self.decompose(tools, definitions, &mut prompt).await? {
+                    Some(plan) => (plan, 0, since),
+                    None => return Ok(()),
+                }
+            }
         };
         let rounds = self.spec.max_loop_count.saturating_sub(1).max(1);
         let mut progress = CompletionStatus::InProgress;
@@ -182,6 +186,7 @@ impl Agent {
                 plan: plan.ids.clone(),
                 rounds_done: round + 1,
                 saved_at: now_secs(),
+                since,
             };
             if round + 1 < rounds
                 && !plan.open().is_empty()

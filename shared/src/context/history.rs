@@ -11,6 +11,15 @@ use crate::wire::{Event, EventType, MergedMessage, Role, ToolCall};
 /// message of the same turn. Bookkeeping events (usage, stream end, errors, analysis) are not
 /// part of the conversation the model sees.
 pub fn merge_events<'a>(events: impl IntoIterator<Item = &'a Event>) -> Vec<MergedMessage> {
+    merge_events_with(events, |_| false)
+}
+
+/// [`merge_events`], with the events `also` picks counted as conversation too (a multi-mode
+/// continuation's own planning and observation texts).
+pub fn merge_events_with<'a>(
+    events: impl IntoIterator<Item = &'a Event>,
+    also: impl Fn(&Event) -> bool,
+) -> Vec<MergedMessage> {
     let mut merged: Vec<MergedMessage> = Vec::new();
     let mut positions: std::collections::HashMap<String, usize> = Default::default();
     for event in events {
@@ -20,7 +29,8 @@ pub fn merge_events<'a>(events: impl IntoIterator<Item = &'a Event>) -> Vec<Merg
                 | EventType::FinalAnswer
                 | EventType::ToolCall
                 | EventType::ToolCallResult
-        ) || matches!(event.role, Some(Role::User | Role::System));
+        ) || matches!(event.role, Some(Role::User | Role::System))
+            || also(event);
         if !in_conversation {
             continue;
         }

@@ -14,7 +14,7 @@ pub use budget::{
     Budgets, ContextSettings, HistoryPlan, MAX_INPUT_TOKENS, fit_call, plan_history, tool_tokens,
 };
 pub use compress::{Compressed, Level};
-pub use history::{content_as_text, merge_events, to_model_messages};
+pub use history::{content_as_text, merge_events, merge_events_with, to_model_messages};
 pub use recall::rank as rank_by_relevance;
 pub use tokens::{estimate_tokens, message_tokens};
 

@@ -28,7 +28,9 @@ use crate::agent::{
     RunMode, RunOutcome, RunSpec, SYS_FINISH_TASK, SubAgent, finish_tool,
 };
 use crate::config::{BudgetLeft, LlmConfig, PriceTable, RunLimits};
-use crate::context::{ContextSettings, content_as_text, merge_events, to_model_messages};
+use crate::context::{
+    ContextSettings, content_as_text, merge_events, merge_events_with, to_model_messages,
+};
 use crate::domain::DomainError;
 use crate::domain::agents::Agents;
 use crate::domain::knowledge::{Knowledge, RunKnowledgeBase};
@@ -755,10 +757,12 @@ impl Runs {
             .is_some_and(|resumed| resumed.turn.waiting.is_empty());
         // A multi-mode checkpoint falls between rounds: what the run said after it was saved
         // is not part of the conversation.
-        let said_by = resumed
+        let multi_progress = resumed
             .as_ref()
-            .and_then(|resumed| resumed.turn.multi.as_ref())
-            .map_or(f64::INFINITY, |progress| progress.saved_at);
+            .and_then(|resumed| resumed.turn.multi.as_ref());
+        let said_by = multi_progress.map_or(f64::INFINITY, |progress| progress.saved_at);
+        // ... and its own planning, observation and decomposition texts were part of it.
+        let run_since = multi_progress.map_or(f64::INFINITY, |progress| progress.since);
         let approval_gate = (mode == RunMode::Simple).then(|| {
             Arc::new(RunApprovals {
                 control: stores.control.clone(),
@@ -779,11 +783,20 @@ impl Runs {
             // A fibre run's log also holds its sub-agents' events: they are not this
             // conversation's turns.
             history: {
-                let mut history = to_model_messages(merge_events(
+                let mut history = to_model_messages(merge_events_with(
                     log.iter()
                         .map(|stored| &stored.event)
                         .filter(|event| event.session_id == session_id)
                         .filter(|event| event.timestamp <= said_by),
+                    |event| {
+                        event.timestamp >= run_since
+                            && matches!(
+                                event.kind,
+                                EventType::TaskDecomposition
+                                    | EventType::Planning
+                                    | EventType::Observation
+                            )
+                    },
                 ));
                 if continues_hand_off && said_by.is_infinite() {
                     back_to_checkpoint(&mut history);

@@ -546,20 +546,9 @@ async fn on_opensearch_the_job_command_indexes_and_retrieval_is_text_only() {
         0,
         "no timer: the documents wait for the job"
     );
-    let mut job_args = vec!["jobs".to_owned(), "index".to_owned()];
+    let mut job_args = vec!["index".to_owned()];
     job_args.extend(args.iter().map(|arg| arg.to_string()));
-    let output = tokio::process::Command::new(workspace_binary("sage-local"))
-        .args(&job_args)
-        .current_dir(dir.path())
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let report = sage_local_job(dir.path(), &job_args, &[]).await;
     assert_eq!(report["job"], "index");
     assert_eq!(report["indexed"].as_array().unwrap().len(), 2, "{report}");
     for doc in documents(&base, "olga", &kdb_id).await {

@@ -124,22 +124,20 @@ async fn the_runs_job_continues_a_killed_run_nobody_follows() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
     let endpoint = dynamodb_endpoint();
-    let output = std::process::Command::new(workspace_binary("sage-local"))
-        .args(["jobs", "runs"])
-        .args(["--db_type", "dynamodb", "--dynamodb_endpoint", &endpoint])
-        .args(["--dynamodb_table", &table, "--default_llm_api_key", "k"])
-        .args(["--default_llm_api_base_url", &llm.base_url])
-        .args(lease)
-        .envs(MOTO_ENV)
-        .current_dir(dir.path())
-        .output()
-        .expect("sage-local jobs runs");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: Value = serde_json::from_slice(&output.stdout).expect("a JSON report");
+    let store = [
+        "--db_type",
+        "dynamodb",
+        "--dynamodb_endpoint",
+        &endpoint,
+        "--dynamodb_table",
+        &table,
+        "--default_llm_api_key",
+        "k",
+        "--default_llm_api_base_url",
+        &llm.base_url,
+    ];
+    let args = [&["runs"][..], &store, &lease].concat();
+    let report = sage_local_job(dir.path(), &args, &MOTO_ENV).await;
     assert_eq!(report["job"], "runs", "{report}");
     assert_eq!(report["continued"], json!(["sw-2"]), "{report}");
     assert_eq!(report["complete"], true, "{report}");
@@ -158,15 +156,8 @@ async fn the_runs_job_continues_a_killed_run_nobody_follows() {
     );
 
     // Nothing is due any more: a second sweep does nothing.
-    let output = std::process::Command::new(workspace_binary("sage-local"))
-        .args(["jobs", "runs", "--limit", "5"])
-        .args(["--db_type", "dynamodb", "--dynamodb_endpoint", &endpoint])
-        .args(["--dynamodb_table", &table, "--default_llm_api_key", "k"])
-        .envs(MOTO_ENV)
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    let report: Value = serde_json::from_slice(&output.stdout).expect("a JSON report");
+    let args = [&["runs", "--limit", "5"][..], &store].concat();
+    let report = sage_local_job(dir.path(), &args, &MOTO_ENV).await;
     assert!(report.get("continued").is_none(), "{report}");
     assert!(report.get("expired").is_none(), "{report}");
 }

@@ -344,20 +344,10 @@ async fn sage_local_runs_the_job_from_the_command_line_and_on_a_timer() {
         .await;
     assert_tail(&events, "job-cli");
     drop(app);
-    let mut args = vec!["jobs".to_owned(), "summarize".to_owned()];
+    let mut args = vec!["summarize".to_owned()];
     args.extend(["--session".to_owned(), "job-cli".to_owned()]);
     args.extend(flags(&[]));
-    let output = std::process::Command::new(workspace_binary("sage-local"))
-        .args(&args)
-        .current_dir(dir.path())
-        .output()
-        .expect("sage-local jobs runs");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: Value = serde_json::from_slice(&output.stdout).expect("a JSON report");
+    let report = sage_local_job(dir.path(), &args, &[]).await;
     assert_eq!(report["summarized"], json!(["job-cli"]), "{report}");
 
     let output = std::process::Command::new(workspace_binary("sage-local"))

@@ -123,3 +123,26 @@ pub async fn wait_for_port(port: u16, timeout: Duration) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// `sage-local jobs <args>` run to its end in `dir` with `env` added: the report it printed,
+/// after checking that it succeeded.
+pub async fn sage_local_job<S: AsRef<std::ffi::OsStr>>(
+    dir: &Path,
+    args: &[S],
+    env: &[(&str, &str)],
+) -> serde_json::Value {
+    let output = tokio::process::Command::new(workspace_binary("sage-local"))
+        .arg("jobs")
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(dir)
+        .output()
+        .await
+        .expect("sage-local jobs starts");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("a JSON report")
+}

@@ -417,6 +417,7 @@ impl Agent {
             .trim()
             .to_owned(),
         );
+        let spawned = AtomicUsize::new(setup.sub_agents.len());
         let agents = Arc::new(Mutex::new(setup.sub_agents));
         self.team = Some(agents.clone());
         Arc::new(FibreTools {
@@ -425,7 +426,7 @@ impl Agent {
             pool: self.pool.clone(),
             emitter: self.emitter.clone(),
             sub_sessions: setup.sub_sessions,
-            spawned: AtomicUsize::new(agents.try_lock().map_or(0, |agents| agents.len())),
+            spawned,
             agents,
         })
     }

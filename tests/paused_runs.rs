@@ -125,17 +125,15 @@ async fn the_runs_job_continues_a_killed_run_nobody_follows() {
 
     let endpoint = dynamodb_endpoint();
     let store = [
-        "--db_type",
-        "dynamodb",
-        "--dynamodb_endpoint",
-        &endpoint,
-        "--dynamodb_table",
-        &table,
-        "--default_llm_api_key",
-        "k",
-        "--default_llm_api_base_url",
-        &llm.base_url,
-    ];
+        &dynamodb_flags(&endpoint, &table)[..],
+        &[
+            "--default_llm_api_key",
+            "k",
+            "--default_llm_api_base_url",
+            &llm.base_url,
+        ],
+    ]
+    .concat();
     let args = [&["runs"][..], &store, &lease].concat();
     let report = sage_local_job(dir.path(), &args, &MOTO_ENV).await;
     assert_eq!(report["job"], "runs", "{report}");

@@ -450,18 +450,7 @@ async fn a_run_on_one_instance_is_interrupted_through_another_over_mariadb() {
 async fn a_run_on_one_instance_is_interrupted_through_another_over_dynamodb() {
     let endpoint = dynamodb_endpoint();
     let table = fresh_name("sage_test");
-    interrupt_from_another_instance(
-        &[
-            "--db_type",
-            "dynamodb",
-            "--dynamodb_endpoint",
-            &endpoint,
-            "--dynamodb_table",
-            &table,
-        ],
-        &MOTO_ENV,
-    )
-    .await;
+    interrupt_from_another_instance(&dynamodb_flags(&endpoint, &table), &MOTO_ENV).await;
 }
 
 /// The conversation's `conversation_info.status` says `running` while a run goes on (as

@@ -919,6 +919,32 @@ fn every_policy_grants_exactly_what_its_function_uses_without_wildcards() {
     }
 }
 
+/// Schedule `id`: an EventBridge Scheduler schedule on parameter `parameter` (default
+/// `default`) that invokes Jobs through its schedule role, with the jobs' dead-letter queue.
+fn jobs_schedule_target<'a>(
+    template: &'a Value,
+    id: &str,
+    parameter: &str,
+    default: &str,
+) -> &'a Value {
+    let schedule = resource(template, id);
+    assert_eq!(schedule["Type"], "AWS::Scheduler::Schedule");
+    let properties = &schedule["Properties"];
+    assert!(is_ref(&properties["ScheduleExpression"], parameter), "{id}");
+    assert_eq!(
+        template["Parameters"][parameter]["Default"], default,
+        "{id}"
+    );
+    let target = &properties["Target"];
+    assert_eq!(render(&target["Arn"]), "${JobsFunction.Arn}");
+    assert_eq!(render(&target["RoleArn"]), "${JobsScheduleRole.Arn}");
+    assert_eq!(
+        render(&target["DeadLetterConfig"]["Arn"]),
+        "${JobsDeadLetterQueue.Arn}"
+    );
+    target
+}
+
 /// The indexing job and the sweep of paused runs run every minute by default on schedules of
 /// their own, with the summary job's retries, dead-letter queue and role, and inputs Jobs
 /// accepts; the sweep may invoke the Stream function, which it names to Jobs.
@@ -929,21 +955,7 @@ fn the_indexing_job_and_the_run_sweep_are_scheduled_like_the_summary_job() {
         ("IndexSchedule", "IndexScheduleExpression", "index"),
         ("RunSweepSchedule", "RunSweepScheduleExpression", "runs"),
     ] {
-        let schedule = resource(&template, id);
-        assert_eq!(schedule["Type"], "AWS::Scheduler::Schedule");
-        let properties = &schedule["Properties"];
-        assert!(is_ref(&properties["ScheduleExpression"], parameter), "{id}");
-        assert_eq!(
-            template["Parameters"][parameter]["Default"],
-            "rate(1 minute)"
-        );
-        let target = &properties["Target"];
-        assert_eq!(render(&target["Arn"]), "${JobsFunction.Arn}");
-        assert_eq!(render(&target["RoleArn"]), "${JobsScheduleRole.Arn}");
-        assert_eq!(
-            render(&target["DeadLetterConfig"]["Arn"]),
-            "${JobsDeadLetterQueue.Arn}"
-        );
+        let target = jobs_schedule_target(&template, id, parameter, "rate(1 minute)");
         let payload: serde_json::Value =
             serde_json::from_str(&render(&target["Input"])).expect("the input is JSON");
         let request = sage_core::jobs::JobRequest::parse(payload).expect("a payload Jobs accepts");
@@ -976,21 +988,11 @@ fn the_indexing_job_and_the_run_sweep_are_scheduled_like_the_summary_job() {
 #[test]
 fn the_summary_job_is_scheduled_with_retries_and_a_dead_letter_queue() {
     let template = template();
-    let schedule = resource(&template, "SummarySchedule");
-    assert_eq!(schedule["Type"], "AWS::Scheduler::Schedule");
-    let properties = &schedule["Properties"];
-    assert!(is_ref(
-        &properties["ScheduleExpression"],
-        "SummaryScheduleExpression"
-    ));
-    let expression = &template["Parameters"]["SummaryScheduleExpression"];
-    assert_eq!(expression["Default"], "rate(1 hour)");
-    let target = &properties["Target"];
-    assert_eq!(render(&target["Arn"]), "${JobsFunction.Arn}");
-    assert_eq!(render(&target["RoleArn"]), "${JobsScheduleRole.Arn}");
-    assert_eq!(
-        render(&target["DeadLetterConfig"]["Arn"]),
-        "${JobsDeadLetterQueue.Arn}"
+    let target = jobs_schedule_target(
+        &template,
+        "SummarySchedule",
+        "SummaryScheduleExpression",
+        "rate(1 hour)",
     );
     assert!(
         target["RetryPolicy"]["MaximumRetryAttempts"]

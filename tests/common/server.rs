@@ -259,18 +259,13 @@ pub async fn sage_local_on_dynamodb_table(
     extra: &[&str],
 ) -> ShimProcess {
     let endpoint = crate::common::dynamodb_endpoint();
-    let mut args = vec![
-        "--db_type",
-        "dynamodb",
-        "--dynamodb_endpoint",
-        &endpoint,
-        "--dynamodb_table",
-        table,
+    let mut args = crate::common::dynamodb_flags(&endpoint, table).to_vec();
+    args.extend([
         "--default_llm_api_key",
         "k",
         "--default_llm_api_base_url",
         llm_base_url,
-    ];
+    ]);
     args.extend_from_slice(extra);
     ShimProcess::start(dir, &args, &crate::common::MOTO_ENV).await
 }

@@ -61,6 +61,18 @@ pub fn opensearch_url() -> String {
     })
 }
 
+/// The flags of a `sage-local` on DynamoDB table `table` at `endpoint`.
+pub fn dynamodb_flags<'a>(endpoint: &'a str, table: &'a str) -> [&'a str; 6] {
+    [
+        "--db_type",
+        "dynamodb",
+        "--dynamodb_endpoint",
+        endpoint,
+        "--dynamodb_table",
+        table,
+    ]
+}
+
 /// Environment for a child process that talks to moto.
 pub const MOTO_ENV: [(&str, &str); 3] = [
     ("AWS_ACCESS_KEY_ID", "testing"),

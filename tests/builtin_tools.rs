@@ -78,7 +78,8 @@ async fn workspace_paths(base: &str, session: &str, user: &str) -> Vec<String> {
         .collect()
 }
 
-async fn download(base: &str, session: &str, user: &str, path: &str) -> (u16, String) {
+/// A file of the session's workspace, through the Session route: its status and text.
+pub async fn download(base: &str, session: &str, user: &str, path: &str) -> (u16, String) {
     let response = reqwest::get(format!(
         "{base}/api/sessions/{session}/file_workspace/download?user_id={user}&file_path={path}"
     ))
@@ -219,7 +220,11 @@ async fn file_and_plan_tools_work_in_the_session_workspace() {
             "execute_python_code",
             "execute_javascript_code",
             "check_command_availability",
+            "remember_user_memory",
+            "recall_user_memory",
+            "forget_user_memory",
             "ask_followup_question",
+            "load_skill",
             "sys_spawn_agent",
             "sys_delegate_task",
             "sys_finish_task"

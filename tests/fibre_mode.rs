@@ -242,6 +242,53 @@ async fn a_spawned_sub_agent_takes_a_task_and_finishes_it() {
     assert_eq!(results[0]["status"], "completed");
 }
 
+/// A sub-agent works in the session's own workspace: what it writes the main agent reads, and
+/// the user finds it in the conversation's files. Without `sys_finish_task`, its answer is its
+/// result.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sub_agent_shares_the_sessions_workspace_and_its_answer_is_its_result() {
+    let env = TestEnv::new().await;
+    let write = r#"call:file_write{"file_path":"draft.md","content":"DRAFT-42"}"#;
+    let message = format!(
+        r#"call:sys_spawn_agent{{"agent_name":"Writer","system_prompt":"You write."}} next: {} next: call:file_read{{"file_path":"draft.md"}}"#,
+        delegation(json!([{"agent_id": "writer", "content": write}]))
+    );
+    let events = post_ndjson(
+        &env.stream_url(),
+        &fibre_run(
+            "fb-ws",
+            "ada",
+            &message,
+            json!({"available_tools": ["file_write", "file_read"]}),
+        ),
+    )
+    .await;
+    assert_tail(&events, "fb-ws");
+    let results = delegation_results(&events, "fb-ws");
+    assert_eq!(results[0]["status"], "completed", "{results:?}");
+    let sub_session = results[0]["session_id"].as_str().unwrap();
+    assert_ne!(sub_session, "fb-ws");
+    assert!(
+        results[0]["result"]
+            .as_str()
+            .is_some_and(|text| text.starts_with("Tool results:")),
+        "the sub-agent's last answer: {results:?}"
+    );
+    let main_read = of_type(&events, "tool_call_result")
+        .into_iter()
+        .rfind(|event| event["session_id"] == "fb-ws")
+        .unwrap();
+    assert!(
+        main_read["content"].to_string().contains("DRAFT-42"),
+        "the main agent reads the sub-agent's file: {main_read}"
+    );
+    let base = env.server.url.as_str();
+    assert_eq!(
+        crate::builtin_tools::download(base, "fb-ws", "ada", "draft.md").await,
+        (200, "DRAFT-42".to_owned())
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sub_agent_ids_must_be_the_callers_agents() {
     let env = TestEnv::new().await;

@@ -93,36 +93,53 @@ async fn a_run_without_tools_ends_on_its_answer_without_a_judge() {
     assert_eq!(env.llm.requests().await.len(), 1);
 }
 
+/// `complete_task` (an MCP tool, as Sage's `sage_mcp` offers it) and `sys_finish_task` (the
+/// built-in, when the agent names it) each end a simple run after their turn.
 #[tokio::test(flavor = "multi_thread")]
 async fn complete_task_ends_the_run_after_its_turn() {
     let env = TestEnv::new().await;
-    let events = run(
-        &env,
-        json!({"session_id": "sm-complete", "max_loop_count": 6,
-               "available_tools": ["echo", "complete_task"],
-               "extra_mcp_config": {"peer": stdio_peer(json!({}))},
-               "messages": [{"role": "user", "content": r#"call-forever:echo{"text":"x"} call:complete_task{"result":"all done"}"#}]}),
-    )
-    .await;
-    assert_eq!(
-        of_type(&events, "tool_call").len(),
-        1,
-        "without the finishing call the model would call echo until the cap"
-    );
-    let results: Vec<String> = of_type(&events, "tool_call_result")
-        .iter()
-        .map(|event| event["content"].to_string())
-        .collect();
-    assert!(
-        results.iter().any(|r| r.contains("completed: all done")),
-        "{results:?}"
-    );
-    assert!(texts_by_message(&events, "normal").is_empty(), "not capped");
-    assert_eq!(
-        texts_by_message(&events, "final_answer").len(),
-        1,
-        "ended on a tool result: summarised"
-    );
+    for (session, finisher, call, said) in [
+        (
+            "sm-complete",
+            "complete_task",
+            r#"call:complete_task{"result":"all done"}"#,
+            "completed: all done",
+        ),
+        (
+            "sm-finish",
+            "sys_finish_task",
+            r#"call:sys_finish_task{"status":"success","result":"all finished"}"#,
+            "all finished",
+        ),
+    ] {
+        let events = run(
+            &env,
+            json!({"session_id": session, "max_loop_count": 6,
+                   "available_tools": ["echo", finisher],
+                   "extra_mcp_config": {"peer": stdio_peer(json!({}))},
+                   "messages": [{"role": "user", "content": format!(r#"call-forever:echo{{"text":"x"}} {call}"#)}]}),
+        )
+        .await;
+        assert_eq!(
+            of_type(&events, "tool_call").len(),
+            1,
+            "{finisher}: without the finishing call the model would call echo until the cap"
+        );
+        let results: Vec<String> = of_type(&events, "tool_call_result")
+            .iter()
+            .map(|event| event["content"].to_string())
+            .collect();
+        assert!(results.iter().any(|r| r.contains(said)), "{results:?}");
+        assert!(
+            texts_by_message(&events, "normal").is_empty(),
+            "{finisher}: not capped"
+        );
+        assert_eq!(
+            texts_by_message(&events, "final_answer").len(),
+            1,
+            "{finisher}: ended on a tool result: summarised"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

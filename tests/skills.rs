@@ -92,7 +92,9 @@ async fn a_skill_is_uploaded_listed_loaded_by_the_model_edited_and_deleted() {
         "{first}"
     );
 
-    // `<skill>NAME</skill>` at the start of a message puts the instructions in the prompt.
+    // `<skill>NAME</skill>` at the start of a message puts the instructions and the packed
+    // files in the prompt; as in Sage, a run with skills can write files, and runs no code
+    // unless its agent names the code tools.
     let events = post_ndjson(
         &env.stream_url(),
         &json!({"user_id": "lee", "messages": [{"role": "user", "content": "<skill>csv-report</skill> sales.csv please"}]}),
@@ -101,7 +103,26 @@ async fn a_skill_is_uploaded_listed_loaded_by_the_model_edited_and_deleted() {
     assert!(of_type(&events, "error").is_empty(), "{events:?}");
     let (system, tools) = last_model_request(&env).await;
     assert!(system.contains("REPORT-FORMAT-77"), "{system}");
+    assert!(
+        system.contains("template.md") && system.contains("# Report for {{title}}"),
+        "the skill's file is in the prompt: {system}"
+    );
     assert!(tools.contains(&"load_skill".to_owned()), "{tools:?}");
+    assert!(tools.contains(&"file_write".to_owned()), "{tools:?}");
+    assert!(
+        !tools.iter().any(|tool| tool.starts_with("execute_")),
+        "{tools:?}"
+    );
+    post_ndjson(
+        &env.stream_url(),
+        &json!({"user_id": "lee", "messages": [{"role": "user", "content": "no skill"}]}),
+    )
+    .await;
+    let (_, plain) = last_model_request(&env).await;
+    assert!(
+        !plain.contains(&"file_write".to_owned()) && !plain.contains(&"load_skill".to_owned()),
+        "{plain:?}"
+    );
 
     // Edited: SKILL.md's new text is what the next run loads.
     let new_text = "---\nname: csv-report\ndescription: Reports on CSV, v2.\n---\nUse FORMAT-V2.\n";

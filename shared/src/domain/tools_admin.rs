@@ -458,14 +458,19 @@ impl ToolsAdmin {
             .collect())
     }
 
-    /// `/api/tools?type=basic`: the built-in tools an agent turns on by naming them in
-    /// `available_tools` (the `sys_*` team tools come with fibre mode; `sys_finish_task` may
-    /// be named in any mode), as Sage lists them.
+    /// `/api/tools?type=basic`: the built-in tools, as Sage lists them. An agent turns the file,
+    /// plan, code and follow-up tools on by naming them in `available_tools`; the memory tools
+    /// come with user memory, `load_skill` with skills, the `sys_*` team tools with fibre mode
+    /// (`sys_finish_task` may be named in any mode).
     pub fn basic_tools(&self) -> Vec<ToolEntry> {
         workspace_tool_specs()
             .into_iter()
             .chain(crate::tools::code_tool_specs_listed())
-            .chain([followup_tool_spec()])
+            .chain(crate::domain::memory::memory_tool_specs())
+            .chain([
+                followup_tool_spec(),
+                crate::domain::skills::load_skill_spec(None),
+            ])
             .chain(crate::agent::team_specs())
             .map(|spec| ToolEntry {
                 name: spec.name,

@@ -20,8 +20,8 @@ pub use oauth::{McpOAuth, OAuthError, oauth_url};
 pub use pool::McpPool;
 pub use toolbox::ToolBox;
 pub use workspace::{
-    DownloadPolicy, PROMPT_BLOCK as WORKSPACE_PROMPT_BLOCK, TODO_READ, TODO_WRITE, TodoItem,
-    WORKSPACE_TOOLS, workspace_tool_specs, workspace_tools,
+    DownloadPolicy, FILE_WRITE, PROMPT_BLOCK as WORKSPACE_PROMPT_BLOCK, TODO_READ, TODO_WRITE,
+    TodoItem, WORKSPACE_TOOLS, workspace_tool_specs, workspace_tools,
 };
 
 pub use crate::wire::mcp::{McpOAuthSettings, McpServerConfig, ToolSpec, TransportKind};

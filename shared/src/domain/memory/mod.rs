@@ -11,6 +11,8 @@ use std::sync::Arc;
 
 #[cfg(feature = "mcp")]
 pub use extract::EXTRACTION_INSTRUCTION;
+#[cfg(feature = "mcp")]
+pub use tools::memory_tool_specs;
 
 use crate::context::rank_by_relevance;
 use crate::domain::DomainError;

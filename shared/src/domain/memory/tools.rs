@@ -57,50 +57,55 @@ fn failed(error: DomainError) -> ToolCallError {
     }
 }
 
+/// The memory tools, as a run with user memory gets them and `/api/tools?type=basic` lists them.
+pub fn memory_tool_specs() -> Vec<ToolSpec> {
+    vec![
+        ToolSpec {
+            name: REMEMBER.into(),
+            description: "Remember something about the user for future conversations \
+                    (a preference, requirement, persona detail, constraint, ...). The same key \
+                    replaces what it held."
+                .into(),
+            parameters: json!({
+                "type": "object",
+                "properties": {
+                    "memory_key": {"type": "string", "description": "a short unique name, e.g. reply_language"},
+                    "content": {"type": "string", "description": "what to remember"},
+                    "memory_type": {"type": "string", "enum": MEMORY_TYPES},
+                    "tags": {"type": "array", "items": {"type": "string"}},
+                },
+                "required": ["memory_key", "content"],
+            }),
+        },
+        ToolSpec {
+            name: RECALL.into(),
+            description: "Search what you remember about the user.".into(),
+            parameters: json!({
+                "type": "object",
+                "properties": {
+                    "query": {"type": "string"},
+                    "memory_type": {"type": "string", "enum": MEMORY_TYPES},
+                    "limit": {"type": "integer", "minimum": 1, "maximum": 50},
+                },
+                "required": ["query"],
+            }),
+        },
+        ToolSpec {
+            name: FORGET.into(),
+            description: "Forget one memory about the user, by its key.".into(),
+            parameters: json!({
+                "type": "object",
+                "properties": {"memory_key": {"type": "string"}},
+                "required": ["memory_key"],
+            }),
+        },
+    ]
+}
+
 #[async_trait]
 impl BuiltinTools for MemoryTools {
     fn specs(&self) -> Vec<ToolSpec> {
-        vec![
-            ToolSpec {
-                name: REMEMBER.into(),
-                description: "Remember something about the user for future conversations \
-                    (a preference, requirement, persona detail, constraint, ...). The same key \
-                    replaces what it held."
-                    .into(),
-                parameters: json!({
-                    "type": "object",
-                    "properties": {
-                        "memory_key": {"type": "string", "description": "a short unique name, e.g. reply_language"},
-                        "content": {"type": "string", "description": "what to remember"},
-                        "memory_type": {"type": "string", "enum": MEMORY_TYPES},
-                        "tags": {"type": "array", "items": {"type": "string"}},
-                    },
-                    "required": ["memory_key", "content"],
-                }),
-            },
-            ToolSpec {
-                name: RECALL.into(),
-                description: "Search what you remember about the user.".into(),
-                parameters: json!({
-                    "type": "object",
-                    "properties": {
-                        "query": {"type": "string"},
-                        "memory_type": {"type": "string", "enum": MEMORY_TYPES},
-                        "limit": {"type": "integer", "minimum": 1, "maximum": 50},
-                    },
-                    "required": ["query"],
-                }),
-            },
-            ToolSpec {
-                name: FORGET.into(),
-                description: "Forget one memory about the user, by its key.".into(),
-                parameters: json!({
-                    "type": "object",
-                    "properties": {"memory_key": {"type": "string"}},
-                    "required": ["memory_key"],
-                }),
-            },
-        ]
+        memory_tool_specs()
     }
 
     async fn call(&self, tool: &str, arguments: JsonObject) -> Result<Value, ToolCallError> {

@@ -40,7 +40,8 @@ use crate::domain::model::resolve_llm;
 use crate::domain::providers::Providers;
 use crate::domain::sessions::Sessions;
 use crate::domain::skills::{
-    RunSkill, Skills, prompt_block as skill_prompt_block, requested_skill, skill_tools,
+    RunSkill, Skills, asked_skill_block, prompt_block as skill_prompt_block, requested_skill,
+    skill_tools,
 };
 use crate::domain::tools_admin::ToolsAdmin;
 use crate::domain::usage::Usage;
@@ -50,8 +51,8 @@ use crate::store::{
     SessionRecord, SessionStore, StoreError, SummaryStore,
 };
 use crate::tools::{
-    CodeSandbox, DownloadPolicy, McpPolicy, McpPool, TODO_READ, TODO_WRITE, WORKSPACE_PROMPT_BLOCK,
-    code_tools, followup_tool, workspace_tools,
+    CodeSandbox, DownloadPolicy, FILE_WRITE, McpPolicy, McpPool, TODO_READ, TODO_WRITE,
+    WORKSPACE_PROMPT_BLOCK, code_tools, followup_tool, workspace_tools,
 };
 use crate::util::{InputError, SessionId, UserId, new_id, now_secs};
 use crate::wire::{
@@ -63,7 +64,7 @@ use follow::{Takeover, follow, live_then_log};
 use hand_off::RunHandOffs;
 use sub_sessions::RunSubSessions;
 use watch::keep_lease;
-use writer::{LiveFeed, RunAccount, spawn_writer};
+use writer::{LiveFeed, RunAccount, WriterEnd, spawn_writer};
 
 const DEFAULT_MAX_LOOP_COUNT: u32 = 50;
 const TITLE_CHARS: usize = 50;
@@ -539,7 +540,7 @@ impl Runs {
             let resumed = self
                 .settle_pending_approval(session_id.as_str(), paused, resume, &hand_offs)
                 .await?;
-            let (mut spec, after_seq) = self
+            let (mut spec, after_seq, log) = self
                 .prepare(
                     request,
                     settings,
@@ -561,16 +562,16 @@ impl Runs {
                     .set_idempotency_first_seq(key, after_seq + 1)
                     .await?;
             }
-            Ok::<_, DomainError>((spec, after_seq))
+            Ok::<_, DomainError>((spec, after_seq, log))
         }
         .await;
         match prepared {
-            Ok((spec, after_seq)) => {
+            Ok((spec, after_seq, log)) => {
                 let remembers = self.uses_user_memory(request).then(|| user.clone());
                 Ok(StartedRun {
                     session_id: session_id.to_string(),
                     first_seq: after_seq + 1,
-                    events: self.launch(spec, account, after_seq, remembers, hand_offs),
+                    events: self.launch(spec, account, log, remembers, hand_offs),
                 })
             }
             Err(error) => {
@@ -649,7 +650,7 @@ impl Runs {
         account: &RunAccount,
         resumed: Option<DecidedTurn>,
         new_session: bool,
-    ) -> Result<(RunSpec, u64), DomainError> {
+    ) -> Result<(RunSpec, u64, Vec<StoredEvent>), DomainError> {
         let stores = &self.stores;
         let session_id = session_id.as_str();
         // A conversation that was not stored when the run began has no log to read yet.
@@ -689,13 +690,7 @@ impl Runs {
             if let Some(asked) = tagged_skill(request)
                 .and_then(|name| skills.iter().find(|skill| skill.name == name))
             {
-                append_block(
-                    &mut system_prompt,
-                    &format!(
-                        "The user asked for the skill {}. Its instructions:\n{}",
-                        asked.name, asked.package.instructions
-                    ),
-                );
+                append_block(&mut system_prompt, &asked_skill_block(asked));
             }
             builtin_tools.push(skill_tools(skills.to_vec()));
         }
@@ -730,6 +725,11 @@ impl Runs {
         let mut requested_tools = request.available_tools.clone().unwrap_or_default();
         if mode == RunMode::Multi {
             requested_tools.extend([TODO_WRITE, TODO_READ].map(str::to_owned));
+        }
+        // As in Sage, a run with skills can write what they make; the code tools stay off
+        // unless the agent names them.
+        if !skills.is_empty() {
+            requested_tools.push(FILE_WRITE.to_owned());
         }
         let requested_tools = requested_tools.as_slice();
         if let Some(tools) = workspace_tools(
@@ -858,7 +858,7 @@ impl Runs {
             deadline: None,
             resumed,
         };
-        Ok((spec, seq))
+        Ok((spec, seq, log))
     }
 
     /// What the run brings beside its request, checked before it starts.
@@ -917,14 +917,16 @@ impl Runs {
 
     /// Drives the run in the background; with `remembers`, memories are extracted from the
     /// conversation once the run has ended and the caller has its `stream_end`.
+    /// `log` is the session's log as the run begins, its new messages included.
     fn launch(
         &self,
         spec: RunSpec,
         account: RunAccount,
-        after_seq: u64,
+        log: Vec<StoredEvent>,
         remembers: Option<UserId>,
         hand_offs: Arc<RunHandOffs>,
     ) -> EventStream {
+        let after_seq = log.last().map_or(0, |stored| stored.seq);
         let runs = self.clone();
         let run_id = account.run_id.clone();
         let session_id = spec.session_id.clone();
@@ -989,17 +991,23 @@ impl Runs {
                     }
                 };
                 drop(fallback);
-                let (end, feed) = match writer.await {
-                    Ok(finished) => finished,
-                    Err(error) => {
-                        tracing::error!(%session_id, %error, "event writer failed");
-                        (None, LiveFeed::closed())
+                let finished = writer.await.unwrap_or_else(|error| {
+                    tracing::error!(%session_id, %error, "event writer failed");
+                    WriterEnd {
+                        end: None,
+                        feed: LiveFeed::closed(),
+                        written: None,
                     }
-                };
-                (outcome, end, feed, supervisor)
+                });
+                (outcome, finished, supervisor)
             }
             .instrument(span.clone());
-            let (outcome, end, mut feed, supervisor) = driven.await;
+            let (outcome, finished, supervisor) = driven.await;
+            let WriterEnd {
+                end,
+                mut feed,
+                written,
+            } = finished;
             supervisor.abort();
             watch.unregister(&session_id, &run_id);
             if outcome == RunOutcome::HandedOff {
@@ -1014,11 +1022,17 @@ impl Runs {
             }
             hand_offs.remove().await;
             async {
+                let transcript = written.map(|written| {
+                    let mut log = log;
+                    log.extend(written);
+                    log
+                });
                 match finish_session(
                     stores.sessions.as_ref(),
                     stores.events.as_ref(),
                     &session_id,
                     outcome,
+                    transcript,
                 )
                 .await
                 {
@@ -1232,16 +1246,22 @@ fn input_event(session_id: &str, message: &InputMessage) -> Event {
 
 /// Keeps the session's counts, search text and status true after a run; the session as it is
 /// now stored.
+/// `transcript` is the whole log when the run has it (the log it began with, and what it
+/// wrote); otherwise the log is read.
 async fn finish_session(
     sessions: &dyn SessionStore,
     events: &dyn EventLog,
     session_id: &str,
     outcome: RunOutcome,
+    transcript: Option<Vec<StoredEvent>>,
 ) -> Result<Option<SessionRecord>, StoreError> {
     let Some(mut session) = sessions.get_session(session_id).await? else {
         return Ok(None);
     };
-    let log = events.events_after(session_id, 0).await?;
+    let log = match transcript {
+        Some(log) => log,
+        None => events.events_after(session_id, 0).await?,
+    };
     let merged = merge_events(log.iter().map(|stored| &stored.event));
     session.user_count = merged.iter().filter(|m| m.role == Role::User).count() as u64;
     session.agent_count = merged.iter().filter(|m| m.role == Role::Assistant).count() as u64;

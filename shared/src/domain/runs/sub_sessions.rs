@@ -96,7 +96,7 @@ impl SubSessions for RunSubSessions {
                 tracing::warn!(%session_id, %error, "a sub-session's writer failed");
             }
             if let Err(error) =
-                finish_session(sessions.as_ref(), events.as_ref(), &session_id, RunOutcome::Completed)
+                finish_session(sessions.as_ref(), events.as_ref(), &session_id, RunOutcome::Completed, None)
                     .await
                     .map(|_| ())
             {

@@ -111,6 +111,16 @@ impl RunAccount {
     }
 }
 
+/// What a writer leaves when its run is over.
+pub struct WriterEnd {
+    /// The run's last event (`stream_end`, or its hand-off), stored and not yet sent.
+    pub end: Option<StoredEvent>,
+    pub feed: LiveFeed,
+    /// Everything the run stored, `end` included, in order; none when a write failed (what
+    /// reached the log is then unknown).
+    pub written: Option<Vec<StoredEvent>>,
+}
+
 /// Starts the writer. `after_seq` is the last sequence number already in the session's log. When
 /// every `Emitter` is dropped the writer stores `stream_end` and returns it unsent, with the
 /// feed, so the caller can finish its bookkeeping (release the session) before the client learns
@@ -124,7 +134,7 @@ pub fn spawn_writer(
     cancel: CancellationToken,
     trace_id: Option<String>,
     account: RunAccount,
-) -> (Emitter, JoinHandle<(Option<StoredEvent>, LiveFeed)>) {
+) -> (Emitter, JoinHandle<WriterEnd>) {
     let (events, mut incoming) = mpsc::channel::<Event>(EMIT_CAPACITY);
     let aborted = Arc::new(AtomicBool::new(false));
     let emitter = Emitter::new(events, aborted.clone(), cancel);
@@ -135,6 +145,7 @@ pub fn spawn_writer(
         let window = sink.pack_window();
         let mut open_message: Option<String> = None;
         let mut hand_off: Option<StoredEvent> = None;
+        let mut run_log = Vec::new();
         while incoming.recv_many(&mut batch, MAX_BATCH).await > 0 {
             if !window.is_zero() {
                 let until = tokio::time::Instant::now() + window;
@@ -173,10 +184,11 @@ pub fn spawn_writer(
                     aborted.store(true, Ordering::Relaxed);
                     incoming.close();
                     fail_stream(&mut client, &session_id, seq, sent);
-                    return (None, client);
+                    return WriterEnd { end: None, feed: client, written: None };
                 }
             };
             sent += stored.len() as u64;
+            run_log.extend(stored.iter().cloned());
             for event in stored {
                 if event.event.is_hand_off() {
                     hand_off = Some(event);
@@ -186,21 +198,24 @@ pub fn spawn_writer(
             }
         }
         if hand_off.is_some() {
-            return (hand_off, client);
+            return WriterEnd { end: hand_off, feed: client, written: Some(run_log) };
         }
         let mut end_event = Event::stream_end(&session_id, sent);
         if let Some(trace_id) = trace_id {
             end_event.metadata = Some(serde_json::json!({"trace_id": trace_id}));
         }
         let end = StoredEvent::new(seq + 1, end_event);
-        let end = match sink.append(&session_id, vec![end.clone()]).await {
-            Ok(mut stored) => stored.pop(),
+        match sink.append(&session_id, vec![end.clone()]).await {
+            Ok(mut stored) => {
+                let end = stored.pop();
+                run_log.extend(end.clone());
+                WriterEnd { end, feed: client, written: Some(run_log) }
+            }
             Err(error) => {
                 tracing::error!(%session_id, error = %crate::telemetry::chain(&error), "could not store stream_end");
-                Some(end)
+                WriterEnd { end: Some(end), feed: client, written: None }
             }
-        };
-        (end, client)
+        }
     }.in_current_span());
     (emitter, writer)
 }

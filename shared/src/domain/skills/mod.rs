@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 pub use package::{MAX_ARCHIVE_BYTES, SkillFile, SkillName, SkillPackage};
 #[cfg(feature = "mcp")]
-pub use tools::{LOAD_SKILL, prompt_block, skill_tools};
+pub use tools::{LOAD_SKILL, asked_skill_block, load_skill_spec, prompt_block, skill_tools};
 
 use crate::domain::DomainError;
 use crate::store::{SkillRecord, SkillStore, StoreError};

@@ -32,6 +32,51 @@ pub fn prompt_block(skills: &[RunSkill]) -> String {
     block
 }
 
+/// Of a skill's packed files, at most this many characters go into the prompt when the message
+/// asks for the skill; `load_skill` returns them whole.
+const ASKED_SKILL_FILE_CHARS: usize = 16_000;
+
+/// The system-prompt block for the skill a message asks for (`<skill>NAME</skill>`): its
+/// instructions and the files packed with it.
+pub fn asked_skill_block(skill: &RunSkill) -> String {
+    let mut block = format!(
+        "The user asked for the skill {}. Its instructions:\n{}",
+        skill.name, skill.package.instructions
+    );
+    let mut room = ASKED_SKILL_FILE_CHARS;
+    for file in &skill.package.files {
+        let chars = file.content.chars().count();
+        if chars <= room {
+            room -= chars;
+            block.push_str(&format!("\n\nIts file {}:\n{}", file.path, file.content));
+        } else {
+            block.push_str(&format!(
+                "\n\nIts file {} ({chars} characters) comes whole from load_skill.",
+                file.path
+            ));
+        }
+    }
+    block
+}
+
+/// `load_skill`; a run's spec names its skills, the listing's does not.
+pub fn load_skill_spec(skill_names: Option<&[&str]>) -> ToolSpec {
+    let mut skill_name = json!({"type": "string", "description": "the skill's name"});
+    if let Some(names) = skill_names {
+        skill_name["enum"] = json!(names);
+    }
+    ToolSpec {
+        name: LOAD_SKILL.into(),
+        description:
+            "Load a skill: returns its instructions (SKILL.md) and the files packed with it.".into(),
+        parameters: json!({
+            "type": "object",
+            "properties": {"skill_name": skill_name},
+            "required": ["skill_name"],
+        }),
+    }
+}
+
 #[async_trait]
 impl BuiltinTools for SkillTools {
     fn specs(&self) -> Vec<ToolSpec> {
@@ -40,17 +85,7 @@ impl BuiltinTools for SkillTools {
             .iter()
             .map(|skill| skill.name.as_str())
             .collect();
-        vec![ToolSpec {
-            name: LOAD_SKILL.into(),
-            description: "Load a skill: returns its instructions (SKILL.md) and the files \
-                packed with it."
-                .into(),
-            parameters: json!({
-                "type": "object",
-                "properties": {"skill_name": {"type": "string", "enum": names}},
-                "required": ["skill_name"],
-            }),
-        }]
+        vec![load_skill_spec(Some(&names))]
     }
 
     async fn call(&self, tool: &str, arguments: JsonObject) -> Result<Value, ToolCallError> {

@@ -47,12 +47,13 @@ impl SqlStore {
         }
         sqlx::any::install_default_drivers();
         let url = format!("sqlite://{}?mode=rwc", file.display());
-        // Each connection drops its page cache whenever another one has written, so pages are
-        // read through a memory map rather than copied in by a system call each; and the
-        // write-ahead log is folded into the file every 32 MiB rather than every 4 MiB, so a
-        // page written again and again is copied back once per fold.
+        // One connection: SQLite writes one transaction at a time anyway, and a connection
+        // drops its page cache whenever another one has written, so with several every read
+        // copied its pages back in. Pages are read through a memory map, and the write-ahead
+        // log is folded into the file every 32 MiB rather than every 4 MiB, so a page written
+        // again and again is copied back once per fold.
         let pool = AnyPoolOptions::new()
-            .max_connections(4)
+            .max_connections(1)
             .after_connect(|connection, _| {
                 Box::pin(async move {
                     connection

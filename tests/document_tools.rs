@@ -189,6 +189,14 @@ async fn file_server() -> String {
             get(|| async { (StatusCode::FOUND, [(header::LOCATION, "/files/report.csv")]) }),
         )
         .route("/big.bin", get(|| async { vec![7u8; 5000] }))
+        // No content-length: the limit must hold while the body arrives.
+        .route(
+            "/streamed.bin",
+            get(|| async {
+                let chunks = (0..10).map(|_| Ok::<_, std::io::Error>(vec![7u8; 500]));
+                axum::body::Body::from_stream(futures_util::stream::iter(chunks))
+            }),
+        )
         .route(
             "/missing",
             get(|| async { StatusCode::NOT_FOUND.into_response() }),
@@ -271,6 +279,7 @@ async fn downloads_save_into_the_workspace_within_the_size_limit() {
                 &format!("{files}/files/report.csv"),
                 json!({"working_dir": "../dt-other"}),
             ),
+            download(&format!("{files}/streamed.bin"), json!({})),
         ],
     )
     .await;
@@ -311,4 +320,13 @@ async fn downloads_save_into_the_workspace_within_the_size_limit() {
         results[4]
     );
     assert!(!env.workspace().join("dt-other").exists());
+    assert!(
+        results[5]["message"]
+            .as_str()
+            .unwrap()
+            .contains("larger than the download limit of 1000 bytes"),
+        "a body without a length is cut at the limit: {}",
+        results[5]
+    );
+    assert!(!workspace.join("streamed.bin").exists());
 }

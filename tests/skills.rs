@@ -21,6 +21,16 @@ fn csv_skill() -> Vec<u8> {
     )
 }
 
+/// Lee sends `content` in a new conversation; the system prompt and tool names the model got.
+async fn lee_asks(env: &TestEnv, content: &str) -> (String, Vec<String>) {
+    post_ndjson(
+        &env.stream_url(),
+        &json!({"user_id": "lee", "messages": [{"role": "user", "content": content}]}),
+    )
+    .await;
+    last_model_request(env).await
+}
+
 /// The system prompt and tool names of the model's latest request.
 async fn last_model_request(env: &TestEnv) -> (String, Vec<String>) {
     let request = env.llm.turn_requests().await.pop().unwrap();
@@ -113,12 +123,7 @@ async fn a_skill_is_uploaded_listed_loaded_by_the_model_edited_and_deleted() {
         !tools.iter().any(|tool| tool.starts_with("execute_")),
         "{tools:?}"
     );
-    post_ndjson(
-        &env.stream_url(),
-        &json!({"user_id": "lee", "messages": [{"role": "user", "content": "no skill"}]}),
-    )
-    .await;
-    let (_, plain) = last_model_request(&env).await;
+    let (_, plain) = lee_asks(&env, "no skill").await;
     assert!(
         !plain.contains(&"file_write".to_owned()) && !plain.contains(&"load_skill".to_owned()),
         "{plain:?}"
@@ -135,12 +140,7 @@ async fn a_skill_is_uploaded_listed_loaded_by_the_model_edited_and_deleted() {
     .await;
     assert_eq!(status, 200, "{edited}");
     assert_eq!(edited["data"]["description"], "Reports on CSV, v2.");
-    post_ndjson(
-        &env.stream_url(),
-        &json!({"user_id": "lee", "messages": [{"role": "user", "content": "<skill>csv-report</skill> again"}]}),
-    )
-    .await;
-    let (system, _) = last_model_request(&env).await;
+    let (system, _) = lee_asks(&env, "<skill>csv-report</skill> again").await;
     assert!(
         system.contains("FORMAT-V2") && !system.contains("REPORT-FORMAT-77"),
         "{system}"

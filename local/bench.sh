@@ -3,8 +3,8 @@
 # Release builds; the scripted model (sage-mock-llm) stands in for the LLM. Raw JSON results
 # land in target/bench/. Needs MariaDB on 127.0.0.1:3306 and moto (bash tests/run.sh sets both up).
 # QUICK=1 runs a shorter version (fewer requests, 1,000 streams at most); SKIP_BUILD=1 uses the
-# release binaries already built; SECTIONS picks some of "overhead throughput hold cold store"
-# (e.g. SECTIONS="throughput cold" bash local/bench.sh); BIN and OUT name other folders for the
+# release binaries already built; SECTIONS picks some of "overhead requests throughput traces hold
+# cold store" (e.g. SECTIONS="throughput cold" bash local/bench.sh); BIN and OUT name other folders for the
 # binaries and the results (to compare two builds side by side). PIN=1 pins the server to CPU 0
 # and the model and the load generator to CPU 1 (taskset), so that the server's share of the
 # machine is one core of its own.
@@ -16,7 +16,7 @@ BIN=${BIN:-$ROOT/target/release}
 mkdir -p "$OUT"
 rm -f "$OUT"/*.json "$OUT"/*.jsonl
 QUICK=${QUICK:-0}
-SECTIONS=${SECTIONS:-overhead throughput traces hold cold store}
+SECTIONS=${SECTIONS:-overhead requests throughput traces hold cold store}
 section() { [[ " $SECTIONS " == *" $1 "* ]]; }
 if [ "${PIN:-0}" = 1 ]; then
   ON_SERVER_CPU=(taskset -c 0); ON_OTHER_CPU=(taskset -c 1)
@@ -79,6 +79,18 @@ start_pair 0
   --message words:40 --json >"$OUT/throughput-direct.json"
 "$BIN/sage-load" stream --url "http://127.0.0.1:$SHIM_PORT" -c 100 -n 2000 --message words:40 \
   --server-pid "$SHIM_PID" --json >"$OUT/throughput-server.json"
+stop_pair
+fi
+
+# 2a. Per-request cost, in the shape of Sage's own load test: short answers (9 tokens, 11 events),
+#     paced at 50 ms per token, 200 concurrent streams; one warm-up pass, then the measured one.
+if section requests; then
+log "per-request cost: 200 concurrent short answers"
+start_pair 50
+"${ON_OTHER_CPU[@]}" "$BIN/sage-load" stream --url "http://127.0.0.1:$SHIM_PORT" -c 200 -n 1000 \
+  --message words:9 --json >/dev/null
+"${ON_OTHER_CPU[@]}" "$BIN/sage-load" stream --url "http://127.0.0.1:$SHIM_PORT" -c 200 -n 3000 \
+  --message words:9 --server-pid "$SHIM_PID" --json >"$OUT/requests-server.json"
 stop_pair
 fi
 

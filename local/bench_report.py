@@ -41,6 +41,15 @@ if direct and server:
           f"**{cpu['cpu_ms_per_1000_events']:.1f} ms of CPU per 1,000 streamed events**; "
           f"1,000 streams at 20 tokens/s need {cpu['cpu_ms_per_1000_events'] * 20 / 1000:.2f} cores.")
 
+requests = load("requests-server.json")
+if requests:
+    cpu = requests["server_cpu"][0]
+    first = requests["first_event_ms"]
+    print("\n### Per-request cost (200 concurrent streams, 9-token answers of 11 events, 50 ms per token)\n")
+    print(f"{requests['requests']:,} requests, {requests['success_rate'] * 100:.1f} % success: server CPU "
+          f"**{1000 * cpu['cpu_s'] / requests['requests']:.2f} ms per request**; first event p50 / p95 / p99 "
+          f"{first['p50']:.0f} / {first['p95']:.0f} / {first['p99']:.0f} ms (the model's first token comes at 50 ms).")
+
 traced = load("throughput-server-traced.json")
 if server and traced:
     off, on = server["server_cpu"][0], traced["server_cpu"][0]

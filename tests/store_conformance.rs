@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::common::*;
 use sage_core::store::{
-    AccountRecord, AgentRecord, DocStatus, IdempotencyRecord, KnowledgeBaseRecord,
+    AccountRecord, AgentRecord, DocStatus, EventBatch, IdempotencyRecord, KnowledgeBaseRecord,
     KnowledgeDocRecord, McpAuthorizationRecord, McpCredentialsRecord, McpServerRecord, MemoryStore,
     PendingApprovalRecord, ProviderRecord, RefreshTokenRecord, RunStatus, SessionQuery,
     SessionRecord, SkillRecord, SortBy, SqlStore, Store, StoreError, SummaryRecord,
@@ -304,6 +304,42 @@ async fn usage_is_written_with_its_events_or_not_at_all(store: Arc<dyn Store>) {
         ),
         vec![first]
     );
+}
+
+async fn batched_writes_carry_their_usage(store: Arc<dyn Store>) {
+    let closing = usage("ann", "b1", 2, "2026-12-03", 10);
+    store
+        .append_event_batches(&[
+            EventBatch {
+                session_id: "b1".into(),
+                events: events("b1", 1..=2),
+                usage: Some(closing.clone()),
+            },
+            EventBatch {
+                session_id: "b2".into(),
+                events: events("b2", 1..=1),
+                usage: None,
+            },
+        ])
+        .await
+        .unwrap();
+    assert_eq!(store.last_seq("b1").await.unwrap(), 2);
+    assert_eq!(store.last_seq("b2").await.unwrap(), 1);
+    let ledger = || store.user_usage("ann", "2026-12-03", "2026-12-03");
+    assert_eq!(ledger().await.unwrap(), vec![closing.clone()]);
+
+    // A batch whose events clash writes neither them nor its usage.
+    let error = store
+        .append_event_batches(&[EventBatch {
+            session_id: "b1".into(),
+            events: events("b1", 1..=3),
+            usage: Some(usage("ann", "b1", 3, "2026-12-03", 5)),
+        }])
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StoreError::SeqConflict { .. }), "{error}");
+    assert_eq!(store.last_seq("b1").await.unwrap(), 2);
+    assert_eq!(ledger().await.unwrap(), vec![closing]);
 }
 
 async fn deleting_a_session_removes_its_events_and_lock(store: Arc<dyn Store>) {
@@ -729,6 +765,34 @@ async fn mcp_servers_are_kept_per_owner(store: Arc<dyn Store>) {
         vec![changed]
     );
     assert!(store.list_mcp_servers("bob").await.unwrap().is_empty());
+    let server_of = |owner: &str, name: &str| McpServerRecord {
+        owner: owner.into(),
+        name: name.into(),
+        ..record.clone()
+    };
+    for (owner, name) in [("bob", "zeta"), ("bob", "apps"), ("carol", "beta")] {
+        assert!(
+            store
+                .insert_mcp_server(&server_of(owner, name))
+                .await
+                .unwrap()
+        );
+    }
+    let names = |servers: Vec<McpServerRecord>| {
+        servers
+            .into_iter()
+            .map(|server| format!("{}/{}", server.owner, server.name))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(store.list_mcp_servers_of(&["bob", "alice"]).await.unwrap()),
+        ["bob/apps", "bob/zeta", "alice/files"],
+        "each owner's by name, the owners in the order asked"
+    );
+    assert!(store.list_mcp_servers_of(&[]).await.unwrap().is_empty());
+    for (owner, name) in [("bob", "zeta"), ("bob", "apps"), ("carol", "beta")] {
+        assert!(store.delete_mcp_server(owner, name).await.unwrap());
+    }
     assert!(store.delete_mcp_server("alice", "files").await.unwrap());
     assert!(!store.delete_mcp_server("alice", "files").await.unwrap());
 }
@@ -1301,6 +1365,7 @@ macro_rules! conformance {
             conformance!(@test $make, a_taken_sequence_number_fails_the_whole_batch);
             conformance!(@test $make, deleting_a_session_removes_its_events_and_lock);
             conformance!(@test $make, usage_is_written_with_its_events_or_not_at_all);
+            conformance!(@test $make, batched_writes_carry_their_usage);
             conformance!(@test $make, reading_after_any_number_inside_a_batch_returns_exactly_the_rest);
             conformance!(@test $make, the_run_lock_admits_one_run_until_released_or_expired);
             conformance!(@test $make, the_cancel_flag_reaches_only_a_live_run);

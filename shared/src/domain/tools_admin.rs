@@ -359,12 +359,19 @@ impl ToolsAdmin {
         owner: &UserId,
     ) -> Result<Vec<McpServerRecord>, DomainError> {
         let owner = owner.as_str();
-        let mut servers = self.servers.list_mcp_servers(owner).await?;
-        if owner != SHARED_OWNER {
-            let own: Vec<String> = servers.iter().map(|s| s.name.clone()).collect();
-            let shared = self.servers.list_mcp_servers(SHARED_OWNER).await?;
-            servers.extend(shared.into_iter().filter(|s| !own.contains(&s.name)));
+        if owner == SHARED_OWNER {
+            return Ok(self.servers.list_mcp_servers(owner).await?);
         }
+        let mut servers = self
+            .servers
+            .list_mcp_servers_of(&[owner, SHARED_OWNER])
+            .await?;
+        let own: Vec<String> = servers
+            .iter()
+            .filter(|server| server.owner == owner)
+            .map(|server| server.name.clone())
+            .collect();
+        servers.retain(|server| server.owner == owner || !own.contains(&server.name));
         Ok(servers)
     }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{EventLog, StoreError, UsageRecord};
+use super::{EventBatch, EventLog, StoreError, UsageRecord};
 use crate::wire::StoredEvent;
 
 const MAX_REQUESTS_PER_WRITE: usize = 256;
@@ -16,8 +16,7 @@ const QUEUE_CAPACITY: usize = 1024;
 type Done = oneshot::Sender<Result<Vec<StoredEvent>, StoreError>>;
 
 struct Append {
-    session_id: String,
-    events: Vec<StoredEvent>,
+    batch: EventBatch,
     done: Done,
 }
 
@@ -61,38 +60,52 @@ impl EventSink {
         session_id: &str,
         events: Vec<StoredEvent>,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let Some(batcher) = &self.batcher else {
-            self.store.append_events(session_id, &events).await?;
-            return Ok(events);
-        };
-        let (done, result) = oneshot::channel();
-        let request = Append {
+        self.submit(EventBatch {
             session_id: session_id.to_owned(),
             events,
-            done,
-        };
-        if let Err(unsent) = batcher.send(request).await {
-            let request = unsent.0;
-            self.store
-                .append_events(&request.session_id, &request.events)
-                .await?;
-            return Ok(request.events);
-        }
-        result.await.unwrap_or(Err(StoreError::WriterStopped))
+            usage: None,
+        })
+        .await
     }
 
-    /// Stores a run's closing events with the usage they account for, in one write of their
-    /// own (the ledger row must commit with them, not with other sessions' batches).
+    /// A run's closing events with the usage they account for: both are stored or neither.
     pub async fn append_with_usage(
         &self,
         session_id: &str,
         events: Vec<StoredEvent>,
         usage: &UsageRecord,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        self.store
-            .append_events_with_usage(session_id, &events, usage)
-            .await?;
-        Ok(events)
+        self.submit(EventBatch {
+            session_id: session_id.to_owned(),
+            events,
+            usage: Some(usage.clone()),
+        })
+        .await
+    }
+
+    async fn submit(&self, batch: EventBatch) -> Result<Vec<StoredEvent>, StoreError> {
+        let Some(batcher) = &self.batcher else {
+            append_one(self.store.as_ref(), &batch).await?;
+            return Ok(batch.events);
+        };
+        let (done, result) = oneshot::channel();
+        if let Err(unsent) = batcher.send(Append { batch, done }).await {
+            let batch = unsent.0.batch;
+            append_one(self.store.as_ref(), &batch).await?;
+            return Ok(batch.events);
+        }
+        result.await.unwrap_or(Err(StoreError::WriterStopped))
+    }
+}
+
+async fn append_one(store: &dyn EventLog, batch: &EventBatch) -> Result<(), StoreError> {
+    match &batch.usage {
+        Some(usage) => {
+            store
+                .append_events_with_usage(&batch.session_id, &batch.events, usage)
+                .await
+        }
+        None => store.append_events(&batch.session_id, &batch.events).await,
     }
 }
 
@@ -103,29 +116,29 @@ async fn run_batcher(store: Arc<dyn EventLog>, mut requests: mpsc::Receiver<Appe
         .await
         > 0
     {
-        let (batches, senders): (Vec<(String, Vec<StoredEvent>)>, Vec<Done>) = pending
+        let (batches, senders): (Vec<EventBatch>, Vec<Done>) = pending
             .drain(..)
-            .map(|request| ((request.session_id, request.events), request.done))
+            .map(|request| (request.batch, request.done))
             .unzip();
         let written = if batches.len() == 1 {
-            store.append_events(&batches[0].0, &batches[0].1).await
+            append_one(store.as_ref(), &batches[0]).await
         } else {
             store.append_event_batches(&batches).await
         };
         match written {
             Ok(()) => {
-                for ((_, events), done) in batches.into_iter().zip(senders) {
-                    let _ = done.send(Ok(events));
+                for (batch, done) in batches.into_iter().zip(senders) {
+                    let _ = done.send(Ok(batch.events));
                 }
             }
             Err(error) if batches.len() == 1 => {
                 let _ = senders.into_iter().next().map(|done| done.send(Err(error)));
             }
-            // One bad batch must not fail the others: write them one by one to find it.
+            // One run's failure (a taken sequence number) must not fail the others.
             Err(_) => {
-                for ((session_id, events), done) in batches.into_iter().zip(senders) {
-                    let result = store.append_events(&session_id, &events).await;
-                    let _ = done.send(result.map(|()| events));
+                for (batch, done) in batches.into_iter().zip(senders) {
+                    let result = append_one(store.as_ref(), &batch).await;
+                    let _ = done.send(result.map(|()| batch.events));
                 }
             }
         }

@@ -87,14 +87,19 @@ pub trait EventLog: Send + Sync + 'static {
         session_id: &str,
         events: &[StoredEvent],
     ) -> Result<(), StoreError>;
-    /// Several sessions' events in one write where the backend gains from it (one SQL
-    /// transaction); all or nothing.
-    async fn append_event_batches(
-        &self,
-        batches: &[(String, Vec<StoredEvent>)],
-    ) -> Result<(), StoreError> {
-        for (session_id, events) in batches {
-            self.append_events(session_id, events).await?;
+    /// Several sessions' events, with the usage some of them account for, in one write where
+    /// the backend gains from it (one SQL transaction, all or nothing); elsewhere batch by
+    /// batch, each as `append_events` or `append_events_with_usage`, stopping at the first
+    /// failure.
+    async fn append_event_batches(&self, batches: &[EventBatch]) -> Result<(), StoreError> {
+        for batch in batches {
+            match &batch.usage {
+                Some(usage) => {
+                    self.append_events_with_usage(&batch.session_id, &batch.events, usage)
+                        .await?
+                }
+                None => self.append_events(&batch.session_id, &batch.events).await?,
+            }
         }
         Ok(())
     }
@@ -121,6 +126,15 @@ pub trait EventLog: Send + Sync + 'static {
         events: &[StoredEvent],
         usage: &UsageRecord,
     ) -> Result<(), StoreError>;
+}
+
+/// One session's events in a shared write, with the usage they account for when they close a
+/// run.
+#[derive(Debug, Clone)]
+pub struct EventBatch {
+    pub session_id: String,
+    pub events: Vec<StoredEvent>,
+    pub usage: Option<UsageRecord>,
 }
 
 /// The usage ledger: what each user's runs spent, by UTC day. Deleting a session keeps it.
@@ -222,6 +236,17 @@ pub trait McpServerStore: Send + Sync + 'static {
     ) -> Result<Option<McpServerRecord>, StoreError>;
     /// The owner's servers, by name.
     async fn list_mcp_servers(&self, owner: &str) -> Result<Vec<McpServerRecord>, StoreError>;
+    /// The servers of several owners: each owner's by name, the owners in the order given.
+    async fn list_mcp_servers_of(
+        &self,
+        owners: &[&str],
+    ) -> Result<Vec<McpServerRecord>, StoreError> {
+        let mut servers = Vec::new();
+        for owner in owners {
+            servers.extend(self.list_mcp_servers(owner).await?);
+        }
+        Ok(servers)
+    }
     /// False when there was nothing to delete.
     async fn delete_mcp_server(&self, owner: &str, name: &str) -> Result<bool, StoreError>;
 

@@ -253,13 +253,15 @@ impl Runs {
         }
         let settings = resolve_llm(&self.defaults.llm, request.llm_model_config.as_ref())?;
         let skills = self.run_extras(&user, &request).await?;
-        let session_id = match request.session_id.as_deref().filter(|id| !id.is_empty()) {
+        let asked_for = request.session_id.as_deref().filter(|id| !id.is_empty());
+        let session_id = match asked_for {
             Some(id) => SessionId::parse(id)?,
             None => SessionId::generate(),
         };
         let begin = Begin {
             user: &user,
             session_id: &session_id,
+            fresh: asked_for.is_none(),
             invocation,
         };
         let Some(idempotency) = idempotency else {
@@ -349,6 +351,7 @@ impl Runs {
         let begin = Begin {
             user,
             session_id,
+            fresh: false,
             invocation,
         };
         self.begin(&request, &settings, &extras, begin, None, Some(resume))
@@ -394,6 +397,7 @@ impl Runs {
         let begin = Begin {
             user: &user,
             session_id: &session_id,
+            fresh: false,
             invocation,
         };
         self.begin(&request, &settings, &extras, begin, None, Some(resume))
@@ -484,10 +488,15 @@ impl Runs {
         let Begin {
             user,
             session_id,
+            fresh,
             invocation,
         } = begin;
         let stores = &self.stores;
-        let existing = stores.sessions.get_session(session_id.as_str()).await?;
+        let existing = if fresh {
+            None
+        } else {
+            stores.sessions.get_session(session_id.as_str()).await?
+        };
         if let Some(existing) = &existing
             && existing.user_id != user.as_str()
         {
@@ -673,8 +682,8 @@ impl Runs {
                 StoredEvent::new(seq, input_event(session_id, message))
             })
             .collect();
-        stores.events.append_events(session_id, &inputs).await?;
-        log.extend(inputs);
+        // Through the sink: written together with what concurrent runs write meanwhile.
+        log.extend(stores.sink.append(session_id, inputs).await?);
 
         let mut system_prompt = system_prompt(request);
         let mut builtin_tools = Vec::new();
@@ -1320,6 +1329,8 @@ enum Resume {
 struct Begin<'a> {
     user: &'a UserId,
     session_id: &'a SessionId,
+    /// The id was generated for this run: no session has it yet.
+    fresh: bool,
     invocation: Invocation,
 }
 

@@ -21,6 +21,9 @@ use crate::util::{Day, new_id};
 use crate::wire::{Event, EventType, Role, StoredEvent};
 
 const MAX_BATCH: usize = 64;
+/// How long the writer holds a run's `token_usage` for the end of the run, so both are stored in
+/// one write; the agent returns right after it.
+const TAIL_WAIT: std::time::Duration = std::time::Duration::from_millis(5);
 /// Events the agent may get ahead of the log.
 const EMIT_CAPACITY: usize = 256;
 /// Stored events a client may leave unread before it is switched to reading the log.
@@ -139,6 +142,13 @@ pub fn spawn_writer(
     let aborted = Arc::new(AtomicBool::new(false));
     let emitter = Emitter::new(events, aborted.clone(), cancel);
     let writer = tokio::spawn(async move {
+        let end_event = |sent: u64| {
+            let mut end = Event::stream_end(&session_id, sent);
+            if let Some(trace_id) = &trace_id {
+                end.metadata = Some(serde_json::json!({"trace_id": trace_id}));
+            }
+            end
+        };
         let mut seq = after_seq;
         let mut sent: u64 = 0;
         let mut batch = Vec::new();
@@ -161,7 +171,13 @@ pub fn spawn_writer(
                     .filter(|event| is_text_delta(event))
                     .and_then(|event| event.message_id.clone());
             }
-            let stored: Vec<StoredEvent> = batch
+            let room = MAX_BATCH - batch.len();
+            let ends = closes_run(&batch)
+                && matches!(
+                    tokio::time::timeout(TAIL_WAIT, incoming.recv_many(&mut batch, room)).await,
+                    Ok(0)
+                );
+            let mut stored: Vec<StoredEvent> = batch
                 .drain(..)
                 .map(|mut event| {
                     seq += 1;
@@ -171,24 +187,29 @@ pub fn spawn_writer(
                     StoredEvent::new(seq, event)
                 })
                 .collect();
+            if ends {
+                seq += 1;
+                stored.push(StoredEvent::new(seq, end_event(sent + stored.len() as u64)));
+            }
             let span = tracing::info_span!("store.append", events = stored.len());
             let usage = stored.iter().find_map(|event| account.usage_of(event));
             let written = match &usage {
                 Some(usage) => sink.append_with_usage(&session_id, stored, usage).instrument(span).await,
                 None => sink.append(&session_id, stored).instrument(span).await,
             };
-            let stored = match written {
+            let mut stored = match written {
                 Ok(stored) => stored,
                 Err(error) => {
                     tracing::error!(%session_id, error = %crate::telemetry::chain(&error), "event log write failed; ending the run");
                     aborted.store(true, Ordering::Relaxed);
                     incoming.close();
-                    fail_stream(&mut client, &session_id, seq, sent);
+                    fail_stream(&mut client, &session_id, seq - u64::from(ends), sent);
                     return WriterEnd { end: None, feed: client, written: None };
                 }
             };
-            sent += stored.len() as u64;
             run_log.extend(stored.iter().cloned());
+            let end = if ends { stored.pop() } else { None };
+            sent += stored.len() as u64;
             for event in stored {
                 if event.event.is_hand_off() {
                     hand_off = Some(event);
@@ -196,15 +217,14 @@ pub fn spawn_writer(
                     client.send(event);
                 }
             }
+            if end.is_some() {
+                return WriterEnd { end, feed: client, written: Some(run_log) };
+            }
         }
         if hand_off.is_some() {
             return WriterEnd { end: hand_off, feed: client, written: Some(run_log) };
         }
-        let mut end_event = Event::stream_end(&session_id, sent);
-        if let Some(trace_id) = trace_id {
-            end_event.metadata = Some(serde_json::json!({"trace_id": trace_id}));
-        }
-        let end = StoredEvent::new(seq + 1, end_event);
+        let end = StoredEvent::new(seq + 1, end_event(sent));
         match sink.append(&session_id, vec![end.clone()]).await {
             Ok(mut stored) => {
                 let end = stored.pop();
@@ -218,6 +238,17 @@ pub fn spawn_writer(
         }
     }.in_current_span());
     (emitter, writer)
+}
+
+/// The batch ends with the run's usage, which the end of the run follows (no hand-off among
+/// them: a run that hands off ends with its hand-off event instead of `stream_end`), and there is
+/// room to wait for more.
+fn closes_run(batch: &[Event]) -> bool {
+    batch.len() < MAX_BATCH
+        && batch
+            .last()
+            .is_some_and(|event| event.kind == EventType::TokenUsage)
+        && !batch.iter().any(Event::is_hand_off)
 }
 
 /// A piece of a message's text, as the model streams it.

@@ -10,7 +10,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, QueryBuilder, Row};
 
 use super::{
-    AccountRecord, AccountStore, AgentRecord, AgentStore, EventLog, IdempotencyRecord,
+    AccountRecord, AccountStore, AgentRecord, AgentStore, EventBatch, EventLog, IdempotencyRecord,
     KnowledgeBaseRecord, KnowledgeStore, McpAuthorizationRecord, McpCredentialsRecord,
     McpServerRecord, McpServerStore, PendingApprovalRecord, ProviderRecord, ProviderStore,
     RefreshTokenRecord, RunControl, RunLock, RunStatus, SessionRecord, SessionStore, SkillRecord,
@@ -51,9 +51,11 @@ impl SqlStore {
         // drops its page cache whenever another one has written, so with several every read
         // copied its pages back in. Pages are read through a memory map, and the write-ahead
         // log is folded into the file every 32 MiB rather than every 4 MiB, so a page written
-        // again and again is copied back once per fold.
+        // again and again is copied back once per fold. A file does not go stale between
+        // statements: no ping (a second round trip to SQLite's thread) before each one.
         let pool = AnyPoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .after_connect(|connection, _| {
                 Box::pin(async move {
                     connection
@@ -401,6 +403,29 @@ impl SessionStore for SqlStore {
     }
 }
 
+/// One INSERT of usage records.
+fn usage_insert(usages: &[&UsageRecord]) -> QueryBuilder<sqlx::Any> {
+    let mut insert = QueryBuilder::new(
+        "INSERT INTO usage_ledger (session_id, seq, user_id, run_id, day, model, calls, \
+         prompt_tokens, completion_tokens, total_tokens, cost, recorded_at) ",
+    );
+    insert.push_values(usages, |mut row, usage| {
+        row.push_bind(usage.session_id.as_str())
+            .push_bind(usage.seq as i64)
+            .push_bind(usage.user_id.as_str())
+            .push_bind(usage.run_id.as_str())
+            .push_bind(usage.day.as_str())
+            .push_bind(usage.model.as_str())
+            .push_bind(i64::from(usage.calls))
+            .push_bind(usage.prompt_tokens as i64)
+            .push_bind(usage.completion_tokens as i64)
+            .push_bind(usage.total_tokens as i64)
+            .push_bind(usage.cost)
+            .push_bind(usage.recorded_at);
+    });
+    insert
+}
+
 /// One INSERT of a session's events.
 fn events_insert(
     session_id: &str,
@@ -439,34 +464,63 @@ impl EventLog for SqlStore {
         }
     }
 
-    async fn append_event_batches(
-        &self,
-        batches: &[(String, Vec<StoredEvent>)],
-    ) -> Result<(), StoreError> {
+    async fn append_event_batches(&self, batches: &[EventBatch]) -> Result<(), StoreError> {
         let mut rows = Vec::new();
-        for (session_id, events) in batches {
-            for stored in events {
+        for batch in batches {
+            for stored in &batch.events {
                 rows.push((
-                    session_id.as_str(),
+                    batch.session_id.as_str(),
                     stored.seq as i64,
                     stored.json().to_owned(),
                 ));
             }
         }
-        if rows.is_empty() {
-            return Ok(());
-        }
+        let usages: Vec<&UsageRecord> = batches
+            .iter()
+            .filter_map(|batch| batch.usage.as_ref())
+            .collect();
+        let conflict = |error: sqlx::Error| {
+            if is_unique_violation(&error) {
+                StoreError::SeqConflict {
+                    session_id: rows[0].0.to_owned(),
+                    seq: rows[0].1 as u64,
+                }
+            } else {
+                error.into()
+            }
+        };
         let mut insert = QueryBuilder::new("INSERT INTO events (session_id, seq, body) ");
         insert.push_values(&rows, |mut row, (session_id, seq, body)| {
             row.push_bind(*session_id).push_bind(*seq).push_bind(body);
         });
-        match insert.build().execute(&self.pool).await {
-            Err(error) if is_unique_violation(&error) => Err(StoreError::SeqConflict {
-                session_id: rows[0].0.to_owned(),
-                seq: rows[0].1 as u64,
-            }),
-            other => other.map(|_| ()).map_err(StoreError::from),
+        if usages.is_empty() {
+            if rows.is_empty() {
+                return Ok(());
+            }
+            insert.build().execute(&self.pool).await.map_err(conflict)?;
+            return Ok(());
         }
+        // Dropping the transaction on an error rolls it back.
+        let mut tx = self.pool.begin().await?;
+        if !rows.is_empty() {
+            insert.build().execute(&mut *tx).await.map_err(conflict)?;
+        }
+        usage_insert(&usages)
+            .build()
+            .execute(&mut *tx)
+            .await
+            .map_err(|error| {
+                if is_unique_violation(&error) {
+                    StoreError::SeqConflict {
+                        session_id: usages[0].session_id.clone(),
+                        seq: usages[0].seq,
+                    }
+                } else {
+                    error.into()
+                }
+            })?;
+        tx.commit().await?;
+        Ok(())
     }
 
     fn coalesces_writes(&self) -> bool {
@@ -486,26 +540,11 @@ impl EventLog for SqlStore {
             written = insert.build().execute(&mut *tx).await.map(|_| ());
         }
         if written.is_ok() {
-            written = sqlx::query(
-                "INSERT INTO usage_ledger (session_id, seq, user_id, run_id, day, model, calls,
-                 prompt_tokens, completion_tokens, total_tokens, cost, recorded_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(&usage.session_id)
-            .bind(usage.seq as i64)
-            .bind(&usage.user_id)
-            .bind(&usage.run_id)
-            .bind(&usage.day)
-            .bind(&usage.model)
-            .bind(i64::from(usage.calls))
-            .bind(usage.prompt_tokens as i64)
-            .bind(usage.completion_tokens as i64)
-            .bind(usage.total_tokens as i64)
-            .bind(usage.cost)
-            .bind(usage.recorded_at)
-            .execute(&mut *tx)
-            .await
-            .map(|_| ());
+            written = usage_insert(&[usage])
+                .build()
+                .execute(&mut *tx)
+                .await
+                .map(|_| ());
         }
         match written {
             Ok(()) => Ok(tx.commit().await?),
@@ -809,6 +848,31 @@ impl McpServerStore for SqlStore {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(mcp_server_from_row).collect()
+    }
+
+    async fn list_mcp_servers_of(
+        &self,
+        owners: &[&str],
+    ) -> Result<Vec<McpServerRecord>, StoreError> {
+        if owners.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut select = QueryBuilder::new("SELECT * FROM mcp_servers WHERE owner IN (");
+        let mut listed = select.separated(", ");
+        for owner in owners {
+            listed.push_bind(*owner);
+        }
+        select.push(") ORDER BY name");
+        let mut servers = select
+            .build()
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(mcp_server_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let rank = |owner: &str| owners.iter().position(|listed| *listed == owner);
+        servers.sort_by_key(|server| rank(&server.owner));
+        Ok(servers)
     }
 
     async fn delete_mcp_server(&self, owner: &str, name: &str) -> Result<bool, StoreError> {

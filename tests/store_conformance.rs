@@ -8,7 +8,7 @@ use crate::common::*;
 use sage_core::store::{
     AccountRecord, AgentRecord, DocStatus, EventBatch, IdempotencyRecord, KnowledgeBaseRecord,
     KnowledgeDocRecord, McpAuthorizationRecord, McpCredentialsRecord, McpServerRecord, MemoryStore,
-    PendingApprovalRecord, ProviderRecord, RefreshTokenRecord, RunStatus, SessionQuery,
+    PendingApprovalRecord, ProviderRecord, RefreshTokenRecord, RunStatus, RunTally, SessionQuery,
     SessionRecord, SkillRecord, SortBy, SqlStore, Store, StoreError, SummaryRecord,
     SystemSettingsRecord, UsageRecord, UserMemoryRecord, query_sessions,
 };
@@ -401,6 +401,84 @@ async fn the_run_lock_admits_one_run_until_released_or_expired(store: Arc<dyn St
         "an expired lease is taken over"
     );
     assert!(!store.renew_run_lock("s5", "crashed", lease).await.unwrap());
+}
+
+async fn a_run_opens_with_its_session_and_closes_with_its_tally(store: Arc<dyn Store>) {
+    let lease = Duration::from_secs(30);
+    let mut opening = SessionRecord::new("o1", "alice", "first words");
+    opening.agent_id = Some("helper".into());
+    assert!(store.open_run(&opening, "run-a", lease).await.unwrap());
+    assert_eq!(store.get_session("o1").await.unwrap().unwrap(), opening);
+    assert_eq!(store.run_lock("o1").await.unwrap().unwrap().run_id, "run-a");
+
+    let intruder = SessionRecord::new("o1", "bob", "bob's words");
+    assert!(
+        !store.open_run(&intruder, "run-b", lease).await.unwrap(),
+        "the session is running"
+    );
+    assert_eq!(
+        store.get_session("o1").await.unwrap().unwrap().user_id,
+        "alice"
+    );
+    assert_eq!(store.run_lock("o1").await.unwrap().unwrap().run_id, "run-a");
+
+    let mut renamed = store.get_session("o1").await.unwrap().unwrap();
+    renamed.title = "renamed during the run".into();
+    store.update_session(&renamed).await.unwrap();
+    let tally = RunTally {
+        message_count: 2,
+        user_count: 1,
+        agent_count: 1,
+        search_text: "first words\nan answer".into(),
+        status: RunStatus::Interrupted,
+        log_seq: 11,
+        updated_at: 1234.5,
+    };
+    let closed = store
+        .close_run("o1", "run-a", &tally)
+        .await
+        .unwrap()
+        .expect("the session is there");
+    let mut expected = renamed.clone();
+    tally.apply_to(&mut expected);
+    assert_eq!(closed, expected, "the tally is recorded, the rename kept");
+    assert_eq!(store.get_session("o1").await.unwrap().unwrap(), expected);
+    assert!(store.run_lock("o1").await.unwrap().is_none(), "released");
+
+    assert!(
+        store.open_run(&intruder, "run-c", lease).await.unwrap(),
+        "an idle session opens"
+    );
+    assert_eq!(
+        store.get_session("o1").await.unwrap().unwrap(),
+        expected,
+        "a stored session is kept as it is"
+    );
+    store.release_run_lock("o1", "run-c").await.unwrap();
+
+    let short = Duration::from_millis(300);
+    let crashed = SessionRecord::new("o2", "alice", "crashed run");
+    assert!(store.open_run(&crashed, "crashed", short).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(
+        store.open_run(&crashed, "next", lease).await.unwrap(),
+        "an expired lease is taken over"
+    );
+    assert_eq!(store.run_lock("o2").await.unwrap().unwrap().run_id, "next");
+
+    assert!(store.try_lock_run("o3", "orphan", lease).await.unwrap());
+    assert!(
+        store
+            .close_run("o3", "orphan", &tally)
+            .await
+            .unwrap()
+            .is_none(),
+        "no session to record on"
+    );
+    assert!(
+        store.run_lock("o3").await.unwrap().is_none(),
+        "the lock goes all the same"
+    );
 }
 
 async fn the_cancel_flag_reaches_only_a_live_run(store: Arc<dyn Store>) {
@@ -1368,6 +1446,7 @@ macro_rules! conformance {
             conformance!(@test $make, batched_writes_carry_their_usage);
             conformance!(@test $make, reading_after_any_number_inside_a_batch_returns_exactly_the_rest);
             conformance!(@test $make, the_run_lock_admits_one_run_until_released_or_expired);
+            conformance!(@test $make, a_run_opens_with_its_session_and_closes_with_its_tally);
             conformance!(@test $make, the_cancel_flag_reaches_only_a_live_run);
             conformance!(@test $make, an_idempotency_key_binds_once);
             conformance!(@test $make, a_pending_approval_is_taken_by_one_decision);

@@ -296,6 +296,7 @@ impl App {
                     events: store.clone(),
                     control: store.clone(),
                     summaries: store.clone(),
+                    lifecycle: store.clone(),
                     sink: EventSink::new(store.clone())
                         .with_pack_window(config.store.event_pack_window()),
                 },

@@ -22,8 +22,8 @@ pub use memory::MemoryStore;
 pub use records::{
     AccountRecord, AgentRecord, DocStatus, IdempotencyRecord, KnowledgeBaseRecord,
     KnowledgeDocRecord, McpAuthorizationRecord, McpCredentialsRecord, McpServerRecord,
-    PendingApprovalRecord, ProviderRecord, RefreshTokenRecord, RunLock, RunStatus, SessionRecord,
-    SkillRecord, SummaryRecord, SystemSettingsRecord, UsageRecord, UserMemoryRecord,
+    PendingApprovalRecord, ProviderRecord, RefreshTokenRecord, RunLock, RunStatus, RunTally,
+    SessionRecord, SkillRecord, SummaryRecord, SystemSettingsRecord, UsageRecord, UserMemoryRecord,
 };
 #[cfg(any(feature = "sqlite", feature = "mysql"))]
 pub use sql::SqlStore;
@@ -427,6 +427,68 @@ pub trait Store:
 {
     /// A cheap round trip, for readiness checks.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Opens a run on a session that was not stored when it began: takes the session's run lock
+    /// and, only then, creates the session (a record stored meanwhile is kept). False, with
+    /// nothing written, when another run holds an unexpired lease.
+    async fn open_run(
+        &self,
+        session: &SessionRecord,
+        run_id: &str,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        open_run_stepwise(self, session, run_id, lease).await
+    }
+
+    /// Closes a run: records its tally on the session and releases its lock. The session as now
+    /// stored; none when it was deleted meanwhile (the lock is released all the same).
+    async fn close_run(
+        &self,
+        session_id: &str,
+        run_id: &str,
+        tally: &RunTally,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        close_run_stepwise(self, session_id, run_id, tally).await
+    }
+}
+
+/// `Store::open_run` as separate writes, for a backend with nothing better.
+pub(crate) async fn open_run_stepwise<S: SessionStore + RunControl + ?Sized>(
+    store: &S,
+    session: &SessionRecord,
+    run_id: &str,
+    lease: Duration,
+) -> Result<bool, StoreError> {
+    if !store
+        .try_lock_run(&session.session_id, run_id, lease)
+        .await?
+    {
+        return Ok(false);
+    }
+    if let Err(error) = store.create_session(session).await {
+        let _ = store.release_run_lock(&session.session_id, run_id).await;
+        return Err(error);
+    }
+    Ok(true)
+}
+
+/// `Store::close_run` as separate reads and writes, for a backend with nothing better.
+pub(crate) async fn close_run_stepwise<S: SessionStore + RunControl + ?Sized>(
+    store: &S,
+    session_id: &str,
+    run_id: &str,
+    tally: &RunTally,
+) -> Result<Option<SessionRecord>, StoreError> {
+    let session = match store.get_session(session_id).await? {
+        Some(mut session) => {
+            tally.apply_to(&mut session);
+            store.update_session(&session).await?;
+            Some(session)
+        }
+        None => None,
+    };
+    store.release_run_lock(session_id, run_id).await?;
+    Ok(session)
 }
 
 /// The backend `--db_type` names; a backend this build was compiled without is a clear error.

@@ -61,6 +61,31 @@ pub struct SessionRecord {
     pub parent_session_id: Option<String>,
 }
 
+/// What a finished run leaves on its session: the counts, search text, status and log position
+/// its transcript gives. Nothing else of the session (its title, its agent) is the run's to set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunTally {
+    pub message_count: u64,
+    pub user_count: u64,
+    pub agent_count: u64,
+    pub search_text: String,
+    pub status: RunStatus,
+    pub log_seq: u64,
+    pub updated_at: f64,
+}
+
+impl RunTally {
+    pub fn apply_to(&self, session: &mut SessionRecord) {
+        session.message_count = self.message_count;
+        session.user_count = self.user_count;
+        session.agent_count = self.agent_count;
+        session.search_text.clone_from(&self.search_text);
+        session.status = self.status;
+        session.log_seq = self.log_seq;
+        session.updated_at = self.updated_at;
+    }
+}
+
 impl SessionRecord {
     pub fn new(session_id: &str, user_id: &str, title: &str) -> Self {
         let now = now_secs();

@@ -47,8 +47,8 @@ use crate::domain::tools_admin::ToolsAdmin;
 use crate::domain::usage::Usage;
 use crate::llm::{ChatModel, LlmSettings};
 use crate::store::{
-    EventLog, EventSink, IdempotencyRecord, RunControl, RunStatus, SEARCH_TEXT_LIMIT,
-    SessionRecord, SessionStore, StoreError, SummaryStore,
+    EventLog, EventSink, IdempotencyRecord, RunControl, RunStatus, RunTally, SEARCH_TEXT_LIMIT,
+    SessionRecord, SessionStore, Store, StoreError, SummaryStore,
 };
 use crate::tools::{
     CodeSandbox, DownloadPolicy, FILE_WRITE, McpPolicy, McpPool, TODO_READ, TODO_WRITE,
@@ -136,6 +136,8 @@ pub struct RunStores {
     pub events: Arc<dyn EventLog>,
     pub control: Arc<dyn RunControl>,
     pub summaries: Arc<dyn SummaryStore>,
+    /// A run's opening and closing writes, which span the session and its lock.
+    pub lifecycle: Arc<dyn Store>,
     pub sink: EventSink,
 }
 
@@ -509,12 +511,26 @@ impl Runs {
             Some(Resume::HandOff { run_id, .. }) => run_id.clone(),
             _ => new_id(),
         };
+        let new_session = existing.is_none();
         // A continuation takes its run's lock over by the run's id, even after its lease ran
-        // out; never once another run has the session.
+        // out; never once another run has the session. A new conversation is stored with its
+        // lock.
         let locked = if continues_hand_off {
             stores
                 .control
                 .renew_run_lock(session_id.as_str(), &run_id, self.defaults.lease)
+                .await?
+        } else if new_session && resume.is_none() {
+            let mut session = SessionRecord::new(
+                session_id.as_str(),
+                user.as_str(),
+                &title_of(&request.messages),
+            );
+            session.agent_id = request.agent_id.clone();
+            session.agent_name = request.agent_name.clone();
+            stores
+                .lifecycle
+                .open_run(&session, &run_id, self.defaults.lease)
                 .await?
         } else {
             self.lock_run(session_id, &run_id, resume.is_some()).await?
@@ -538,7 +554,6 @@ impl Runs {
             saved: Default::default(),
             lease: self.defaults.lease,
         });
-        let new_session = existing.is_none();
         let paused = existing.is_some_and(|session| session.status == RunStatus::AwaitingApproval);
         let account = RunAccount {
             user_id: user.as_str().to_owned(),
@@ -662,13 +677,9 @@ impl Runs {
     ) -> Result<(RunSpec, u64, Vec<StoredEvent>), DomainError> {
         let stores = &self.stores;
         let session_id = session_id.as_str();
-        // A conversation that was not stored when the run began has no log to read yet.
+        // A conversation that was not stored when the run began has no log to read yet (it
+        // was stored with the run's lock).
         let mut log = if new_session {
-            let mut session =
-                SessionRecord::new(session_id, user.as_str(), &title_of(&request.messages));
-            session.agent_id = request.agent_id.clone();
-            session.agent_name = request.agent_name.clone();
-            stores.sessions.create_session(&session).await?;
             Vec::new()
         } else {
             stores.events.events_after(session_id, 0).await?
@@ -1036,28 +1047,24 @@ impl Runs {
                     log.extend(written);
                     log
                 });
-                match finish_session(
-                    stores.sessions.as_ref(),
-                    stores.events.as_ref(),
-                    &session_id,
-                    outcome,
-                    transcript,
-                )
-                .await
-                {
+                let closed = match tally_of(stores.events.as_ref(), &session_id, outcome, transcript).await {
+                    Ok(tally) => stores.lifecycle.close_run(&session_id, &run_id, &tally).await,
+                    Err(error) => Err(error),
+                };
+                match closed {
                     Ok(Some(session)) => sessions.index_session(&session).await,
                     Ok(None) => {}
                     Err(error) => {
                         tracing::warn!(%session_id, error = %crate::telemetry::chain(&error), "could not update the session after its run");
+                        if let Err(error) = stores.control.release_run_lock(&session_id, &run_id).await {
+                            tracing::warn!(%session_id, error = %crate::telemetry::chain(&error), "could not release the run lock; it expires with its lease");
+                        }
                         sessions.index_conversation(&session_id).await;
                     }
                 }
             }
             .instrument(span)
             .await;
-            if let Err(error) = stores.control.release_run_lock(&session_id, &run_id).await {
-                tracing::warn!(%session_id, error = %crate::telemetry::chain(&error), "could not release the run lock; it expires with its lease");
-            }
             // Sent last: a client that saw stream_end may start the next run at once. Where
             // work after the response is frozen (Lambda), the extraction goes first.
             let extraction = remembers.map(|user| {
@@ -1253,28 +1260,21 @@ fn input_event(session_id: &str, message: &InputMessage) -> Event {
     }
 }
 
-/// Keeps the session's counts, search text and status true after a run; the session as it is
-/// now stored.
-/// `transcript` is the whole log when the run has it (the log it began with, and what it
-/// wrote); otherwise the log is read.
-async fn finish_session(
-    sessions: &dyn SessionStore,
+/// What the run leaves on its session: counts, search text and status from its transcript (the
+/// log it began with and what it wrote, when the run has it; otherwise the log as read).
+async fn tally_of(
     events: &dyn EventLog,
     session_id: &str,
     outcome: RunOutcome,
     transcript: Option<Vec<StoredEvent>>,
-) -> Result<Option<SessionRecord>, StoreError> {
-    let Some(mut session) = sessions.get_session(session_id).await? else {
-        return Ok(None);
-    };
+) -> Result<RunTally, StoreError> {
     let log = match transcript {
         Some(log) => log,
         None => events.events_after(session_id, 0).await?,
     };
     let merged = merge_events(log.iter().map(|stored| &stored.event));
-    session.user_count = merged.iter().filter(|m| m.role == Role::User).count() as u64;
-    session.agent_count = merged.iter().filter(|m| m.role == Role::Assistant).count() as u64;
-    session.message_count = session.user_count + session.agent_count;
+    let user_count = merged.iter().filter(|m| m.role == Role::User).count() as u64;
+    let agent_count = merged.iter().filter(|m| m.role == Role::Assistant).count() as u64;
     let mut search_text = String::new();
     for message in merged.iter().filter(|m| m.role != Role::Tool) {
         let text = content_as_text(&message.content);
@@ -1284,18 +1284,21 @@ async fn finish_session(
         search_text.push_str(&text);
         search_text.push('\n');
     }
-    session.search_text = search_text;
-    session.status = match outcome {
-        RunOutcome::Completed => RunStatus::Idle,
-        RunOutcome::Interrupted => RunStatus::Interrupted,
-        RunOutcome::Failed => RunStatus::Error,
-        RunOutcome::AwaitingApproval => RunStatus::AwaitingApproval,
-        RunOutcome::HandedOff => RunStatus::Running,
-    };
-    session.log_seq = log.last().map_or(0, |stored| stored.seq);
-    session.updated_at = now_secs();
-    sessions.update_session(&session).await?;
-    Ok(Some(session))
+    Ok(RunTally {
+        message_count: user_count + agent_count,
+        user_count,
+        agent_count,
+        search_text,
+        status: match outcome {
+            RunOutcome::Completed => RunStatus::Idle,
+            RunOutcome::Interrupted => RunStatus::Interrupted,
+            RunOutcome::Failed => RunStatus::Error,
+            RunOutcome::AwaitingApproval => RunStatus::AwaitingApproval,
+            RunOutcome::HandedOff => RunStatus::Running,
+        },
+        log_seq: log.last().map_or(0, |stored| stored.seq),
+        updated_at: now_secs(),
+    })
 }
 
 /// A checkpoint follows a tool turn's results: what a process that died after it had said of

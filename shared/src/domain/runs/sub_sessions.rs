@@ -8,9 +8,9 @@ use futures_util::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
 use super::writer::{LiveFeed, RunAccount, spawn_writer};
-use super::{RunStores, finish_session, input_event, title_of};
+use super::{RunStores, input_event, tally_of, title_of};
 use crate::agent::{Emitter, RunOutcome, SubSessionError, SubSessions};
-use crate::store::SessionRecord;
+use crate::store::{SessionRecord, StoreError};
 use crate::util::SessionId;
 use crate::wire::{InputMessage, StoredEvent};
 
@@ -95,11 +95,16 @@ impl SubSessions for RunSubSessions {
             if let Err(error) = writer.await {
                 tracing::warn!(%session_id, %error, "a sub-session's writer failed");
             }
-            if let Err(error) =
-                finish_session(sessions.as_ref(), events.as_ref(), &session_id, RunOutcome::Completed, None)
-                    .await
-                    .map(|_| ())
-            {
+            let recorded = async {
+                let tally =
+                    tally_of(events.as_ref(), &session_id, RunOutcome::Completed, None).await?;
+                if let Some(mut session) = sessions.get_session(&session_id).await? {
+                    tally.apply_to(&mut session);
+                    sessions.update_session(&session).await?;
+                }
+                Ok::<_, StoreError>(())
+            };
+            if let Err(error) = recorded.await {
                 tracing::warn!(%session_id, error = %crate::telemetry::chain(&error), "could not update the sub-session");
             }
         }

@@ -3,19 +3,31 @@
 
 #[cfg(feature = "sqlite")]
 use std::path::Path;
+#[cfg(feature = "sqlite")]
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, Executor, QueryBuilder, Row};
+use sqlx::AnyConnection;
+#[cfg(feature = "mysql")]
+use sqlx::AnyPool;
+#[cfg(feature = "sqlite")]
+use sqlx::Executor;
+#[cfg(feature = "mysql")]
+use sqlx::any::AnyPoolOptions;
+use sqlx::any::AnyRow;
+#[cfg(feature = "mysql")]
+use sqlx::pool::PoolConnection;
+use sqlx::{Connection as _, QueryBuilder, Row};
 
 use super::{
     AccountRecord, AccountStore, AgentRecord, AgentStore, EventBatch, EventLog, IdempotencyRecord,
     KnowledgeBaseRecord, KnowledgeStore, McpAuthorizationRecord, McpCredentialsRecord,
     McpServerRecord, McpServerStore, PendingApprovalRecord, ProviderRecord, ProviderStore,
-    RefreshTokenRecord, RunControl, RunLock, RunStatus, SessionRecord, SessionStore, SkillRecord,
-    SkillStore, Store, StoreError, SummaryRecord, SummaryStore, SystemSettingsRecord, UsageLedger,
-    UsageRecord, UserMemoryRecord, UserMemoryStore, lease_deadline,
+    RefreshTokenRecord, RunControl, RunLock, RunStatus, RunTally, SessionRecord, SessionStore,
+    SkillRecord, SkillStore, Store, StoreError, SummaryRecord, SummaryStore, SystemSettingsRecord,
+    UsageLedger, UsageRecord, UserMemoryRecord, UserMemoryStore, close_run_stepwise,
+    lease_deadline, open_run_stepwise,
 };
 #[cfg(feature = "mysql")]
 use crate::config::StoreConfig;
@@ -34,8 +46,54 @@ enum Dialect {
 
 /// The `file` and `mysql` stores.
 pub struct SqlStore {
-    pool: AnyPool,
+    connections: Connections,
     dialect: Dialect,
+}
+
+/// Where statements run.
+enum Connections {
+    /// SQLite: one connection, taken by one statement or transaction at a time (in turn).
+    #[cfg(feature = "sqlite")]
+    Held {
+        connection: tokio::sync::Mutex<AnyConnection>,
+        /// Set when a caller dropped its transaction of several statements before it ended:
+        /// the next to take the connection rolls it back first.
+        unfinished: AtomicBool,
+    },
+    #[cfg(feature = "mysql")]
+    Pooled(AnyPool),
+}
+
+/// A connection for one statement or transaction.
+enum Connection<'a> {
+    #[cfg(feature = "sqlite")]
+    Held(tokio::sync::MutexGuard<'a, AnyConnection>),
+    #[cfg(feature = "mysql")]
+    Pooled(PoolConnection<sqlx::Any>, std::marker::PhantomData<&'a ()>),
+}
+
+impl std::ops::Deref for Connection<'_> {
+    type Target = AnyConnection;
+
+    fn deref(&self) -> &AnyConnection {
+        match self {
+            #[cfg(feature = "sqlite")]
+            Self::Held(connection) => connection,
+            #[cfg(feature = "mysql")]
+            Self::Pooled(connection, _) => connection,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Connection<'_> {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        match self {
+            #[cfg(feature = "sqlite")]
+            Self::Held(connection) => connection,
+            #[cfg(feature = "mysql")]
+            Self::Pooled(connection, _) => connection,
+        }
+    }
 }
 
 impl SqlStore {
@@ -51,26 +109,26 @@ impl SqlStore {
         // drops its page cache whenever another one has written, so with several every read
         // copied its pages back in. Pages are read through a memory map, and the write-ahead
         // log is folded into the file every 32 MiB rather than every 4 MiB, so a page written
-        // again and again is copied back once per fold. A file does not go stale between
-        // statements: no ping (a second round trip to SQLite's thread) before each one.
-        let pool = AnyPoolOptions::new()
-            .max_connections(1)
-            .test_before_acquire(false)
-            .after_connect(|connection, _| {
-                Box::pin(async move {
-                    connection
-                        .execute(
-                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                             PRAGMA busy_timeout = 5000; PRAGMA mmap_size = 268435456; \
-                             PRAGMA wal_autocheckpoint = 8192;",
-                        )
-                        .await?;
-                    Ok(())
-                })
-            })
-            .connect(&url)
+        // again and again is copied back once per fold. Held, not pooled: a pool pings
+        // SQLite's thread (a second round trip) whenever a statement gives the connection back.
+        let mut connection = AnyConnection::connect(&url).await?;
+        connection
+            .execute(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                 PRAGMA busy_timeout = 5000; PRAGMA mmap_size = 268435456; \
+                 PRAGMA wal_autocheckpoint = 8192;",
+            )
             .await?;
-        Self::migrate(pool, Dialect::Sqlite).await
+        sqlx::migrate!("migrations/sqlite")
+            .run(&mut connection)
+            .await?;
+        Ok(Self {
+            connections: Connections::Held {
+                connection: tokio::sync::Mutex::new(connection),
+                unfinished: AtomicBool::new(false),
+            },
+            dialect: Dialect::Sqlite,
+        })
     }
 
     /// The `mysql` store: creates the database when missing, then the tables.
@@ -127,18 +185,58 @@ impl SqlStore {
             .max_connections(8)
             .connect(server.as_str())
             .await?;
-        Self::migrate(pool, Dialect::Mysql).await
+        sqlx::migrate!("migrations/mysql").run(&pool).await?;
+        Ok(Self {
+            connections: Connections::Pooled(pool),
+            dialect: Dialect::Mysql,
+        })
     }
 
-    /// Brings the schema up to date (`shared/migrations/<dialect>/`).
-    async fn migrate(pool: AnyPool, dialect: Dialect) -> Result<Self, StoreError> {
-        match dialect {
+    /// A connection for one statement or transaction: SQLite's, once the statements before
+    /// have had it; a pooled one otherwise.
+    async fn connection(&self) -> Result<Connection<'_>, StoreError> {
+        match &self.connections {
             #[cfg(feature = "sqlite")]
-            Dialect::Sqlite => sqlx::migrate!("migrations/sqlite").run(&pool).await?,
+            Connections::Held {
+                connection,
+                unfinished,
+            } => {
+                let mut connection = connection.lock().await;
+                if unfinished.swap(false, Ordering::AcqRel) {
+                    roll_back(&mut connection).await;
+                }
+                Ok(Connection::Held(connection))
+            }
             #[cfg(feature = "mysql")]
-            Dialect::Mysql => sqlx::migrate!("migrations/mysql").run(&pool).await?,
+            Connections::Pooled(pool) => Ok(Connection::Pooled(
+                pool.acquire().await?,
+                std::marker::PhantomData,
+            )),
         }
-        Ok(Self { pool, dialect })
+    }
+
+    /// Runs statements written between `BEGIN` and `COMMIT` in one round trip to SQLite's
+    /// thread, on the connection held throughout, and returns the rows they return. A failed
+    /// statement stops the rest: the transaction is rolled back before the connection is let go,
+    /// and by the next to take it when the caller was dropped halfway.
+    #[cfg(feature = "sqlite")]
+    async fn sqlite_transaction(
+        &self,
+        statements: AnyQuery<'_>,
+    ) -> Result<Vec<AnyRow>, StoreError> {
+        let unfinished = match &self.connections {
+            Connections::Held { unfinished, .. } => unfinished,
+            #[cfg(feature = "mysql")]
+            Connections::Pooled(_) => return Err(StoreError::Config("not an SQLite store".into())),
+        };
+        let mut connection = self.connection().await?;
+        let pending = UnfinishedMark(Some(unfinished));
+        let ran = statements.fetch_all(&mut *connection).await;
+        if ran.is_err() {
+            roll_back(&mut connection).await;
+        }
+        pending.disarm();
+        Ok(ran?)
     }
 
     fn insert_ignore(&self) -> &'static str {
@@ -171,10 +269,59 @@ impl SqlStore {
             .bind(serde_json::to_string(&record.tools)?)
             .bind(&record.last_error)
             .bind(record.updated_at)
-            .execute(&self.pool)
+            .execute(&mut *self.connection().await?)
             .await?;
         Ok(result.rows_affected() >= 1)
     }
+}
+
+/// Marks the held connection's transaction unfinished unless disarmed: a caller dropped
+/// between its `BEGIN` and the end leaves the rollback to the next user of the connection.
+#[cfg(feature = "sqlite")]
+struct UnfinishedMark<'a>(Option<&'a AtomicBool>);
+
+#[cfg(feature = "sqlite")]
+impl UnfinishedMark<'_> {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+#[cfg(feature = "sqlite")]
+impl Drop for UnfinishedMark<'_> {
+    fn drop(&mut self) {
+        if let Some(unfinished) = self.0 {
+            unfinished.store(true, Ordering::Release);
+        }
+    }
+}
+
+#[cfg(feature = "sqlite")]
+async fn roll_back(connection: &mut AnyConnection) {
+    if let Err(error) = connection.execute("ROLLBACK").await {
+        tracing::debug!(%error, "nothing to roll back");
+    }
+}
+
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
+
+/// Binds the session's columns, in `SESSION_COLUMNS` order.
+fn bind_session<'q>(query: AnyQuery<'q>, session: &'q SessionRecord) -> AnyQuery<'q> {
+    query
+        .bind(&session.session_id)
+        .bind(&session.user_id)
+        .bind(&session.agent_id)
+        .bind(&session.agent_name)
+        .bind(&session.title)
+        .bind(session.created_at)
+        .bind(session.updated_at)
+        .bind(session.message_count as i64)
+        .bind(session.user_count as i64)
+        .bind(session.agent_count as i64)
+        .bind(&session.search_text)
+        .bind(session.status.as_str())
+        .bind(session.log_seq as i64)
+        .bind(&session.parent_session_id)
 }
 
 fn session_from_row(row: &AnyRow) -> Result<SessionRecord, sqlx::Error> {
@@ -315,7 +462,7 @@ impl SessionStore for SqlStore {
     async fn get_session(&self, session_id: &str) -> Result<Option<SessionRecord>, StoreError> {
         let row = sqlx::query("SELECT * FROM sessions WHERE session_id = ?")
             .bind(session_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.connection().await?)
             .await?;
         Ok(row.as_ref().map(session_from_row).transpose()?)
     }
@@ -325,22 +472,8 @@ impl SessionStore for SqlStore {
             "{} INTO sessions ({SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             self.insert_ignore()
         );
-        let inserted = sqlx::query(sqlx::AssertSqlSafe(statement))
-            .bind(&session.session_id)
-            .bind(&session.user_id)
-            .bind(&session.agent_id)
-            .bind(&session.agent_name)
-            .bind(&session.title)
-            .bind(session.created_at)
-            .bind(session.updated_at)
-            .bind(session.message_count as i64)
-            .bind(session.user_count as i64)
-            .bind(session.agent_count as i64)
-            .bind(&session.search_text)
-            .bind(session.status.as_str())
-            .bind(session.log_seq as i64)
-            .bind(&session.parent_session_id)
-            .execute(&self.pool)
+        let inserted = bind_session(sqlx::query(sqlx::AssertSqlSafe(statement)), session)
+            .execute(&mut *self.connection().await?)
             .await?;
         if inserted.rows_affected() == 1 {
             return Ok(session.clone());
@@ -368,7 +501,7 @@ impl SessionStore for SqlStore {
         .bind(session.status.as_str())
         .bind(session.log_seq as i64)
         .bind(&session.session_id)
-        .execute(&self.pool)
+        .execute(&mut *self.connection().await?)
         .await?;
         Ok(())
     }
@@ -376,7 +509,7 @@ impl SessionStore for SqlStore {
     async fn user_sessions(&self, user_id: &str) -> Result<Vec<SessionRecord>, StoreError> {
         let rows = sqlx::query("SELECT * FROM sessions WHERE user_id = ?")
             .bind(user_id)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.connection().await?)
             .await?;
         Ok(rows
             .iter()
@@ -385,7 +518,8 @@ impl SessionStore for SqlStore {
     }
 
     async fn delete_session(&self, session_id: &str) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut connection = self.connection().await?;
+        let mut tx = connection.begin().await?;
         for statement in [
             "DELETE FROM events WHERE session_id = ?",
             "DELETE FROM run_locks WHERE session_id = ?",
@@ -455,7 +589,7 @@ impl EventLog for SqlStore {
             return Ok(());
         }
         let mut insert = events_insert(session_id, events)?;
-        match insert.build().execute(&self.pool).await {
+        match insert.build().execute(&mut *self.connection().await?).await {
             Err(error) if is_unique_violation(&error) => Err(StoreError::SeqConflict {
                 session_id: session_id.to_owned(),
                 seq: events[0].seq,
@@ -497,11 +631,16 @@ impl EventLog for SqlStore {
             if rows.is_empty() {
                 return Ok(());
             }
-            insert.build().execute(&self.pool).await.map_err(conflict)?;
+            insert
+                .build()
+                .execute(&mut *self.connection().await?)
+                .await
+                .map_err(conflict)?;
             return Ok(());
         }
         // Dropping the transaction on an error rolls it back.
-        let mut tx = self.pool.begin().await?;
+        let mut connection = self.connection().await?;
+        let mut tx = connection.begin().await?;
         if !rows.is_empty() {
             insert.build().execute(&mut *tx).await.map_err(conflict)?;
         }
@@ -533,7 +672,8 @@ impl EventLog for SqlStore {
         events: &[StoredEvent],
         usage: &UsageRecord,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut connection = self.connection().await?;
+        let mut tx = connection.begin().await?;
         let mut written = Ok(());
         if !events.is_empty() {
             let mut insert = events_insert(session_id, events)?;
@@ -567,7 +707,7 @@ impl EventLog for SqlStore {
         )
         .bind(session_id)
         .bind(after as i64)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.connection().await?)
         .await?;
         rows.iter()
             .map(|row| {
@@ -581,7 +721,7 @@ impl EventLog for SqlStore {
     async fn last_seq(&self, session_id: &str) -> Result<u64, StoreError> {
         let row = sqlx::query("SELECT MAX(seq) AS last FROM events WHERE session_id = ?")
             .bind(session_id)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *self.connection().await?)
             .await?;
         let last: Option<i64> = row.try_get("last")?;
         Ok(last.unwrap_or(0) as u64)
@@ -607,20 +747,20 @@ impl RunControl for SqlStore {
                 .bind(session_id)
                 .bind(run_id)
                 .bind(lease_deadline(lease))
-                .execute(&self.pool)
         };
-        if insert().await?.rows_affected() == 1 {
+        let mut connection = self.connection().await?;
+        if insert().execute(&mut *connection).await?.rows_affected() == 1 {
             return Ok(true);
         }
         let cleared = sqlx::query("DELETE FROM run_locks WHERE session_id = ? AND expires_at < ?")
             .bind(session_id)
             .bind(now_secs())
-            .execute(&self.pool)
+            .execute(&mut *connection)
             .await?;
         if cleared.rows_affected() == 0 {
             return Ok(false);
         }
-        Ok(insert().await?.rows_affected() == 1)
+        Ok(insert().execute(&mut *connection).await?.rows_affected() == 1)
     }
 
     async fn renew_run_lock(
@@ -634,7 +774,7 @@ impl RunControl for SqlStore {
                 .bind(lease_deadline(lease))
                 .bind(session_id)
                 .bind(run_id)
-                .execute(&self.pool)
+                .execute(&mut *self.connection().await?)
                 .await?;
         Ok(result.rows_affected() == 1)
     }
@@ -643,7 +783,7 @@ impl RunControl for SqlStore {
         sqlx::query("DELETE FROM run_locks WHERE session_id = ? AND run_id = ?")
             .bind(session_id)
             .bind(run_id)
-            .execute(&self.pool)
+            .execute(&mut *self.connection().await?)
             .await?;
         Ok(())
     }
@@ -653,7 +793,7 @@ impl RunControl for SqlStore {
             "SELECT run_id, expires_at, cancel_requested FROM run_locks WHERE session_id = ?",
         )
         .bind(session_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.connection().await?)
         .await?;
         let Some(row) = row else { return Ok(None) };
         Ok(Some(RunLock {
@@ -669,7 +809,7 @@ impl RunControl for SqlStore {
         )
         .bind(session_id)
         .bind(now_secs())
-        .execute(&self.pool)
+        .execute(&mut *self.connection().await?)
         .await?;
         // MySQL counts only changed rows, so read the flag back rather than trust the count.
         Ok(self
@@ -685,7 +825,7 @@ impl RunControl for SqlStore {
         // One read for every run of this process: only flagged locks come back.
         let rows =
             sqlx::query("SELECT session_id, run_id FROM run_locks WHERE cancel_requested = 1")
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *self.connection().await?)
                 .await?;
         let mut flagged = Vec::new();
         for row in rows {
@@ -712,7 +852,7 @@ impl RunControl for SqlStore {
             .bind(&record.session_id)
             .bind(record.first_seq.map(|seq| seq as i64))
             .bind(record.created_at)
-            .execute(&self.pool)
+            .execute(&mut *self.connection().await?)
             .await?;
         if result.rows_affected() == 1 {
             return Ok(None);
@@ -726,7 +866,7 @@ impl RunControl for SqlStore {
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
         let row = sqlx::query("SELECT * FROM idempotency_keys WHERE idem_key = ?")
             .bind(key)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.connection().await?)
             .await?;
         Ok(row.as_ref().map(idempotency_from_row).transpose()?)
     }
@@ -735,7 +875,7 @@ impl RunControl for SqlStore {
         sqlx::query("UPDATE idempotency_keys SET first_seq = ? WHERE idem_key = ?")
             .bind(first_seq as i64)
             .bind(key)
-            .execute(&self.pool)
+            .execute(&mut *self.connection().await?)
             .await?;
         Ok(())
     }
@@ -743,7 +883,7 @@ impl RunControl for SqlStore {
     async fn release_idempotency_key(&self, key: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM idempotency_keys WHERE idem_key = ?")
             .bind(key)
-            .execute(&self.pool)
+            .execute(&mut *self.connection().await?)
             .await?;
         Ok(())
     }
@@ -761,7 +901,7 @@ impl RunControl for SqlStore {
         .bind(record.expires_at)
         .bind(record.due_at)
         .bind(&record.state)
-        .execute(&self.pool)
+        .execute(&mut *self.connection().await?)
         .await?;
         Ok(())
     }
@@ -772,7 +912,7 @@ impl RunControl for SqlStore {
     ) -> Result<Option<PendingApprovalRecord>, StoreError> {
         let row = sqlx::query("SELECT * FROM pending_approvals WHERE session_id = ?")
             .bind(session_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.connection().await?)
             .await?;
         row.as_ref().map(paused_run_from_row).transpose()
     }
@@ -787,7 +927,7 @@ impl RunControl for SqlStore {
         )
         .bind(now)
         .bind(limit as i64)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.connection().await?)
         .await?;
         rows.iter().map(paused_run_from_row).collect()
     }
@@ -801,7 +941,7 @@ impl RunControl for SqlStore {
             sqlx::query("DELETE FROM pending_approvals WHERE session_id = ? AND approval_id = ?")
                 .bind(session_id)
                 .bind(approval_id)
-                .execute(&self.pool)
+                .execute(&mut *self.connection().await?)
                 .await?;
         Ok(result.rows_affected() == 1)
     }
@@ -837,7 +977,7 @@ impl McpServerStore for SqlStore {
         let row = sqlx::query("SELECT * FROM mcp_servers WHERE owner = ? AND name = ?")
             .bind(owner)
             .bind(name)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.connection().await?)
             .await?;
         row.as_ref().map(mcp_server_from_row).transpose()
     }
@@ -845,7 +985,7 @@ impl McpServerStore for SqlStore {
     async fn list_mcp_servers(&self, owner: &str) -> Result<Vec<McpServerRecord>, StoreError> {
         let rows = sqlx::query("SELECT * FROM mcp_servers WHERE owner = ? ORDER BY name")
             .bind(owner)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.connection().await?)
             .await?;
         rows.iter().map(mcp_server_from_row).collect()
     }
@@ -865,7 +1005,7 @@ impl McpServerStore for SqlStore {
         select.push(") ORDER BY name");
         let mut servers = select
             .build()
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.connection().await?)
             .await?
             .iter()
             .map(mcp_server_from_row)
@@ -879,7 +1019,7 @@ impl McpServerStore for SqlStore {
         let result = sqlx::query("DELETE FROM mcp_servers WHERE owner = ? AND name = ?")
             .bind(owner)
             .bind(name)
-            .execute(&self.pool)
+            .execute(&mut *self.connection().await?)
             .await?;
         Ok(result.rows_affected() == 1)
     }
@@ -897,7 +1037,7 @@ impl McpServerStore for SqlStore {
         .bind(&record.server)
         .bind(&record.sealed)
         .bind(record.expires_at)
-        .execute(&self.pool)
+        .execute(&mut *self.connection().await?)
         .await?;
         Ok(())
     }
@@ -908,14 +1048,14 @@ impl McpServerStore for SqlStore {
     ) -> Result<Option<McpAuthorizationRecord>, StoreError> {
         let row = sqlx::query("SELECT * FROM mcp_authorizations WHERE state = ?")
             .bind(state)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.connection().await?)
             .await?;
         let Some(row) = row else {
             return Ok(None);
         };
         let deleted = sqlx::query("DELETE FROM mcp_authorizations WHERE state = ?")
             .bind(state)
-            .execute(&self.pool)
+            .execute(&mut *self.connection().await?)
             .await?;
         if deleted.rows_affected() != 1 {
             return Ok(None);
@@ -937,7 +1077,7 @@ impl McpServerStore for SqlStore {
         let row = sqlx::query("SELECT * FROM mcp_credentials WHERE owner = ? AND server = ?")
             .bind(owner)
             .bind(server)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.connection().await?)
             .await?;
         let Some(row) = row else {
             return Ok(None);
@@ -972,7 +1112,7 @@ impl McpServerStore for SqlStore {
                     .bind(record.version as i64)
                     .bind(record.refreshing_until)
                     .bind(record.updated_at)
-                    .execute(&self.pool)
+                    .execute(&mut *self.connection().await?)
                     .await?
             }
             Some(version) => {
@@ -988,7 +1128,7 @@ impl McpServerStore for SqlStore {
                 .bind(&record.owner)
                 .bind(&record.server)
                 .bind(version as i64)
-                .execute(&self.pool)
+                .execute(&mut *self.connection().await?)
                 .await?
             }
         };
@@ -999,7 +1139,7 @@ impl McpServerStore for SqlStore {
         sqlx::query("DELETE FROM mcp_credentials WHERE owner = ? AND server = ?")
             .bind(owner)
             .bind(server)
-            .execute(&self.pool)
+            .execute(&mut *self.connection().await?)
             .await?;
         Ok(())
     }
@@ -1020,7 +1160,7 @@ impl UserMemoryStore for SqlStore {
         .bind(serde_json::to_string(&memory.tags)?)
         .bind(memory.created_at)
         .bind(memory.updated_at)
-        .execute(&self.pool)
+        .execute(&mut *self.connection().await?)
         .await?;
         Ok(())
     }
@@ -1028,7 +1168,7 @@ impl UserMemoryStore for SqlStore {
     async fn user_memories(&self, user_id: &str) -> Result<Vec<UserMemoryRecord>, StoreError> {
         let rows = sqlx::query("SELECT * FROM user_memories WHERE user_id = ? ORDER BY memory_key")
             .bind(user_id)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.connection().await?)
             .await?;
         rows.iter().map(user_memory_from_row).collect()
     }
@@ -1037,7 +1177,7 @@ impl UserMemoryStore for SqlStore {
         let result = sqlx::query("DELETE FROM user_memories WHERE user_id = ? AND memory_key = ?")
             .bind(user_id)
             .bind(key)
-            .execute(&self.pool)
+            .execute(&mut *self.connection().await?)
             .await?;
         Ok(result.rows_affected() == 1)
     }
@@ -1076,7 +1216,7 @@ impl UsageLedger for SqlStore {
                 .bind(user_id)
                 .bind(from)
                 .bind(to)
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *self.connection().await?)
                 .await?;
         rows.iter().map(usage_from_row).collect()
     }
@@ -1085,7 +1225,7 @@ impl UsageLedger for SqlStore {
         let rows = sqlx::query("SELECT * FROM usage_ledger WHERE day >= ? AND day <= ?")
             .bind(from)
             .bind(to)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.connection().await?)
             .await?;
         rows.iter().map(usage_from_row).collect()
     }
@@ -1094,7 +1234,8 @@ impl UsageLedger for SqlStore {
 #[async_trait]
 impl AccountStore for SqlStore {
     async fn insert_account(&self, account: &AccountRecord) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut connection = self.connection().await?;
+        let mut tx = connection.begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO accounts (user_id, username, email, phonenum, role, password_hash,
              token_generation, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -1135,7 +1276,7 @@ impl AccountStore for SqlStore {
     async fn account(&self, user_id: &str) -> Result<Option<AccountRecord>, StoreError> {
         let row = sqlx::query("SELECT * FROM accounts WHERE user_id = ?")
             .bind(user_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.connection().await?)
             .await?;
         Ok(row.as_ref().map(account_from_row).transpose()?)
     }
@@ -1147,7 +1288,7 @@ impl AccountStore for SqlStore {
              WHERE account_logins.login_key = ?",
         )
         .bind(login.to_lowercase())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.connection().await?)
         .await?;
         Ok(row.as_ref().map(account_from_row).transpose()?)
     }
@@ -1162,14 +1303,14 @@ impl AccountStore for SqlStore {
         .bind(&account.phonenum)
         .bind(account.token_generation as i64)
         .bind(&account.user_id)
-        .execute(&self.pool)
+        .execute(&mut *self.connection().await?)
         .await?;
         Ok(result.rows_affected() == 1)
     }
 
     async fn list_accounts(&self) -> Result<Vec<AccountRecord>, StoreError> {
         let rows = sqlx::query("SELECT * FROM accounts ORDER BY created_at, user_id")
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.connection().await?)
             .await?;
         Ok(rows
             .iter()
@@ -1178,7 +1319,8 @@ impl AccountStore for SqlStore {
     }
 
     async fn delete_account(&self, user_id: &str) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut connection = self.connection().await?;
+        let mut tx = connection.begin().await?;
         sqlx::query("DELETE FROM account_logins WHERE user_id = ?")
             .bind(user_id)
             .execute(&mut *tx)
@@ -1196,7 +1338,7 @@ impl AccountStore for SqlStore {
             .bind(&token.token_id)
             .bind(&token.user_id)
             .bind(token.expires_at)
-            .execute(&self.pool)
+            .execute(&mut *self.connection().await?)
             .await?;
         Ok(())
     }
@@ -1207,7 +1349,7 @@ impl AccountStore for SqlStore {
     ) -> Result<Option<RefreshTokenRecord>, StoreError> {
         let row = sqlx::query("SELECT * FROM refresh_tokens WHERE token_id = ?")
             .bind(token_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.connection().await?)
             .await?;
         let Some(row) = row else {
             return Ok(None);
@@ -1215,7 +1357,7 @@ impl AccountStore for SqlStore {
         // Whoever deletes the row took the token; a racing second caller deletes nothing.
         let deleted = sqlx::query("DELETE FROM refresh_tokens WHERE token_id = ?")
             .bind(token_id)
-            .execute(&self.pool)
+            .execute(&mut *self.connection().await?)
             .await?;
         if deleted.rows_affected() != 1 {
             return Ok(None);
@@ -1229,7 +1371,7 @@ impl AccountStore for SqlStore {
 
     async fn system_settings(&self) -> Result<Option<SystemSettingsRecord>, StoreError> {
         let row = sqlx::query("SELECT body FROM system_settings WHERE id = 'system'")
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.connection().await?)
             .await?;
         row.map(|row| {
             let body: String = row.try_get("body")?;
@@ -1241,7 +1383,7 @@ impl AccountStore for SqlStore {
     async fn put_system_settings(&self, settings: &SystemSettingsRecord) -> Result<(), StoreError> {
         sqlx::query("REPLACE INTO system_settings (id, body) VALUES ('system', ?)")
             .bind(serde_json::to_string(settings)?)
-            .execute(&self.pool)
+            .execute(&mut *self.connection().await?)
             .await?;
         Ok(())
     }
@@ -1252,7 +1394,7 @@ impl SummaryStore for SqlStore {
     async fn session_summary(&self, session_id: &str) -> Result<Option<SummaryRecord>, StoreError> {
         let row = sqlx::query("SELECT * FROM session_summaries WHERE session_id = ?")
             .bind(session_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.connection().await?)
             .await?;
         row.map(|row| {
             Ok(SummaryRecord {
@@ -1281,7 +1423,7 @@ impl SummaryStore for SqlStore {
                 .bind(summary.covers_seq as i64)
                 .bind(summary.created_at)
                 .bind(&summary.session_id)
-                .execute(&self.pool)
+                .execute(&mut *self.connection().await?)
                 .await?
         } else {
             sqlx::query(
@@ -1293,7 +1435,7 @@ impl SummaryStore for SqlStore {
             .bind(summary.created_at)
             .bind(&summary.session_id)
             .bind(previous_seq as i64)
-            .execute(&self.pool)
+            .execute(&mut *self.connection().await?)
             .await?
         };
         Ok(result.rows_affected() == 1)
@@ -1312,7 +1454,7 @@ impl SummaryStore for SqlStore {
         )
         .bind(after.unwrap_or(""))
         .bind(limit as i64)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.connection().await?)
         .await?;
         rows.iter()
             .map(|row| {
@@ -1326,8 +1468,79 @@ impl SummaryStore for SqlStore {
 #[async_trait]
 impl Store for SqlStore {
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sqlx::query("SELECT 1")
+            .execute(&mut *self.connection().await?)
+            .await?;
         Ok(())
+    }
+
+    async fn open_run(
+        &self,
+        session: &SessionRecord,
+        run_id: &str,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        #[cfg(feature = "sqlite")]
+        if self.dialect == Dialect::Sqlite {
+            // The lock and the session in one transaction and one round trip; the session only
+            // when the lock is this run's.
+            let statement = format!(
+                "BEGIN;
+                 INSERT OR IGNORE INTO run_locks (session_id, run_id, expires_at, cancel_requested)
+                 VALUES (?, ?, ?, 0) RETURNING run_id;
+                 INSERT OR IGNORE INTO sessions ({SESSION_COLUMNS})
+                 SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?
+                 WHERE EXISTS (SELECT 1 FROM run_locks WHERE session_id = ? AND run_id = ?);
+                 COMMIT;"
+            );
+            let query = bind_session(
+                sqlx::query(sqlx::AssertSqlSafe(statement))
+                    .bind(&session.session_id)
+                    .bind(run_id)
+                    .bind(lease_deadline(lease)),
+                session,
+            )
+            .bind(&session.session_id)
+            .bind(run_id);
+            if !self.sqlite_transaction(query).await?.is_empty() {
+                return Ok(true);
+            }
+            // Another run's lock is there, perhaps with its lease run out.
+        }
+        open_run_stepwise(self, session, run_id, lease).await
+    }
+
+    async fn close_run(
+        &self,
+        session_id: &str,
+        run_id: &str,
+        tally: &RunTally,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        #[cfg(feature = "sqlite")]
+        if self.dialect == Dialect::Sqlite {
+            // Only the run's own columns: a rename during the run stays.
+            let query = sqlx::query(
+                "BEGIN;
+                 UPDATE sessions SET updated_at = ?, message_count = ?, user_count = ?,
+                 agent_count = ?, search_text = ?, status = ?, log_seq = ? WHERE session_id = ?
+                 RETURNING *;
+                 DELETE FROM run_locks WHERE session_id = ? AND run_id = ?;
+                 COMMIT;",
+            )
+            .bind(tally.updated_at)
+            .bind(tally.message_count as i64)
+            .bind(tally.user_count as i64)
+            .bind(tally.agent_count as i64)
+            .bind(&tally.search_text)
+            .bind(tally.status.as_str())
+            .bind(tally.log_seq as i64)
+            .bind(session_id)
+            .bind(session_id)
+            .bind(run_id);
+            let rows = self.sqlite_transaction(query).await?;
+            return Ok(rows.first().map(session_from_row).transpose()?);
+        }
+        close_run_stepwise(self, session_id, run_id, tally).await
     }
 }
 
@@ -1344,7 +1557,7 @@ impl AgentStore for SqlStore {
         .bind(serde_json::to_string(&agent.config)?)
         .bind(agent.created_at)
         .bind(agent.updated_at)
-        .execute(&self.pool)
+        .execute(&mut *self.connection().await?)
         .await;
         match result {
             Ok(_) => Ok(true),
@@ -1363,7 +1576,7 @@ impl AgentStore for SqlStore {
         .bind(agent.updated_at)
         .bind(&agent.agent_id)
         .bind(&agent.owner)
-        .execute(&self.pool)
+        .execute(&mut *self.connection().await?)
         .await;
         match result {
             Ok(done) => Ok(done.rows_affected() == 1),
@@ -1375,7 +1588,7 @@ impl AgentStore for SqlStore {
     async fn agent(&self, agent_id: &str) -> Result<Option<AgentRecord>, StoreError> {
         let row = sqlx::query("SELECT * FROM agents WHERE agent_id = ?")
             .bind(agent_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.connection().await?)
             .await?;
         row.as_ref().map(agent_from_row).transpose()
     }
@@ -1383,14 +1596,14 @@ impl AgentStore for SqlStore {
     async fn owner_agents(&self, owner: &str) -> Result<Vec<AgentRecord>, StoreError> {
         let rows = sqlx::query("SELECT * FROM agents WHERE owner = ? ORDER BY name")
             .bind(owner)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.connection().await?)
             .await?;
         rows.iter().map(agent_from_row).collect()
     }
 
     async fn all_agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
         let rows = sqlx::query("SELECT * FROM agents ORDER BY name, agent_id")
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.connection().await?)
             .await?;
         rows.iter().map(agent_from_row).collect()
     }
@@ -1398,7 +1611,7 @@ impl AgentStore for SqlStore {
     async fn delete_agent(&self, agent_id: &str) -> Result<bool, StoreError> {
         let result = sqlx::query("DELETE FROM agents WHERE agent_id = ?")
             .bind(agent_id)
-            .execute(&self.pool)
+            .execute(&mut *self.connection().await?)
             .await?;
         Ok(result.rows_affected() == 1)
     }
@@ -1418,7 +1631,7 @@ impl ProviderStore for SqlStore {
         .bind(&provider.sealed_keys)
         .bind(provider.created_at)
         .bind(provider.updated_at)
-        .execute(&self.pool)
+        .execute(&mut *self.connection().await?)
         .await?;
         Ok(())
     }
@@ -1431,7 +1644,7 @@ impl ProviderStore for SqlStore {
         let row = sqlx::query("SELECT * FROM llm_providers WHERE owner = ? AND provider_id = ?")
             .bind(owner)
             .bind(provider_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.connection().await?)
             .await?;
         row.as_ref().map(provider_from_row).transpose()
     }
@@ -1441,7 +1654,7 @@ impl ProviderStore for SqlStore {
             "SELECT * FROM llm_providers WHERE owner = ? ORDER BY created_at, provider_id",
         )
         .bind(owner)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.connection().await?)
         .await?;
         rows.iter().map(provider_from_row).collect()
     }
@@ -1450,7 +1663,7 @@ impl ProviderStore for SqlStore {
         let result = sqlx::query("DELETE FROM llm_providers WHERE owner = ? AND provider_id = ?")
             .bind(owner)
             .bind(provider_id)
-            .execute(&self.pool)
+            .execute(&mut *self.connection().await?)
             .await?;
         Ok(result.rows_affected() == 1)
     }
@@ -1472,7 +1685,7 @@ impl SkillStore for SqlStore {
             .bind(skill.updated_at)
             .bind(&skill.name)
             .bind(&skill.owner)
-            .execute(&self.pool)
+            .execute(&mut *self.connection().await?)
             .await?;
             if updated.rows_affected() == 1 {
                 return Ok(true);
@@ -1487,7 +1700,7 @@ impl SkillStore for SqlStore {
             .bind(&package)
             .bind(skill.created_at)
             .bind(skill.updated_at)
-            .execute(&self.pool)
+            .execute(&mut *self.connection().await?)
             .await;
             match inserted {
                 Ok(_) => return Ok(true),
@@ -1501,7 +1714,7 @@ impl SkillStore for SqlStore {
     async fn skill(&self, name: &str) -> Result<Option<SkillRecord>, StoreError> {
         let row = sqlx::query("SELECT * FROM skills WHERE name = ?")
             .bind(name)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.connection().await?)
             .await?;
         row.as_ref().map(skill_from_row).transpose()
     }
@@ -1509,7 +1722,7 @@ impl SkillStore for SqlStore {
     async fn owner_skills(&self, owner: &str) -> Result<Vec<SkillRecord>, StoreError> {
         let rows = sqlx::query("SELECT * FROM skills WHERE owner = ? ORDER BY name")
             .bind(owner)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.connection().await?)
             .await?;
         rows.iter().map(skill_from_row).collect()
     }
@@ -1517,7 +1730,7 @@ impl SkillStore for SqlStore {
     async fn delete_skill(&self, name: &str) -> Result<bool, StoreError> {
         let result = sqlx::query("DELETE FROM skills WHERE name = ?")
             .bind(name)
-            .execute(&self.pool)
+            .execute(&mut *self.connection().await?)
             .await?;
         Ok(result.rows_affected() == 1)
     }
@@ -1541,7 +1754,7 @@ impl KnowledgeStore for SqlStore {
         .bind(i64::from(base.has_pending()))
         .bind(base.created_at)
         .bind(base.updated_at)
-        .execute(&self.pool)
+        .execute(&mut *self.connection().await?)
         .await;
         match inserted {
             Ok(_) => Ok(true),
@@ -1567,7 +1780,7 @@ impl KnowledgeStore for SqlStore {
         .bind(&base.id)
         .bind(&base.owner)
         .bind(base.revision as i64)
-        .execute(&self.pool)
+        .execute(&mut *self.connection().await?)
         .await?;
         Ok(updated.rows_affected() == 1)
     }
@@ -1580,7 +1793,7 @@ impl KnowledgeStore for SqlStore {
         let row = sqlx::query("SELECT * FROM knowledge_bases WHERE id = ? AND owner = ?")
             .bind(id)
             .bind(owner)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.connection().await?)
             .await?;
         row.as_ref().map(knowledge_base_from_row).transpose()
     }
@@ -1593,7 +1806,7 @@ impl KnowledgeStore for SqlStore {
             "SELECT * FROM knowledge_bases WHERE owner = ? ORDER BY created_at DESC, id",
         )
         .bind(owner)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.connection().await?)
         .await?;
         rows.iter().map(knowledge_base_from_row).collect()
     }
@@ -1602,7 +1815,7 @@ impl KnowledgeStore for SqlStore {
         let result = sqlx::query("DELETE FROM knowledge_bases WHERE id = ? AND owner = ?")
             .bind(id)
             .bind(owner)
-            .execute(&self.pool)
+            .execute(&mut *self.connection().await?)
             .await?;
         Ok(result.rows_affected() == 1)
     }
@@ -1615,7 +1828,7 @@ impl KnowledgeStore for SqlStore {
             "SELECT * FROM knowledge_bases WHERE pending = 1 ORDER BY updated_at LIMIT ?",
         )
         .bind(limit.min(i64::MAX as usize) as i64)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.connection().await?)
         .await?;
         rows.iter().map(knowledge_base_from_row).collect()
     }

@@ -153,6 +153,55 @@ async fn messages_are_merged_and_shareable_read_only() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_rename_during_a_run_outlasts_the_run() {
+    let env = AppEnv::with(
+        sage_mock_llm::MockOptions {
+            token_delay: std::time::Duration::from_millis(40),
+            reply_words: 12,
+            ..sage_mock_llm::MockOptions::default()
+        },
+        &[],
+    )
+    .await;
+    let streamed = async {
+        let events = run(&env, "r-1", "lee", "the words that would be the title").await;
+        (events, std::time::Instant::now())
+    };
+    let rename = async {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let answer = env
+            .app
+            .send_json(
+                Method::PUT,
+                "/api/conversations/r-1/title?user_id=lee",
+                &json!({"title": "Renamed mid-run"}),
+            )
+            .await;
+        (answer, std::time::Instant::now())
+    };
+    let ((events, ended), ((status, renamed), renamed_at)) = tokio::join!(streamed, rename);
+    assert_eq!(
+        status, 200,
+        "the session exists once its run began: {renamed}"
+    );
+    assert!(renamed_at < ended, "the rename came while the run streamed");
+    assert_eq!(of_type(&events, "stream_end").len(), 1);
+    let (status, body) = env
+        .app
+        .get_json("/api/conversations/r-1/messages?user_id=lee")
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["data"]["conversation_info"]["title"],
+        "Renamed mid-run"
+    );
+    assert_eq!(
+        body["data"]["message_count"], 2,
+        "the run's tally is there too"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn titles_change_and_deleting_removes_events_and_files() {
     let env = AppEnv::new().await;
     run(

@@ -4,7 +4,7 @@
 # land in target/bench/. Needs MariaDB on 127.0.0.1:3306 and moto (bash tests/run.sh sets both up).
 # QUICK=1 runs a shorter version (fewer requests, 1,000 streams at most); SKIP_BUILD=1 uses the
 # release binaries already built; SECTIONS picks some of "overhead requests throughput traces hold
-# cold store" (e.g. SECTIONS="throughput cold" bash local/bench.sh); BIN and OUT name other folders for the
+# cold store", or the opt-in "instructions" (e.g. SECTIONS="throughput cold" bash local/bench.sh); BIN and OUT name other folders for the
 # binaries and the results (to compare two builds side by side). PIN=1 pins the server to CPU 0
 # and the model and the load generator to CPU 1 (taskset), so that the server's share of the
 # machine is one core of its own.
@@ -92,6 +92,34 @@ start_pair 50
 "${ON_OTHER_CPU[@]}" "$BIN/sage-load" stream --url "http://127.0.0.1:$SHIM_PORT" -c 200 -n 3000 \
   --message words:9 --server-pid "$SHIM_PID" --json >"$OUT/requests-server.json"
 stop_pair
+fi
+
+# 2a'. The same cost in user-space instructions (callgrind), which repeat to within 0.2 % from run
+#     to run where CPU seconds vary by 5 % or more: 300 short answers, 10 at a time, after 50 to
+#     warm up. Opt-in (SECTIONS=instructions): valgrind slows the server about fifty times.
+if section instructions; then
+log "instructions per request (callgrind)"
+MOCK_PORT=$(free_port); SHIM_PORT=$(free_port); DATA=$(mktemp -d)
+"$BIN/sage-mock-llm" --port "$MOCK_PORT" --token-delay-ms 5 >/dev/null 2>&1 &
+MOCK_PID=$!; PIDS+=("$MOCK_PID")
+valgrind --tool=callgrind --callgrind-out-file="$DATA/callgrind.out" \
+  "$BIN/sage-local" --host 127.0.0.1 --port "$SHIM_PORT" --db_type file --db_path "$DATA" \
+  --workspace "$DATA/ws" --default_llm_api_key bench \
+  --default_llm_api_base_url "http://127.0.0.1:$MOCK_PORT/v1" >"$OUT/shim.log" 2>&1 &
+SHIM_PID=$!; PIDS+=("$SHIM_PID")
+wait_port "$MOCK_PORT"
+for _ in $(seq 1 600); do (exec 3<>"/dev/tcp/127.0.0.1/$SHIM_PORT") 2>/dev/null && break; sleep 0.1; done
+"$BIN/sage-load" stream --url "http://127.0.0.1:$SHIM_PORT" -c 10 -n 50 --message words:9 --json >/dev/null
+callgrind_control -z "$SHIM_PID" >/dev/null 2>&1
+"$BIN/sage-load" stream --url "http://127.0.0.1:$SHIM_PORT" -c 10 -n 300 --message words:9 \
+  --json >"$OUT/instructions-load.json"
+callgrind_control -d "$SHIM_PID" >/dev/null 2>&1
+python3 -c 'import json, sys
+total = int(next(l for l in open(sys.argv[1]) if l.startswith("summary:")).split()[1])
+load = json.load(open(sys.argv[2]))
+print(json.dumps({"instructions": total, "requests": load["successes"]}))' \
+  "$DATA/callgrind.out.1" "$OUT/instructions-load.json" >"$OUT/instructions.json"
+stop_pair; rm -rf "$DATA"
 fi
 
 # 2b. The cost of traces: the same throughput run with spans exported over OTLP/HTTP to a sink

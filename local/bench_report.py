@@ -50,6 +50,12 @@ if requests:
           f"**{1000 * cpu['cpu_s'] / requests['requests']:.2f} ms per request**; first event p50 / p95 / p99 "
           f"{first['p50']:.0f} / {first['p95']:.0f} / {first['p99']:.0f} ms (the model's first token comes at 50 ms).")
 
+instructions = load("instructions.json")
+if instructions:
+    print("\n### Instructions per request (callgrind; 300 short answers, 10 at a time)\n")
+    print(f"{instructions['requests']:,} requests: **{instructions['instructions'] / instructions['requests'] / 1e6:.2f} M "
+          f"user-space instructions per request** in the server.")
+
 traced = load("throughput-server-traced.json")
 if server and traced:
     off, on = server["server_cpu"][0], traced["server_cpu"][0]

@@ -407,13 +407,20 @@ async fn a_run_opens_with_its_session_and_closes_with_its_tally(store: Arc<dyn S
     let lease = Duration::from_secs(30);
     let mut opening = SessionRecord::new("o1", "alice", "first words");
     opening.agent_id = Some("helper".into());
-    assert!(store.open_run(&opening, "run-a", lease).await.unwrap());
+    assert_eq!(
+        store.open_run(&opening, "run-a", lease).await.unwrap(),
+        Some(opening.clone())
+    );
     assert_eq!(store.get_session("o1").await.unwrap().unwrap(), opening);
     assert_eq!(store.run_lock("o1").await.unwrap().unwrap().run_id, "run-a");
 
     let intruder = SessionRecord::new("o1", "bob", "bob's words");
     assert!(
-        !store.open_run(&intruder, "run-b", lease).await.unwrap(),
+        store
+            .open_run(&intruder, "run-b", lease)
+            .await
+            .unwrap()
+            .is_none(),
         "the session is running"
     );
     assert_eq!(
@@ -445,23 +452,27 @@ async fn a_run_opens_with_its_session_and_closes_with_its_tally(store: Arc<dyn S
     assert_eq!(store.get_session("o1").await.unwrap().unwrap(), expected);
     assert!(store.run_lock("o1").await.unwrap().is_none(), "released");
 
-    assert!(
-        store.open_run(&intruder, "run-c", lease).await.unwrap(),
-        "an idle session opens"
-    );
     assert_eq!(
-        store.get_session("o1").await.unwrap().unwrap(),
-        expected,
-        "a stored session is kept as it is"
+        store.open_run(&intruder, "run-c", lease).await.unwrap(),
+        Some(expected.clone()),
+        "an idle session opens; the record stored before is kept and returned, whoever's it is"
     );
+    assert_eq!(store.get_session("o1").await.unwrap().unwrap(), expected);
     store.release_run_lock("o1", "run-c").await.unwrap();
 
     let short = Duration::from_millis(300);
     let crashed = SessionRecord::new("o2", "alice", "crashed run");
-    assert!(store.open_run(&crashed, "crashed", short).await.unwrap());
-    tokio::time::sleep(Duration::from_millis(600)).await;
     assert!(
+        store
+            .open_run(&crashed, "crashed", short)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
         store.open_run(&crashed, "next", lease).await.unwrap(),
+        Some(crashed.clone()),
         "an expired lease is taken over"
     );
     assert_eq!(store.run_lock("o2").await.unwrap().unwrap().run_id, "next");

@@ -429,14 +429,15 @@ pub trait Store:
     async fn ping(&self) -> Result<(), StoreError>;
 
     /// Opens a run on a session that was not stored when it began: takes the session's run lock
-    /// and, only then, creates the session (a record stored meanwhile is kept). False, with
-    /// nothing written, when another run holds an unexpired lease.
+    /// and, only then, creates the session. The session as stored: a record stored meanwhile is
+    /// kept and returned (it may be another user's). None, with nothing written, when another
+    /// run holds an unexpired lease.
     async fn open_run(
         &self,
         session: &SessionRecord,
         run_id: &str,
         lease: Duration,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<SessionRecord>, StoreError> {
         open_run_stepwise(self, session, run_id, lease).await
     }
 
@@ -458,18 +459,20 @@ pub(crate) async fn open_run_stepwise<S: SessionStore + RunControl + ?Sized>(
     session: &SessionRecord,
     run_id: &str,
     lease: Duration,
-) -> Result<bool, StoreError> {
+) -> Result<Option<SessionRecord>, StoreError> {
     if !store
         .try_lock_run(&session.session_id, run_id, lease)
         .await?
     {
-        return Ok(false);
+        return Ok(None);
     }
-    if let Err(error) = store.create_session(session).await {
-        let _ = store.release_run_lock(&session.session_id, run_id).await;
-        return Err(error);
+    match store.create_session(session).await {
+        Ok(stored) => Ok(Some(stored)),
+        Err(error) => {
+            let _ = store.release_run_lock(&session.session_id, run_id).await;
+            Err(error)
+        }
     }
-    Ok(true)
 }
 
 /// `Store::close_run` as separate reads and writes, for a backend with nothing better.

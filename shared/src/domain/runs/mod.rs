@@ -528,10 +528,23 @@ impl Runs {
             );
             session.agent_id = request.agent_id.clone();
             session.agent_name = request.agent_name.clone();
-            stores
+            match stores
                 .lifecycle
                 .open_run(&session, &run_id, self.defaults.lease)
                 .await?
+            {
+                // Stored by another user's run since this one looked.
+                Some(stored) if stored.user_id != user.as_str() => {
+                    let _ = stores
+                        .control
+                        .release_run_lock(session_id.as_str(), &run_id)
+                        .await;
+                    return Err(DomainError::Forbidden(format!(
+                        "session {session_id} belongs to another user"
+                    )));
+                }
+                stored => stored.is_some(),
+            }
         } else {
             self.lock_run(session_id, &run_id, resume.is_some()).await?
         };

@@ -1479,18 +1479,21 @@ impl Store for SqlStore {
         session: &SessionRecord,
         run_id: &str,
         lease: Duration,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<SessionRecord>, StoreError> {
         #[cfg(feature = "sqlite")]
         if self.dialect == Dialect::Sqlite {
             // The lock and the session in one transaction and one round trip; the session only
-            // when the lock is this run's.
+            // when the lock is this run's, and read back with the lock's holder.
             let statement = format!(
                 "BEGIN;
                  INSERT OR IGNORE INTO run_locks (session_id, run_id, expires_at, cancel_requested)
-                 VALUES (?, ?, ?, 0) RETURNING run_id;
+                 VALUES (?, ?, ?, 0);
                  INSERT OR IGNORE INTO sessions ({SESSION_COLUMNS})
                  SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?
                  WHERE EXISTS (SELECT 1 FROM run_locks WHERE session_id = ? AND run_id = ?);
+                 SELECT sessions.*, run_locks.run_id AS lock_holder FROM sessions
+                 JOIN run_locks ON run_locks.session_id = sessions.session_id
+                 WHERE sessions.session_id = ?;
                  COMMIT;"
             );
             let query = bind_session(
@@ -1501,9 +1504,13 @@ impl Store for SqlStore {
                 session,
             )
             .bind(&session.session_id)
-            .bind(run_id);
-            if !self.sqlite_transaction(query).await?.is_empty() {
-                return Ok(true);
+            .bind(run_id)
+            .bind(&session.session_id);
+            let rows = self.sqlite_transaction(query).await?;
+            if let Some(row) = rows.first()
+                && row.try_get::<String, _>("lock_holder")? == run_id
+            {
+                return Ok(Some(session_from_row(row)?));
             }
             // Another run's lock is there, perhaps with its lease run out.
         }

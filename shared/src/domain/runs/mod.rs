@@ -228,10 +228,10 @@ impl Runs {
         invocation: Invocation,
     ) -> Result<StartedRun, DomainError> {
         let runs = self.clone();
-        let starting = self.tasks.spawn(
+        let starting = self.tasks.spawn(Box::pin(
             async move { runs.start_here(request, idempotency, invocation).await }
                 .in_current_span(),
-        );
+        ));
         starting.await.unwrap_or_else(|error| {
             tracing::error!(%error, "a run's start failed");
             Err(DomainError::Unavailable("the run could not start".into()))
@@ -985,7 +985,7 @@ impl Runs {
         if let Some(trace_id) = &trace_id {
             span.record("trace_id", trace_id.as_str());
         }
-        self.tasks.spawn(async move {
+        self.tasks.spawn(Box::pin(async move {
             let cancel = CancellationToken::new();
             let driven = async {
                 let (emitter, writer) = spawn_writer(
@@ -1006,7 +1006,7 @@ impl Runs {
                 ));
                 let fallback = emitter.clone();
                 let agent = Agent::new(spec, llm.clone(), pool, emitter);
-                let outcome = match tokio::spawn(agent.run().in_current_span()).await {
+                let outcome = match tokio::spawn(Box::pin(agent.run().in_current_span())).await {
                     Ok(outcome) => outcome,
                     Err(panic) => {
                         tracing::error!(%session_id, error = %panic, "agent run panicked");
@@ -1103,7 +1103,7 @@ impl Runs {
                     }
                 }
             }
-        });
+        }));
         events
     }
 }

@@ -141,7 +141,7 @@ pub fn spawn_writer(
     let (events, mut incoming) = mpsc::channel::<Event>(EMIT_CAPACITY);
     let aborted = Arc::new(AtomicBool::new(false));
     let emitter = Emitter::new(events, aborted.clone(), cancel);
-    let writer = tokio::spawn(async move {
+    let writer = tokio::spawn(Box::pin(async move {
         let end_event = |sent: u64| {
             let mut end = Event::stream_end(&session_id, sent);
             if let Some(trace_id) = &trace_id {
@@ -236,7 +236,7 @@ pub fn spawn_writer(
                 WriterEnd { end: Some(end), feed: client, written: None }
             }
         }
-    }.in_current_span());
+    }.in_current_span()));
     (emitter, writer)
 }
 

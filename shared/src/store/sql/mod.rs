@@ -538,12 +538,13 @@ impl SessionStore for SqlStore {
 }
 
 /// One INSERT of usage records.
-fn usage_insert(usages: &[&UsageRecord]) -> QueryBuilder<sqlx::Any> {
-    let mut insert = QueryBuilder::new(
+/// Appends one INSERT of the runs' ledger rows to `statements`.
+fn push_usage_insert(statements: &mut QueryBuilder<sqlx::Any>, usages: &[&UsageRecord]) {
+    statements.push(
         "INSERT INTO usage_ledger (session_id, seq, user_id, run_id, day, model, calls, \
          prompt_tokens, completion_tokens, total_tokens, cost, recorded_at) ",
     );
-    insert.push_values(usages, |mut row, usage| {
+    statements.push_values(usages, |mut row, usage| {
         row.push_bind(usage.session_id.as_str())
             .push_bind(usage.seq as i64)
             .push_bind(usage.user_id.as_str())
@@ -557,25 +558,98 @@ fn usage_insert(usages: &[&UsageRecord]) -> QueryBuilder<sqlx::Any> {
             .push_bind(usage.cost)
             .push_bind(usage.recorded_at);
     });
-    insert
 }
 
-/// One INSERT of a session's events.
-fn events_insert(
-    session_id: &str,
-    events: &[StoredEvent],
-) -> Result<QueryBuilder<sqlx::Any>, StoreError> {
-    let mut rows = Vec::with_capacity(events.len());
-    for stored in events {
-        rows.push((stored.seq as i64, stored.json().to_owned()));
-    }
-    let mut insert = QueryBuilder::new("INSERT INTO events (session_id, seq, body) ");
-    insert.push_values(rows, |mut row, (seq, body)| {
-        row.push_bind(session_id.to_owned())
-            .push_bind(seq)
-            .push_bind(body);
+/// Appends one INSERT of events, each with its session, to `statements`.
+fn push_events_insert(statements: &mut QueryBuilder<sqlx::Any>, rows: &[EventRow<'_>]) {
+    statements.push("INSERT INTO events (session_id, seq, body) ");
+    statements.push_values(rows, |mut row, (session_id, seq, body)| {
+        row.push_bind(*session_id).push_bind(*seq).push_bind(*body);
     });
-    Ok(insert)
+}
+
+/// An event as stored: its session, its sequence number and its JSON.
+type EventRow<'a> = (&'a str, i64, &'a str);
+
+fn event_rows<'a>(session_id: &'a str, events: &'a [StoredEvent]) -> Vec<EventRow<'a>> {
+    events
+        .iter()
+        .map(|stored| (session_id, stored.seq as i64, stored.json()))
+        .collect()
+}
+
+impl SqlStore {
+    /// Events and their runs' ledger rows: all of them or none. On SQLite in one round trip.
+    async fn append_with_usage(
+        &self,
+        rows: &[EventRow<'_>],
+        usages: &[&UsageRecord],
+    ) -> Result<(), StoreError> {
+        let conflict = |error: StoreError| match error {
+            StoreError::Database(error) if is_unique_violation(&error) => {
+                let (session_id, seq) = rows.first().map_or_else(
+                    || (usages[0].session_id.as_str(), usages[0].seq),
+                    |(session_id, seq, _)| (*session_id, *seq as u64),
+                );
+                StoreError::SeqConflict {
+                    session_id: session_id.to_owned(),
+                    seq,
+                }
+            }
+            other => other,
+        };
+        #[cfg(feature = "sqlite")]
+        if self.dialect == Dialect::Sqlite {
+            let mut statements = QueryBuilder::new("BEGIN; ");
+            if !rows.is_empty() {
+                push_events_insert(&mut statements, rows);
+                statements.push("; ");
+            }
+            push_usage_insert(&mut statements, usages);
+            statements.push("; COMMIT;");
+            return self
+                .sqlite_transaction(statements.build())
+                .await
+                .map(|_| ())
+                .map_err(conflict);
+        }
+        // Dropping the transaction on an error rolls it back.
+        let mut connection = self.connection().await?;
+        let mut tx = connection.begin().await?;
+        if !rows.is_empty() {
+            let mut insert = QueryBuilder::new("");
+            push_events_insert(&mut insert, rows);
+            insert
+                .build()
+                .execute(&mut *tx)
+                .await
+                .map_err(|error| conflict(error.into()))?;
+        }
+        let mut insert = QueryBuilder::new("");
+        push_usage_insert(&mut insert, usages);
+        insert
+            .build()
+            .execute(&mut *tx)
+            .await
+            .map_err(|error| conflict(error.into()))?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn append_rows(&self, rows: &[EventRow<'_>]) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut insert = QueryBuilder::new("");
+        push_events_insert(&mut insert, rows);
+        match insert.build().execute(&mut *self.connection().await?).await {
+            Err(error) if is_unique_violation(&error) => Err(StoreError::SeqConflict {
+                session_id: rows[0].0.to_owned(),
+                seq: rows[0].1 as u64,
+            }),
+            other => other.map(|_| ()).map_err(StoreError::from),
+        }
+    }
 }
 
 #[async_trait]
@@ -585,81 +659,23 @@ impl EventLog for SqlStore {
         session_id: &str,
         events: &[StoredEvent],
     ) -> Result<(), StoreError> {
-        if events.is_empty() {
-            return Ok(());
-        }
-        let mut insert = events_insert(session_id, events)?;
-        match insert.build().execute(&mut *self.connection().await?).await {
-            Err(error) if is_unique_violation(&error) => Err(StoreError::SeqConflict {
-                session_id: session_id.to_owned(),
-                seq: events[0].seq,
-            }),
-            other => other.map(|_| ()).map_err(StoreError::from),
-        }
+        self.append_rows(&event_rows(session_id, events)).await
     }
 
     async fn append_event_batches(&self, batches: &[EventBatch]) -> Result<(), StoreError> {
-        let mut rows = Vec::new();
-        for batch in batches {
-            for stored in &batch.events {
-                rows.push((
-                    batch.session_id.as_str(),
-                    stored.seq as i64,
-                    stored.json().to_owned(),
-                ));
-            }
-        }
+        let rows: Vec<EventRow<'_>> = batches
+            .iter()
+            .flat_map(|batch| event_rows(&batch.session_id, &batch.events))
+            .collect();
         let usages: Vec<&UsageRecord> = batches
             .iter()
             .filter_map(|batch| batch.usage.as_ref())
             .collect();
-        let conflict = |error: sqlx::Error| {
-            if is_unique_violation(&error) {
-                StoreError::SeqConflict {
-                    session_id: rows[0].0.to_owned(),
-                    seq: rows[0].1 as u64,
-                }
-            } else {
-                error.into()
-            }
-        };
-        let mut insert = QueryBuilder::new("INSERT INTO events (session_id, seq, body) ");
-        insert.push_values(&rows, |mut row, (session_id, seq, body)| {
-            row.push_bind(*session_id).push_bind(*seq).push_bind(body);
-        });
         if usages.is_empty() {
-            if rows.is_empty() {
-                return Ok(());
-            }
-            insert
-                .build()
-                .execute(&mut *self.connection().await?)
-                .await
-                .map_err(conflict)?;
-            return Ok(());
+            self.append_rows(&rows).await
+        } else {
+            self.append_with_usage(&rows, &usages).await
         }
-        // Dropping the transaction on an error rolls it back.
-        let mut connection = self.connection().await?;
-        let mut tx = connection.begin().await?;
-        if !rows.is_empty() {
-            insert.build().execute(&mut *tx).await.map_err(conflict)?;
-        }
-        usage_insert(&usages)
-            .build()
-            .execute(&mut *tx)
-            .await
-            .map_err(|error| {
-                if is_unique_violation(&error) {
-                    StoreError::SeqConflict {
-                        session_id: usages[0].session_id.clone(),
-                        seq: usages[0].seq,
-                    }
-                } else {
-                    error.into()
-                }
-            })?;
-        tx.commit().await?;
-        Ok(())
     }
 
     fn coalesces_writes(&self) -> bool {
@@ -672,29 +688,8 @@ impl EventLog for SqlStore {
         events: &[StoredEvent],
         usage: &UsageRecord,
     ) -> Result<(), StoreError> {
-        let mut connection = self.connection().await?;
-        let mut tx = connection.begin().await?;
-        let mut written = Ok(());
-        if !events.is_empty() {
-            let mut insert = events_insert(session_id, events)?;
-            written = insert.build().execute(&mut *tx).await.map(|_| ());
-        }
-        if written.is_ok() {
-            written = usage_insert(&[usage])
-                .build()
-                .execute(&mut *tx)
-                .await
-                .map(|_| ());
-        }
-        match written {
-            Ok(()) => Ok(tx.commit().await?),
-            // Dropping the transaction rolls it back.
-            Err(error) if is_unique_violation(&error) => Err(StoreError::SeqConflict {
-                session_id: session_id.to_owned(),
-                seq: events.first().map_or(usage.seq, |stored| stored.seq),
-            }),
-            Err(error) => Err(error.into()),
-        }
+        self.append_with_usage(&event_rows(session_id, events), &[usage])
+            .await
     }
 
     async fn events_after(

@@ -49,6 +49,9 @@ if requests:
     print(f"{requests['requests']:,} requests, {requests['success_rate'] * 100:.1f} % success: server CPU "
           f"**{1000 * cpu['cpu_s'] / requests['requests']:.2f} ms per request**; first event p50 / p95 / p99 "
           f"{first['p50']:.0f} / {first['p95']:.0f} / {first['p99']:.0f} ms (the model's first token comes at 50 ms).")
+    if "system_cpu_s" in cpu:
+        print(f"Of it in the kernel: {1000 * cpu['system_cpu_s'] / requests['requests']:.2f} ms per request; "
+              f"{cpu['context_switches'] / requests['requests']:.1f} context switches per request.")
 
 instructions = load("instructions.json")
 if instructions:

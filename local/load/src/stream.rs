@@ -514,7 +514,11 @@ struct StreamOutput<'a> {
 struct ProcessCpu {
     pid: u32,
     cpu_s: f64,
+    /// The part of `cpu_s` spent in the kernel.
+    system_cpu_s: f64,
     cpu_ms_per_1000_events: f64,
+    /// Summed over the threads alive at the start and at the end.
+    context_switches: u64,
 }
 
 pub async fn stream(args: StreamArgs) -> Result<(), String> {
@@ -554,10 +558,10 @@ pub async fn stream(args: StreamArgs) -> Result<(), String> {
         setup(&plan, &args, sse_url, tool).await?;
     }
 
-    let server_before: Vec<Option<Duration>> = args
+    let server_before: Vec<Option<sys::ProcessUsage>> = args
         .server_pids
         .iter()
-        .map(|pid| sys::process_cpu_time(*pid).ok())
+        .map(|pid| sys::process_usage(*pid).ok())
         .collect();
     let client_before = sys::self_cpu_time();
     let hidden = args.common.json || args.common.quiet;
@@ -599,15 +603,17 @@ pub async fn stream(args: StreamArgs) -> Result<(), String> {
         .iter()
         .zip(server_before)
         .filter_map(|(pid, before)| {
-            let used = sys::process_cpu_time(*pid).ok()?.saturating_sub(before?);
+            let used = sys::process_usage(*pid).ok()?.since(before?);
             Some(ProcessCpu {
                 pid: *pid,
-                cpu_s: used.as_secs_f64(),
+                cpu_s: used.cpu.as_secs_f64(),
+                system_cpu_s: used.system.as_secs_f64(),
                 cpu_ms_per_1000_events: if stats.events > 0 {
-                    used.as_secs_f64() * 1000.0 * 1000.0 / stats.events as f64
+                    used.cpu.as_secs_f64() * 1000.0 * 1000.0 / stats.events as f64
                 } else {
                     0.0
                 },
+                context_switches: used.context_switches,
             })
         })
         .collect();
@@ -673,8 +679,13 @@ pub async fn stream(args: StreamArgs) -> Result<(), String> {
         eprintln!("client CPU      {client_cpu_s:>10.3} s");
         for cpu in &server_cpu {
             eprintln!(
-                "CPU of pid {:<5}{:>10.3} s   {:.2} ms per 1,000 events",
-                cpu.pid, cpu.cpu_s, cpu.cpu_ms_per_1000_events
+                "CPU of pid {:<5}{:>10.3} s   {:.2} ms per 1,000 events, {:.3} s in the kernel, \
+                 {} context switches",
+                cpu.pid,
+                cpu.cpu_s,
+                cpu.cpu_ms_per_1000_events,
+                cpu.system_cpu_s,
+                cpu.context_switches
             );
         }
     }

@@ -81,15 +81,66 @@ pub fn self_cpu_time() -> Duration {
     time(usage.ru_utime) + time(usage.ru_stime)
 }
 
+/// What another process has used of the machine so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ProcessUsage {
+    /// User + system CPU time.
+    pub cpu: Duration,
+    /// The part of `cpu` spent in the kernel on the process's behalf.
+    pub system: Duration,
+    /// Voluntary and involuntary, summed over the threads alive now.
+    pub context_switches: u64,
+}
+
+impl ProcessUsage {
+    pub fn since(self, before: ProcessUsage) -> ProcessUsage {
+        ProcessUsage {
+            cpu: self.cpu.saturating_sub(before.cpu),
+            system: self.system.saturating_sub(before.system),
+            context_switches: self
+                .context_switches
+                .saturating_sub(before.context_switches),
+        }
+    }
+}
+
 /// Another process's CPU time, user + system, from /proc/PID/stat.
 pub fn process_cpu_time(pid: u32) -> std::io::Result<Duration> {
+    process_usage(pid).map(|usage| usage.cpu)
+}
+
+/// CPU time from /proc/PID/stat, context switches from each /proc/PID/task/TID/status.
+pub fn process_usage(pid: u32) -> std::io::Result<ProcessUsage> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    parse_proc_stat_cpu(&stat, clock_ticks_per_second()).ok_or_else(|| {
+    let (user, system) = parse_proc_stat_cpu(&stat, clock_ticks_per_second()).ok_or_else(|| {
         std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             format!("unexpected /proc/{pid}/stat"),
         )
+    })?;
+    let mut context_switches = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        // A thread that ended since the listing is skipped.
+        if let Ok(status) = std::fs::read_to_string(task?.path().join("status")) {
+            context_switches += parse_context_switches(&status);
+        }
+    }
+    Ok(ProcessUsage {
+        cpu: user + system,
+        system,
+        context_switches,
     })
+}
+
+fn parse_context_switches(status: &str) -> u64 {
+    status
+        .lines()
+        .filter_map(|line| {
+            line.strip_prefix("voluntary_ctxt_switches:")
+                .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+        })
+        .filter_map(|count| count.trim().parse::<u64>().ok())
+        .sum()
 }
 
 fn clock_ticks_per_second() -> u64 {
@@ -98,17 +149,17 @@ fn clock_ticks_per_second() -> u64 {
     if ticks > 0 { ticks as u64 } else { 100 }
 }
 
-/// utime + stime (fields 14 and 15) of a /proc/PID/stat line; the command name (field 2) may
+/// utime and stime (fields 14 and 15) of a /proc/PID/stat line; the command name (field 2) may
 /// hold spaces and parentheses, so fields are counted from its last `)`.
-fn parse_proc_stat_cpu(stat: &str, ticks_per_second: u64) -> Option<Duration> {
+fn parse_proc_stat_cpu(stat: &str, ticks_per_second: u64) -> Option<(Duration, Duration)> {
     let after_name = &stat[stat.rfind(')')? + 1..];
     let mut fields = after_name.split_whitespace().skip(11);
     let utime: u64 = fields.next()?.parse().ok()?;
     let stime: u64 = fields.next()?.parse().ok()?;
-    let ticks = utime + stime;
-    Some(Duration::from_nanos(
-        ticks.saturating_mul(1_000_000_000) / ticks_per_second.max(1),
-    ))
+    let time = |ticks: u64| {
+        Duration::from_nanos(ticks.saturating_mul(1_000_000_000) / ticks_per_second.max(1))
+    };
+    Some((time(utime), time(stime)))
 }
 
 /// Another process's resident set size in bytes (VmRSS of /proc/PID/status).
@@ -143,9 +194,17 @@ mod tests {
                     9 0 1000 1000000 500 18446744073709551615";
         assert_eq!(
             parse_proc_stat_cpu(stat, 100),
-            Some(Duration::from_millis(3000))
+            Some((Duration::from_millis(2500), Duration::from_millis(500)))
         );
         assert_eq!(parse_proc_stat_cpu("garbage", 100), None);
+    }
+
+    #[test]
+    fn context_switches_are_both_kinds_summed() {
+        let status = "Name:\tsage-local\nvoluntary_ctxt_switches:\t120\n\
+                      nonvoluntary_ctxt_switches:\t7\n";
+        assert_eq!(parse_context_switches(status), 127);
+        assert_eq!(parse_context_switches("Name:\tx\n"), 0);
     }
 
     #[test]
@@ -159,6 +218,8 @@ mod tests {
         assert!(self_cpu_time() >= before);
         let limit = raise_nofile().unwrap();
         assert!(limit.soft >= limit.initial && limit.soft <= limit.hard);
+        let usage = process_usage(std::process::id()).unwrap();
+        assert!(usage.system <= usage.cpu);
         let rss = process_rss_bytes(std::process::id()).unwrap();
         assert!(rss > 0);
         assert!(process_cpu_time(std::process::id()).is_ok());

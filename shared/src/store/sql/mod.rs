@@ -109,14 +109,16 @@ impl SqlStore {
         // drops its page cache whenever another one has written, so with several every read
         // copied its pages back in. Pages are read through a memory map, and the write-ahead
         // log is folded into the file every 32 MiB rather than every 4 MiB, so a page written
-        // again and again is copied back once per fold. Held, not pooled: a pool pings
+        // again and again is copied back once per fold; the page cache holds 16 MiB rather than
+        // 2, so that pages written since the last fold are not read back from the log
+        // (they are outside the memory map until folded). Held, not pooled: a pool pings
         // SQLite's thread (a second round trip) whenever a statement gives the connection back.
         let mut connection = AnyConnection::connect(&url).await?;
         connection
             .execute(
                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
                  PRAGMA busy_timeout = 5000; PRAGMA mmap_size = 268435456; \
-                 PRAGMA wal_autocheckpoint = 8192;",
+                 PRAGMA wal_autocheckpoint = 8192; PRAGMA cache_size = -16384;",
             )
             .await?;
         sqlx::migrate!("migrations/sqlite")

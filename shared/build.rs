@@ -1,0 +1,4 @@
+// `sqlx::migrate!` embeds the migration files; a new one must rebuild the crate.
+fn main() {
+    println!("cargo:rerun-if-changed=migrations");
+}

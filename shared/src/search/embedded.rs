@@ -3,13 +3,14 @@
 //! journal file (one JSON line each), which is rewritten as a snapshot when it holds more than
 //! twice the live documents. Another process using the same file (`sage-local jobs index` beside
 //! a running server) is picked up before each use: every use takes the file's lock, and reads
-//! what was appended since, or the whole file when it was rewritten (its first line names a new
-//! generation).
+//! what was appended since, or the whole file when it was rewritten (a new file in its place).
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -31,16 +32,37 @@ pub struct EmbeddedIndex {
 
 #[derive(Default)]
 struct State {
-    /// How much of which generation of the journal `documents` reflects.
-    read: Option<ReadUpTo>,
+    /// How much of the journal file held open `documents` reflects; `None` before it is read.
+    read: Option<u64>,
     /// Entries in the journal, live or replaced.
     entries: usize,
     documents: HashMap<String, Indexed>,
+    /// Kept open between uses: opening, reading the header and closing cost a dozen system
+    /// calls each time, where checking that the path still names this file costs one.
+    open: Option<OpenFiles>,
 }
 
-struct ReadUpTo {
-    generation: String,
-    offset: u64,
+struct OpenFiles {
+    lock: Arc<File>,
+    journal: File,
+    journal_id: FileId,
+}
+
+/// A file's device and inode: a compaction by any process puts a new file in the journal's
+/// place, and an open handle keeps the old inode from being reused while it is held.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct FileId {
+    device: u64,
+    inode: u64,
+}
+
+impl From<&std::fs::Metadata> for FileId {
+    fn from(metadata: &std::fs::Metadata) -> Self {
+        Self {
+            device: metadata.dev(),
+            inode: metadata.ino(),
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -61,20 +83,21 @@ enum Entry {
     },
 }
 
-fn header_line() -> (String, String) {
-    let generation = uuid::Uuid::new_v4().simple().to_string();
+/// A new generation's first line. Handles of this version tell a rewritten journal by its inode;
+/// the generation keeps telling it to older versions sharing the file.
+fn header_line() -> String {
     let header = Header {
         sage_index: 1,
-        generation: generation.clone(),
+        generation: uuid::Uuid::new_v4().simple().to_string(),
     };
     let mut line = serde_json::to_string(&header).expect("a header serialises");
     line.push('\n');
-    (generation, line)
+    line
 }
 
 /// The journal's exclusive lock, held while it is read or written; released on drop.
 struct Locked {
-    lock: File,
+    lock: Arc<File>,
 }
 
 impl Drop for Locked {
@@ -120,17 +143,10 @@ impl EmbeddedIndex {
             .unwrap_or(Path::new("."))
     }
 
-    fn lock(&self) -> Result<Locked, SearchError> {
-        std::fs::create_dir_all(self.folder())?;
+    fn lock_path(&self) -> PathBuf {
         let mut name = self.file.clone().into_os_string();
         name.push(".lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(PathBuf::from(name))?;
-        lock.lock()?;
-        Ok(Locked { lock })
+        PathBuf::from(name)
     }
 
     fn open_journal(&self) -> std::io::Result<File> {
@@ -146,31 +162,89 @@ impl EmbeddedIndex {
         (self.file.extension()? == "jsonl").then(|| self.file.with_extension("json"))
     }
 
+    /// Takes the journal's lock, through the lock file kept open unless it was removed.
+    fn lock(&self, state: &mut State) -> Result<Locked, SearchError> {
+        if let Some(open) = &state.open {
+            open.lock.lock()?;
+            let locked = Locked {
+                lock: open.lock.clone(),
+            };
+            if open.lock.metadata()?.nlink() > 0 {
+                return Ok(locked);
+            }
+            state.open = None;
+        }
+        std::fs::create_dir_all(self.folder())?;
+        let lock = Arc::new(
+            OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(self.lock_path())?,
+        );
+        lock.lock()?;
+        let locked = Locked { lock: lock.clone() };
+        let journal = self.open_journal()?;
+        let journal_id = FileId::from(&journal.metadata()?);
+        state.open = Some(OpenFiles {
+            lock,
+            journal,
+            journal_id,
+        });
+        // A journal not read through this handle yet is read from its header.
+        state.read = None;
+        Ok(locked)
+    }
+
     /// Takes the journal's lock and brings `state` up to the journal: what was appended since
     /// the last read, or all of it when it was rewritten.
-    fn sync(&self, state: &mut State) -> Result<(Locked, File), SearchError> {
-        let locked = self.lock()?;
-        let mut journal = self.open_journal()?;
-        if journal.metadata()?.len() == 0 {
+    fn sync(&self, state: &mut State) -> Result<Locked, SearchError> {
+        let locked = self.lock(state)?;
+        let on_disk = match std::fs::metadata(&self.file) {
+            Ok(metadata) => Some(metadata),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+            Err(error) => return Err(error.into()),
+        };
+        let open = state.open.as_mut().expect("opened by lock");
+        match &on_disk {
+            Some(metadata) if FileId::from(metadata) == open.journal_id => {}
+            _ => {
+                open.journal = self.open_journal()?;
+                open.journal_id = FileId::from(&open.journal.metadata()?);
+                state.read = None;
+            }
+        }
+        let length = match &on_disk {
+            Some(metadata) if FileId::from(metadata) == open.journal_id => metadata.len(),
+            _ => open.journal.metadata()?.len(),
+        };
+        if length == 0 {
             return self.start_journal(state, locked);
         }
-        let mut bytes = Vec::new();
-        let known = state.read.as_ref().map(|read| read.offset).unwrap_or(0);
-        let mut header = [0u8; 4096];
-        let header_length = journal.read(&mut header)?;
-        let line_end = header[..header_length]
-            .iter()
-            .position(|byte| *byte == b'\n')
-            .ok_or_else(|| std::io::Error::other("the index journal has no header line"))?;
-        let header: Header = serde_json::from_slice(&header[..line_end])?;
-        let start = match &state.read {
-            Some(read) if read.generation == header.generation => known,
-            _ => {
+        match &state.read {
+            Some(read) if *read == length => return Ok(locked),
+            // Shorter than what was read: cut by another handle; read it again from the start.
+            Some(read) if *read > length => state.read = None,
+            _ => {}
+        }
+        let journal = &mut open.journal;
+        let start = match state.read {
+            Some(read) => read,
+            None => {
+                let mut header = [0u8; 4096];
+                journal.seek(SeekFrom::Start(0))?;
+                let header_length = journal.read(&mut header)?;
+                let line_end = header[..header_length]
+                    .iter()
+                    .position(|byte| *byte == b'\n')
+                    .ok_or_else(|| std::io::Error::other("the index journal has no header line"))?;
+                serde_json::from_slice::<Header>(&header[..line_end])?;
                 state.documents.clear();
                 state.entries = 0;
                 line_end as u64 + 1
             }
         };
+        let mut bytes = Vec::new();
         journal.seek(SeekFrom::Start(start))?;
         journal.read_to_end(&mut bytes)?;
         let complete = bytes
@@ -189,19 +263,12 @@ impl EmbeddedIndex {
                 state.apply(serde_json::from_slice(line)?);
             }
         }
-        state.read = Some(ReadUpTo {
-            generation: header.generation,
-            offset: start + complete as u64,
-        });
-        Ok((locked, journal))
+        state.read = Some(start + complete as u64);
+        Ok(locked)
     }
 
     /// A journal that is new or empty starts from the index before journals, when there is one.
-    fn start_journal(
-        &self,
-        state: &mut State,
-        locked: Locked,
-    ) -> Result<(Locked, File), SearchError> {
+    fn start_journal(&self, state: &mut State, locked: Locked) -> Result<Locked, SearchError> {
         let legacy = self.legacy_file();
         let documents: Vec<SearchDocument> = match legacy.as_ref().map(std::fs::read) {
             Some(Ok(bytes)) => serde_json::from_slice(&bytes)?,
@@ -223,24 +290,19 @@ impl EmbeddedIndex {
                 _ => {}
             }
         }
-        Ok((locked, self.open_journal()?))
+        Ok(locked)
     }
 
     /// Appends entries to the journal, and rewrites it when most of it is replaced entries.
-    fn append(
-        &self,
-        state: &mut State,
-        journal: &mut File,
-        lines: &[u8],
-        count: usize,
-    ) -> Result<(), SearchError> {
+    fn append(&self, state: &mut State, lines: &[u8], count: usize) -> Result<(), SearchError> {
+        let journal = &mut state.open.as_mut().expect("opened by sync").journal;
         if let Err(error) = journal.write_all(lines) {
             // What is in memory is ahead of the file: the next use reads the file again.
             state.read = None;
             return Err(error.into());
         }
         if let Some(read) = state.read.as_mut() {
-            read.offset += lines.len() as u64;
+            *read += lines.len() as u64;
         }
         state.entries += count;
         if state.entries > COMPACTION_FLOOR.max(2 * state.documents.len())
@@ -253,7 +315,7 @@ impl EmbeddedIndex {
 
     /// Writes the live documents as a new generation and puts it in the journal's place.
     fn rewrite(&self, state: &mut State) -> Result<(), SearchError> {
-        let (generation, header) = header_line();
+        let header = header_line();
         let mut bytes = header.into_bytes();
         for indexed in state.documents.values() {
             push_upsert(&mut bytes, &indexed.document)?;
@@ -263,11 +325,12 @@ impl EmbeddedIndex {
             .join(format!(".index-{}.jsonl", uuid::Uuid::new_v4().simple()));
         std::fs::write(&staging, &bytes)?;
         std::fs::rename(&staging, &self.file)?;
+        if let Some(open) = state.open.as_mut() {
+            open.journal = self.open_journal()?;
+            open.journal_id = FileId::from(&open.journal.metadata()?);
+        }
         state.entries = state.documents.len();
-        state.read = Some(ReadUpTo {
-            generation,
-            offset: bytes.len() as u64,
-        });
+        state.read = Some(bytes.len() as u64);
         Ok(())
     }
 
@@ -330,7 +393,7 @@ impl SearchIndex for EmbeddedIndex {
             return Ok(());
         }
         let mut state = self.state.lock().await;
-        let (_locked, mut journal) = self.sync(&mut state)?;
+        let _locked = self.sync(&mut state)?;
         let mut lines = Vec::new();
         for document in &documents {
             push_upsert(&mut lines, document)?;
@@ -341,13 +404,13 @@ impl SearchIndex for EmbeddedIndex {
                 .documents
                 .insert(document.id.clone(), Indexed::new(document));
         }
-        self.append(&mut state, &mut journal, &lines, count)
+        self.append(&mut state, &lines, count)
     }
 
     #[tracing::instrument(name = "search.remove", skip_all)]
     async fn remove(&self, removal: &Removal) -> Result<u64, SearchError> {
         let mut state = self.state.lock().await;
-        let (_locked, mut journal) = self.sync(&mut state)?;
+        let _locked = self.sync(&mut state)?;
         let before = state.documents.len();
         state.remove(removal);
         let removed = (before - state.documents.len()) as u64;
@@ -359,7 +422,7 @@ impl SearchIndex for EmbeddedIndex {
                 parent: removal.parent.clone(),
             })?;
             line.push(b'\n');
-            self.append(&mut state, &mut journal, &line, 1)?;
+            self.append(&mut state, &line, 1)?;
         }
         Ok(removed)
     }

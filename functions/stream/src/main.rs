@@ -4,11 +4,6 @@
 use sage_core::telemetry::exit_on_error;
 use sage_core::{App, Config, stream_router};
 
-// glibc's malloc was 15 % of a short run's instructions; mimalloc takes 8 % off the total
-// (BENCHMARKS.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     let config = exit_on_error("configuration", Config::from_env());

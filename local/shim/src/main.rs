@@ -4,10 +4,6 @@ use std::time::Duration;
 use sage_core::{App, Config};
 use tokio::net::TcpListener;
 
-// As in the Stream function: glibc's malloc was 15 % of a short run's instructions (BENCHMARKS.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// `sage-local jobs <job>` runs one job and exits; it may take this long.
 const JOB_TIME: Duration = Duration::from_secs(3600);
 

@@ -28,6 +28,10 @@ pub const MAX_WORKSPACE_FILES: usize = 2000;
 pub const SANDBOX_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 /// In the sandbox function, the programs of its Lambda layers (`/opt/bin`) too.
 const FUNCTION_PATH: &str = "/opt/bin:/usr/local/bin:/usr/bin:/bin";
+/// glibc's malloc reserves 64 MiB of address space for each thread's arena; under an
+/// address-space limit a threaded program (Node, npm) then fails on reservations it never
+/// touches. Two arenas make the limit measure the memory a program uses.
+pub const MALLOC_ARENA_MAX: (&str, &str) = ("MALLOC_ARENA_MAX", "2");
 
 /// One file of the workspace, relative to it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -334,6 +338,7 @@ pub async fn run_request(request: RunRequest) -> Result<RunOutcome, SandboxError
             .env("PATH", FUNCTION_PATH)
             .env("HOME", folder)
             .env("LANG", "C.UTF-8")
+            .env(MALLOC_ARENA_MAX.0, MALLOC_ARENA_MAX.1)
             .current_dir(folder.join(&request.workdir));
         command
     })

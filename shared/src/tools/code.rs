@@ -21,7 +21,8 @@ use super::{BuiltinTools, JsonObject, ToolCallError, ToolSpec};
 use crate::blob::{ObjectKey, ObjectStore, RESERVED_FOLDER};
 use crate::config::CodeSandboxMode;
 use crate::sandbox::{
-    MAX_WORKSPACE_BYTES, MAX_WORKSPACE_FILES, RunRequest, SANDBOX_PATH, WorkspaceFile,
+    MALLOC_ARENA_MAX, MAX_WORKSPACE_BYTES, MAX_WORKSPACE_FILES, RunRequest, SANDBOX_PATH,
+    WorkspaceFile,
 };
 
 pub const EXECUTE_SHELL_COMMAND: &str = "execute_shell_command";
@@ -310,6 +311,9 @@ impl CodeTools {
                 "--setenv",
                 "LANG",
                 "C.UTF-8",
+                "--setenv",
+                MALLOC_ARENA_MAX.0,
+                MALLOC_ARENA_MAX.1,
             ])
             .args(["--ro-bind", "/usr", "/usr"]);
         for system in ["/bin", "/sbin", "/lib", "/lib64", "/etc/alternatives"] {

@@ -25,7 +25,19 @@ struct Args {
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let args = Args::parse();
-    let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port)).await?;
+    // Room for a burst of connections: `TcpListener::bind` queues 128, and a benchmark's server
+    // opens one to the model for each of its 200 or 1,000 streams at once.
+    let address = tokio::net::lookup_host((args.host.as_str(), args.port))
+        .await?
+        .next()
+        .ok_or_else(|| std::io::Error::other("the host has no address"))?;
+    let socket = match address {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    let listener = socket.listen(4096)?;
     eprintln!(
         "sage-mock-llm listening on http://{}/v1",
         listener.local_addr()?

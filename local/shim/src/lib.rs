@@ -9,6 +9,32 @@ use tokio::net::TcpListener;
 
 mod web;
 
+/// Connections the kernel holds for the server before it accepts them. The default of 128
+/// (`TcpListener::bind`) is below a burst of clients starting together (Sage's load test starts
+/// 200): the SYNs beyond it are dropped and those clients retry a second later.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Listens on `address` (`host:port`, the first of its addresses that binds) with room for a
+/// burst of connections.
+pub async fn listen(address: &str) -> std::io::Result<TcpListener> {
+    let mut last_error = None;
+    for address in tokio::net::lookup_host(address).await? {
+        let socket = if address.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(address) {
+            Ok(()) => return socket.listen(LISTEN_BACKLOG),
+            Err(error) => last_error = Some(error),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::NotFound, "the host has no address")
+    }))
+}
+
 /// Serves until `shutdown` resolves, then drains: running runs are interrupted and end their
 /// streams with the tail, the event writers flush, and the server exits within the configured
 /// grace (`--shutdown_grace_seconds`). Takes its listener so tests can bind port 0.

@@ -2,7 +2,6 @@ use std::ffi::OsString;
 use std::time::Duration;
 
 use sage_core::{App, Config};
-use tokio::net::TcpListener;
 
 /// `sage-local jobs <job>` runs one job and exits; it may take this long.
 const JOB_TIME: Duration = Duration::from_secs(3600);
@@ -18,7 +17,7 @@ async fn main() {
     telemetry(&config);
     let address = format!("{}:{}", config.server.host, config.server.port);
     let state = start(config).await;
-    let listener = TcpListener::bind(&address).await.unwrap_or_else(|error| {
+    let listener = sage_local::listen(&address).await.unwrap_or_else(|error| {
         eprintln!("sage-local: cannot listen on {address}: {error}");
         std::process::exit(1);
     });

@@ -111,14 +111,16 @@ impl SqlStore {
         // log is folded into the file every 32 MiB rather than every 4 MiB, so a page written
         // again and again is copied back once per fold; the page cache holds 16 MiB rather than
         // 2, so that pages written since the last fold are not read back from the log
-        // (they are outside the memory map until folded). Held, not pooled: a pool pings
+        // (they are outside the memory map until folded); temporary files (a statement's undo
+        // journal, a sort) stay in memory, not in files written and deleted. Held, not pooled: a pool pings
         // SQLite's thread (a second round trip) whenever a statement gives the connection back.
         let mut connection = AnyConnection::connect(&url).await?;
         connection
             .execute(
                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
                  PRAGMA busy_timeout = 5000; PRAGMA mmap_size = 268435456; \
-                 PRAGMA wal_autocheckpoint = 8192; PRAGMA cache_size = -16384;",
+                 PRAGMA wal_autocheckpoint = 8192; PRAGMA cache_size = -16384; \
+                 PRAGMA temp_store = MEMORY;",
             )
             .await?;
         sqlx::migrate!("migrations/sqlite")
@@ -539,11 +541,15 @@ impl SessionStore for SqlStore {
     }
 }
 
-/// One INSERT of usage records.
-/// Appends one INSERT of the runs' ledger rows to `statements`.
-fn push_usage_insert(statements: &mut QueryBuilder<sqlx::Any>, usages: &[&UsageRecord]) {
+/// Appends one INSERT of the runs' ledger rows to `statements`; `insert` is the verb.
+fn push_usage_insert(
+    statements: &mut QueryBuilder<sqlx::Any>,
+    insert: &str,
+    usages: &[&UsageRecord],
+) {
+    statements.push(insert);
     statements.push(
-        "INSERT INTO usage_ledger (session_id, seq, user_id, run_id, day, model, calls, \
+        " INTO usage_ledger (session_id, seq, user_id, run_id, day, model, calls, \
          prompt_tokens, completion_tokens, total_tokens, cost, recorded_at) ",
     );
     statements.push_values(usages, |mut row, usage| {
@@ -562,9 +568,14 @@ fn push_usage_insert(statements: &mut QueryBuilder<sqlx::Any>, usages: &[&UsageR
     });
 }
 
-/// Appends one INSERT of events, each with its session, to `statements`.
-fn push_events_insert(statements: &mut QueryBuilder<sqlx::Any>, rows: &[EventRow<'_>]) {
-    statements.push("INSERT INTO events (session_id, seq, body) ");
+/// Appends one INSERT of events, each with its session, to `statements`; `insert` is the verb.
+fn push_events_insert(
+    statements: &mut QueryBuilder<sqlx::Any>,
+    insert: &str,
+    rows: &[EventRow<'_>],
+) {
+    statements.push(insert);
+    statements.push(" INTO events (session_id, seq, body) ");
     statements.push_values(rows, |mut row, (session_id, seq, body)| {
         row.push_bind(*session_id).push_bind(*seq).push_bind(*body);
     });
@@ -602,12 +613,16 @@ impl SqlStore {
         };
         #[cfg(feature = "sqlite")]
         if self.dialect == Dialect::Sqlite {
+            // A conflict rolls the whole transaction back, as the caller would: without it
+            // SQLite keeps a journal of each statement to undo it alone, which costs a copy of
+            // every page the statement touches.
+            let insert = "INSERT OR ROLLBACK";
             let mut statements = QueryBuilder::new("BEGIN; ");
             if !rows.is_empty() {
-                push_events_insert(&mut statements, rows);
+                push_events_insert(&mut statements, insert, rows);
                 statements.push("; ");
             }
-            push_usage_insert(&mut statements, usages);
+            push_usage_insert(&mut statements, insert, usages);
             statements.push("; COMMIT;");
             return self
                 .sqlite_transaction(statements.build())
@@ -620,7 +635,7 @@ impl SqlStore {
         let mut tx = connection.begin().await?;
         if !rows.is_empty() {
             let mut insert = QueryBuilder::new("");
-            push_events_insert(&mut insert, rows);
+            push_events_insert(&mut insert, "INSERT", rows);
             insert
                 .build()
                 .execute(&mut *tx)
@@ -628,7 +643,7 @@ impl SqlStore {
                 .map_err(|error| conflict(error.into()))?;
         }
         let mut insert = QueryBuilder::new("");
-        push_usage_insert(&mut insert, usages);
+        push_usage_insert(&mut insert, "INSERT", usages);
         insert
             .build()
             .execute(&mut *tx)
@@ -643,7 +658,7 @@ impl SqlStore {
             return Ok(());
         }
         let mut insert = QueryBuilder::new("");
-        push_events_insert(&mut insert, rows);
+        push_events_insert(&mut insert, "INSERT", rows);
         match insert.build().execute(&mut *self.connection().await?).await {
             Err(error) if is_unique_violation(&error) => Err(StoreError::SeqConflict {
                 session_id: rows[0].0.to_owned(),

@@ -342,6 +342,63 @@ async fn batched_writes_carry_their_usage(store: Arc<dyn Store>) {
     assert_eq!(ledger().await.unwrap(), vec![closing]);
 }
 
+/// Runs streaming side by side, as a server writes them: each run's input first, then its
+/// answer a few events at a time; one run ends while the others go on, one collides with a
+/// taken number, one is deleted. Every read in between sees exactly what was written. Enough
+/// events that SQLite's recent tier is swept several times.
+async fn streaming_runs_read_back_exactly_while_they_stream_and_after(store: Arc<dyn Store>) {
+    let sessions = ["run-a", "run-b", "run-c"];
+    let mut written: Vec<Vec<StoredEvent>> = vec![Vec::new(); sessions.len()];
+    for (index, session_id) in sessions.iter().enumerate() {
+        let input = events(session_id, 1..=1);
+        store.append_events(session_id, &input).await.unwrap();
+        written[index].extend(input);
+    }
+    for round in 0..120u64 {
+        for (index, session_id) in sessions.iter().enumerate() {
+            if index == 0 && round >= 60 {
+                continue;
+            }
+            let from = written[index].len() as u64 + 1;
+            let mut batch = events(session_id, from..=from + 15);
+            if index == 0 && round == 59 {
+                let seq = from + 16;
+                batch.push(StoredEvent::new(seq, Event::stream_end(session_id, seq)));
+            }
+            store.append_events(session_id, &batch).await.unwrap();
+            written[index].extend(batch);
+        }
+        if round % 25 == 7 {
+            // Where run-b's last batch starts: where two writers of one session would meet.
+            let taken = written[1].len() as u64 - 15;
+            let error = store
+                .append_events("run-b", &events("run-b", taken..=taken + 4))
+                .await
+                .unwrap_err();
+            assert!(matches!(error, StoreError::SeqConflict { .. }), "{error}");
+            for (index, session_id) in sessions.iter().enumerate() {
+                let all = store.events_after(session_id, 0).await.unwrap();
+                assert_eq!(all, written[index], "{session_id} after round {round}");
+                let last = written[index].len() as u64;
+                assert_eq!(store.last_seq(session_id).await.unwrap(), last);
+                let tail = store.events_after(session_id, last - 20).await.unwrap();
+                assert_eq!(tail, written[index][last as usize - 20..]);
+            }
+        }
+    }
+    store.delete_session("run-c").await.unwrap();
+    assert!(store.events_after("run-c", 0).await.unwrap().is_empty());
+    assert_eq!(store.last_seq("run-c").await.unwrap(), 0);
+    let again = events("run-c", 1..=3);
+    store.append_events("run-c", &again).await.unwrap();
+    assert_eq!(store.events_after("run-c", 0).await.unwrap(), again);
+    for index in 0..2 {
+        let all = store.events_after(sessions[index], 0).await.unwrap();
+        assert_eq!(all.len(), written[index].len());
+        assert_eq!(all, written[index]);
+    }
+}
+
 async fn deleting_a_session_removes_its_events_and_lock(store: Arc<dyn Store>) {
     store
         .create_session(&SessionRecord::new("gone", "u", "t"))
@@ -1453,6 +1510,7 @@ macro_rules! conformance {
             conformance!(@test $make, events_come_back_in_order_after_a_sequence_number);
             conformance!(@test $make, a_taken_sequence_number_fails_the_whole_batch);
             conformance!(@test $make, deleting_a_session_removes_its_events_and_lock);
+            conformance!(@test $make, streaming_runs_read_back_exactly_while_they_stream_and_after);
             conformance!(@test $make, usage_is_written_with_its_events_or_not_at_all);
             conformance!(@test $make, batched_writes_carry_their_usage);
             conformance!(@test $make, reading_after_any_number_inside_a_batch_returns_exactly_the_rest);
@@ -1505,6 +1563,55 @@ async fn mariadb() -> (Arc<dyn Store>, ()) {
 
 async fn dynamodb() -> (Arc<dyn Store>, ()) {
     (Arc::new(dynamo_store(&fresh_name("sage_test")).await), ())
+}
+
+/// SQLite keeps streaming runs' events in a tier of their own until each run ends. A process
+/// killed mid-run leaves them there: the next to open the file finds them in the log, and
+/// another process reading the file sees a run whole once it has ended.
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_keeps_a_killed_processs_streaming_events_and_shows_an_ended_run_to_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sage.db");
+    let mut written = events("killed", 1..=1);
+    let ended: Vec<StoredEvent>;
+    {
+        let store = SqlStore::open(&file).await.unwrap();
+        store.append_events("killed", &written).await.unwrap();
+        for from in (2..200).step_by(9) {
+            let batch = events("killed", from..=from + 8);
+            store.append_events("killed", &batch).await.unwrap();
+            written.extend(batch);
+        }
+        let mut run = events("ended", 1..=1);
+        store.append_events("ended", &run).await.unwrap();
+        let mut answer = events("ended", 2..=40);
+        answer.push(StoredEvent::new(41, Event::stream_end("ended", 41)));
+        for batch in answer.chunks(5) {
+            store.append_events("ended", batch).await.unwrap();
+        }
+        run.extend(answer);
+        ended = run;
+        let other = SqlStore::open(&file).await.unwrap();
+        assert_eq!(other.events_after("ended", 0).await.unwrap(), ended);
+        assert_eq!(store.events_after("killed", 0).await.unwrap(), written);
+        for from in (200..260).step_by(6) {
+            let batch = events("killed", from..=from + 5);
+            store.append_events("killed", &batch).await.unwrap();
+            written.extend(batch);
+        }
+        assert_eq!(store.events_after("killed", 0).await.unwrap(), written);
+        // Dropped without ending its run, as a killed process would leave the file.
+        std::mem::forget(store);
+    }
+    let reopened = SqlStore::open(&file).await.unwrap();
+    assert_eq!(reopened.events_after("killed", 0).await.unwrap(), written);
+    assert_eq!(reopened.last_seq("killed").await.unwrap(), 259);
+    assert_eq!(reopened.events_after("ended", 0).await.unwrap(), ended);
+    let error = reopened
+        .append_events("killed", &events("killed", 259..=260))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StoreError::SeqConflict { .. }), "{error}");
 }
 
 conformance!(memory_store, memory());

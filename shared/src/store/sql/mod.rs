@@ -2,6 +2,9 @@
 //! WAL) and `mysql` (MySQL 8 / MariaDB 10.11). Only the schema and two statements differ.
 
 #[cfg(feature = "sqlite")]
+mod recent;
+
+#[cfg(feature = "sqlite")]
 use std::path::Path;
 #[cfg(feature = "sqlite")]
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -59,6 +62,8 @@ enum Connections {
         /// Set when a caller dropped its transaction of several statements before it ended:
         /// the next to take the connection rolls it back first.
         unfinished: AtomicBool,
+        /// Read and changed only by the holder of `connection`.
+        recent: std::sync::Mutex<recent::RecentTier>,
     },
     #[cfg(feature = "mysql")]
     Pooled(AnyPool),
@@ -126,10 +131,19 @@ impl SqlStore {
         sqlx::migrate!("migrations/sqlite")
             .run(&mut connection)
             .await?;
+        // Runs that were streaming when their process stopped.
+        connection
+            .execute(
+                "BEGIN; INSERT OR IGNORE INTO events (session_id, seq, body) \
+                 SELECT session_id, seq, body FROM recent_events ORDER BY rowid; \
+                 DELETE FROM recent_events; COMMIT;",
+            )
+            .await?;
         Ok(Self {
             connections: Connections::Held {
                 connection: tokio::sync::Mutex::new(connection),
                 unfinished: AtomicBool::new(false),
+                recent: std::sync::Mutex::default(),
             },
             dialect: Dialect::Sqlite,
         })
@@ -204,6 +218,7 @@ impl SqlStore {
             Connections::Held {
                 connection,
                 unfinished,
+                ..
             } => {
                 let mut connection = connection.lock().await;
                 if unfinished.swap(false, Ordering::AcqRel) {
@@ -228,19 +243,40 @@ impl SqlStore {
         &self,
         statements: AnyQuery<'_>,
     ) -> Result<Vec<AnyRow>, StoreError> {
+        let mut connection = self.connection().await?;
+        self.sqlite_transaction_on(&mut connection, statements)
+            .await
+    }
+
+    /// `sqlite_transaction` on a connection the caller holds.
+    #[cfg(feature = "sqlite")]
+    async fn sqlite_transaction_on(
+        &self,
+        connection: &mut Connection<'_>,
+        statements: AnyQuery<'_>,
+    ) -> Result<Vec<AnyRow>, StoreError> {
         let unfinished = match &self.connections {
             Connections::Held { unfinished, .. } => unfinished,
             #[cfg(feature = "mysql")]
             Connections::Pooled(_) => return Err(StoreError::Config("not an SQLite store".into())),
         };
-        let mut connection = self.connection().await?;
         let pending = UnfinishedMark(Some(unfinished));
-        let ran = statements.fetch_all(&mut *connection).await;
+        let ran = statements.fetch_all(&mut **connection).await;
         if ran.is_err() {
-            roll_back(&mut connection).await;
+            roll_back(connection).await;
         }
         pending.disarm();
         Ok(ran?)
+    }
+
+    /// SQLite's tier for streaming runs.
+    #[cfg(feature = "sqlite")]
+    fn recent_tier(&self) -> Option<&std::sync::Mutex<recent::RecentTier>> {
+        match &self.connections {
+            Connections::Held { recent, .. } => Some(recent),
+            #[cfg(feature = "mysql")]
+            Connections::Pooled(_) => None,
+        }
     }
 
     fn insert_ignore(&self) -> &'static str {
@@ -536,6 +572,16 @@ impl SessionStore for SqlStore {
                 .execute(&mut *tx)
                 .await?;
         }
+        #[cfg(feature = "sqlite")]
+        if let Some(recent) = self.recent_tier() {
+            sqlx::query("DELETE FROM recent_events WHERE session_id = ?")
+                .bind(session_id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            lock_tier(recent).forget(session_id);
+            return Ok(());
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -581,6 +627,47 @@ fn push_events_insert(
     });
 }
 
+/// A taken key reported as the first row's sequence number (or the first ledger row's).
+fn seq_conflict(error: StoreError, rows: &[EventRow<'_>], usages: &[&UsageRecord]) -> StoreError {
+    let StoreError::Database(database) = &error else {
+        return error;
+    };
+    if !is_unique_violation(database) {
+        return error;
+    }
+    let first = rows
+        .first()
+        .map(|(session_id, seq, _)| (*session_id, *seq as u64))
+        .or_else(|| {
+            usages
+                .first()
+                .map(|usage| (usage.session_id.as_str(), usage.seq))
+        });
+    match first {
+        Some((session_id, seq)) => StoreError::SeqConflict {
+            session_id: session_id.to_owned(),
+            seq,
+        },
+        None => error,
+    }
+}
+
+/// One session's events in a write, with the usage they account for.
+#[cfg(feature = "sqlite")]
+struct BatchRef<'a> {
+    session_id: &'a str,
+    events: &'a [StoredEvent],
+    usage: Option<&'a UsageRecord>,
+}
+
+#[cfg(feature = "sqlite")]
+fn lock_tier(
+    tier: &std::sync::Mutex<recent::RecentTier>,
+) -> std::sync::MutexGuard<'_, recent::RecentTier> {
+    tier.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// An event as stored: its session, its sequence number and its JSON.
 type EventRow<'a> = (&'a str, i64, &'a str);
 
@@ -598,38 +685,7 @@ impl SqlStore {
         rows: &[EventRow<'_>],
         usages: &[&UsageRecord],
     ) -> Result<(), StoreError> {
-        let conflict = |error: StoreError| match error {
-            StoreError::Database(error) if is_unique_violation(&error) => {
-                let (session_id, seq) = rows.first().map_or_else(
-                    || (usages[0].session_id.as_str(), usages[0].seq),
-                    |(session_id, seq, _)| (*session_id, *seq as u64),
-                );
-                StoreError::SeqConflict {
-                    session_id: session_id.to_owned(),
-                    seq,
-                }
-            }
-            other => other,
-        };
-        #[cfg(feature = "sqlite")]
-        if self.dialect == Dialect::Sqlite {
-            // A conflict rolls the whole transaction back, as the caller would: without it
-            // SQLite keeps a journal of each statement to undo it alone, which costs a copy of
-            // every page the statement touches.
-            let insert = "INSERT OR ROLLBACK";
-            let mut statements = QueryBuilder::new("BEGIN; ");
-            if !rows.is_empty() {
-                push_events_insert(&mut statements, insert, rows);
-                statements.push("; ");
-            }
-            push_usage_insert(&mut statements, insert, usages);
-            statements.push("; COMMIT;");
-            return self
-                .sqlite_transaction(statements.build())
-                .await
-                .map(|_| ())
-                .map_err(conflict);
-        }
+        let conflict = |error: StoreError| seq_conflict(error, rows, usages);
         // Dropping the transaction on an error rolls it back.
         let mut connection = self.connection().await?;
         let mut tx = connection.begin().await?;
@@ -651,6 +707,111 @@ impl SqlStore {
             .map_err(|error| conflict(error.into()))?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// SQLite: one transaction for several sessions' events and the usage some of them account
+    /// for. Streaming runs' events go to the recent tier (`recent::RecentTier`).
+    #[cfg(feature = "sqlite")]
+    async fn append_to_sqlite(&self, batches: &[BatchRef<'_>]) -> Result<(), StoreError> {
+        let Some(recent) = self.recent_tier() else {
+            return Err(StoreError::Config("not an SQLite store".into()));
+        };
+        let mut connection = self.connection().await?;
+        let routed: Vec<(&str, &[StoredEvent])> = batches
+            .iter()
+            .map(|batch| (batch.session_id, batch.events))
+            .collect();
+        let plan = lock_tier(recent)
+            .plan(&routed)
+            .map_err(|taken| StoreError::SeqConflict {
+                session_id: taken.session_id,
+                seq: taken.seq,
+            })?;
+        let mut keyed = Vec::new();
+        let mut streaming = Vec::new();
+        for (batch, route) in batches.iter().zip(&plan.routes) {
+            let rows = event_rows(batch.session_id, batch.events);
+            match route {
+                recent::Route::Keyed => keyed.extend(rows),
+                recent::Route::Recent => streaming.extend(rows),
+            }
+        }
+        let usages: Vec<&UsageRecord> = batches.iter().filter_map(|batch| batch.usage).collect();
+        // A conflict rolls the whole transaction back, as the caller would: without it SQLite
+        // keeps a journal of each statement to undo it alone, which costs a copy of every page
+        // the statement touches.
+        let insert = "INSERT OR ROLLBACK";
+        let mut statements = QueryBuilder::new("BEGIN; ");
+        if !keyed.is_empty() {
+            push_events_insert(&mut statements, insert, &keyed);
+            statements.push("; ");
+        }
+        if !plan.moved.is_empty() {
+            statements.push(
+                "INSERT OR IGNORE INTO events (session_id, seq, body) \
+                 SELECT session_id, seq, body FROM recent_events WHERE rowid IN (",
+            );
+            let mut ids = statements.separated(", ");
+            for id in &plan.moved {
+                ids.push_bind(*id);
+            }
+            statements.push(") ORDER BY rowid; ");
+        }
+        if let Some(through) = plan.sweep_through {
+            statements.push(
+                "INSERT OR IGNORE INTO events (session_id, seq, body) \
+                 SELECT session_id, seq, body FROM recent_events WHERE rowid <= ",
+            );
+            statements.push_bind(through);
+            statements.push(" ORDER BY rowid; DELETE FROM recent_events WHERE rowid <= ");
+            statements.push_bind(through);
+            statements.push("; ");
+        }
+        if !usages.is_empty() {
+            push_usage_insert(&mut statements, insert, &usages);
+            statements.push("; ");
+        }
+        if !streaming.is_empty() {
+            statements.push("INSERT INTO recent_events (session_id, seq, body) ");
+            statements.push_values(&streaming, |mut row, (session_id, seq, body)| {
+                row.push_bind(*session_id).push_bind(*seq).push_bind(*body);
+            });
+            statements.push("; SELECT last_insert_rowid() AS last; ");
+        }
+        statements.push("COMMIT;");
+        let rows = self
+            .sqlite_transaction_on(&mut connection, statements.build())
+            .await
+            .map_err(|error| seq_conflict(error, &keyed, &usages))?;
+        let last_id = match rows.first() {
+            Some(row) => Some(row.try_get::<i64, _>("last")?),
+            None => None,
+        };
+        lock_tier(recent).apply(plan, last_id);
+        Ok(())
+    }
+
+    /// One session's events, with the usage they account for.
+    async fn append_session(
+        &self,
+        session_id: &str,
+        events: &[StoredEvent],
+        usage: Option<&UsageRecord>,
+    ) -> Result<(), StoreError> {
+        #[cfg(feature = "sqlite")]
+        if self.dialect == Dialect::Sqlite {
+            let batch = BatchRef {
+                session_id,
+                events,
+                usage,
+            };
+            return self.append_to_sqlite(std::slice::from_ref(&batch)).await;
+        }
+        let rows = event_rows(session_id, events);
+        match usage {
+            Some(usage) => self.append_with_usage(&rows, &[usage]).await,
+            None => self.append_rows(&rows).await,
+        }
     }
 
     async fn append_rows(&self, rows: &[EventRow<'_>]) -> Result<(), StoreError> {
@@ -676,10 +837,22 @@ impl EventLog for SqlStore {
         session_id: &str,
         events: &[StoredEvent],
     ) -> Result<(), StoreError> {
-        self.append_rows(&event_rows(session_id, events)).await
+        self.append_session(session_id, events, None).await
     }
 
     async fn append_event_batches(&self, batches: &[EventBatch]) -> Result<(), StoreError> {
+        #[cfg(feature = "sqlite")]
+        if self.dialect == Dialect::Sqlite {
+            let batches: Vec<BatchRef<'_>> = batches
+                .iter()
+                .map(|batch| BatchRef {
+                    session_id: &batch.session_id,
+                    events: &batch.events,
+                    usage: batch.usage.as_ref(),
+                })
+                .collect();
+            return self.append_to_sqlite(&batches).await;
+        }
         let rows: Vec<EventRow<'_>> = batches
             .iter()
             .flat_map(|batch| event_rows(&batch.session_id, &batch.events))
@@ -705,8 +878,7 @@ impl EventLog for SqlStore {
         events: &[StoredEvent],
         usage: &UsageRecord,
     ) -> Result<(), StoreError> {
-        self.append_with_usage(&event_rows(session_id, events), &[usage])
-            .await
+        self.append_session(session_id, events, Some(usage)).await
     }
 
     async fn events_after(
@@ -714,13 +886,28 @@ impl EventLog for SqlStore {
         session_id: &str,
         after: u64,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT seq, body FROM events WHERE session_id = ? AND seq > ? ORDER BY seq",
-        )
-        .bind(session_id)
-        .bind(after as i64)
-        .fetch_all(&mut *self.connection().await?)
-        .await?;
+        let mut connection = self.connection().await?;
+        let mut query = QueryBuilder::new("SELECT seq, body FROM events WHERE session_id = ");
+        query
+            .push_bind(session_id)
+            .push(" AND seq > ")
+            .push_bind(after as i64);
+        #[cfg(feature = "sqlite")]
+        if let Some(recent) = self.recent_tier()
+            && let Some((ids, _)) = lock_tier(recent).rows_of(session_id)
+            && !ids.is_empty()
+        {
+            // Another process's sweep may have copied some of them already: UNION, not ALL.
+            query.push(" UNION SELECT seq, body FROM recent_events WHERE seq > ");
+            query.push_bind(after as i64).push(" AND rowid IN (");
+            let mut bound = query.separated(", ");
+            for id in ids {
+                bound.push_bind(id);
+            }
+            query.push(")");
+        }
+        query.push(" ORDER BY seq");
+        let rows = query.build().fetch_all(&mut *connection).await?;
         rows.iter()
             .map(|row| {
                 let seq: i64 = row.try_get("seq")?;
@@ -731,9 +918,16 @@ impl EventLog for SqlStore {
     }
 
     async fn last_seq(&self, session_id: &str) -> Result<u64, StoreError> {
+        let mut connection = self.connection().await?;
+        #[cfg(feature = "sqlite")]
+        if let Some(recent) = self.recent_tier()
+            && let Some((_, last_seq)) = lock_tier(recent).rows_of(session_id)
+        {
+            return Ok(last_seq);
+        }
         let row = sqlx::query("SELECT MAX(seq) AS last FROM events WHERE session_id = ?")
             .bind(session_id)
-            .fetch_one(&mut *self.connection().await?)
+            .fetch_one(&mut *connection)
             .await?;
         let last: Option<i64> = row.try_get("last")?;
         Ok(last.unwrap_or(0) as u64)

@@ -47,8 +47,8 @@ use crate::domain::tools_admin::ToolsAdmin;
 use crate::domain::usage::Usage;
 use crate::llm::{ChatModel, LlmSettings};
 use crate::store::{
-    EventLog, EventSink, IdempotencyRecord, RunControl, RunStatus, RunTally, SEARCH_TEXT_LIMIT,
-    SessionRecord, SessionStore, Store, StoreError, SummaryStore,
+    EventLog, EventSink, IdempotencyRecord, McpServerRecord, RunControl, RunStatus, RunTally,
+    SEARCH_TEXT_LIMIT, SessionRecord, SessionStore, Store, StoreError, SummaryStore,
 };
 use crate::tools::{
     CodeSandbox, DownloadPolicy, FILE_WRITE, McpPolicy, McpPool, TODO_READ, TODO_WRITE,
@@ -247,14 +247,24 @@ impl Runs {
         request.validate()?;
         let user = UserId::from_optional(request.user_id.as_deref());
         self.agents.apply(&user, &mut request).await?;
-        if request.llm_model_config.is_none() {
-            request.llm_model_config = self
-                .providers
-                .for_run(&user, request.llm_provider_id.as_deref())
-                .await?;
+        // Both only read, so they run at once (one round trip to DynamoDB or MariaDB before the
+        // model is asked, not two); their errors still come in this order.
+        let provider = async {
+            match request.llm_model_config {
+                Some(_) => Ok(None),
+                None => self
+                    .providers
+                    .for_run(&user, request.llm_provider_id.as_deref())
+                    .await
+                    .map(Some),
+            }
+        };
+        let (provider, extras) = tokio::join!(provider, self.run_extras(&user, &request));
+        if let Some(config) = provider? {
+            request.llm_model_config = config;
         }
         let settings = resolve_llm(&self.defaults.llm, request.llm_model_config.as_ref())?;
-        let skills = self.run_extras(&user, &request).await?;
+        let skills = extras?;
         let asked_for = request.session_id.as_deref().filter(|id| !id.is_empty());
         let session_id = match asked_for {
             Some(id) => SessionId::parse(id)?,
@@ -858,7 +868,7 @@ impl Runs {
             // A continuation goes on from its held turn: the opening steps ran already.
             deep_thinking: request.deep_thinking.unwrap_or(false) && !continues,
             available_tools: request.available_tools.clone().unwrap_or_default(),
-            registered_servers: self.tools.enabled_servers(user).await?,
+            registered_servers: extras.registered_servers.clone(),
             request_servers: request.extra_mcp_config.clone().unwrap_or_default(),
             builtin_tools,
             mcp_policy: self.defaults.mcp_policy,
@@ -926,6 +936,7 @@ impl Runs {
             } else {
                 Vec::new()
             },
+            registered_servers: self.tools.enabled_servers(user).await?,
         })
     }
 
@@ -1357,6 +1368,7 @@ struct RunExtras {
     skills: Vec<RunSkill>,
     knowledge: Vec<RunKnowledgeBase>,
     sub_agents: Vec<SubAgent>,
+    registered_servers: Vec<McpServerRecord>,
 }
 
 /// `<skill>NAME</skill>` at the start of the newest user message.

@@ -7,7 +7,9 @@
 # cold store", or the opt-in "instructions" (e.g. SECTIONS="throughput cold" bash local/bench.sh); BIN and OUT name other folders for the
 # binaries and the results (to compare two builds side by side). PIN=1 pins the server to CPU 0
 # and the model and the load generator to CPU 1 (taskset), so that the server's share of the
-# machine is one core of its own.
+# machine is one core of its own. DB_TYPE=memory starts sage-local on the memory store instead
+# of SQLite in the sections that load it (all but `instructions`, `cold` and `store`), to see
+# what storing the events costs; WORDS sets the overhead section's answer length (40 words).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -15,6 +17,7 @@ OUT=${OUT:-$ROOT/target/bench}
 BIN=${BIN:-$ROOT/target/release}
 mkdir -p "$OUT"
 rm -f "$OUT"/*.json "$OUT"/*.jsonl
+printf '{"db_type": "%s", "words": %s}\n' "${DB_TYPE:-file}" "${WORDS:-40}" >"$OUT/setup.json"
 QUICK=${QUICK:-0}
 SECTIONS=${SECTIONS:-overhead requests throughput traces hold cold store}
 section() { [[ " $SECTIONS " == *" $1 "* ]]; }
@@ -40,13 +43,14 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 wait_port() { for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
 log() { printf '\n==> %s\n' "$*" >&2; }
 
-# start_pair DELAY_MS: the scripted model and a fresh sage-local (SQLite store) using it.
+# start_pair DELAY_MS: the scripted model and a fresh sage-local (SQLite store, or DB_TYPE's)
+# using it.
 start_pair() {
   MOCK_PORT=$(free_port); SHIM_PORT=$(free_port)
   DATA=$(mktemp -d)
   "${ON_OTHER_CPU[@]}" "$BIN/sage-mock-llm" --port "$MOCK_PORT" --token-delay-ms "$1" >/dev/null 2>&1 &
   MOCK_PID=$!; PIDS+=("$MOCK_PID")
-  "${ON_SERVER_CPU[@]}" "$BIN/sage-local" --host 127.0.0.1 --port "$SHIM_PORT" --db_type file --db_path "$DATA" \
+  "${ON_SERVER_CPU[@]}" "$BIN/sage-local" --host 127.0.0.1 --port "$SHIM_PORT" --db_type "${DB_TYPE:-file}" --db_path "$DATA" \
     --workspace "$DATA/ws" --default_llm_api_key bench \
     --default_llm_api_base_url "http://127.0.0.1:$MOCK_PORT/v1" >"$OUT/shim.log" 2>&1 &
   SHIM_PID=$!; PIDS+=("$SHIM_PID")
@@ -64,8 +68,8 @@ for c in $LEVELS; do
   log "overhead at $c concurrent streams ($n requests)"
   start_pair 50
   "${ON_OTHER_CPU[@]}" "$BIN/sage-load" stream --target llm --url "http://127.0.0.1:$MOCK_PORT" -c "$c" -n "$n" \
-    --message words:40 --ramp-s "$ramp" --timeout-s 300 --json >"$OUT/overhead-direct-$c.json"
-  "${ON_OTHER_CPU[@]}" "$BIN/sage-load" stream --url "http://127.0.0.1:$SHIM_PORT" -c "$c" -n "$n" --message words:40 \
+    --message "words:${WORDS:-40}" --ramp-s "$ramp" --timeout-s 300 --json >"$OUT/overhead-direct-$c.json"
+  "${ON_OTHER_CPU[@]}" "$BIN/sage-load" stream --url "http://127.0.0.1:$SHIM_PORT" -c "$c" -n "$n" --message "words:${WORDS:-40}" \
     --ramp-s "$ramp" --timeout-s 300 --server-pid "$SHIM_PID" --json >"$OUT/overhead-server-$c.json"
   stop_pair
 done
@@ -216,5 +220,5 @@ for backend in sqlite mysql dynamodb; do
 done
 fi
 
-ls -l "$BIN"/sage-{stream,health,mcp-admin,session,local} | awk '{print $5, $9}' >"$OUT/sizes.txt"
+{ ls -l "$BIN"/sage-{stream,health,mcp-admin,session,local} 2>/dev/null || true; } | awk '{print $5, $9}' >"$OUT/sizes.txt"
 python3 "$ROOT/local/bench_report.py" "$OUT"

@@ -18,7 +18,11 @@ def last_json_line(path):
     return json.loads(lines[-1])
 
 
-print("### Server overhead (model paced at 20 tokens/s per stream, 40 tokens, SQLite store)\n")
+setup = load("setup.json") or {}
+store = {"file": "SQLite store", "memory": "memory store"}.get(setup.get("db_type", "file"), setup.get("db_type"))
+words = setup.get("words", 40)
+
+print(f"### Server overhead (model paced at 20 tokens/s per stream, {words} tokens, {store})\n")
 print("| concurrent streams | direct tokens/s | through /api/stream tokens/s | ratio | success (server) | first event p50 / p99 (server) | server CPU ms per 1,000 events |")
 print("|---|---|---|---|---|---|---|")
 levels = sorted(int(p.split("-")[-1][:-5]) for p in glob.glob(os.path.join(out, "overhead-server-*.json")))
@@ -68,7 +72,7 @@ if server and traced:
     print(f"| off | {server['events_per_s']:,.0f} | {off['cpu_ms_per_1000_events']:.1f} |")
     print(f"| on | {traced['events_per_s']:,.0f} | {on['cpu_ms_per_1000_events']:.1f} |")
 
-print("\n### Open streams and memory (sage-local, SQLite store)\n")
+print(f"\n### Open streams and memory (sage-local, {store})\n")
 print("| streams requested | opened | open at end | RSS before | RSS with the streams | RSS per open stream |")
 print("|---|---|---|---|---|---|")
 for path in sorted(glob.glob(os.path.join(out, "hold-*.jsonl")), key=lambda p: int(p.split("-")[-1][:-6])):
